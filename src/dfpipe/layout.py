@@ -1,0 +1,66 @@
+"""The FaceForensics++ folder layout and split files, shared by every source and stage."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+METHODS = ("Deepfakes", "Face2Face", "FaceSwap", "NeuralTextures")
+ORIGINAL = "original"
+SPLITS = ("train", "val", "test")
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv")
+
+
+def video_dir(method: str, compression: str) -> str:
+    """Folder (relative to the dataset root) holding the videos of `method` at `compression`."""
+    if method == ORIGINAL:
+        return f"original_sequences/youtube/{compression}/videos"
+    return f"manipulated_sequences/{method}/{compression}/videos"
+
+
+def mask_dir(method: str) -> str:
+    return f"manipulated_sequences/{method}/masks/videos"
+
+
+def identities(video_id: str) -> tuple[str, ...]:
+    """Identities shown in a video: `000` for an original, (target, source) for a fake `000_003`."""
+    return tuple(video_id.split("_"))
+
+
+def read_splits(folder: str | Path) -> dict[str, str]:
+    """Map every identity id to its split, from FF++-format train/val/test.json (lists of [a, b] pairs)."""
+    folder = Path(folder)
+    owner: dict[str, str] = {}
+    for split in SPLITS:
+        path = folder / f"{split}.json"
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"{path}: split file missing. FF++ ships train/val/test.json in its repository's dataset/splits/; "
+                "copy them there or set splits.dir in config.yaml"
+            )
+        try:
+            pairs = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}: not valid JSON ({exc})") from exc
+        if not isinstance(pairs, list) or not all(isinstance(p, list) and len(p) == 2 for p in pairs):
+            raise ValueError(f"{path}: expected a list of [target, source] id pairs")
+        for pair in pairs:
+            for ident in map(str, pair):
+                if owner.setdefault(ident, split) != split:
+                    raise ValueError(f"{path}: identity {ident} is also in the {owner[ident]} split")
+    return owner
+
+
+def split_of(video_id: str, owner: dict[str, str]) -> str | None:
+    """Split of a video: that of its identities (all of which must agree), or None if unlisted."""
+    found = {owner.get(i) for i in identities(video_id)}
+    if len(found) != 1:
+        return None
+    return found.pop()
+
+
+def write_splits(folder: str | Path, pairs_by_split: dict[str, list[list[str]]]) -> None:
+    from .io import write_json
+
+    for split in SPLITS:
+        write_json(Path(folder) / f"{split}.json", pairs_by_split.get(split, []))
