@@ -1,0 +1,34 @@
+# FaceForensics++ (or the offline demo) -> face crops -> MozJPEG at each quality -> PSNR/SSIM -> WebDataset shards.
+# Stages live in workflow/rules/<stage>.smk; their logic in src/dfpipe/<stage>.py; see docs/DESIGN.md.
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+include: "workflow/rules/common.smk"
+
+wildcard_constraints:
+    method="|".join((ORIGINAL, *METHODS)),
+    batch=r"\d{4}",
+    q=r"\d{1,3}",
+    split="|".join(SPLITS),
+
+
+include: "workflow/rules/source.smk"
+include: "workflow/rules/manifest.smk"
+include: "workflow/rules/frames.smk"
+include: "workflow/rules/faces.smk"
+include: "workflow/rules/compress.smk"
+include: "workflow/rules/quality.smk"
+include: "workflow/rules/shards.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        rules.face_summary.output.csv,
+        rules.quality_report.output.csv,
+        expand(rules.shard_index.output.json, q=QUALITIES),

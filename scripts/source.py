@@ -1,0 +1,17 @@
+# Rule `source`: build/download/check the dataset and record where it is.
+from pathlib import Path
+
+from dfpipe import runlog, sources
+from dfpipe.io import write_json
+from dfpipe.paths import portable
+
+p = snakemake.params
+log = runlog.to_file(snakemake.log[0])
+out_root = Path(snakemake.config["output_root"])
+cfg = {"source": p.source, p.source: p.settings, "dataset": p.dataset, "splits": p.splits}
+info = sources.prepare(cfg, out_root, log)
+write_json(snakemake.output.json, {
+    "source": info.name,
+    "dataset_root": portable(info.dataset_root, out_root),
+    "splits_dir": portable(info.splits_dir, out_root),
+})

@@ -1,0 +1,110 @@
+"""The manifest: one row per video of the dataset, whatever the source, read by every later stage."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import ffmpeg
+import pandas as pd
+
+from .layout import ORIGINAL, VIDEO_SUFFIXES, mask_dir, read_splits, split_of, video_dir
+
+COLUMNS = [
+    "key", "video_id", "method", "compression", "split", "label", "path", "mask_path",
+    "fps", "n_frames", "duration", "bytes", "width", "height", "status", "error", "batch",
+]
+
+
+def list_videos(dataset_root: Path, methods: Sequence[str], compression: str) -> list[dict[str, Any]]:
+    """Every video file of the originals and `methods` at `compression`, with its mask if present."""
+    rows = []
+    for method in (ORIGINAL, *methods):
+        folder = dataset_root / video_dir(method, compression)
+        if not folder.is_dir():
+            raise FileNotFoundError(f"{folder}: video folder missing for method {method}, compression {compression}")
+        masks = dataset_root / mask_dir(method) if method != ORIGINAL else None
+        for path in sorted(folder.iterdir()):
+            if path.name.startswith(".") or not path.is_file():
+                continue
+            mask = masks / path.name if masks is not None and (masks / path.name).is_file() else None
+            rows.append({
+                "method": method,
+                "video_id": path.stem,
+                "path": path.relative_to(dataset_root).as_posix(),
+                "mask_path": mask.relative_to(dataset_root).as_posix() if mask else None,
+            })
+    return rows
+
+
+def probe(path: Path) -> dict[str, Any]:
+    """fps, exact frame count (packets counted, so a truncated file reports what it really holds), size."""
+    info = ffmpeg.probe(str(path), select_streams="v:0", count_packets=None)
+    streams = info.get("streams") or []
+    if not streams:
+        raise ValueError("no video stream")
+    stream = streams[0]
+    num, _, den = stream.get("avg_frame_rate", "0/1").partition("/")
+    fps = float(num) / float(den or 1) if float(den or 1) else 0.0
+    n_frames = int(stream.get("nb_read_packets") or 0)
+    if n_frames <= 0 or fps <= 0:
+        raise ValueError(f"no decodable frames (fps={fps:g}, frames={n_frames})")
+    return {
+        "fps": fps,
+        "n_frames": n_frames,
+        "duration": n_frames / fps,
+        "width": int(stream["width"]),
+        "height": int(stream["height"]),
+    }
+
+
+def _probe_row(dataset_root: Path, row: dict[str, Any]) -> dict[str, Any]:
+    path = dataset_root / row["path"]
+    out = dict(row, bytes=path.stat().st_size, status="ok", error=None)
+    try:
+        out.update(probe(path))
+    except (ffmpeg.Error, ValueError, KeyError) as exc:
+        detail = exc.stderr.decode(errors="replace").strip().splitlines()[-1:] if isinstance(exc, ffmpeg.Error) else [str(exc)]
+        out.update(status="unreadable", error=f"{row['path']}: {' '.join(detail) or 'ffprobe failed'}",
+                   fps=0.0, n_frames=0, duration=0.0, width=0, height=0)
+    return out
+
+
+def build(
+    dataset_root: Path,
+    splits_dir: Path,
+    methods: Sequence[str],
+    compression: str,
+    videos_per_job: int,
+    threads: int = 1,
+    log: Callable[[str], None] = print,
+) -> pd.DataFrame:
+    dataset_root = Path(dataset_root)
+    owner = read_splits(splits_dir)
+    listed = list_videos(dataset_root, methods, compression)
+    if not listed:
+        raise FileNotFoundError(f"{dataset_root}: no videos found for {', '.join((ORIGINAL, *methods))} at {compression}")
+    with ThreadPoolExecutor(max(1, threads)) as pool:
+        rows = list(pool.map(lambda r: _probe_row(dataset_root, r), listed))
+    df = pd.DataFrame(rows)
+    df["key"] = df["method"] + "/" + df["video_id"]
+    df["compression"] = compression
+    df["label"] = (df["method"] != ORIGINAL).astype("int8")
+    df["split"] = [split_of(v, owner) for v in df["video_id"]]
+    df = df.sort_values(["method", "video_id"], kind="stable").reset_index(drop=True)
+    df["batch"] = df.groupby("method").cumcount() // videos_per_job
+    for row in df[df["status"] != "ok"].itertuples():
+        log(f"unreadable video: {row.error}")
+    unsplit = df[df["split"].isna()]
+    if len(unsplit):
+        log(f"{len(unsplit)} videos belong to no split in {splits_dir} (kept in the manifest, left out of shards): "
+            + ", ".join(unsplit["key"].head(10)) + (" ..." if len(unsplit) > 10 else ""))
+    return df[COLUMNS]
+
+
+def batches(manifest: pd.DataFrame) -> list[tuple[str, int]]:
+    """(method, batch) pairs present in the manifest, in a stable order."""
+    pairs = manifest[["method", "batch"]].drop_duplicates().sort_values(["method", "batch"])
+    return [(m, int(b)) for m, b in pairs.itertuples(index=False)]
+

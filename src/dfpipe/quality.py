@@ -1,0 +1,86 @@
+"""The quality stage: how much each JPEG crop lost against its lossless reference (PSNR, SSIM, bits per pixel)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+from .compress import decode_rgb
+from .io import atomic_path
+
+QUALITY_COLUMNS = ["key", "method", "frame_index", "quality", "psnr", "ssim", "bpp"]
+SUMMARY_COLUMNS = ["method", "quality", "n", "psnr_mean", "psnr_std", "ssim_mean", "ssim_std", "bpp_mean"]
+
+
+def measure(reference: np.ndarray, jpeg: bytes, name: str = "image") -> tuple[float, float, float]:
+    """(PSNR dB, SSIM, bits per pixel) of `jpeg` against the RGB `reference` it was encoded from."""
+    decoded = decode_rgb(jpeg, name, "jpeg")
+    if decoded.shape != reference.shape:
+        raise ValueError(f"{name}: JPEG decodes to {decoded.shape}, reference crop is {reference.shape}")
+    h, w = reference.shape[:2]
+    psnr = peak_signal_noise_ratio(reference, decoded, data_range=255)
+    ssim = structural_similarity(reference, decoded, channel_axis=-1, data_range=255)
+    return float(psnr), float(ssim), 8.0 * len(jpeg) / (h * w)
+
+
+def measure_batch(faces: pd.DataFrame, jpeg: pd.DataFrame) -> pd.DataFrame:
+    """The quality table of one batch: every jpeg row measured against its crop_png in `faces`."""
+    refs = faces[faces["status"] == "ok"].set_index(["key", "frame_index"])["crop_png"]
+    if not refs.index.is_unique:
+        raise ValueError("faces table has duplicate (key, frame_index) rows")
+    rows = []
+    for rec in jpeg.itertuples(index=False):
+        name = f"{rec.key} frame {rec.frame_index} q{rec.quality}"
+        try:
+            png = refs.loc[(rec.key, rec.frame_index)]
+        except KeyError:
+            raise ValueError(f"{name}: no ok crop in the faces table for this jpeg row") from None
+        psnr, ssim, bpp = measure(decode_rgb(png, name), rec.jpeg, name)
+        rows.append((rec.key, rec.method, rec.frame_index, int(rec.quality), psnr, ssim, bpp))
+    out = pd.DataFrame(rows, columns=QUALITY_COLUMNS)
+    return out.astype({"frame_index": "int64", "quality": "int64", "psnr": "float64", "ssim": "float64", "bpp": "float64"})
+
+
+def summarize(tables: Iterable[pd.DataFrame]) -> pd.DataFrame:
+    """Per method × quality: n, PSNR and SSIM mean/std, mean bits per pixel (quality high to low)."""
+    frames = [t[QUALITY_COLUMNS] for t in tables]
+    if not frames:
+        return pd.DataFrame(columns=SUMMARY_COLUMNS)
+    allq = pd.concat(frames, ignore_index=True)
+    g = allq.groupby(["method", "quality"], sort=True)
+    out = g.agg(
+        n=("psnr", "size"),
+        psnr_mean=("psnr", "mean"),
+        psnr_std=("psnr", "std"),
+        ssim_mean=("ssim", "mean"),
+        ssim_std=("ssim", "std"),
+        bpp_mean=("bpp", "mean"),
+    ).reset_index()
+    return out.sort_values(["method", "quality"], ascending=[True, False], ignore_index=True)[SUMMARY_COLUMNS]
+
+
+def plot(summary: pd.DataFrame, path: str | Path) -> None:
+    """PNG of PSNR and SSIM against JPEG quality, one line per method."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on workers
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
+    for method, rows in summary.sort_values("quality").groupby("method", sort=True):
+        for ax, col in zip(axes, ("psnr", "ssim")):
+            ax.errorbar(rows["quality"], rows[f"{col}_mean"], yerr=rows[f"{col}_std"].fillna(0),
+                        marker="o", capsize=3, label=str(method))
+    for ax, label in zip(axes, ("PSNR (dB)", "SSIM")):
+        ax.set_xlabel("MozJPEG quality")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    axes[0].legend(title="method")
+    fig.suptitle("Face crops after MozJPEG: fidelity against quality")
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)  # the temp name ends in .part, so name the format
+    plt.close(fig)

@@ -1,0 +1,56 @@
+"""Registry of video sources. Each source turns config into an FF++-layout dataset root on disk.
+
+A source is a function `prepare(config, output_root, log) -> SourceInfo`; adding a source is one module
+plus one line in SOURCES.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class SourceInfo:
+    name: str
+    dataset_root: Path  # the FF++-layout tree the manifest reads (paths in it are stored relative to this)
+    splits_dir: Path
+
+
+def _demo(config: dict[str, Any], output_root: Path, log: Log) -> SourceInfo:
+    from . import demo
+
+    root = output_root / "sources" / "demo"
+    demo.build(config["demo"], root, config["dataset"]["methods"], config["dataset"]["compression"], log=log)
+    return SourceInfo("demo", root, Path(config["splits"]["dir"] or root / "splits"))
+
+
+def _local(config: dict[str, Any], output_root: Path, log: Log) -> SourceInfo:
+    from . import local
+
+    root = Path(config["local"]["root"]).expanduser()
+    local.check_tree(root, config["dataset"]["methods"], config["dataset"]["compression"])
+    return SourceInfo("local", root, Path(config["splits"]["dir"] or root / "splits"))
+
+
+def _ffpp(config: dict[str, Any], output_root: Path, log: Log) -> SourceInfo:
+    from . import ffpp
+
+    # Downloads live outside any rule output so a failed job never deletes what was already fetched.
+    root = output_root / "downloads" / "ffpp"
+    ffpp.download(config["ffpp"], root, config["dataset"]["methods"], config["dataset"]["compression"], log=log)
+    return SourceInfo("ffpp", root, Path(config["splits"]["dir"] or root / "splits"))
+
+
+SOURCES: dict[str, Callable[[dict[str, Any], Path, Log], SourceInfo]] = {
+    "demo": _demo,
+    "local": _local,
+    "ffpp": _ffpp,
+}
+
+
+def prepare(config: dict[str, Any], output_root: Path, log: Log = print) -> SourceInfo:
+    return SOURCES[config["source"]](config, Path(output_root), log)

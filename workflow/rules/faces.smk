@@ -1,0 +1,39 @@
+rule faces:
+    input:
+        plan=rules.frames.output.plan,
+        manifest=ancient(MANIFEST),
+        source=ancient(rules.source.output.json),
+    output:
+        table=f"{OUT}/faces/{{method}}/b{{batch}}.parquet",
+    params:
+        videos=batch_signature,
+        settings=config["faces"],
+    log:
+        f"{OUT}/logs/faces/{{method}}/b{{batch}}.log",
+    message:
+        "Detecting, aligning and cropping faces: {wildcards.method} batch {wildcards.batch}"
+    threads: 2
+    resources:
+        mem_mb=2000,
+    conda:
+        ENV
+    script:
+        "../../scripts/faces.py"
+
+
+rule face_summary:
+    input:
+        tables=lambda wc: batch_files(rules.faces.output.table),
+        manifest=MANIFEST,
+    output:
+        csv=f"{RESULTS}/faces/summary.csv",
+    params:
+        min_faces=config["faces"]["min_faces_per_video"],
+    log:
+        f"{OUT}/logs/face_summary.log",
+    message:
+        "Summarising face detection per video"
+    conda:
+        ENV
+    script:
+        "../../scripts/face_summary.py"

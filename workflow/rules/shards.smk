@@ -1,0 +1,36 @@
+# One rule per split, because each split has its own fixed number of shard files.
+for _split, _n in config["shards"]["per_split"].items():
+
+    rule:
+        name:
+            f"shards_{_split}"
+        input:
+            tables=lambda wc: batch_files(rules.compress.output.table, q=wc.q),
+        output:
+            tars=expand(f"{OUT}/shards/q{{{{q}}}}/{_split}-{{i:04d}}.tar", i=range(_n)),
+            counts=f"{OUT}/shards/q{{q}}/{_split}.counts.json",
+        params:
+            split=_split,
+        log:
+            f"{OUT}/logs/shards/q{{q}}/{_split}.log",
+        message:
+            f"Writing {_n} WebDataset shards of the {_split} split at quality {{wildcards.q}}"
+        conda:
+            ENV
+        script:
+            "../../scripts/shards.py"
+
+
+rule shard_index:
+    input:
+        counts=expand(f"{OUT}/shards/q{{{{q}}}}/{{split}}.counts.json", split=SPLITS),
+    output:
+        json=f"{OUT}/shards/q{{q}}/index.json",
+    log:
+        f"{OUT}/logs/shards/q{{q}}/index.log",
+    message:
+        "Indexing the shards of quality {wildcards.q}"
+    conda:
+        ENV
+    script:
+        "../../scripts/shard_index.py"
