@@ -1,5 +1,6 @@
 # FaceForensics++ (or the offline demo) -> face crops -> MozJPEG at each quality -> PSNR/SSIM -> WebDataset shards.
 # Stages live in workflow/rules/<stage>.smk; their logic in src/dfpipe/<stage>.py; see docs/DESIGN.md.
+# Frames are decoded inside the faces jobs (streamed, one pass per video), so they have no rule file of their own.
 from snakemake.utils import min_version
 
 min_version("9.0")
@@ -19,7 +20,6 @@ wildcard_constraints:
 
 include: "workflow/rules/source.smk"
 include: "workflow/rules/manifest.smk"
-include: "workflow/rules/frames.smk"
 include: "workflow/rules/faces.smk"
 include: "workflow/rules/compress.smk"
 include: "workflow/rules/quality.smk"

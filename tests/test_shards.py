@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -68,18 +69,16 @@ def test_shard_of_is_stable_and_in_range() -> None:
     keys = [f"Deepfakes/{i:03d}_{i + 1:03d}" for i in range(200)]
     got = [shard_of(k, 4) for k in keys]
     assert all(0 <= s < 4 for s in got)
-    assert len(set(got)) == 4  # a hash that spreads 200 videos over every shard
-    # fixed expectations: a salted or changed hash would move videos between shards across runs
-    assert [shard_of("original/000", 4), shard_of("Deepfakes/000_003", 4)] == [
-        int.from_bytes(__import__("hashlib").sha1(k.encode()).digest()[:8], "big") % 4
-        for k in ("original/000", "Deepfakes/000_003")
-    ]
-    script = "from dfpipe.shards import shard_of; print([shard_of(f'original/{i:03d}', 4) for i in range(20)])"
+    assert len(set(got)) == 4  # spreads 200 videos over every shard
+    # golden values: a salted or changed hash would move videos between shards across runs
+    assert [shard_of(f"original/{i:03d}", 4) for i in range(12)] == [3, 0, 2, 3, 1, 0, 2, 0, 3, 2, 1, 3]
+    assert (shard_of("Deepfakes/000_003", 4), shard_of("Deepfakes/000_003", 7)) == (1, 3)
+    script = "from dfpipe.shards import shard_of; print([shard_of(f'original/{i:03d}', 4) for i in range(12)])"
     other_process = subprocess.run(
-        ["python", "-c", script], capture_output=True, text=True, check=True,
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True,
         env={"PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src"), "PYTHONHASHSEED": "123"},
     )
-    assert other_process.stdout.strip() == str([shard_of(f"original/{i:03d}", 4) for i in range(20)])
+    assert other_process.stdout.strip() == "[3, 0, 2, 3, 1, 0, 2, 0, 3, 2, 1, 3]"
 
 
 def test_write_split_counts_grouping_and_content(tables: list[Path], tmp_path: Path) -> None:
@@ -134,9 +133,9 @@ def test_tar_and_webdataset_read_the_shards(tables: list[Path], tmp_path: Path) 
         assert s["cls"] == meta["label"] == (0 if meta["method"] == "original" else 1)
         assert s["jpg"].shape == (48, 40, 3) and s["jpg"].dtype == np.float32  # "rgb" = float in [0, 1]
         assert 0.0 <= s["jpg"].min() and s["jpg"].max() <= 1.0
-    # samples of one video are consecutive, frames in order
-    order = [(s["json"]["method"], s["json"]["video_id"], s["json"]["frame_index"]) for s in samples]
-    assert order == sorted(order, key=lambda t: (f"{t[0]}/{t[1]}", t[2])) or len({o[:2] for o in order[:3]}) == 1
+    # tables in the order given (Deepfakes, original); a video's samples together, frames in order
+    order = [(s["json"]["method"], s["json"]["frame_index"]) for s in samples]
+    assert order == [(m, f) for m in ("Deepfakes", "original") for f in (0, 10, 20)]
 
 
 def test_empty_shard_is_a_valid_tar(tables: list[Path], tmp_path: Path) -> None:
@@ -145,8 +144,9 @@ def test_empty_shard_is_a_valid_tar(tables: list[Path], tmp_path: Path) -> None:
     for i in range(2):
         path = tmp_path / f"val-{i:04d}.tar"
         assert tarfile.is_tarfile(path) and members(path) == []
-        assert subprocess.run(["tar", "tf", str(path)], capture_output=True).returncode == 0
-        assert list(wds.WebDataset(str(path), shardshuffle=False)) == []
+        assert subprocess.run(["tar", "tf", str(path)], check=False, capture_output=True).returncode == 0
+        # webdataset refuses an empty dataset by default; an empty shard is legal with empty_check off
+        assert list(wds.WebDataset(str(path), shardshuffle=False, empty_check=False)) == []
 
 
 def test_rerun_gives_identical_bytes_and_streams_dataframes(tables: list[Path], tmp_path: Path) -> None:

@@ -72,10 +72,10 @@ def plot(summary: pd.DataFrame, path: str | Path) -> None:
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
     for method, rows in summary.sort_values("quality").groupby("method", sort=True):
-        for ax, col in zip(axes, ("psnr", "ssim")):
+        for ax, col in zip(axes, ("psnr", "ssim"), strict=True):
             ax.errorbar(rows["quality"], rows[f"{col}_mean"], yerr=rows[f"{col}_std"].fillna(0),
                         marker="o", capsize=3, label=str(method))
-    for ax, label in zip(axes, ("PSNR (dB)", "SSIM")):
+    for ax, label in zip(axes, ("PSNR (dB)", "SSIM"), strict=True):
         ax.set_xlabel("MozJPEG quality")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)

@@ -40,7 +40,7 @@ def cjpeg_version(path: Path) -> str:
     """First line of `cjpeg -version`, e.g. "mozjpeg version 5.0.0 (build 20260101)"; refuse anything else."""
     path = Path(path)
     try:
-        proc = subprocess.run([str(path), "-version"], capture_output=True, text=True, timeout=30)
+        proc = subprocess.run([str(path), "-version"], check=False, capture_output=True, text=True, timeout=30)
     except OSError as exc:
         raise ToolError(f"{path}: cannot run cjpeg ({exc}); run scripts/setup.sh to build MozJPEG") from exc
     # cjpeg prints its banner on stderr; look at both streams so a wrapper script works too.

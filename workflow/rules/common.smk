@@ -21,29 +21,36 @@ MANIFEST = f"{OUT}/manifest.parquet"
 
 
 @functools.cache
-def _manifest(mtime: float) -> pd.DataFrame:
-    return pd.read_parquet(MANIFEST)
+def _manifest(mtime: float):
+    """Manifest table plus, per (method, batch), the signature of its videos (computed once, not per job)."""
+    df = pd.read_parquet(MANIFEST)
+    cols = ["key", "path", "mask_path", "bytes", "n_frames", "status", "split"]
+    signatures = {
+        (m, int(b)): [[str(v) for v in row] for row in g[cols].itertuples(index=False)]
+        for (m, b), g in df.groupby(["method", "batch"], sort=False)
+    }
+    return df, signatures
 
 
-def manifest() -> pd.DataFrame:
-    """The manifest table (after the checkpoint ran): re-read only when the file changed."""
+def manifest():
+    """The manifest (after the checkpoint ran) and its batch signatures; re-read only when the file changed."""
     path = checkpoints.manifest.get().output.table
     return _manifest(os.path.getmtime(path))
 
 
-def batch_files(pattern, **fixed):
-    """`pattern` expanded over every (method, batch) of the manifest; other wildcards fixed."""
-    pairs = manifest()[["method", "batch"]].drop_duplicates()
-    return [pattern.format(method=m, batch=f"{b:04d}", **fixed) for m, b in pairs.itertuples(index=False)]
+def batch_files(pattern, method=None, **fixed):
+    """`pattern` expanded over every (method, batch) of the manifest, or of one method; other wildcards fixed."""
+    return [
+        pattern.format(method=m, batch=f"{b:04d}", **fixed)
+        for m, b in manifest()[1]
+        if method is None or m == method
+    ]
 
 
 def batch_signature(wildcards):
     """What a batch's jobs depend on in the manifest. Used as a param so that rebuilding the manifest reruns
     only the batches whose videos really changed (the manifest file itself is an ancient() input)."""
-    df = manifest()
-    rows = df[(df["method"] == wildcards.method) & (df["batch"] == int(wildcards.batch))]
-    cols = ["key", "path", "mask_path", "bytes", "n_frames", "status", "split"]
-    return [[str(v) for v in row] for row in rows[cols].itertuples(index=False)]
+    return manifest()[1][(wildcards.method, int(wildcards.batch))]
 
 
 def frames_for(wildcards):

