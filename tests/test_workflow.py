@@ -86,8 +86,8 @@ def test_changing_the_face_margin_reruns_faces_and_below_only(project):
     work, config = project
     changed = {**config, "faces": {**config["faces"], "margin": 1.5}}
     jobs = planned(snakemake(work, changed, "-n"))
-    assert "source" not in jobs and "manifest" not in jobs and "frames" not in jobs
-    assert jobs["faces"] == 4 and jobs["compress"] == 8 and jobs["quality"] == 8
+    assert "source" not in jobs and "manifest" not in jobs
+    assert jobs["faces"] == 4 and jobs["compress"] == 8 and jobs["quality"] == 4  # quality: method × quality
     assert jobs["shards_train"] == 2 and jobs["face_summary"] == 1
 
 
@@ -95,8 +95,8 @@ def test_adding_a_quality_runs_only_that_quality(project):
     work, config = project
     changed = {**config, "jpeg": {"qualities": [77, 10, 50]}}
     jobs = planned(snakemake(work, changed, "-n"))
-    assert "faces" not in jobs and "frames" not in jobs
-    assert jobs["compress"] == 4 and jobs["quality"] == 4  # four batches at q50 only
+    assert "faces" not in jobs
+    assert jobs["compress"] == 4 and jobs["quality"] == 2  # four batches, two methods, at q50 only
     assert jobs["shards_train"] == 1 and jobs["shard_index"] == 1 and jobs["quality_report"] == 1
 
 
@@ -104,7 +104,8 @@ def test_more_frames_for_one_method_reruns_only_its_batches(project):
     work, config = project
     changed = {**config, "frames": {"per_video": 4, "per_method": {"Deepfakes": 6}}}
     jobs = planned(snakemake(work, changed, "-n"))
-    assert jobs["frames"] == 2 and jobs["faces"] == 2, jobs  # the two Deepfakes batches, not the originals
+    assert jobs["faces"] == 2, jobs  # the two Deepfakes batches, not the originals
+    assert jobs["compress"] == 4 and jobs["quality"] == 2  # Deepfakes at both qualities
 
 
 def test_invalid_config_stops_with_the_key_and_allowed_values(project, tmp_path):
