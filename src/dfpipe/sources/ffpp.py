@@ -1,0 +1,305 @@
+"""The `ffpp` source: the FaceForensics++ v4 download protocol, made non-interactive and resumable.
+
+Protocol facts (from the official faceforensics_download_v4.py): every file lives under `<server>/v3/`;
+`misc/filelist.json` lists [a, b] identity pairs; the originals are the flattened ids and the fakes of a
+method are `a_b` and `b_a` for every pair. Videos are at `<dataset_path>/<compression>/videos/<name>.mp4`,
+masks at `manipulated_sequences/<Method>/masks/videos/<name>.mp4`.
+
+Unlike the official script this never prompts (terms of use are accepted in config), resumes partial
+files with HTTP Range, retries transient failures with exponential back-off, verifies every size, and
+reports every missing file at once instead of stopping at the first.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+from urllib.error import HTTPError
+from urllib.request import Request, urlopen
+
+from ..layout import METHODS, ORIGINAL, mask_dir, video_dir
+
+SERVERS = {
+    "EU2": "http://kaldir.vc.in.tum.de/faceforensics/",
+    "CA": "http://falas.cmpt.sfu.ca:8100/",
+    "EU": "http://canis.vc.in.tum.de:8100/",
+}
+COMPRESSIONS = ("raw", "c23", "c40")
+FILELIST = "misc/filelist.json"
+TOS_URL = SERVERS["EU2"] + "webpage/FaceForensics_TOS.pdf"
+# FF++ ids are three digits; anything else that could leave the folder (.., /, \) is refused.
+SAFE_ID = re.compile(r"[A-Za-z0-9]{1,32}")
+USER_AGENT = "dfpipe-ffpp/1"
+CHUNK = 1 << 16
+MAX_DELAY_S = 60.0
+
+Log = Callable[[str], None]
+
+
+class DownloadError(RuntimeError):
+    """Some files could not be downloaded; `failures` holds (relative path, url, reason) for each."""
+
+    def __init__(self, message: str, failures: list[tuple[str, str, str]]):
+        super().__init__(message)
+        self.failures = failures
+
+
+class _Transient(Exception):
+    """A failure worth retrying (connection trouble, timeout, 5xx, short body)."""
+
+
+class RefusedError(Exception):
+    """The server answered with an error that a retry will not change (404, 403, ...)."""
+
+
+@dataclass(frozen=True)
+class Item:
+    rel: str  # path under the dataset root, FF++ layout
+    url: str
+
+
+def base_url(settings: dict[str, Any]) -> str:
+    """URL that every FF++ file path is relative to: `<server or base_url>/v3/`."""
+    root = settings.get("base_url") or SERVERS.get(settings.get("server", "EU2"))
+    if root is None:
+        raise ValueError(f"ffpp.server: {settings.get('server')!r} is unknown; use one of {', '.join(SERVERS)}")
+    if not root.startswith(("http://", "https://")):
+        raise ValueError(f"ffpp.base_url: {root!r} is not an http(s) URL")
+    return root.rstrip("/") + "/v3/"
+
+
+def parse_filelist(data: bytes, source: str) -> list[tuple[str, str]]:
+    """Validate FF++'s filelist.json (a list of [a, b] id pairs); `source` names it in errors."""
+    try:
+        pairs = json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{source}: not valid JSON ({exc})") from exc
+    if not isinstance(pairs, list) or not pairs:
+        raise ValueError(f"{source}: expected a non-empty list of [a, b] id pairs")
+    out = []
+    for i, pair in enumerate(pairs):
+        if not (isinstance(pair, list) and len(pair) == 2 and all(isinstance(x, str) for x in pair)):
+            raise ValueError(f"{source}: entry {i} {pair!r} is not a pair of id strings")
+        for ident in pair:
+            if not SAFE_ID.fullmatch(ident):
+                raise ValueError(
+                    f"{source}: entry {i} {pair!r} has an unsafe id {ident!r} (ids must match {SAFE_ID.pattern})"
+                )
+        out.append((pair[0], pair[1]))
+    return out
+
+
+def video_names(pairs: Sequence[tuple[str, str]], method: str, num_videos: int | None = None) -> list[str]:
+    """Names (no suffix) of the videos of `method`, in the official script's order, cut to `num_videos`."""
+    if method == ORIGINAL:
+        names = [ident for pair in pairs for ident in pair]
+    else:
+        names = [name for a, b in pairs for name in (f"{a}_{b}", f"{b}_{a}")]
+    return names[:num_videos] if num_videos else names
+
+
+def plan(
+    pairs: Sequence[tuple[str, str]],
+    base: str,
+    methods: Sequence[str],
+    compression: str,
+    masks: bool = False,
+    num_videos: int | None = None,
+) -> list[Item]:
+    """Every file to fetch: originals first, then each method's videos and (if `masks`) its masks."""
+    items = []
+    for method in (ORIGINAL, *methods):
+        names = video_names(pairs, method, num_videos)
+        folders = [video_dir(method, compression)]
+        if masks and method != ORIGINAL:
+            folders.append(mask_dir(method))
+        for folder in folders:
+            # FF++ layout folders coincide with the server's paths under v3/.
+            items += [Item(f"{folder}/{n}.mp4", f"{base}{folder}/{n}.mp4") for n in names]
+    return items
+
+
+def _content_range(value: str | None) -> tuple[int | None, int | None]:
+    """(start, total) from `bytes start-end/total` or `bytes */total`; None where absent or `*`."""
+    m = re.fullmatch(r"\s*bytes\s+(?:(\d+)-\d+|\*)/(\d+|\*)\s*", value or "")
+    if not m:
+        return None, None
+    start, total = m.groups()
+    return (int(start) if start else None), (int(total) if total != "*" else None)
+
+
+def _attempt(url: str, part: Path, timeout_s: float) -> None:
+    """One request for `url`, appending to `part` (resuming from its size); complete means size-verified."""
+    have = part.stat().st_size if part.exists() else 0
+    headers = {"User-Agent": USER_AGENT}
+    if have:
+        headers["Range"] = f"bytes={have}-"
+    try:
+        resp = urlopen(Request(url, headers=headers), timeout=timeout_s)
+    except HTTPError as exc:
+        exc.close()
+        if exc.code == 416 and have:
+            _, total = _content_range(exc.headers.get("Content-Range"))
+            if total == have:
+                return  # the previous run got every byte but stopped before renaming
+            part.unlink()
+            raise _Transient(f"server refused to resume at byte {have}; restarting") from exc
+        if exc.code >= 500 or exc.code in (408, 429):
+            raise _Transient(f"HTTP {exc.code} {exc.reason}") from exc
+        raise RefusedError(f"HTTP {exc.code} {exc.reason}") from exc
+    except (OSError, http.client.HTTPException) as exc:
+        raise _Transient(f"{type(exc).__name__}: {exc}") from exc
+
+    with resp:
+        if resp.status == 206:
+            start, total = _content_range(resp.headers.get("Content-Range"))
+            if start != have:
+                part.unlink()
+                raise _Transient(f"server resumed at byte {start}, not {have}; restarting")
+            mode = "ab"
+        else:
+            # A 200 is the whole file (a server that ignores Range): start over rather than append.
+            length = resp.headers.get("Content-Length")
+            total = int(length) if length and length.isdigit() else None
+            have, mode = 0, "wb"
+        with part.open(mode) as fh:
+            while True:
+                try:
+                    chunk = resp.read(CHUNK)
+                except (OSError, http.client.HTTPException) as exc:
+                    raise _Transient(f"{type(exc).__name__} after {have} bytes: {exc}") from exc
+                if not chunk:
+                    break
+                fh.write(chunk)
+                have += len(chunk)
+    # urllib returns a short body silently when the connection drops, so the size is the only proof.
+    if total is not None and have < total:
+        raise _Transient(f"connection closed after {have} of {total} bytes")
+    if total is not None and have > total:
+        part.unlink()
+        raise _Transient(f"got {have} bytes but the server announced {total}; restarting")
+
+
+def fetch(url: str, path: Path, retries: int, timeout_s: float, backoff_s: float, log: Log) -> None:
+    """Download `url` to `path` via `<path>.part`, resuming and retrying; `path` appears only when complete.
+
+    Raises RefusedError on a non-retryable HTTP error (404, ...) and DownloadError once retries are spent.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    part = path.with_name(path.name + ".part")
+    failures = 0
+    while True:
+        before = part.stat().st_size if part.exists() else 0
+        if before:
+            log(f"ffpp: resuming {path.name} at byte {before}")
+        try:
+            _attempt(url, part, timeout_s)
+        except _Transient as exc:
+            # Progress resets the count: a slow, flaky link still finishes a large file.
+            grew = part.exists() and part.stat().st_size > before
+            failures = 0 if grew else failures + 1
+            if failures > retries:
+                raise DownloadError(
+                    f"{url}: giving up after {retries + 1} attempts ({exc}); the server may be down — "
+                    f"try another ffpp.server; rerunning resumes from {part}",
+                    [(str(path), url, str(exc))],
+                ) from exc
+            delay = min(backoff_s * 2 ** max(failures - 1, 0), MAX_DELAY_S)
+            log(f"ffpp: {path.name}: {exc}; retrying in {delay:.2g} s")
+            time.sleep(delay)
+            continue
+        os.replace(part, path)
+        return
+
+
+def _load_filelist(
+    base: str, dest: Path, retries: int, timeout_s: float, backoff_s: float, log: Log
+) -> list[tuple[str, str]]:
+    """The pairs of misc/filelist.json, fetched once and kept under `dest` (so reruns need no request)."""
+    path = dest / FILELIST
+    url = base + FILELIST
+    if not path.is_file():
+        try:
+            fetch(url, path, retries, timeout_s, backoff_s, log)
+        except RefusedError as exc:
+            raise DownloadError(
+                f"{url}: {exc}; the file list is missing — check ffpp.server / ffpp.base_url",
+                [(FILELIST, url, str(exc))],
+            ) from exc
+        try:
+            return parse_filelist(path.read_bytes(), url)
+        except ValueError:
+            path.unlink()  # never keep a bad list as if it were the server's
+            raise
+    return parse_filelist(path.read_bytes(), str(path))
+
+
+def download(
+    settings: dict[str, Any],
+    dest: Path,
+    methods: Sequence[str],
+    compression: str,
+    log: Log = print,
+    *,
+    backoff_s: float = 1.0,
+) -> list[Path]:
+    """Fetch the FF++ originals and `methods` at `compression` into `dest` (FF++ layout).
+
+    `settings` is config["ffpp"]. Files already complete are skipped without a request. Returns the
+    video (and mask) paths relative to `dest`. Missing files (404 etc.) do not stop the others; they
+    are listed together in one DownloadError at the end. `backoff_s` is the first retry delay.
+    """
+    if not settings.get("accept_tos"):
+        raise ValueError(
+            "ffpp.accept_tos is false: FaceForensics++ may only be downloaded after accepting its terms of use "
+            f"({TOS_URL}); set ffpp.accept_tos: true in config.yaml once you have"
+        )
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise ValueError(f"ffpp: unknown methods {unknown}; allowed: {', '.join(METHODS)}")
+    if compression not in COMPRESSIONS:
+        raise ValueError(f"ffpp: compression {compression!r} is not one of {', '.join(COMPRESSIONS)}")
+    dest = Path(dest)
+    base = base_url(settings)
+    retries, timeout_s = settings.get("retries", 5), settings.get("timeout_s", 60)
+
+    pairs = _load_filelist(base, dest, retries, timeout_s, backoff_s, log)
+    items = plan(pairs, base, methods, compression, settings.get("masks", False), settings.get("num_videos"))
+    log(f"ffpp: {len(items)} files from {base} into {dest}")
+    done: list[Path] = []
+    failures: list[tuple[str, str, str]] = []
+    fetched, stopped = 0, ""
+    for i, item in enumerate(items, 1):
+        path = dest / item.rel
+        if path.is_file():
+            done.append(Path(item.rel))
+            continue
+        try:
+            fetch(item.url, path, retries, timeout_s, backoff_s, log)
+        except RefusedError as exc:
+            log(f"ffpp: [{i}/{len(items)}] MISSING {item.rel}: {exc} ({item.url})")
+            failures.append((item.rel, item.url, str(exc)))
+            continue
+        except DownloadError as exc:
+            # Retries spent: the server is likely down, so trying every other file would only wait longer.
+            failures += [(item.rel, item.url, reason) for _, _, reason in exc.failures]
+            stopped = f"stopped at file {i} of {len(items)}: {exc}\n"
+            break
+        fetched += 1
+        done.append(Path(item.rel))
+        log(f"ffpp: [{i}/{len(items)}] {item.rel} ({path.stat().st_size} bytes)")
+    log(f"ffpp: {fetched} downloaded, {len(done) - fetched} already present, {len(failures)} missing")
+    if failures:
+        lines = "\n".join(f"  {rel}: {reason} ({url})" for rel, url, reason in failures)
+        raise DownloadError(
+            f"ffpp: {len(failures)} of {len(items)} files could not be downloaded from {base} "
+            f"({len(done)} complete files are in {dest}; rerunning fetches only what is missing):\n{stopped}{lines}",
+            failures,
+        )
+    return done

@@ -1,0 +1,329 @@
+"""The ffpp source against a loopback FF++-shaped mirror that can drop, stall, fail and ignore Range."""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+from dfpipe.sources import ffpp
+
+PREFIX = "/faceforensics/v3/"  # served like the EU2 server, whose root is not the host's root
+PAIRS = [["000", "001"], ["002", "003"]]
+METHODS = ["Deepfakes", "Face2Face"]
+
+
+class Mirror:
+    """Files under `root` served at PREFIX; `faults[path]` is a queue of misbehaviours for the next requests."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.requests: list[tuple[str, str | None]] = []  # (path, Range header)
+        self.statuses: list[tuple[str, int]] = []
+        self.faults: dict[str, list[str]] = {}
+        self.ignore_range: set[str] = set()
+        self.lock = threading.Lock()
+        self.url = ""
+
+    def file(self, rel: str) -> Path:
+        return self.root / rel
+
+    def path(self, rel: str) -> str:
+        return PREFIX + rel
+
+
+def _handler(mirror: Mirror) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args) -> None:  # keep test output clean
+            pass
+
+        def _status(self, code: int, headers: dict[str, str] | None = None, body: bytes = b"") -> None:
+            with mirror.lock:
+                mirror.statuses.append((urlsplit(self.path).path, code))
+            self.send_response(code)
+            for k, v in {"Content-Length": str(len(body)), **(headers or {})}.items():
+                self.send_header(k, v)
+            self.end_headers()
+
+        def do_GET(self) -> None:
+            path = urlsplit(self.path).path
+            with mirror.lock:
+                mirror.requests.append((path, self.headers.get("Range")))
+                queue = mirror.faults.get(path, [])
+                fault = queue.pop(0) if queue else None
+            if fault == "503":
+                self._status(503)
+                return
+            if fault == "stall":
+                time.sleep(1.0)  # longer than the client's timeout
+                return
+            target = (mirror.root / path.removeprefix(PREFIX)).resolve()
+            if not path.startswith(PREFIX) or mirror.root not in target.parents or not target.is_file():
+                self._status(404)
+                return
+            data = target.read_bytes()
+            m = re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range") or "")
+            if m and path not in mirror.ignore_range:
+                start = int(m.group(1))
+                if start >= len(data):
+                    self._status(416, {"Content-Range": f"bytes */{len(data)}"})
+                    return
+                body = data[start:]
+                self._status(206, {"Content-Length": str(len(body)),
+                                   "Content-Range": f"bytes {start}-{len(data) - 1}/{len(data)}"})
+            else:
+                body = data
+                self._status(200, {"Content-Length": str(len(body))})
+            if fault == "drop":
+                # Announce the whole body, send half, hang up: what a flaky server does mid-download.
+                self.wfile.write(body[: len(body) // 2])
+                self.close_connection = True
+                return
+            self.wfile.write(body)
+
+    return Handler
+
+
+class QuietServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address) -> None:  # a stalled handler writes to a closed socket
+        pass
+
+
+@pytest.fixture
+def mirror(tmp_path):
+    root = (tmp_path / "mirror").resolve()
+    rng = random.Random(0)
+    sizes = iter(range(1000, 100_000, 997))  # distinct sizes, so a mixed-up file cannot match
+    names = {"original": [i for p in PAIRS for i in p],
+             "fake": [n for a, b in PAIRS for n in (f"{a}_{b}", f"{b}_{a}")]}
+    folders = [("original_sequences/youtube/c23/videos", names["original"])]
+    for method in [*METHODS, "FaceSwap"]:
+        folders += [(f"manipulated_sequences/{method}/c23/videos", names["fake"]),
+                    (f"manipulated_sequences/{method}/masks/videos", names["fake"])]
+    for folder, ids in folders:
+        for ident in ids:
+            f = root / folder / f"{ident}.mp4"
+            f.parent.mkdir(parents=True, exist_ok=True)
+            f.write_bytes(rng.randbytes(next(sizes)))
+    big = root / "original_sequences/youtube/c23/videos/001.mp4"
+    big.write_bytes(rng.randbytes(300_000))  # spans several read chunks
+    (root / "misc").mkdir()
+    (root / "misc/filelist.json").write_text(json.dumps(PAIRS))
+
+    m = Mirror(root)
+    server = QuietServer(("127.0.0.1", 0), _handler(m))
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    m.url = f"http://127.0.0.1:{server.server_address[1]}/faceforensics"  # no trailing slash on purpose
+    try:
+        yield m
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+def settings(mirror: Mirror, **kw) -> dict:
+    return {"accept_tos": True, "server": "EU2", "base_url": mirror.url, "masks": False, "num_videos": None,
+            "retries": 3, "timeout_s": 0.5, **kw}
+
+
+def run(mirror: Mirror, dest: Path, methods=METHODS, **kw) -> tuple[list[Path], list[str]]:
+    lines: list[str] = []
+    got = ffpp.download(settings(mirror, **kw), dest, methods, "c23", log=lines.append, backoff_s=0.01)
+    return got, lines
+
+
+def video_requests(mirror: Mirror) -> list[tuple[str, str | None]]:
+    return [r for r in mirror.requests if r[0].endswith(".mp4")]
+
+
+def assert_same(mirror: Mirror, dest: Path, rels) -> None:
+    for rel in rels:
+        assert (dest / rel).read_bytes() == mirror.file(str(rel)).read_bytes(), rel
+    assert not list(dest.rglob("*.part"))
+
+
+def test_full_download_with_masks_resumes_a_dropped_file_and_reruns_silently(mirror, tmp_path):
+    dest = tmp_path / "ffpp"
+    dropped = "original_sequences/youtube/c23/videos/001.mp4"
+    mirror.faults[mirror.path(dropped)] = ["drop"]
+
+    got, lines = run(mirror, dest, masks=True)
+
+    fakes = ["000_001", "001_000", "002_003", "003_002"]
+    expected = [Path(f"original_sequences/youtube/c23/videos/{i}.mp4") for i in ["000", "001", "002", "003"]]
+    for m in METHODS:
+        expected += [Path(f"manipulated_sequences/{m}/c23/videos/{n}.mp4") for n in fakes]
+        expected += [Path(f"manipulated_sequences/{m}/masks/videos/{n}.mp4") for n in fakes]
+    assert got == expected
+    assert_same(mirror, dest, got)
+    assert not (dest / "manipulated_sequences/FaceSwap").exists()  # only the methods asked for
+
+    # The drop was resumed from where the body stopped, not restarted.
+    size = mirror.file(dropped).stat().st_size
+    assert [r for r in mirror.requests if r[0] == mirror.path(dropped)] == [
+        (mirror.path(dropped), None), (mirror.path(dropped), f"bytes={size // 2}-")]
+    assert (mirror.path(dropped), 206) in mirror.statuses
+    assert any("001.mp4" in line and f"{size // 2} of {size}" in line for line in lines)
+    assert json.loads((dest / "misc/filelist.json").read_text()) == PAIRS
+
+    n_requests = len(mirror.requests)
+    again, lines = run(mirror, dest, masks=True)
+    assert again == expected
+    assert len(mirror.requests) == n_requests  # complete files (and the cached list) need no request
+    assert lines[-1] == f"ffpp: 0 downloaded, {len(expected)} already present, 0 missing"
+
+
+def test_server_that_ignores_range_restarts_cleanly(mirror, tmp_path):
+    dest = tmp_path / "ffpp"
+    rel = "original_sequences/youtube/c23/videos/001.mp4"
+    mirror.faults[mirror.path(rel)] = ["drop"]
+    mirror.ignore_range.add(mirror.path(rel))
+
+    got, _ = run(mirror, dest, methods=[])
+
+    assert got == [Path(f"original_sequences/youtube/c23/videos/{i}.mp4") for i in ["000", "001", "002", "003"]]
+    assert_same(mirror, dest, got)  # a naive append of the 200 body would be 1.5× the size
+    reqs = [r for r in mirror.requests if r[0] == mirror.path(rel)]
+    assert len(reqs) == 2 and reqs[1][1] is not None
+    assert [s for p, s in mirror.statuses if p == mirror.path(rel)] == [200, 200]
+
+
+def test_missing_file_is_named_with_its_url_and_the_others_are_kept(mirror, tmp_path):
+    dest = tmp_path / "ffpp"
+    gone = "manipulated_sequences/Deepfakes/c23/videos/001_000.mp4"
+    kept = mirror.file(gone).read_bytes()
+    mirror.file(gone).unlink()
+
+    with pytest.raises(ffpp.DownloadError) as info:
+        run(mirror, dest)
+
+    msg = str(info.value)
+    assert "1 of 12 files" in msg and "HTTP 404" in msg
+    assert f"{gone}: HTTP 404 Not Found ({mirror.url}/v3/{gone})" in msg
+    assert info.value.failures == [(gone, f"{mirror.url}/v3/{gone}", "HTTP 404 Not Found")]
+    assert not (dest / gone).exists() and not list(dest.rglob("*.part"))
+    done = [p.relative_to(dest) for p in dest.rglob("*.mp4")]
+    assert len(done) == 11
+    assert_same(mirror, dest, done)
+    assert len([r for r in mirror.requests if r[0] == mirror.path(gone)]) == 1  # a 404 is not retried
+
+    # Once the mirror has it, a rerun fetches that file and nothing else.
+    mirror.file(gone).write_bytes(kept)
+    before = len(mirror.requests)
+    got, _ = run(mirror, dest)
+    assert mirror.requests[before:] == [(mirror.path(gone), None)]
+    assert (dest / gone).read_bytes() == kept and len(got) == 12
+
+
+@pytest.mark.parametrize("entry", [["..", "001"], ["000", "/etc/passwd"], ["000", "a/b"], ["00\\1", "002"],
+                                   ["000", ""], ["000", 1], ["000"]])
+def test_unsafe_file_list_entries_are_refused(mirror, tmp_path, entry):
+    (mirror.root / "misc/filelist.json").write_text(json.dumps([["004", "005"], entry]))
+    dest = tmp_path / "ffpp"
+
+    with pytest.raises(ValueError) as info:
+        run(mirror, dest)
+
+    msg = str(info.value)
+    assert "filelist.json" in msg and "entry 1" in msg and repr(entry) in msg
+    assert video_requests(mirror) == []
+    assert not (dest / "misc/filelist.json").exists()  # a bad list is not kept as if it were the server's
+
+
+def test_missing_file_list_points_at_the_server_setting(mirror, tmp_path):
+    (mirror.root / "misc/filelist.json").unlink()
+    with pytest.raises(ffpp.DownloadError, match=r"/faceforensics/v3/misc/filelist.json: HTTP 404.*ffpp.base_url"):
+        run(mirror, tmp_path / "ffpp")
+    assert video_requests(mirror) == []
+
+
+def test_terms_of_use_must_be_accepted(mirror, tmp_path):
+    with pytest.raises(ValueError, match=r"accept_tos.*terms of use"):
+        run(mirror, tmp_path / "ffpp", accept_tos=False)
+    assert mirror.requests == [] and not (tmp_path / "ffpp").exists()
+
+
+def test_num_videos_takes_the_first_n_of_each_set_in_the_scripts_order(mirror, tmp_path):
+    got, _ = run(mirror, tmp_path / "ffpp", num_videos=3, masks=True, methods=["Face2Face"])
+    assert [p.as_posix() for p in got] == [
+        "original_sequences/youtube/c23/videos/000.mp4",
+        "original_sequences/youtube/c23/videos/001.mp4",
+        "original_sequences/youtube/c23/videos/002.mp4",
+        "manipulated_sequences/Face2Face/c23/videos/000_001.mp4",
+        "manipulated_sequences/Face2Face/c23/videos/001_000.mp4",
+        "manipulated_sequences/Face2Face/c23/videos/002_003.mp4",
+        "manipulated_sequences/Face2Face/masks/videos/000_001.mp4",
+        "manipulated_sequences/Face2Face/masks/videos/001_000.mp4",
+        "manipulated_sequences/Face2Face/masks/videos/002_003.mp4",
+    ]
+    assert_same(mirror, tmp_path / "ffpp", got)
+    assert len(video_requests(mirror)) == 9
+
+
+def test_5xx_and_timeouts_are_retried_with_backoff(mirror, tmp_path):
+    rel = "original_sequences/youtube/c23/videos/002.mp4"
+    mirror.faults[mirror.path(rel)] = ["503", "stall", "503"]
+    mirror.faults[mirror.path("misc/filelist.json")] = ["503"]
+
+    got, lines = run(mirror, tmp_path / "ffpp", methods=[], retries=3)
+
+    assert_same(mirror, tmp_path / "ffpp", got)
+    assert len([r for r in mirror.requests if r[0] == mirror.path(rel)]) == 4
+    retry_lines = [line for line in lines if "002.mp4" in line and "retrying" in line]
+    assert len(retry_lines) == 3 and "HTTP 503" in retry_lines[0]
+    assert "timed out" in retry_lines[1].lower()
+
+
+def test_retries_spent_stops_with_an_error_and_keeps_finished_files(mirror, tmp_path):
+    rel = "original_sequences/youtube/c23/videos/002.mp4"
+    mirror.faults[mirror.path(rel)] = ["503"] * 10
+    dest = tmp_path / "ffpp"
+
+    t0 = time.monotonic()
+    with pytest.raises(ffpp.DownloadError, match=r"giving up after 3 attempts \(HTTP 503") as info:
+        run(mirror, dest, methods=[], retries=2)
+    assert time.monotonic() - t0 < 5
+
+    assert "stopped at file 3 of 4" in str(info.value) and rel in str(info.value)
+    assert len([r for r in mirror.requests if r[0] == mirror.path(rel)]) == 3
+    assert not (dest / rel).exists()
+    assert_same(mirror, dest, [f"original_sequences/youtube/c23/videos/{i}.mp4" for i in ["000", "001"]])
+    assert mirror.path("original_sequences/youtube/c23/videos/003.mp4") not in dict(mirror.requests)
+
+
+def test_complete_part_left_by_an_interrupted_run_is_finished_without_a_body(mirror, tmp_path):
+    dest = tmp_path / "ffpp"
+    rel = "original_sequences/youtube/c23/videos/000.mp4"
+    part = dest / (rel + ".part")
+    part.parent.mkdir(parents=True)
+    part.write_bytes(mirror.file(rel).read_bytes())
+
+    run(mirror, dest, methods=[], num_videos=1)
+
+    assert (dest / rel).read_bytes() == mirror.file(rel).read_bytes() and not part.exists()
+    assert mirror.statuses[-1] == (mirror.path(rel), 416)
+
+
+def test_base_url_and_plan():
+    assert ffpp.base_url({"server": "CA"}) == "http://falas.cmpt.sfu.ca:8100/v3/"
+    assert ffpp.base_url({"server": "EU2"}) == "http://kaldir.vc.in.tum.de/faceforensics/v3/"
+    assert ffpp.base_url({"server": "EU", "base_url": "https://m.example/ff/"}) == "https://m.example/ff/v3/"
+    with pytest.raises(ValueError, match="ftp://x"):
+        ffpp.base_url({"base_url": "ftp://x"})
+    items = ffpp.plan([("010", "020")], "B/", ["NeuralTextures"], "c40", masks=True)
+    assert [(i.rel, i.url) for i in items][-1] == (
+        "manipulated_sequences/NeuralTextures/masks/videos/020_010.mp4",
+        "B/manipulated_sequences/NeuralTextures/masks/videos/020_010.mp4")
+    assert [i.rel for i in items][:2] == ["original_sequences/youtube/c40/videos/010.mp4",
+                                          "original_sequences/youtube/c40/videos/020.mp4"]
