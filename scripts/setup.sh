@@ -17,6 +17,7 @@ command -v ffmpeg >/dev/null && command -v ffprobe >/dev/null || need+=(ffmpeg)
 command -v nasm >/dev/null || need+=(nasm)
 command -v cmake >/dev/null || need+=(cmake)
 command -v c++ >/dev/null || need+=(g++)
+command -v npm >/dev/null || need+=(npm)  # the demo's group photos come from an npm package
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     say "installing system packages: ${need[*]}"

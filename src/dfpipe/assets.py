@@ -69,23 +69,12 @@ def fetch_models(tools: Path) -> None:
                 tmp.write_bytes(zf.read(member))
 
 
-def face_landmarker_model() -> Path:
-    """A FaceLandmarker `.task` bundle (478 points) assembled from the two extracted wheel models."""
-    path = models_dir() / "face_landmarker.task"
+def face_landmark_model() -> Path:
+    """mediapipe's 468-point face-mesh network (192² input), run directly with OpenVINO by dfpipe.landmarks."""
+    path = models_dir() / "face_landmark.tflite"
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: face landmarker bundle missing; run `python -m dfpipe.assets fetch`")
+        raise FileNotFoundError(f"{path}: face landmark model missing; run `python -m dfpipe.assets fetch`")
     return path
-
-
-def build_landmarker_task(tools: Path) -> None:
-    models = tools / "models"
-    task = models / "face_landmarker.task"
-    if task.is_file():
-        return
-    # The Tasks API reads these two member names from the bundle; the wheel's models are the same networks.
-    with atomic_path(task) as tmp, zipfile.ZipFile(tmp, "w") as zf:
-        zf.write(models / "face_detection_short_range.tflite", "face_detector.tflite")
-        zf.write(models / "face_landmark.tflite", "face_landmarks_detector.tflite")
 
 
 @dataclass(frozen=True)
@@ -197,7 +186,6 @@ def gan_model_files() -> tuple[Path, Path]:
 
 def fetch_all(tools: Path) -> None:
     fetch_models(tools)
-    build_landmarker_task(tools)
     fetch_media(tools)
 
 

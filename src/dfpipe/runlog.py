@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+import traceback
 from pathlib import Path
 from typing import Callable
 
@@ -22,4 +23,12 @@ def to_file(path: str | Path | None) -> Callable[[str], None]:
     def log(msg: str) -> None:
         handle.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {msg}\n")
 
+    # A failing job's traceback belongs in its log file too (Snakemake points the user there).
+    previous = sys.excepthook
+
+    def excepthook(kind, value, tb) -> None:
+        log("FAILED:\n" + "".join(traceback.format_exception(kind, value, tb)))
+        previous(kind, value, tb)
+
+    sys.excepthook = excepthook
     return log
