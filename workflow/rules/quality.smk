@@ -10,7 +10,6 @@ rule quality:
         f"{OUT}/logs/quality/q{{q}}/{{method}}.log",
     message:
         "PSNR/SSIM of {wildcards.method} at quality {wildcards.q}"
-    threads: 2
     conda:
         ENV
     script:
