@@ -1,0 +1,236 @@
+"""Detection metrics from prediction tables: frame and video level, per FF++ test set, with bootstrap CIs.
+
+A prediction table has one row per scored frame (`PRED_COLUMNS`). Videos are keyed by `video_key`
+("method/q{q}/video_id"), never by folder name or bare id, so `000_003` of Deepfakes and of Face2Face stay
+two videos (DeepfakeBench merges them). Accuracy is reported at 0.5 and at a threshold chosen on
+validation predictions, never at a threshold tuned on the test set itself (UnivFD's point about oracle
+accuracy).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+
+import numpy as np
+import pandas as pd
+from joblib import Parallel, delayed
+from sklearn.metrics import accuracy_score, average_precision_score, f1_score, roc_auc_score, roc_curve
+
+PRED_COLUMNS = ["detector", "train_quality", "train_methods", "test_quality", "split", "method", "video_id",
+                "video_key", "frame_index", "label", "score"]
+RUN_KEYS = ["detector", "train_quality", "train_methods", "test_quality"]
+FAKE_METHODS = ("Deepfakes", "Face2Face", "FaceSwap", "NeuralTextures")
+METHODS = ("original", *FAKE_METHODS)
+# FF++ test sets as the literature names them: one manipulation against the originals, and everything.
+TEST_SETS: dict[str, tuple[str, ...]] = {
+    "FF-DF": ("original", "Deepfakes"),
+    "FF-F2F": ("original", "Face2Face"),
+    "FF-FS": ("original", "FaceSwap"),
+    "FF-NT": ("original", "NeuralTextures"),
+    "all": METHODS,
+}
+LEVELS = ("frame", "video")
+METRIC_COLUMNS = ["n", "n_pos", "n_neg", "single_class", "auc", "auc_lo", "auc_hi", "ap", "eer", "acc_05",
+                  "f1_05", "threshold_val", "acc_val"]
+EVAL_COLUMNS = [*RUN_KEYS, "test_set", "level", *METRIC_COLUMNS]
+
+
+def check_predictions(pred: pd.DataFrame, name: str, split: str | None = None) -> pd.DataFrame:
+    """Raise ValueError (naming `name`, e.g. the parquet file) unless `pred` is a valid prediction table."""
+    missing = [c for c in PRED_COLUMNS if c not in pred.columns]
+    if missing:
+        raise ValueError(f"{name}: prediction table lacks columns {missing}; expected {PRED_COLUMNS}")
+    if pred.empty:
+        raise ValueError(f"{name}: prediction table has no rows")
+    if split is not None and not (pred["split"] == split).all():
+        others = sorted(set(pred["split"]) - {split})
+        raise ValueError(f"{name}: expected only split {split!r}, found {others}")
+    bad_methods = sorted(set(pred["method"]) - set(METHODS))
+    if bad_methods:
+        raise ValueError(f"{name}: unknown methods {bad_methods}; allowed: {list(METHODS)}")
+    if not pred["label"].isin([0, 1]).all():
+        raise ValueError(f"{name}: label must be 0 (real) or 1 (fake)")
+    if not np.isfinite(pred["score"].to_numpy(dtype=float)).all():
+        raise ValueError(f"{name}: score has NaN or infinite values")
+    expected_key = (pred["method"].astype(str) + "/q" + pred["test_quality"].astype(str) + "/"
+                    + pred["video_id"].astype(str))
+    wrong = pred.loc[pred["video_key"] != expected_key, "video_key"]
+    if not wrong.empty:
+        raise ValueError(f"{name}: video_key must be method/q{{test_quality}}/video_id; "
+                         f"e.g. {wrong.iloc[0]!r} does not match its row")
+    return pred
+
+
+def read_predictions(paths: Iterable[str | os.PathLike], split: str | None = None) -> pd.DataFrame:
+    """Concatenate prediction parquet files, each checked (errors name the file), in the given order."""
+    tables = [check_predictions(pd.read_parquet(p), str(p), split)[PRED_COLUMNS] for p in paths]
+    if not tables:
+        raise ValueError("read_predictions: no prediction files given")
+    return pd.concat(tables, ignore_index=True)
+
+
+def video_scores(pred: pd.DataFrame) -> pd.DataFrame:
+    """Mean frame score per video, keyed by video_key (method/quality/id) within each run present in `pred`.
+
+    Columns: the run keys and split present in `pred`, video_key, method, video_id, label, score, n_frames.
+    """
+    keys = [c for c in (*RUN_KEYS, "split") if c in pred.columns] + ["video_key"]
+    grouped = pred.groupby(keys, sort=True)
+    mixed = grouped["label"].nunique()
+    if (mixed > 1).any():
+        examples = mixed[mixed > 1].reset_index()["video_key"].head(5).tolist()
+        raise ValueError(f"video_scores: frames of one video carry both labels: {examples}")
+    out = grouped.agg(method=("method", "first"), video_id=("video_id", "first"), label=("label", "first"),
+                      score=("score", "mean"), n_frames=("score", "size")).reset_index()
+    return out
+
+
+def _eer(labels: np.ndarray, scores: np.ndarray) -> float:
+    """Equal error rate: where the ROC curve crosses FNR = FPR, interpolated linearly between ROC points
+    (each point between two thresholds is reachable by randomising between them)."""
+    fpr, tpr, _ = roc_curve(labels, scores)
+    gap = (1.0 - tpr) - fpr  # decreasing along the curve, from 1 at (0, 0) to -1 at (1, 1)
+    i = int(np.argmax(gap <= 0))
+    if gap[i] == 0:
+        return float(fpr[i])
+    t = gap[i - 1] / (gap[i - 1] - gap[i])
+    return float(fpr[i - 1] + t * (fpr[i] - fpr[i - 1]))
+
+
+def choose_threshold(val_labels: np.ndarray, val_scores: np.ndarray) -> float:
+    """Threshold (score >= threshold means fake) maximising Youden's J = TPR - FPR on validation data, which
+    is the same as maximising balanced accuracy, so class imbalance (4 fakes per original) does not push it.
+
+    Returns the midpoint between the best cut and the next lower validation score: every threshold in that
+    gap classifies validation alike, and the middle leaves most margin for test scores.
+    """
+    labels = np.asarray(val_labels)
+    if len(np.unique(labels)) < 2:
+        raise ValueError("choose_threshold: validation labels hold one class only; cannot choose a threshold")
+    fpr, tpr, thresholds = roc_curve(labels, np.asarray(val_scores, dtype=float), drop_intermediate=False)
+    # Index 0 is roc_curve's +inf threshold (nothing fake); skip it so the threshold is always finite.
+    i = 1 + int(np.argmax((tpr - fpr)[1:]))
+    if i + 1 < len(thresholds):
+        return float((thresholds[i] + thresholds[i + 1]) / 2)
+    return float(thresholds[i])
+
+
+def binary_metrics(labels: np.ndarray, scores: np.ndarray, threshold_val: float | None = None) -> dict:
+    """AUC, AP, EER, accuracy and F1 at 0.5, accuracy at `threshold_val`, counts.
+
+    With one class only, AUC, AP and EER are NaN and `single_class` is True (they are undefined, not 0.5).
+    `acc_val` is NaN when no validation threshold is given.
+    """
+    labels = np.asarray(labels).astype(int)
+    scores = np.asarray(scores, dtype=float)
+    if labels.shape != scores.shape or labels.ndim != 1 or labels.size == 0:
+        raise ValueError(f"binary_metrics: labels {labels.shape} and scores {scores.shape} must be equal, "
+                         "non-empty 1-d arrays")
+    n_pos = int(labels.sum())
+    n_neg = int(labels.size - n_pos)
+    single = n_pos == 0 or n_neg == 0
+    at_half = (scores >= 0.5).astype(int)
+    has_thr = threshold_val is not None and np.isfinite(threshold_val)
+    return {
+        "n": int(labels.size),
+        "n_pos": n_pos,
+        "n_neg": n_neg,
+        "single_class": single,
+        "auc": np.nan if single else float(roc_auc_score(labels, scores)),
+        "ap": np.nan if single else float(average_precision_score(labels, scores)),
+        "eer": np.nan if single else _eer(labels, scores),
+        "acc_05": float(accuracy_score(labels, at_half)),
+        "f1_05": float(f1_score(labels, at_half, zero_division=0.0)),
+        "threshold_val": float(threshold_val) if has_thr else np.nan,
+        "acc_val": float(accuracy_score(labels, (scores >= threshold_val).astype(int))) if has_thr else np.nan,
+    }
+
+
+def bootstrap_auc_ci(labels: np.ndarray, scores: np.ndarray, n: int = 1000, seed: int = 0, level: float = 0.95,
+                     groups: np.ndarray | None = None) -> tuple[float, float]:
+    """Percentile bootstrap CI of the ROC AUC.
+
+    Resamples with replacement within each class, so every replicate has both classes. With `groups`
+    (e.g. video_key for frame scores) whole groups are resampled: frames of one video are correlated, and
+    resampling them independently would make the interval far too narrow. A resample is applied as
+    integer sample weights (its multiplicities), which gives roc_auc_score the same answer as repeating rows.
+    (NaN, NaN) when one class is missing.
+    """
+    labels = np.asarray(labels).astype(int)
+    scores = np.asarray(scores, dtype=float)
+    if len(np.unique(labels)) < 2:
+        return (np.nan, np.nan)
+    codes, uniques = pd.factorize(pd.Series(groups if groups is not None else np.arange(labels.size)))
+    group_label = np.full(len(uniques), -1)
+    group_label[codes] = labels
+    if (group_label[codes] != labels).any():
+        raise ValueError("bootstrap_auc_ci: a group holds both labels; groups must be videos of one class")
+    rng = np.random.default_rng(seed)
+    strata = [np.flatnonzero(group_label == c) for c in (0, 1)]
+    aucs = np.empty(n)
+    for b in range(n):
+        counts = np.zeros(len(uniques))
+        for members in strata:
+            counts[members] = rng.multinomial(members.size, np.full(members.size, 1.0 / members.size))
+        aucs[b] = roc_auc_score(labels, scores, sample_weight=counts[codes])
+    lo, hi = np.percentile(aucs, [50 * (1 - level), 50 * (1 + level)])
+    return (float(lo), float(hi))
+
+
+def _train_methods(train_methods: str) -> tuple[str, ...]:
+    """Methods a run was trained on: "all", or names joined by "+" (e.g. "Deepfakes")."""
+    return METHODS if train_methods == "all" else ("original", *train_methods.split("+"))
+
+
+def _level_table(rows: pd.DataFrame, level: str) -> pd.DataFrame:
+    return rows if level == "frame" else video_scores(rows)
+
+
+def _evaluate_run(run: tuple, test: pd.DataFrame, val: pd.DataFrame, n_boot: int, seed: int) -> list[dict]:
+    rows = []
+    for level in LEVELS:
+        level_val = _level_table(val, level)
+        threshold = choose_threshold(level_val["label"].to_numpy(), level_val["score"].to_numpy())
+        level_test = _level_table(test, level)
+        for test_set, methods in TEST_SETS.items():
+            if test_set != "all" and methods[1] not in set(level_test["method"]):
+                continue
+            part = level_test[level_test["method"].isin(methods)]
+            labels, scores = part["label"].to_numpy(), part["score"].to_numpy()
+            metrics = binary_metrics(labels, scores, threshold)
+            metrics["auc_lo"], metrics["auc_hi"] = np.nan, np.nan
+            if n_boot:
+                metrics["auc_lo"], metrics["auc_hi"] = bootstrap_auc_ci(
+                    labels, scores, n=n_boot, seed=seed, groups=part["video_key"].to_numpy())
+            rows.append({**dict(zip(RUN_KEYS, run, strict=True)), "test_set": test_set, "level": level, **metrics})
+    return rows
+
+
+def evaluate(pred_test: pd.DataFrame, pred_val: pd.DataFrame, n_boot: int = 1000, seed: int = 0,
+             n_jobs: int = 1) -> pd.DataFrame:
+    """One row per run (detector, train_quality, train_methods, test_quality) × test set × level, `EVAL_COLUMNS`.
+
+    Test sets are `TEST_SETS` (a method's fakes against all originals, and "all"); a set whose manipulation
+    is absent from the predictions is left out. The accuracy threshold of a run is chosen (`choose_threshold`)
+    once per level on its validation predictions in the training condition: test_quality == train_quality,
+    methods it was trained on. It is thus fixed before the detector meets another quality, so calibration
+    drift under compression shows in acc_val. AUC CIs (`bootstrap_auc_ci`, `n_boot` replicates; 0 skips them)
+    resample videos at both levels. Runs are evaluated in `n_jobs` processes (bootstrap dominates: about
+    3-15 ms per replicate); the result does not depend on `n_jobs`.
+    """
+    check_predictions(pred_test, "pred_test", split="test")
+    check_predictions(pred_val, "pred_val", split="val")
+    val_runs = dict(list(pred_val.groupby(RUN_KEYS, sort=True)))
+    tasks = []
+    for run, test in pred_test.groupby(RUN_KEYS, sort=True):
+        detector, train_quality, train_methods, _ = run
+        val = val_runs.get((detector, train_quality, train_methods, train_quality))
+        if val is None:
+            raise ValueError(f"pred_val: no validation predictions at test_quality {train_quality} for "
+                             f"{detector} trained on {train_methods} at q{train_quality}; the accuracy threshold "
+                             "is chosen there")
+        tasks.append(delayed(_evaluate_run)(run, test, val[val["method"].isin(_train_methods(train_methods))],
+                                            n_boot, seed))
+    runs = Parallel(n_jobs=n_jobs)(tasks)
+    return pd.DataFrame([row for rows in runs for row in rows], columns=EVAL_COLUMNS)

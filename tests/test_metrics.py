@@ -1,0 +1,198 @@
+"""Metrics: known-answer values, bootstrap CIs, video keying by method/quality/id, val-chosen thresholds."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from dfpipe.metrics import (EVAL_COLUMNS, FAKE_METHODS, PRED_COLUMNS, TEST_SETS, binary_metrics, bootstrap_auc_ci,
+                            check_predictions, choose_threshold, evaluate, video_scores)
+
+# Per detector: how far apart fake and real scores sit at quality 95; compression shrinks the gap.
+SEPARATION = {"effb4": 2.5, "meso4": 1.0}
+
+
+def make_predictions(split: str, detectors=("effb4", "meso4"), train_qualities=(95, 60),
+                     test_qualities=(95, 60), train_methods=("all",), n_videos: int = 6, n_frames: int = 4,
+                     seed: int = 0) -> pd.DataFrame:
+    """Synthetic prediction table: FF++-style ids (originals "00i", fakes "00i_00j" shared by all methods),
+    a per-video offset so frames of a video are correlated, and separation falling with test quality."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for det in detectors:
+        for tq in train_qualities:
+            for tm in train_methods:
+                for q in test_qualities:
+                    gap = SEPARATION[det] * q / 95
+                    for method in ("original", *FAKE_METHODS):
+                        label = int(method != "original")
+                        for v in range(n_videos):
+                            vid = f"{v:03d}" if method == "original" else f"{v:03d}_{(v + 1) % n_videos:03d}"
+                            offset = rng.normal(0, 0.5)
+                            for f in range(n_frames):
+                                logit = gap * (label - 0.5) + offset + rng.normal(0, 1)
+                                rows.append((det, tq, tm, q, split, method, vid, f"{method}/q{q}/{vid}", 8 * f,
+                                             label, float(1 / (1 + np.exp(-logit)))))
+    return pd.DataFrame(rows, columns=PRED_COLUMNS)
+
+
+def test_perfect_and_reversed_separation() -> None:
+    labels = np.array([0, 0, 0, 1, 1])
+    scores = np.array([0.1, 0.2, 0.3, 0.8, 0.9])
+    perfect = binary_metrics(labels, scores)
+    assert perfect["auc"] == 1.0 and perfect["eer"] == 0.0 and perfect["ap"] == 1.0
+    assert perfect["acc_05"] == 1.0 and perfect["f1_05"] == 1.0 and not perfect["single_class"]
+    assert (perfect["n"], perfect["n_pos"], perfect["n_neg"]) == (5, 2, 3)
+    reversed_ = binary_metrics(labels, 1 - scores)
+    assert reversed_["auc"] == 0.0 and reversed_["eer"] == 1.0 and reversed_["acc_05"] == 0.0
+
+
+def test_hand_computed_case() -> None:
+    # Ranked: 0.8 fake, 0.6 real, 0.4 fake, 0.1 real. Pairs won by fakes: 3 of 4.
+    # AP = 1/2 · 1 + 1/2 · 2/3. At 0.5: TP 1 (0.8), FP 1 (0.6), FN 1 (0.4), TN 1 → acc 1/2, F1 2/(2+1+1).
+    # ROC (FPR, TPR): (0,0) (0,.5) (.5,.5) (.5,1) (1,1): FNR = FPR = 0.5 at (.5,.5).
+    m = binary_metrics(np.array([0, 0, 1, 1]), np.array([0.1, 0.6, 0.4, 0.8]))
+    assert m["auc"] == pytest.approx(0.75)
+    assert m["ap"] == pytest.approx(5 / 6)
+    assert m["acc_05"] == pytest.approx(0.5) and m["f1_05"] == pytest.approx(0.5)
+    assert m["eer"] == pytest.approx(0.5)
+    assert np.isnan(m["acc_val"]) and np.isnan(m["threshold_val"])
+
+
+def test_eer_interpolates_between_roc_points() -> None:
+    # Reals 0.1 0.3 0.7, fakes 0.5 0.9: FNR falls from 1/2 to 0 while FPR stays 1/3, so they meet at 1/3.
+    m = binary_metrics(np.array([0, 0, 0, 1, 1]), np.array([0.1, 0.3, 0.7, 0.5, 0.9]))
+    assert m["eer"] == pytest.approx(1 / 3) and m["auc"] == pytest.approx(5 / 6)
+    # All scores tied: the ROC is the diagonal, which crosses FNR = FPR at 0.5.
+    assert binary_metrics(np.array([0, 1]), np.array([0.5, 0.5]))["eer"] == pytest.approx(0.5)
+
+
+def test_single_class_is_flagged_not_a_crash() -> None:
+    m = binary_metrics(np.array([1, 1, 1]), np.array([0.9, 0.4, 0.7]))
+    assert m["single_class"] and np.isnan(m["auc"]) and np.isnan(m["ap"]) and np.isnan(m["eer"])
+    assert m["acc_05"] == pytest.approx(2 / 3)
+    assert np.isnan(bootstrap_auc_ci(np.array([1, 1]), np.array([0.2, 0.3]), n=10)).all()
+    with pytest.raises(ValueError, match="one class"):
+        choose_threshold(np.array([0, 0]), np.array([0.1, 0.2]))
+    with pytest.raises(ValueError, match="non-empty"):
+        binary_metrics(np.array([]), np.array([]))
+
+
+def test_threshold_chosen_on_val_applies_to_test() -> None:
+    # Val: every cut in (0.2, 0.3] separates perfectly; the midpoint 0.25 leaves the most margin.
+    threshold = choose_threshold(np.array([0, 0, 1, 1]), np.array([0.1, 0.2, 0.3, 0.4]))
+    assert threshold == pytest.approx(0.25)
+    # Test scores are shifted down (an uncalibrated detector): 0.5 calls everything real, the val cut does not.
+    m = binary_metrics(np.array([0, 0, 1, 1]), np.array([0.15, 0.22, 0.28, 0.45]), threshold)
+    assert m["acc_05"] == 0.5 and m["acc_val"] == 1.0 and m["threshold_val"] == pytest.approx(0.25)
+
+
+def test_bootstrap_ci_contains_estimate_and_narrows() -> None:
+    rng = np.random.default_rng(1)
+
+    def sample(n: int) -> tuple[np.ndarray, np.ndarray]:
+        labels = np.repeat([0, 1], n)
+        return labels, labels * 1.0 + rng.normal(0, 1.0, 2 * n)
+
+    small, large = sample(30), sample(1500)
+    widths = []
+    for labels, scores in (small, large):
+        lo, hi = bootstrap_auc_ci(labels, scores, n=100, seed=0)
+        assert lo < binary_metrics(labels, scores)["auc"] < hi
+        widths.append(hi - lo)
+    assert widths[1] < widths[0] / 3
+    assert bootstrap_auc_ci(*small, n=100, seed=0) == bootstrap_auc_ci(*small, n=100, seed=0)
+
+
+def test_bootstrap_by_video_is_wider_for_correlated_frames() -> None:
+    # 20 videos per class, 25 near-identical frames each: there is the information of 40 samples, not 1000.
+    rng = np.random.default_rng(2)
+    video_labels = np.repeat([0, 1], 20)
+    video_scores_ = video_labels * 0.8 + rng.normal(0, 1, 40)
+    labels = np.repeat(video_labels, 25)
+    scores = np.repeat(video_scores_, 25) + rng.normal(0, 0.05, 1000)
+    groups = np.repeat([f"v{i}" for i in range(40)], 25)
+    lo_f, hi_f = bootstrap_auc_ci(labels, scores, n=100)
+    lo_v, hi_v = bootstrap_auc_ci(labels, scores, n=100, groups=groups)
+    assert hi_v - lo_v > 3 * (hi_f - lo_f)
+    with pytest.raises(ValueError, match="both labels"):
+        bootstrap_auc_ci(np.array([0, 1, 0, 1]), np.array([0.1, 0.9, 0.2, 0.8]), groups=np.array(["a", "a", "b", "b"]))
+
+
+def test_video_keying_keeps_methods_apart() -> None:
+    rows = [("Deepfakes", "000_003", 0.9), ("Deepfakes", "000_003", 0.7),
+            ("Face2Face", "000_003", 0.2), ("Face2Face", "000_003", 0.4), ("original", "000", 0.1)]
+    pred = pd.DataFrame([{"method": m, "video_id": v, "video_key": f"{m}/q77/{v}", "label": int(m != "original"),
+                          "score": s} for m, v, s in rows])
+    videos = video_scores(pred).set_index("video_key")
+    assert len(videos) == 3
+    assert videos.loc["Deepfakes/q77/000_003", "score"] == pytest.approx(0.8)
+    assert videos.loc["Face2Face/q77/000_003", "score"] == pytest.approx(0.3)
+    assert videos.loc["Face2Face/q77/000_003", "n_frames"] == 2
+    bad = pred.assign(label=[1, 0, 1, 1, 0])
+    with pytest.raises(ValueError, match="Deepfakes/q77/000_003"):
+        video_scores(bad)
+
+
+def test_check_predictions_names_the_file_and_problem() -> None:
+    pred = make_predictions("test", detectors=("meso4",), train_qualities=(95,), test_qualities=(95,), n_videos=2)
+    with pytest.raises(ValueError, match=r"preds/meso4\.parquet: video_key"):
+        check_predictions(pred.assign(video_key=pred["video_id"]), "preds/meso4.parquet")
+    with pytest.raises(ValueError, match=r"x\.parquet: expected only split 'val'"):
+        check_predictions(pred, "x.parquet", split="val")
+    with pytest.raises(ValueError, match=r"x\.parquet: prediction table lacks columns \['score'\]"):
+        check_predictions(pred.drop(columns="score"), "x.parquet")
+
+
+@pytest.fixture(scope="module")
+def evaluated() -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    def both(split: str, seed: int) -> pd.DataFrame:
+        # Every detector trained on all methods at two qualities; effb4 also on Deepfakes alone at q60.
+        return pd.concat([make_predictions(split, seed=seed),
+                          make_predictions(split, detectors=("effb4",), train_qualities=(60,),
+                                           train_methods=("Deepfakes",), seed=seed + 10)], ignore_index=True)
+
+    test, val = both("test", 0), both("val", 1)
+    return test, val, evaluate(test, val, n_boot=5)
+
+
+def test_evaluate_rows_and_values(evaluated) -> None:
+    test, _, result = evaluated
+    assert list(result.columns) == EVAL_COLUMNS
+    # (2 detectors × 2 train qualities + 1 Deepfakes-only run) × 2 test qualities, 5 test sets, 2 levels.
+    assert len(result) == 10 * 5 * 2
+    assert set(result["test_set"]) == set(TEST_SETS)
+    row = result.set_index(["detector", "train_quality", "train_methods", "test_quality", "test_set", "level"])
+    run = test[(test["detector"] == "meso4") & (test["train_quality"] == 95) & (test["train_methods"] == "all")
+               & (test["test_quality"] == 60) & test["method"].isin(["original", "Face2Face"])]
+    frame = row.loc[("meso4", 95, "all", 60, "FF-F2F", "frame")]
+    assert frame["auc"] == pytest.approx(binary_metrics(run["label"], run["score"])["auc"])
+    assert (frame["n"], frame["n_pos"], frame["n_neg"]) == (48, 24, 24)
+    assert frame["auc_lo"] <= frame["auc"] <= frame["auc_hi"]
+    videos = run.groupby("video_key").agg(label=("label", "first"), score=("score", "mean"))
+    video = row.loc[("meso4", 95, "all", 60, "FF-F2F", "video")]
+    assert video["n"] == 12 and video["auc"] == pytest.approx(binary_metrics(videos["label"], videos["score"])["auc"])
+    all_set = row.loc[("meso4", 95, "all", 60, "all", "video")]
+    assert (all_set["n_pos"], all_set["n_neg"]) == (24, 6)
+
+
+def test_evaluate_threshold_comes_from_val_in_training_condition(evaluated) -> None:
+    _, val, result = evaluated
+    # effb4 trained on Deepfakes at q60: threshold from val at q60, originals + Deepfakes only, frame level.
+    v = val[(val["detector"] == "effb4") & (val["train_quality"] == 60) & (val["train_methods"] == "Deepfakes")
+            & (val["test_quality"] == 60) & val["method"].isin(["original", "Deepfakes"])]
+    expected = choose_threshold(v["label"].to_numpy(), v["score"].to_numpy())
+    rows = result[(result["detector"] == "effb4") & (result["train_quality"] == 60)
+                  & (result["train_methods"] == "Deepfakes") & (result["level"] == "frame")]
+    assert (rows["threshold_val"] == expected).all()  # the same cut at every test quality and test set
+    assert rows["acc_val"].notna().all()
+
+
+def test_evaluate_needs_val_at_training_quality() -> None:
+    test = make_predictions("test", detectors=("meso4",), train_qualities=(95,), test_qualities=(95,), n_videos=2)
+    val = make_predictions("val", detectors=("meso4",), train_qualities=(95,), test_qualities=(60,), n_videos=2)
+    with pytest.raises(ValueError, match="no validation predictions at test_quality 95 for meso4"):
+        evaluate(test, val, n_boot=0)
+    val_ok = make_predictions("val", detectors=("meso4",), train_qualities=(95,), test_qualities=(95,), n_videos=2)
+    assert evaluate(test, val_ok, n_boot=0)["auc_lo"].isna().all()

@@ -1,0 +1,193 @@
+"""Result tables, plots and provenance: Table-1 shape, matrices, rebuild from saved predictions, sidecars."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from test_metrics import make_predictions
+
+from dfpipe.config import validate
+from dfpipe.io import write_parquet
+from dfpipe.metrics import evaluate, read_predictions
+from dfpipe.provenance import collect, config_hash
+from dfpipe.tables import (RESULT_FILES, auc_table, generalization_matrix, plot_auc_vs_quality, plot_roc,
+                           plot_tsne, robustness_matrix, to_markdown, write_results)
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+SETS = ["FF-DF", "FF-F2F", "FF-FS", "FF-NT"]
+
+
+def both_runs(split: str, seed: int) -> pd.DataFrame:
+    """meso4 and effb4 trained on all methods at q95 and q60; meso4 also on Deepfakes and on Face2Face alone."""
+    return pd.concat([make_predictions(split, seed=seed, n_videos=4, n_frames=3),
+                      make_predictions(split, detectors=("meso4",), train_qualities=(95,),
+                                       train_methods=("Deepfakes", "Face2Face"), seed=seed + 10, n_videos=4,
+                                       n_frames=3)], ignore_index=True)
+
+
+@pytest.fixture(scope="module")
+def preds() -> tuple[pd.DataFrame, pd.DataFrame]:
+    return both_runs("test", 0), both_runs("val", 1)
+
+
+@pytest.fixture(scope="module")
+def metrics_df(preds) -> pd.DataFrame:
+    return evaluate(*preds, n_boot=3)
+
+
+def _auc(metrics_df: pd.DataFrame, **where) -> float:
+    sel = metrics_df
+    for col, value in where.items():
+        sel = sel[sel[col] == value]
+    assert len(sel) == 1, where
+    return float(sel["auc"].iloc[0])
+
+
+def test_auc_table_has_table1_columns_and_avg(metrics_df: pd.DataFrame) -> None:
+    table = auc_table(metrics_df)
+    per_q = ["all", *SETS, "Avg"]
+    assert list(table.columns) == ["detector", "train_quality", *[f"q{q}/{s}" for q in (95, 60) for s in per_q]]
+    # Only runs trained on all methods; detectors by name, training quality high to low.
+    assert list(zip(table["detector"], table["train_quality"])) == [("effb4", 95), ("effb4", 60), ("meso4", 95),
+                                                                     ("meso4", 60)]
+    for q in (95, 60):
+        assert np.allclose(table[f"q{q}/Avg"], table[[f"q{q}/{s}" for s in SETS]].mean(axis=1))
+    row = table.iloc[2]
+    assert row["q60/FF-NT"] == _auc(metrics_df, detector="meso4", train_quality=95, train_methods="all",
+                                    test_quality=60, test_set="FF-NT", level="frame")
+    video = auc_table(metrics_df, level="video")
+    assert video.iloc[2]["q60/all"] == _auc(metrics_df, detector="meso4", train_quality=95, train_methods="all",
+                                            test_quality=60, test_set="all", level="video")
+    assert (auc_table(metrics_df, metric="ap").iloc[:, 2:] != table.iloc[:, 2:]).any().any()
+    with pytest.raises(ValueError, match="level must be one of"):
+        auc_table(metrics_df, level="clip")
+
+
+def test_avg_is_missing_when_a_method_is_missing(metrics_df: pd.DataFrame) -> None:
+    no_nt = metrics_df[metrics_df["test_set"] != "FF-NT"]
+    table = auc_table(no_nt)
+    assert table["q95/FF-NT"].isna().all() and table["q95/Avg"].isna().all()
+    assert table["q95/FF-DF"].notna().all()
+
+
+def test_robustness_and_generalization_matrices(metrics_df: pd.DataFrame) -> None:
+    rob = robustness_matrix(metrics_df)
+    assert list(rob.columns) == ["detector", "train_quality", "q95", "q60"] and len(rob) == 4
+    effb4_60 = rob[(rob["detector"] == "effb4") & (rob["train_quality"] == 60)].iloc[0]
+    assert effb4_60["q95"] == _auc(metrics_df, detector="effb4", train_quality=60, train_methods="all",
+                                   test_quality=95, test_set="all", level="frame")
+    gen = generalization_matrix(metrics_df)
+    assert list(gen.columns) == ["detector", "train_quality", "test_quality", "train_methods", *SETS]
+    assert list(zip(gen["test_quality"], gen["train_methods"])) == [(95, "Deepfakes"), (95, "Face2Face"),
+                                                                    (60, "Deepfakes"), (60, "Face2Face")]
+    f2f_q60 = gen.iloc[3]
+    assert f2f_q60["FF-DF"] == _auc(metrics_df, detector="meso4", train_quality=95, train_methods="Face2Face",
+                                    test_quality=60, test_set="FF-DF", level="frame")
+
+
+def test_tables_rebuilt_from_saved_predictions_are_identical(preds, metrics_df, tmp_path: Path) -> None:
+    test, val = preds
+    paths = {"test": [], "val": []}
+    # One parquet per detector × training quality × training methods × test quality, as the predict rule writes.
+    for split, table in (("test", test), ("val", val)):
+        for key, part in table.groupby(["detector", "train_quality", "train_methods", "test_quality"]):
+            path = tmp_path / split / ("_".join(map(str, key)) + ".parquet")
+            write_parquet(path, part)
+            paths[split].append(path)
+    rebuilt = evaluate(read_predictions(paths["test"], "test"), read_predictions(paths["val"], "val"), n_boot=3)
+    pd.testing.assert_frame_equal(rebuilt, metrics_df)
+    for level in ("frame", "video"):
+        pd.testing.assert_frame_equal(auc_table(rebuilt, level), auc_table(metrics_df, level))
+    pd.testing.assert_frame_equal(generalization_matrix(rebuilt), generalization_matrix(metrics_df))
+    with pytest.raises(ValueError, match=re.escape(f"{paths['test'][-1]}: expected only split 'val'")):
+        read_predictions([paths["test"][-1]], "val")
+
+
+def test_to_markdown() -> None:
+    df = pd.DataFrame({"detector": ["meso4", "a|b"], "q77/FF-DF": [0.61234, np.nan], "n": [3, 4]})
+    assert to_markdown(df) == ("| detector | q77/FF-DF | n |\n| --- | --- | --- |\n| meso4 | 0.6123 | 3 |\n"
+                               "| a\\|b | – | 4 |\n")
+
+
+@pytest.fixture
+def manifest(tmp_path: Path) -> Path:
+    path = tmp_path / "manifest.parquet"
+    path.write_bytes(b"manifest bytes")
+    return path
+
+
+def test_provenance_fields_and_config_hash(manifest: Path, tmp_path: Path) -> None:
+    config = validate({})
+    prov = collect(config, manifest, "mozjpeg version 5.0.0", ["-sample", "2x2"])
+    assert set(prov) == {"config_sha256", "code_version", "cjpeg_version", "cjpeg_flags", "manifest",
+                         "manifest_sha256", "versions", "created"}
+    assert prov["manifest"] == "manifest.parquet"  # the name only, never an absolute path
+    assert prov["manifest_sha256"] == hashlib.sha256(b"manifest bytes").hexdigest()
+    assert prov["cjpeg_flags"] == ["-sample", "2x2"] and prov["cjpeg_version"] == "mozjpeg version 5.0.0"
+    assert {"python", "torch", "timm", "scikit-learn"} <= set(prov["versions"])
+    assert prov["code_version"] != "" and pd.Timestamp(prov["created"]).tzinfo is not None
+    changed = validate({"jpeg": {"qualities": [95, 50]}})
+    assert config_hash(changed) != prov["config_sha256"]
+    assert config_hash(dict(reversed(list(config.items())))) == prov["config_sha256"]
+    assert collect(config, manifest, "v", [], repo=tmp_path)["code_version"] == "unknown"
+    with pytest.raises(FileNotFoundError, match="missing.parquet"):
+        collect(config, tmp_path / "missing.parquet", "v", [])
+
+
+def test_code_version_marks_dirty_work_tree(manifest: Path, tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    (repo / "a.txt").write_text("1")
+    subprocess.run([*git, "add", "a.txt"], check=True)
+    subprocess.run([*git, "commit", "-qm", "one"], check=True)
+    clean = collect({}, manifest, "v", [], repo=repo)["code_version"]
+    (repo / "a.txt").write_text("2")
+    assert collect({}, manifest, "v", [], repo=repo)["code_version"] == clean + "+dirty"
+
+
+def test_write_results_with_provenance(metrics_df: pd.DataFrame, manifest: Path, tmp_path: Path) -> None:
+    prov = collect(validate({}), manifest, "mozjpeg version 5.0.0", [])
+    out = tmp_path / "results"
+    written = write_results(metrics_df, out, prov)
+    names = {p.name for p in written}
+    assert names == {*RESULT_FILES, *(f"{n}.provenance.json" for n in RESULT_FILES), "provenance.json"}
+    top = json.loads((out / "provenance.json").read_text())
+    assert top["config_sha256"] == prov["config_sha256"] and set(top["files"]) == set(RESULT_FILES)
+    for name in RESULT_FILES:
+        sidecar = json.loads((out / f"{name}.provenance.json").read_text())
+        assert sidecar["sha256"] == hashlib.sha256((out / name).read_bytes()).hexdigest() == top["files"][name]
+        assert sidecar["provenance"]["code_version"] == prov["code_version"]
+    saved = pd.read_csv(out / "auc_table.csv")
+    assert list(saved["level"]) == ["frame"] * 4 + ["video"] * 4
+    assert np.allclose(saved.loc[saved["level"] == "frame", "q60/Avg"], auc_table(metrics_df)["q60/Avg"])
+    assert len(pd.read_csv(out / "metrics.csv")) == len(metrics_df)
+    md = (out / "auc_table.md").read_text()
+    assert "## Frame-level AUC" in md and "## Video-level AUC" in md
+    assert f"- config_sha256: {prov['config_sha256']}" in md and "- cjpeg_flags: (none)" in md
+    assert not list(out.glob("*.part"))
+
+
+def test_plots(metrics_df: pd.DataFrame, preds, tmp_path: Path) -> None:
+    plot_auc_vs_quality(metrics_df, tmp_path / "auc.png")
+    test, _ = preds
+    plot_roc(test, tmp_path / "roc.png", test_quality=60)
+    with pytest.raises(ValueError, match="pass test_quality"):
+        plot_roc(test, tmp_path / "roc2.png")
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0, 1], 6)
+    features = rng.normal(0, 1, (12, 8)) + 4 * labels[:, None]
+    methods = np.where(labels == 1, "Deepfakes", "original")
+    embedding = plot_tsne(features, labels, methods, tmp_path / "tsne.png", seed=0)
+    assert embedding.shape == (12, 2) and np.isfinite(embedding).all()
+    assert np.allclose(embedding, plot_tsne(features, labels, methods, tmp_path / "tsne2.png", seed=0))
+    for name in ("auc.png", "roc.png", "tsne.png"):
+        assert (tmp_path / name).read_bytes()[:8] == PNG_MAGIC
