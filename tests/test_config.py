@@ -66,3 +66,16 @@ def test_validate_does_not_modify_its_input(tmp_path):
         dfconfig.load(path)
     path.write_text(yaml.safe_dump({"faces": {"size": 128}}))
     assert dfconfig.load(path)["faces"]["size"] == 128
+
+
+def test_training_settings_must_match_the_data():
+    with pytest.raises(dfconfig.ConfigError, match="train.qualities: 50 is not one of jpeg.qualities"):
+        dfconfig.validate({"train": {"qualities": [50]}})
+    with pytest.raises(dfconfig.ConfigError, match="'nope' is not a configured detector"):
+        dfconfig.validate({"train": {"generalization": {"detectors": ["nope"]}}})
+    with pytest.raises(dfconfig.ConfigError, match="names must be unique"):
+        dfconfig.validate({"detectors": [{"name": "a", "model": "meso4"}, {"name": "a", "model": "meso4"}]})
+    with pytest.raises(dfconfig.ConfigError, match=r"detectors.0.name"):
+        dfconfig.validate({"detectors": [{"name": "a/b", "model": "meso4"}]})
+    cfg = dfconfig.validate({"train": {"qualities": [77, 10]}})
+    assert cfg["train"]["generalization"]["quality"] == 77

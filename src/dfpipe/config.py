@@ -49,6 +49,7 @@ def validate(config: dict[str, Any], source: str = "config") -> dict[str, Any]:
         lines = "\n".join(f"  - {_describe(e)}" for e in errors)
         raise ConfigError(f"{source} is invalid:\n{lines}")
     _check_cross_fields(config, source)
+    _check_training(config, source)
     return config
 
 
@@ -60,6 +61,25 @@ def _check_cross_fields(config: dict[str, Any], source: str) -> None:
             f"{source}: source is 'ffpp' but ffpp.accept_tos is false; read the FaceForensics++ terms of use "
             "and set ffpp.accept_tos: true to download"
         )
+
+
+def _check_training(config: dict[str, Any], source: str) -> None:
+    names = [d["name"] for d in config["detectors"]]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"{source}: detectors: names must be unique, got {names}")
+    qualities = config["jpeg"]["qualities"]
+    for q in config["train"]["qualities"]:
+        if q not in qualities:
+            raise ConfigError(f"{source}: train.qualities: {q} is not one of jpeg.qualities {qualities}")
+    gen = config["train"]["generalization"]
+    if gen["quality"] is None:
+        gen["quality"] = config["train"]["qualities"][0]
+    if gen["quality"] not in qualities:
+        raise ConfigError(f"{source}: train.generalization.quality: {gen['quality']} is not one of jpeg.qualities {qualities}")
+    for name in gen["detectors"]:
+        if name not in names:
+            raise ConfigError(f"{source}: train.generalization.detectors: {name!r} is not a configured detector; "
+                              f"allowed values: {', '.join(map(repr, names))}")
 
 
 def load(path: str | Path) -> dict[str, Any]:

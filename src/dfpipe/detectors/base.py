@@ -1,0 +1,84 @@
+"""What every detector is: features -> dropout -> one linear logit (fake positive), with its input settings."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from torch import Tensor, nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from ..weights import load_into
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+HALF = (0.5, 0.5, 0.5)
+
+
+class Detector(nn.Module):
+    """A binary deepfake detector.
+
+    Subclasses set `backbone` (everything before the head) and implement `features` and `backbone_groups`.
+    `weights_name` is the name `dfpipe.weights.resolve` looks up for `pretrained: imagenet`.
+    """
+
+    name: str
+    weights_name: str
+
+    def __init__(self, backbone: nn.Module, num_features: int, *, input_size: int,
+                 mean: tuple[float, ...], std: tuple[float, ...], dropout: float) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(num_features, 1)
+        self.num_features = num_features
+        self.input_size = int(input_size)
+        self.mean = tuple(float(m) for m in mean)
+        self.std = tuple(float(s) for s in std)
+        self._frozen_norms: list[nn.Module] = []
+
+    def features(self, x: Tensor) -> Tensor:
+        """Penultimate features [N, num_features] (what the head sees; for t-SNE)."""
+        raise NotImplementedError
+
+    def backbone_groups(self) -> list[list[nn.Parameter]]:
+        """The backbone's parameters in blocks, input side first (what `unfreeze_last` counts)."""
+        raise NotImplementedError
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.dropout(self.features(x))).squeeze(1)
+
+    def extra_loss(self) -> Tensor:
+        """A loss term the model adds to the classification loss (none for plain models)."""
+        return self.head.weight.new_zeros(())
+
+    def unfreeze_last(self, k: int) -> None:
+        """Train only the last `k` backbone blocks and the head (0: the head alone)."""
+        groups = self.backbone_groups()
+        if not 0 <= k <= len(groups):
+            raise ValueError(f"unfreeze_last={k}: {self.name} has {len(groups)} backbone blocks; "
+                             f"use 0..{len(groups)}, or leave it unset to train everything")
+        for i, group in enumerate(groups):
+            for p in group:
+                p.requires_grad_(i >= len(groups) - k)
+        # A frozen block's BatchNorm keeps its statistics too, else "frozen" layers would drift in training.
+        self._frozen_norms = [m for m in self.backbone.modules() if isinstance(m, _BatchNorm)
+                              and any(True for _ in m.parameters()) and not any(p.requires_grad for p in m.parameters())]
+        self.train(self.training)
+
+    def train(self, mode: bool = True) -> Detector:
+        super().train(mode)
+        for m in self._frozen_norms:
+            m.eval()
+        return self
+
+    def load_pretrained(self, state: Mapping[str, Tensor], source: str) -> None:
+        """A whole-detector checkpoint (e.g. a training run's best.pt) loads as is; anything else goes into the
+        backbone (a classifier it carries is ignored)."""
+        if set(state) == set(self.state_dict()):
+            try:
+                self.load_state_dict(state)
+            except RuntimeError as err:
+                raise ValueError(f"pretrained weights {source}: a {self.name} checkpoint with other settings "
+                                 f"({err}); build the detector with the settings it was trained with") from err
+        else:
+            load_into(self.backbone, state, source)

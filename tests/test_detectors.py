@@ -1,0 +1,136 @@
+"""Detectors: every registered one trains a step at a small input; Meso-4 as in the paper; multi-attention's
+loss and augmentation; unfreeze_last."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from dfpipe.detectors import Detector, create_detector, list_detectors
+from dfpipe.detectors.meso import Meso4
+
+torch.set_num_threads(1)
+
+SMALL = 64
+
+
+@pytest.fixture
+def images() -> torch.Tensor:
+    return torch.randn(2, 3, SMALL, SMALL, generator=torch.Generator().manual_seed(0))
+
+
+def _step(detector: Detector, x: torch.Tensor) -> torch.Tensor:
+    detector.train()
+    logits = detector(x)
+    loss = nn.functional.binary_cross_entropy_with_logits(logits, torch.tensor([0.0, 1.0])) + detector.extra_loss()
+    loss.backward()
+    return logits
+
+
+def test_registry_names() -> None:
+    assert list_detectors() == sorted(["meso4", "mesoinception4", "efficientnet_b4", "multi_attention", "resnet18",
+                                       "resnet50", "mobilenet_v1", "mobilenet_v2"])
+
+
+@pytest.mark.parametrize("name", list_detectors())
+def test_forward_backward_features(name: str, images: torch.Tensor) -> None:
+    detector = create_detector(name)
+    logits = _step(detector, images)
+    assert logits.shape == (2,) and torch.isfinite(logits).all()
+    assert detector.head.weight.grad is not None and detector.head.weight.grad.abs().sum() > 0
+    first = detector.backbone_groups()[0][0]
+    assert first.grad is not None and first.grad.abs().sum() > 0, "no gradient reached the first block"
+    detector.eval()
+    feats = detector.features(images)
+    assert feats.shape == (2, detector.num_features)
+    assert torch.allclose(detector.head(feats).squeeze(1), detector(images), atol=1e-5)
+    assert detector.name == name and len(detector.mean) == len(detector.std) == 3
+
+
+def test_defaults_per_model() -> None:
+    assert {n: create_detector(n).input_size for n in ("meso4", "efficientnet_b4", "resnet18", "mobilenet_v2")} == \
+        {"meso4": 256, "efficientnet_b4": 256, "resnet18": 224, "mobilenet_v2": 224}
+    lite = create_detector("tf_efficientnet_lite0")  # any timm name through config
+    assert (lite.input_size, lite.mean, lite.std) == (224, (0.5,) * 3, (0.5,) * 3)
+    assert create_detector("resnet18").mean == (0.485, 0.456, 0.406)
+    assert create_detector("meso4").mean == (0.5,) * 3
+    assert create_detector("meso4").dropout.p == 0.5 and create_detector("resnet18").dropout.p == 0.0
+    assert create_detector("resnet18", dropout=0.3, input_size=128).dropout.p == 0.3
+    assert create_detector("resnet18", input_size=128).input_size == 128
+
+
+def test_unknown_name() -> None:
+    with pytest.raises(ValueError, match="list_detectors"):
+        create_detector("no_such_net")
+
+
+def test_meso4_as_in_paper() -> None:
+    meso = Meso4()
+    assert sum(p.numel() for p in meso.parameters()) == 27_977
+    convs = [m for m in meso.modules() if isinstance(m, nn.Conv2d)]
+    assert [(c.out_channels, c.kernel_size[0]) for c in convs] == [(8, 3), (8, 5), (16, 5), (16, 5)]
+    assert meso.head.in_features == 16 and meso.head.out_features == 1
+    x = torch.randn(1, 3, 256, 256)
+    assert meso(x).shape == (1,) and meso.features(x).shape == (1, 16)
+    # at the paper's 256 px the adaptive last pool is the paper's max-pool 4 (32×32 -> 8×8)
+    meso.eval()
+    before_pool = meso.backbone[3][:3](meso.backbone[:3](x))
+    assert before_pool.shape == (1, 16, 32, 32)
+    assert torch.equal(meso.backbone[:4](x), nn.functional.max_pool2d(before_pool, 4))
+
+
+def test_mesoinception4_starts_with_inception_modules(images: torch.Tensor) -> None:
+    meso = create_detector("mesoinception4")
+    dilations = [m.dilation[0] for m in meso.backbone[0].modules() if isinstance(m, nn.Conv2d) and m.kernel_size[0] == 3]
+    assert dilations == [1, 2, 3]
+    assert meso.backbone[0][0].out_channels == 11 and meso.backbone[1][0].out_channels == 12
+
+
+def test_multi_attention_loss_and_centres(images: torch.Tensor) -> None:
+    det = create_detector("multi_attention", backbone="tf_efficientnet_lite0", attention_maps=3, augment_prob=0.0)
+    assert det.weights_name == "tf_efficientnet_lite0" and det.input_size == 224
+    det.train()
+    det(images)
+    loss = det.extra_loss()
+    assert loss.ndim == 0 and torch.isfinite(loss) and loss.requires_grad
+    loss.backward()
+    assert det.attention[0].weight.grad.abs().sum() > 0 and det.texture.project[0].weight.grad.abs().sum() > 0
+    centres = det.centres.clone()
+    assert bool(det.centres_set) and centres.shape == (3, 64)
+    det.eval()
+    det(images + 1)
+    assert torch.equal(det.centres, centres), "evaluation must not move the centres"
+    det.train()
+    det(images + 1)
+    assert not torch.equal(det.centres, centres)
+
+
+def test_multi_attention_erases_one_attended_region(images: torch.Tensor) -> None:
+    det = create_detector("multi_attention", backbone="tf_efficientnet_lite0", augment_prob=1.0).train()
+    erased = det._erase_attended(images)
+    changed = erased != images
+    assert changed.any() and not changed.all()
+    assert (erased[changed] == 0).all()
+    assert changed.any(dim=1).logical_not().logical_or(changed.all(dim=1)).all(), "whole pixels are erased"
+    det.augment_prob = 0.0
+    assert torch.equal(det._erase_attended(images), images)
+
+
+def _trainable(detector: Detector) -> set[str]:
+    return {n for n, p in detector.named_parameters() if p.requires_grad}
+
+
+def test_unfreeze_last() -> None:
+    det = create_detector("resnet18", unfreeze_last=1)
+    assert _trainable(det) == {n for n, _ in det.named_parameters() if n.startswith(("backbone.layer4.", "head."))}
+    det.train()
+    assert not det.backbone.layer3[0].bn1.training and det.backbone.layer4[0].bn1.training
+    assert _trainable(create_detector("resnet18", unfreeze_last=0)) == {"head.weight", "head.bias"}
+    assert _trainable(create_detector("meso4", unfreeze_last=2)) == \
+        {n for n, _ in Meso4().named_parameters() if n.startswith(("backbone.3.", "backbone.4.", "head."))}
+    ma = create_detector("multi_attention", backbone="tf_efficientnet_lite0", unfreeze_last=1)
+    assert {n.split(".")[0] for n in _trainable(ma)} == {"backbone", "attention", "texture", "head"}
+    assert all(n.startswith("backbone.blocks.6.") for n in _trainable(ma) if n.startswith("backbone."))
+    with pytest.raises(ValueError, match="has 5 backbone blocks"):
+        create_detector("resnet18", unfreeze_last=6)
