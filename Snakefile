@@ -1,4 +1,5 @@
-# FaceForensics++ (or the offline demo) -> face crops -> MozJPEG at each quality -> PSNR/SSIM -> WebDataset shards.
+# FaceForensics++ (or the offline demo) -> face crops -> MozJPEG at each quality -> PSNR/SSIM -> WebDataset shards
+# -> detectors trained per quality -> predictions -> result tables and plots.
 # Stages live in workflow/rules/<stage>.smk; their logic in src/dfpipe/<stage>.py; see docs/DESIGN.md.
 # Frames are decoded inside the faces jobs (streamed, one pass per video), so they have no rule file of their own.
 from snakemake.utils import min_version
@@ -16,6 +17,9 @@ wildcard_constraints:
     batch=r"\d{4}",
     q=r"\d{1,3}",
     split="|".join(SPLITS),
+    tq=r"\d{1,3}",
+    tm="|".join(("all", *METHODS)),
+    detector="|".join(DETECTORS),
 
 
 include: "workflow/rules/source.smk"
@@ -24,11 +28,21 @@ include: "workflow/rules/faces.smk"
 include: "workflow/rules/compress.smk"
 include: "workflow/rules/quality.smk"
 include: "workflow/rules/shards.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/tables.smk"
+
+
+# The data path alone: everything up to the shards and the quality report (no training).
+rule data:
+    input:
+        rules.face_summary.output.csv,
+        rules.quality_report.output.csv,
+        expand(rules.shard_index.output.json, q=QUALITIES),
 
 
 rule all:
     default_target: True
     input:
-        rules.face_summary.output.csv,
-        rules.quality_report.output.csv,
-        expand(rules.shard_index.output.json, q=QUALITIES),
+        rules.tables.output.auc,
+        rules.data.input,

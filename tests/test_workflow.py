@@ -52,7 +52,7 @@ def project(tmp_path_factory, ffpp_tree):
         "shards": {"per_split": {"train": 2, "val": 1, "test": 1}},
         "batching": {"videos_per_job": 4},
     }
-    snakemake(work, config)
+    snakemake(work, config, "data")
     return work, config
 
 
@@ -78,14 +78,14 @@ def test_outputs_of_a_full_run(project):
 
 def test_rerun_is_a_no_op(project):
     work, config = project
-    proc = snakemake(work, config, "-n")
+    proc = snakemake(work, config, "-n", "data")
     assert planned(proc) == {}, proc.stdout[-2000:]
 
 
 def test_changing_the_face_margin_reruns_faces_and_below_only(project):
     work, config = project
     changed = {**config, "faces": {**config["faces"], "margin": 1.5}}
-    jobs = planned(snakemake(work, changed, "-n"))
+    jobs = planned(snakemake(work, changed, "-n", "data"))
     assert "source" not in jobs and "manifest" not in jobs
     assert jobs["faces"] == 4 and jobs["compress"] == 8 and jobs["quality"] == 4  # quality: method × quality
     assert jobs["shards_train"] == 2 and jobs["face_summary"] == 1
@@ -94,7 +94,7 @@ def test_changing_the_face_margin_reruns_faces_and_below_only(project):
 def test_adding_a_quality_runs_only_that_quality(project):
     work, config = project
     changed = {**config, "jpeg": {"qualities": [77, 10, 50]}}
-    jobs = planned(snakemake(work, changed, "-n"))
+    jobs = planned(snakemake(work, changed, "-n", "data"))
     assert "faces" not in jobs
     assert jobs["compress"] == 4 and jobs["quality"] == 2  # four batches, two methods, at q50 only
     assert jobs["shards_train"] == 1 and jobs["shard_index"] == 1 and jobs["quality_report"] == 1
@@ -103,9 +103,36 @@ def test_adding_a_quality_runs_only_that_quality(project):
 def test_more_frames_for_one_method_reruns_only_its_batches(project):
     work, config = project
     changed = {**config, "frames": {"per_video": 4, "per_method": {"Deepfakes": 6}}}
-    jobs = planned(snakemake(work, changed, "-n"))
+    jobs = planned(snakemake(work, changed, "-n", "data"))
     assert jobs["faces"] == 2, jobs  # the two Deepfakes batches, not the originals
     assert jobs["compress"] == 4 and jobs["quality"] == 2  # Deepfakes at both qualities
+
+
+def test_key_order_in_the_config_changes_nothing(project):
+    work, config = project
+    reordered = {k: (dict(reversed(list(v.items()))) if isinstance(v, dict) else v) for k, v in reversed(config.items())}
+    assert planned(snakemake(work, reordered, "-n", "data")) == {}
+
+
+def test_training_evaluation_and_tables_end_to_end(project):
+    work, config = project
+    full = {**config,
+            "detectors": [{"name": "meso4", "model": "meso4", "pretrained": "none", "input_size": 64}],
+            "train": {"qualities": [77], "epochs": 1, "max_steps_per_epoch": 2, "batch_size": 8,
+                      "checkpoint_every": 1, "generalization": {"detectors": ["meso4"]}},
+            "evaluate": {"bootstrap": 10}}
+    snakemake(work, full)
+    auc = pd.read_csv(work / "results/auc_table.csv")
+    assert {"q77/FF-DF", "q77/Avg", "q10/FF-DF"} <= set(auc.columns)
+    assert (auc.detector == "meso4").all() and set(auc.level) == {"frame", "video"}
+    provenance = json.loads((work / "results/auc_table.csv.provenance.json").read_text())["provenance"]
+    assert provenance["cjpeg_version"].startswith("mozjpeg version") and provenance["manifest_sha256"]
+    gen = pd.read_csv(work / "results/generalization_matrix.csv")
+    assert len(gen) > 0
+    for plot in ("auc_vs_quality", "roc", "tsne"):
+        assert (work / f"results/plots/{plot}.png").stat().st_size > 1000
+    assert (work / "data/models/meso4/q77-all/last.pt").is_file()
+    assert planned(snakemake(work, full, "-n")) == {}
 
 
 def test_invalid_config_stops_with_the_key_and_allowed_values(project, tmp_path):

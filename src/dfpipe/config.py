@@ -68,6 +68,8 @@ def _check_training(config: dict[str, Any], source: str) -> None:
     if len(set(names)) != len(names):
         raise ConfigError(f"{source}: detectors: names must be unique, got {names}")
     qualities = config["jpeg"]["qualities"]
+    if config["train"]["qualities"] is None:
+        config["train"]["qualities"] = qualities[:1]
     for q in config["train"]["qualities"]:
         if q not in qualities:
             raise ConfigError(f"{source}: train.qualities: {q} is not one of jpeg.qualities {qualities}")

@@ -3,14 +3,26 @@ import functools
 import pandas as pd
 from snakemake.exceptions import WorkflowError
 from dfpipe import config as dfconfig
+from dfpipe.experiments import detector_spec, runs, training_settings
 from dfpipe.layout import METHODS, ORIGINAL
 
 try:
     _validated = dfconfig.validate(config, source="config (config.yaml + --config overrides)")
 except dfconfig.ConfigError as exc:
     raise WorkflowError(str(exc)) from None
+
+
+def _sorted_keys(value):
+    """Snakemake compares params by their text, so dict key order must not depend on how config was written."""
+    if isinstance(value, dict):
+        return {k: _sorted_keys(value[k]) for k in sorted(value)}
+    if isinstance(value, list):
+        return [_sorted_keys(v) for v in value]
+    return value
+
+
 config.clear()
-config.update(_validated)
+config.update(_sorted_keys(_validated))
 
 OUT = config["output_root"]
 RESULTS = config["results_dir"]
@@ -18,6 +30,9 @@ QUALITIES = config["jpeg"]["qualities"]
 SPLITS = ("train", "val", "test")
 ENV = "../../envs/pipeline.yaml"
 MANIFEST = f"{OUT}/manifest.parquet"
+RUNS = runs(config)
+DETECTORS = [d["name"] for d in config["detectors"]]
+TRAIN_DEVICE = config["train"]["device"]
 
 
 @functools.cache
@@ -55,3 +70,14 @@ def batch_signature(wildcards):
 
 def frames_for(wildcards):
     return config["frames"]["per_method"].get(wildcards.method, config["frames"]["per_video"])
+
+
+def shard_files(q, split):
+    """The fixed set of shard tars of one quality and split."""
+    n = config["shards"]["per_split"][split]
+    return [f"{OUT}/shards/q{q}/{split}-{i:04d}.tar" for i in range(n)]
+
+
+def model_files(pattern):
+    """`pattern` expanded over every trained model (detector × training quality × training methods)."""
+    return [pattern.format(detector=r.detector, tq=r.quality, tm=r.methods) for r in RUNS]

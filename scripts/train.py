@@ -1,0 +1,17 @@
+# Rule `train`: one detector at one training quality (and methods), resuming from last.pt after a kill.
+from pathlib import Path
+
+from dfpipe import experiments, runlog
+
+log = runlog.to_file(snakemake.log[0])
+p = snakemake.params
+job = {
+    "spec": p.spec,
+    "settings": p.settings,
+    "methods": snakemake.wildcards.tm,
+    "train": list(snakemake.input.train),
+    "val": list(snakemake.input.val),
+    "out_dir": str(Path(snakemake.output.best).parent),
+    "device": p.device,
+}
+experiments.launch(job, p.gpus, log=log)

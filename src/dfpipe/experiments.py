@@ -1,0 +1,101 @@
+"""The experiment grid: which models are trained (detector × training quality × training methods), and the
+one function that trains a model from a job description, in-process or under torchrun for several GPUs."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from .layout import METHODS
+
+ALL = "all"
+# config["train"] keys that are training settings (the rest describe the grid or the hardware)
+SETTING_KEYS = ("epochs", "max_steps_per_epoch", "batch_size", "lr", "weight_decay", "seed", "checkpoint_every",
+                "augment")
+
+
+@dataclass(frozen=True)
+class Run:
+    detector: str
+    quality: int
+    methods: str  # "all" or one FF++ method (trained against the originals)
+
+    @property
+    def slug(self) -> str:
+        return f"{self.detector}/q{self.quality}-{self.methods}"
+
+
+def runs(config: dict[str, Any]) -> list[Run]:
+    """Every model the config asks for: each detector at each training quality on all methods, plus the
+    generalization detectors on each single configured method."""
+    out = [Run(d["name"], q, ALL) for d in config["detectors"] for q in config["train"]["qualities"]]
+    gen = config["train"]["generalization"]
+    methods = [m for m in config["dataset"]["methods"] if m in METHODS]
+    out += [Run(name, gen["quality"], m) for name in gen["detectors"] for m in methods]
+    return out
+
+
+def detector_spec(config: dict[str, Any], name: str) -> dict[str, Any]:
+    for spec in config["detectors"]:
+        if spec["name"] == name:
+            return spec
+    raise KeyError(f"detector {name!r} is not in config detectors")
+
+
+def training_settings(config: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
+    settings = {k: config["train"][k] for k in SETTING_KEYS}
+    settings.update({k: spec[k] for k in ("batch_size", "lr") if k in spec})
+    return settings
+
+
+def build_detector(spec: dict[str, Any]):
+    from .detectors import create_detector
+
+    kwargs = {k: v for k, v in spec.items() if k not in ("name", "model", "pretrained", "input_size")}
+    return create_detector(spec["model"], pretrained=spec.get("pretrained", "none"),
+                           input_size=spec.get("input_size"), **kwargs)
+
+
+def train_job(job: dict[str, Any], log: Callable[[str], Any] = print) -> Path:
+    """Train the model a job describes (keys: spec, settings, methods, train, val, out_dir, device)."""
+    from .train import train
+
+    detector = build_detector(job["spec"])
+    settings = dict(job["settings"])
+    if job["methods"] != ALL:
+        settings["methods"] = ["original", job["methods"]]
+    return train(detector, [Path(p) for p in job["train"]], [Path(p) for p in job["val"]], Path(job["out_dir"]),
+                 settings, device=job["device"], log=log)
+
+
+def launch(job: dict[str, Any], gpus: int, log: Callable[[str], Any] = print) -> Path:
+    """Run `train_job` here, or under torchrun with one process per GPU (DDP) when gpus > 1."""
+    if gpus <= 1:
+        return train_job(job, log)
+    out_dir = Path(job["out_dir"])
+    out_dir.mkdir(parents=True, exist_ok=True)
+    job_file = out_dir / "job.json"
+    job_file.write_text(json.dumps(job, indent=2))
+    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={gpus}", "-m", "dfpipe.experiments",
+           "train", str(job_file)]
+    log("launching: " + " ".join(cmd))
+    subprocess.run(cmd, check=True, env=os.environ.copy())
+    return out_dir / "best.pt"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m dfpipe.experiments")
+    parser.add_argument("command", choices=["train"])
+    parser.add_argument("job", type=Path, help="job.json written by launch()")
+    args = parser.parse_args(argv)
+    train_job(json.loads(args.job.read_text()))
+
+
+if __name__ == "__main__":
+    main()

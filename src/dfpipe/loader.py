@@ -1,0 +1,361 @@
+"""Shard loader: WebDataset shards of one or more qualities → normalised image batches for training or evaluation.
+
+The shards are indexed once (one pass over the tar headers: sample key, label, byte offsets of its jpg and
+json), then each epoch is a list of sample numbers and the rest is small webdataset stages: this rank's and
+worker's samples → read jpg + json at their offsets → check against the shard asked for → decode JPEG →
+resize → augment → batch → normalise.
+
+Why an index rather than streaming the tars through a shuffle buffer: balanced batches oversample the
+minority label (real faces are 1 in 5 in FF++), which a stream can only do by re-reading every tar once per
+cycle, in every worker; with offsets each worker reads exactly the bytes of the samples it decodes, the
+shuffle is an exact seeded permutation instead of a buffer's local one, and resuming is arithmetic.
+
+Determinism and resume. Every random choice is seeded from (seed, epoch, ...): the permutation of each label
+from (seed, epoch, label, cycle), the augmentations of a sample from (seed, epoch, its place in the epoch).
+The epoch's order is therefore the same whatever the number of workers or ranks, and a loader resumed at
+`position` (batches this rank already consumed this epoch) yields exactly the remaining batches, touching
+none of the skipped ones. Batches go round-robin to ranks, then to workers (the order DataLoader collects).
+
+Balanced training batches: real (label 0) and fake (label 1) samples alternate, so every batch holds both
+labels (half each) when both exist. The minority label is oversampled: when its permutation runs out a new
+one starts; an epoch ends when every sample of the majority label has been seen once, after
+2 × max(n_real, n_fake) samples (short last batch dropped). With one label only, batches hold that label.
+
+Evaluation: shard order and sample order as written, no augmentation, every sample exactly once (last batch
+may be short), and the metadata of each sample (video_key, method, video_id, frame_index, label).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import random
+import re
+import tarfile
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO, NamedTuple
+
+import numpy as np
+import torch
+import webdataset as wds
+from PIL import Image
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+from torchvision.transforms import v2
+
+META_FIELDS = ("label", "method", "video_key", "video_id", "frame_index", "quality", "split")
+SHARD_NAME = re.compile(r"(?:^|/)q(?P<quality>\d+)/(?P<split>[A-Za-z]+)-\d{4}\.tar$")
+
+
+@dataclass(frozen=True)
+class Augment:
+    """Training augmentations; each is applied to a sample with its probability (0 turns it off)."""
+
+    hflip: float = 0.5
+    blur: float = 0.0
+    blur_sigma: tuple[float, float] = (0.1, 2.0)
+    jitter: float = 0.0
+    brightness: float = 0.2
+    contrast: float = 0.2
+    saturation: float = 0.2
+    hue: float = 0.05
+    jpeg: float = 0.0
+    jpeg_quality: tuple[int, int] = (40, 100)  # DeepfakeBench's range
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None) -> Augment:
+        d = dict(d or {})
+        unknown = sorted(set(d) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise ValueError(f"augment: unknown keys {unknown}; known: {sorted(cls.__dataclass_fields__)}")
+        for k in ("blur_sigma", "jpeg_quality"):
+            if k in d:
+                d[k] = tuple(d[k])
+        return cls(**d)
+
+    def transform(self) -> v2.Transform:
+        """The v2 stages on a PIL image (JPEG re-encoding is `recompress`)."""
+        stages: list[v2.Transform] = []
+        if self.hflip > 0:
+            stages.append(v2.RandomHorizontalFlip(self.hflip))
+        if self.jitter > 0:
+            jitter = v2.ColorJitter(self.brightness, self.contrast, self.saturation, self.hue)
+            stages.append(v2.RandomApply([jitter], p=self.jitter))
+        if self.blur > 0:
+            stages.append(v2.RandomApply([v2.GaussianBlur(5, self.blur_sigma)], p=self.blur))
+        return v2.Compose(stages) if stages else v2.Identity()
+
+    def recompress(self, image: Image.Image, rng: random.Random) -> Image.Image:
+        """With probability `jpeg`, re-encode at a quality drawn from `jpeg_quality` (inclusive).
+
+        PIL rather than v2.JPEG: torchvision's image codecs are deprecated since 0.29.
+        """
+        if self.jpeg <= 0 or rng.random() >= self.jpeg:
+            return image
+        buf = io.BytesIO()
+        image.save(buf, format="JPEG", quality=rng.randint(*self.jpeg_quality))
+        return decode_image(buf.getvalue())
+
+
+NO_AUGMENT = Augment(hflip=0.0)
+
+
+def expected_shard(path: Path) -> tuple[int, str]:
+    """(quality, split) a shard holds, from its path `.../q{Q}/{split}-NNNN.tar`."""
+    m = SHARD_NAME.search(Path(path).as_posix())
+    if not m:
+        raise ValueError(f"{path}: not a shard path; expected .../q<quality>/<split>-NNNN.tar")
+    return int(m["quality"]), m["split"]
+
+
+class Entry(NamedTuple):
+    """Where one sample lies: shard number, key, label (from .cls) and (offset, size) of its jpg and json."""
+
+    shard: int
+    key: str
+    label: int
+    jpg: tuple[int, int]
+    json: tuple[int, int]
+
+
+def index_shards(shards: Sequence[Path], quality: int | None = None, split: str | None = None) -> list[Entry]:
+    """Every sample of `shards`, in shard and tar order; raises naming the files when some are missing,
+    unreadable, of another quality or split than asked (`quality`/`split` when given), or all empty, and
+    naming the sample when one lacks a .jpg, .cls or .json member."""
+    shards = [Path(s) for s in shards]
+    if not shards:
+        raise ValueError("no shards given")
+    missing = [str(s) for s in shards if not s.is_file()]
+    if missing:
+        raise FileNotFoundError(f"missing shards: {', '.join(missing)}")
+    entries: list[Entry] = []
+    for n, shard in enumerate(shards):
+        q, sp = expected_shard(shard)
+        if (quality is not None and q != quality) or (split is not None and sp != split):
+            raise ValueError(f"{shard}: a q{q} {sp} shard, but q{quality} {split} was asked for")
+        members: dict[str, dict[str, tuple[int, int]]] = {}
+        labels: dict[str, int] = {}
+        try:
+            with tarfile.open(shard) as tar:
+                for m in tar:
+                    key, _, ext = m.name.partition(".")  # webdataset's rule: the key ends at the first dot
+                    members.setdefault(key, {})[ext] = (m.offset_data, m.size)
+                    if ext == "cls":
+                        labels[key] = int(tar.extractfile(m).read())  # type: ignore[union-attr]
+        except (tarfile.TarError, ValueError) as exn:
+            raise ValueError(f"{shard}: unreadable shard ({exn})") from exn
+        for key, parts in members.items():
+            lacking = [ext for ext in ("jpg", "cls", "json") if ext not in parts]
+            if lacking:
+                raise ValueError(f"{shard}: sample {key} lacks {lacking}")
+            if labels[key] not in (0, 1):
+                raise ValueError(f"{shard}: sample {key} has label {labels[key]}; expected 0 (real) or 1 (fake)")
+            entries.append(Entry(n, key, labels[key], parts["jpg"], parts["json"]))
+    if not entries:
+        raise ValueError(f"no samples in any of the shards: {', '.join(map(str, shards))}")
+    return entries
+
+
+def check_sample(sample: dict[str, Any]) -> dict[str, Any]:
+    """Parse the sample's json into `meta` and check it against its shard: fields present, quality and split."""
+    url, key = sample["__url__"], sample["__key__"]
+    meta = json.loads(sample["json"])
+    lacking = [f for f in META_FIELDS if f not in meta]
+    if lacking:
+        raise ValueError(f"{url}: sample {key} json lacks {lacking}")
+    quality, split = expected_shard(Path(url))
+    if int(meta["quality"]) != quality or meta["split"] != split:
+        raise ValueError(
+            f"{url}: sample {key} is q{meta['quality']} {meta['split']}, "
+            f"but its shard was asked for as q{quality} {split}"
+        )
+    if int(sample["cls"]) != int(meta["label"]):
+        raise ValueError(f"{url}: sample {key} has cls {sample['cls']} but json label {meta['label']}")
+    sample["meta"] = meta
+    return sample
+
+
+def decode_image(jpeg: bytes) -> Image.Image:
+    """RGB PIL image of JPEG bytes (the decoder the loader and its benchmark baseline share)."""
+    image = Image.open(io.BytesIO(jpeg))
+    image.load()  # decode now, so a broken JPEG fails here and not in a later stage
+    return image if image.mode == "RGB" else image.convert("RGB")  # convert() copies even RGB to RGB
+
+
+def _seed(*parts: int) -> int:
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0])
+
+
+class ShardStream(IterableDataset):
+    """Batches from shards; iterate with `make_loader` (workers) and call `set_epoch` before each epoch.
+
+    Training yields (images float32 N×3×H×W, labels float32 N); evaluation yields (images, labels, meta) with
+    meta a dict of lists. `len()` is the number of batches this rank gets per epoch, counting from batch 0.
+    """
+
+    def __init__(
+        self,
+        shards: Sequence[Path],
+        *,
+        batch_size: int,
+        input_size: int | tuple[int, int],
+        mean: Sequence[float],
+        std: Sequence[float],
+        train: bool,
+        seed: int = 0,
+        augment: Augment | None = None,
+        max_batches: int | None = None,
+        methods: Sequence[str] | None = None,
+        quality: int | None = None,
+        split: str | None = None,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.shards = [str(s) for s in shards]
+        self.entries = index_shards([Path(s) for s in self.shards], quality, split)
+        self.methods = None if methods is None else set(methods)
+        if self.methods is not None:
+            # sample keys start with "{method}-" (dfpipe.shards.sample_key); check_sample confirms with the json
+            self.entries = [e for e in self.entries if e.key.split("-", 1)[0] in self.methods]
+            if not self.entries:
+                raise ValueError(f"no samples of methods {sorted(self.methods)} in: {', '.join(self.shards)}")
+        labels = np.array([e.label for e in self.entries])
+        self.by_label = {c: np.flatnonzero(labels == c) for c in (0, 1) if (labels == c).any()}
+        self.counts = {c: len(ix) for c, ix in self.by_label.items()}
+        self.batch_size, self.train, self.seed = batch_size, train, seed
+        self.size = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
+        self.mean, self.std = torch.tensor(mean, dtype=torch.float32), torch.tensor(std, dtype=torch.float32)
+        self.uniform = bool((self.mean == self.mean[0]).all() and (self.std == self.std[0]).all())
+        self.augment = (augment or Augment()) if train else NO_AUGMENT
+        self._transform = self.augment.transform()
+        self.ranks, self.rank = (world_size, rank) if train else (1, 0)
+        self.global_batches = self._global_batches(max_batches)
+        self.epoch, self.position = 0, 0
+
+    def _global_batches(self, max_batches: int | None) -> int:
+        """Batches per epoch over all ranks; training drops the short one and trims to a multiple of ranks."""
+        if not self.train:
+            return -(-len(self.entries) // self.batch_size)
+        n = list(self.counts.values())
+        per_rank = len(n) * max(n) // self.batch_size // self.ranks
+        if max_batches is not None:
+            per_rank = min(per_rank, max_batches)
+        if per_rank == 0:
+            raise ValueError(f"{len(self.shards)} shards hold {self.counts} samples per label: "
+                             f"not one batch of {self.batch_size} per rank ({self.ranks} ranks)")
+        return per_rank * self.ranks
+
+    def __len__(self) -> int:
+        return self.global_batches // self.ranks
+
+    def set_epoch(self, epoch: int, position: int = 0) -> None:
+        """Select the epoch and the number of this rank's batches already consumed in it."""
+        if not 0 <= position <= len(self):
+            raise ValueError(f"position {position} outside 0..{len(self)} batches")
+        self.epoch, self.position = epoch, position
+
+    def order(self) -> np.ndarray:
+        """Entry numbers of the epoch's samples, in batch order (all ranks)."""
+        if not self.train:
+            return np.arange(len(self.entries))
+        total = self.global_batches * self.batch_size
+        per_label = -(-total // len(self.by_label))
+        streams = []
+        for c, ix in self.by_label.items():
+            cycles = -(-per_label // len(ix))
+            rngs = [np.random.default_rng([self.seed, self.epoch, c, k]) for k in range(cycles)]
+            streams.append(np.concatenate([rng.permutation(ix) for rng in rngs])[:per_label])
+        return np.stack(streams, axis=1).reshape(-1)[:total]  # labels alternate: 0, 1, 0, 1, ...
+
+    # -- stages --------------------------------------------------------------------------------------------
+    def _owned(self) -> Iterator[tuple[int, Entry]]:
+        """(place in the epoch, entry) of the samples in this rank's and worker's batches, from `position` on."""
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info else (0, 1)
+        order, bs = self.order(), self.batch_size
+        first = self.position * self.ranks + self.rank + self.ranks * worker
+        for b in range(first, self.global_batches, self.ranks * workers):
+            for i in range(b * bs, min((b + 1) * bs, len(order))):
+                yield i, self.entries[order[i]]
+
+    def _reader(self, files: dict[int, BinaryIO]) -> Callable[[tuple[int, Entry]], dict[str, Any]]:
+        def read(item: tuple[int, Entry]) -> dict[str, Any]:
+            i, e = item
+            if e.shard not in files:
+                files[e.shard] = open(self.shards[e.shard], "rb")
+            f = files[e.shard]
+            f.seek(e.jpg[0])
+            jpg = f.read(e.jpg[1])
+            f.seek(e.json[0])
+            return {"__key__": e.key, "__url__": self.shards[e.shard], "__index__": i, "jpg": jpg,
+                    "json": f.read(e.json[1]), "cls": e.label}
+
+        return read
+
+    def _check_method(self, sample: dict[str, Any]) -> dict[str, Any]:
+        if self.methods is not None and sample["meta"]["method"] not in self.methods:
+            raise ValueError(f"{sample['__url__']}: sample {sample['__key__']} is {sample['meta']['method']}, "
+                             f"its key says one of {sorted(self.methods)}")
+        return sample
+
+    def _decode(self, sample: dict[str, Any]) -> dict[str, Any]:
+        try:
+            image = decode_image(sample["jpg"])
+        except OSError as exn:
+            raise ValueError(f"{sample['__url__']}: sample {sample['__key__']} is not a readable JPEG") from exn
+        # Resize first (less to augment); everything stays a PIL image until the batch: PIL's kernels are
+        # single-threaded SIMD, while per-image torch ops on small tensors contend for threads.
+        if image.size != self.size[::-1]:  # PIL sizes are (w, h); resizing to the same size would copy
+            image = v2.functional.resize(image, list(self.size))
+        if self.train:
+            # Seed per sample and restore the global RNG after, so augmentations depend on (seed, epoch, place)
+            # alone (not on workers or resume) and never disturb the trainer's RNG in the main process.
+            seed = _seed(self.seed, self.epoch, sample["__index__"])
+            image = self.augment.recompress(image, random.Random(seed))
+            with torch.random.fork_rng(devices=[]):
+                torch.random.default_generator.manual_seed(seed)
+                image = self._transform(image)
+        return {"image": np.asarray(image), "meta": sample["meta"]}
+
+    def _collate(self, samples: list[dict[str, Any]]) -> tuple[Any, ...]:
+        # N×C×H×W in channels_last memory order, the order decoded pixels already have: normalising is then
+        # one vectorised pass with no transposing copy (and channels_last is what CUDA training wants).
+        pixels = torch.from_numpy(np.stack([s["image"] for s in samples])).permute(0, 3, 1, 2).float()
+        if self.uniform:  # same mean/std for every channel (0.5/0.5 in DeepfakeBench): scalar ops, ~5× faster
+            mean, std = float(self.mean[0]), float(self.std[0])
+            images = pixels.mul_(1 / (255 * std)).sub_(mean / std)
+        else:
+            images = pixels.sub_(self.mean.view(1, -1, 1, 1) * 255).div_(self.std.view(1, -1, 1, 1) * 255)
+        labels = torch.tensor([s["meta"]["label"] for s in samples], dtype=torch.float32)
+        if self.train:
+            return images, labels
+        meta = {f: [s["meta"][f] for s in samples] for f in ("video_key", "method", "video_id", "frame_index", "label")}
+        return images, labels, meta
+
+    def __iter__(self) -> Iterator[tuple[Any, ...]]:
+        files: dict[int, BinaryIO] = {}  # opened in the worker that reads them, never shared across a fork
+        try:
+            yield from wds.DataPipeline(
+                self._owned,
+                wds.map(self._reader(files)),
+                wds.map(check_sample),
+                wds.map(self._check_method),
+                wds.map(self._decode),
+                wds.batched(self.batch_size, collation_fn=self._collate, partial=not self.train),
+            )
+        finally:
+            for f in files.values():
+                f.close()
+
+
+def make_loader(stream: ShardStream, num_workers: int = 0, pin_memory: bool = False) -> DataLoader:
+    """A DataLoader over already-batched `stream`; its own generator keeps it off the global torch RNG."""
+    return DataLoader(
+        stream, batch_size=None, num_workers=num_workers, pin_memory=pin_memory,
+        generator=torch.Generator().manual_seed(0), prefetch_factor=4 if num_workers else None,
+        persistent_workers=False,
+    )
+

@@ -1,0 +1,24 @@
+# One model per detector × training quality × training methods ("all" or one manipulation).
+# A killed job restarted by Snakemake resumes from models/.../last.pt (not a declared output, so kept).
+rule train:
+    input:
+        train=lambda wc: shard_files(wc.tq, "train"),
+        val=lambda wc: shard_files(wc.tq, "val"),
+    output:
+        best=f"{OUT}/models/{{detector}}/q{{tq}}-{{tm}}/best.pt",
+    params:
+        spec=lambda wc: detector_spec(config, wc.detector),
+        settings=lambda wc: training_settings(config, detector_spec(config, wc.detector)),
+        device=TRAIN_DEVICE,
+        gpus=config["train"]["gpus"],
+    log:
+        f"{OUT}/logs/train/{{detector}}/q{{tq}}-{{tm}}.log",
+    message:
+        "Training {wildcards.detector} on quality {wildcards.tq} ({wildcards.tm})"
+    threads: 2
+    resources:
+        gpu=0 if TRAIN_DEVICE == "cpu" else config["train"]["gpus"],
+    conda:
+        ENV
+    script:
+        "../../scripts/train.py"
