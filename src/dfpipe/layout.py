@@ -8,7 +8,6 @@ from pathlib import Path
 METHODS = ("Deepfakes", "Face2Face", "FaceSwap", "NeuralTextures")
 ORIGINAL = "original"
 SPLITS = ("train", "val", "test")
-VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv")
 
 
 def video_dir(method: str, compression: str) -> str:

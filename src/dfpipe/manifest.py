@@ -9,7 +9,7 @@ from typing import Any, Callable, Sequence
 import ffmpeg
 import pandas as pd
 
-from .layout import ORIGINAL, VIDEO_SUFFIXES, mask_dir, read_splits, split_of, video_dir
+from .layout import ORIGINAL, mask_dir, read_splits, split_of, video_dir
 
 COLUMNS = [
     "key", "video_id", "method", "compression", "split", "label", "path", "mask_path",
