@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import importlib.util
+import io
 import json
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from dfpipe.layout import mask_dir, video_dir
+from dfpipe.tools import find_cjpeg
 
 
 @pytest.fixture(scope="session")
@@ -56,3 +60,17 @@ def make_ffpp_tree(root: Path, carphone: Path, seconds: float = 0.5) -> Path:
 @pytest.fixture(scope="session")
 def ffpp_tree(tmp_path_factory, carphone) -> Path:
     return make_ffpp_tree(tmp_path_factory.mktemp("ffpp"), carphone)
+
+
+@pytest.fixture(scope="session")
+def cjpeg():
+    try:
+        return find_cjpeg()
+    except FileNotFoundError as exc:
+        pytest.skip(f"MozJPEG cjpeg not built ({exc})")
+
+
+def png(rgb: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="PNG")
+    return buf.getvalue()

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import png
 from PIL import Image
 from skimage import data
 
@@ -19,20 +20,6 @@ from dfpipe.compress import JPEG_COLUMNS, compress_batch, encode
 from dfpipe.tools import ToolError, cjpeg_version, find_cjpeg
 
 SRC = Path(__file__).resolve().parents[1] / "src"
-
-
-@pytest.fixture(scope="module")
-def cjpeg() -> Path:
-    try:
-        return find_cjpeg()
-    except FileNotFoundError as exc:
-        pytest.skip(f"MozJPEG cjpeg not built ({exc})")
-
-
-def png(rgb: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(rgb).save(buf, format="PNG")
-    return buf.getvalue()
 
 
 def faces_table() -> pd.DataFrame:

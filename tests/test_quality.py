@@ -7,29 +7,22 @@ import io
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import png
 from PIL import Image
 from skimage import data
 from skimage.metrics import peak_signal_noise_ratio
 
 from dfpipe.compress import compress_batch
-from dfpipe.quality import QUALITY_COLUMNS, SUMMARY_COLUMNS, measure, measure_batch, plot, summarize
-from dfpipe.tools import find_cjpeg
+from dfpipe.quality import (
+    QUALITY_COLUMNS,
+    SUMMARY_COLUMNS,
+    measure,
+    measure_batch,
+    plot,
+    summarize,
+)
 
 QUALITIES = (95, 77, 60, 15, 10)
-
-
-@pytest.fixture(scope="module")
-def cjpeg():
-    try:
-        return find_cjpeg()
-    except FileNotFoundError as exc:
-        pytest.skip(f"MozJPEG cjpeg not built ({exc})")
-
-
-def png(rgb: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(rgb).save(buf, format="PNG")
-    return buf.getvalue()
 
 
 @pytest.fixture(scope="module")
