@@ -26,10 +26,6 @@ class Run:
     quality: int
     methods: str  # "all" or one FF++ method (trained against the originals)
 
-    @property
-    def slug(self) -> str:
-        return f"{self.detector}/q{self.quality}-{self.methods}"
-
 
 def runs(config: dict[str, Any]) -> list[Run]:
     """Every model the config asks for: each detector at each training quality on all methods, plus the

@@ -4,7 +4,8 @@ import pandas as pd
 from snakemake.exceptions import WorkflowError
 from dfpipe import config as dfconfig
 from dfpipe.experiments import detector_spec, runs, training_settings
-from dfpipe.layout import METHODS, ORIGINAL
+from dfpipe.layout import METHODS, ORIGINAL, SPLITS
+from dfpipe.manifest import batches
 
 try:
     _validated = dfconfig.validate(config, source="config (config.yaml + --config overrides)")
@@ -27,7 +28,6 @@ config.update(_sorted_keys(_validated))
 OUT = config["output_root"]
 RESULTS = config["results_dir"]
 QUALITIES = config["jpeg"]["qualities"]
-SPLITS = ("train", "val", "test")
 ENV = "../../envs/pipeline.yaml"
 MANIFEST = f"{OUT}/manifest.parquet"
 RUNS = runs(config)
@@ -37,18 +37,19 @@ TRAIN_DEVICE = config["train"]["device"]
 
 @functools.cache
 def _manifest(mtime: float):
-    """Manifest table plus, per (method, batch), the signature of its videos (computed once, not per job)."""
+    """Manifest batches plus, per (method, batch), the signature of its videos (computed once, not per job)."""
     df = pd.read_parquet(MANIFEST)
     cols = ["key", "path", "mask_path", "bytes", "n_frames", "status", "split"]
     signatures = {
         (m, int(b)): [[str(v) for v in row] for row in g[cols].itertuples(index=False)]
         for (m, b), g in df.groupby(["method", "batch"], sort=False)
     }
-    return df, signatures
+    return batches(df), signatures
 
 
 def manifest():
-    """The manifest (after the checkpoint ran) and its batch signatures; re-read only when the file changed."""
+    """The manifest's (method, batch) pairs and batch signatures, after the checkpoint ran; re-read only when
+    the file changed."""
     path = checkpoints.manifest.get().output.table
     return _manifest(os.path.getmtime(path))
 
@@ -57,7 +58,7 @@ def batch_files(pattern, method=None, **fixed):
     """`pattern` expanded over every (method, batch) of the manifest, or of one method; other wildcards fixed."""
     return [
         pattern.format(method=m, batch=f"{b:04d}", **fixed)
-        for m, b in manifest()[1]
+        for m, b in manifest()[0]
         if method is None or m == method
     ]
 
