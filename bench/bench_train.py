@@ -8,7 +8,7 @@ Shards of `--n` 256² crops of real photos (JPEG q77, half labelled fake) are wr
   log included), images/s from its own step log after 3 warm-up steps;
 - bare loop: the same timm model, batch size, optimizer, AMP/channels_last choice, on one batch decoded
   beforehand and kept on the device (an upper bound: no data loading at all);
-- loader: `ShardStream` in training mode (shuffle, balance, decode, hflip, resize, normalise, batch) with
+- loader: `ShardStream` in training mode (shuffle, balance, decode, hflip, resize, batch: uint8) with
   `--workers` workers, against PIL decoding of the same JPEG bytes held in memory, split over as many
   processes.
 Prints figures and the ratios trainer / bare loop (target ≥ 0.95) and loader / bare decode (target ≥ 0.9).
@@ -130,8 +130,7 @@ def bench_bare_loop(args, jpegs: list[bytes], dev: torch.device) -> float:
 
 
 def bench_loader(args, train_shards) -> float:
-    stream = ShardStream(train_shards, batch_size=args.batch, input_size=args.size, mean=(0.5,) * 3,
-                         std=(0.5,) * 3, train=True)
+    stream = ShardStream(train_shards, batch_size=args.batch, input_size=args.size, train=True)
     t, n = time.perf_counter(), 0
     for _, labels in make_loader(stream, args.workers):
         n += len(labels)
@@ -171,7 +170,7 @@ def main() -> None:
           f"{len(jpegs)} training JPEGs (256², q{Q})")
     loader = max(bench_loader(args, train_shards) for _ in range(args.rounds))
     decode = max(bench_bare_decode(args, jpegs) for _ in range(args.rounds))
-    print(f"loader       {loader:8.1f} images/s   (shuffle, balance, decode, hflip, resize, normalise, batch)")
+    print(f"loader       {loader:8.1f} images/s   (shuffle, balance, decode, hflip, resize, batch: uint8)")
     print(f"bare decode  {decode:8.1f} images/s   (PIL decode of the same bytes, in memory)")
     print(f"loader / bare decode = {loader / decode:.2f}   (target >= 0.9)")
     trainer = max(bench_trainer(args, train_shards, val_shards, dev) for _ in range(args.rounds))

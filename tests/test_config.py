@@ -22,6 +22,8 @@ def test_defaults_fill_an_empty_config():
     assert cfg["dataset"]["methods"] == ["Deepfakes", "Face2Face", "FaceSwap", "NeuralTextures"]
     assert cfg["shards"]["per_split"] == {"train": 4, "val": 1, "test": 1}
     assert cfg["batching"]["videos_per_job"] == 50
+    assert cfg["quality"]["frames_per_video"] == 8
+    assert dfconfig.validate({"quality": {"frames_per_video": None}})["quality"]["frames_per_video"] is None
 
 
 @pytest.mark.parametrize(
@@ -36,6 +38,8 @@ def test_defaults_fill_an_empty_config():
         ({"frames": {"per_method": {"NT": 64}}}, ["frames.per_method", "NT"]),
         ({"jpeg": {"cjpeg_flags": ["quality"]}}, ["jpeg.cjpeg_flags.0", "quality"]),
         ({"shards": {"per_split": {"train": 0, "val": 1, "test": 1}}}, ["shards.per_split.train", "0"]),
+        ({"quality": {"frames_per_video": 0}}, ["quality.frames_per_video", "0", "minimum"]),
+        ({"quality": {"frames_per_video": 2.5}}, ["quality.frames_per_video", "2.5"]),
     ],
 )
 def test_bad_values_are_named_with_what_is_allowed(patch, words):

@@ -19,6 +19,7 @@ from dfpipe.quality import (
     measure,
     measure_batch,
     plot,
+    sample_frames,
     summarize,
 )
 
@@ -52,6 +53,30 @@ def test_measure_batch_table(measured: dict[int, pd.DataFrame], faces: pd.DataFr
         assert (table["psnr"] > 15).all() and np.isfinite(table["psnr"]).all()
 
 
+def test_sample_frames_takes_evenly_spaced_frames_per_video() -> None:
+    rng = np.random.default_rng(0)
+    long = pd.DataFrame({"key": "Deepfakes/000_001", "frame_index": 3 * np.arange(32)})  # frames 0, 3, ..., 93
+    short = pd.DataFrame({"key": "original/000", "frame_index": [5, 9, 40]})
+    table = pd.concat([long, short], ignore_index=True).iloc[rng.permutation(35)]  # rows in no particular order
+
+    picked = sample_frames(table, 8)
+    assert list(picked.index) == [i for i in table.index if i in picked.index]  # the table's own order kept
+    frames = {k: sorted(g["frame_index"]) for k, g in picked.groupby("key")}
+    assert frames["Deepfakes/000_001"] == [3 * i for i in (0, 4, 9, 13, 18, 22, 27, 31)]  # first and last included
+    assert frames["original/000"] == [5, 9, 40]  # fewer frames than asked: all of them
+    assert sorted(sample_frames(table, 1)["frame_index"]) == [0, 5]  # one per video: the first
+    assert sample_frames(table, None) is table
+    assert sample_frames(table.iloc[:0], 8).empty
+
+
+def test_measure_batch_measures_only_the_sampled_frames(faces: pd.DataFrame, cjpeg) -> None:
+    jpeg = compress_batch(faces, 77, [], cjpeg, threads=2)
+    table = measure_batch(faces, jpeg, frames_per_video=1)
+    assert list(table.columns) == QUALITY_COLUMNS
+    assert sorted(zip(table["key"], table["frame_index"])) == [("Deepfakes/000_001", 0), ("original/000", 0)]
+    assert len(measure_batch(faces, jpeg, frames_per_video=8)) == len(faces)
+
+
 def test_fidelity_and_size_fall_with_quality(measured: dict[int, pd.DataFrame]) -> None:
     for key in ("original/000", "Deepfakes/000_001"):
         rows = [measured[q][measured[q]["key"] == key].iloc[0] for q in QUALITIES]  # quality high to low
@@ -81,6 +106,8 @@ def test_missing_reference_is_named(faces: pd.DataFrame, measured: dict[int, pd.
     jpeg = compress_batch(faces.iloc[:1], 60, [], cjpeg, threads=1)
     with pytest.raises(ValueError, match=r"original/000 frame 0 q60: no ok crop in the faces table"):
         measure_batch(faces.iloc[1:], jpeg)
+    with pytest.raises(ValueError, match=r"original/000 frame 0 q60: no ok crop in the faces table"):
+        measure_batch(faces.iloc[1:], jpeg, frames_per_video=1)
 
 
 def test_summary_and_plot(measured: dict[int, pd.DataFrame], tmp_path) -> None:

@@ -108,6 +108,15 @@ def test_more_frames_for_one_method_reruns_only_its_batches(project):
     assert jobs["compress"] == 4 and jobs["quality"] == 2  # Deepfakes at both qualities
 
 
+def test_a_smaller_quality_sample_reruns_only_the_quality_jobs(project):
+    work, config = project
+    changed = {**config, "quality": {"frames_per_video": 2}}
+    jobs = planned(snakemake(work, changed, "-n", "data"))
+    assert jobs == {"quality": 4, "quality_report": 1, "data": 1}, jobs  # quality: method × quality
+    log = (work / "data/logs/quality/q77/Deepfakes.log").read_text()
+    assert "crops measured (at most 8 frames per video)" in log
+
+
 def test_key_order_in_the_config_changes_nothing(project):
     work, config = project
     reordered = {k: (dict(reversed(list(v.items()))) if isinstance(v, dict) else v) for k, v in reversed(config.items())}

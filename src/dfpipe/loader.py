@@ -1,9 +1,10 @@
-"""Shard loader: WebDataset shards of one or more qualities → normalised image batches for training or evaluation.
+"""Shard loader: WebDataset shards of one or more qualities → uint8 image batches for training or evaluation.
 
 The shards are indexed once (one pass over the tar headers: sample key, label, byte offsets of its jpg and
 json), then each epoch is a list of sample numbers and the rest is small webdataset stages: this rank's and
 worker's samples → read jpg + json at their offsets → check against the shard asked for → decode JPEG →
-resize → augment → batch → normalise.
+resize → augment → batch. Batches stay uint8 (N×3×H×W, channels_last): a quarter of the bytes of float to
+pass between processes and to copy to the GPU; `normalize` makes them float on the device that trains.
 
 Why an index rather than streaming the tars through a shuffle buffer: balanced batches oversample the
 minority label (real faces are 1 in 5 in FF++), which a stream can only do by re-reading every tar once per
@@ -27,6 +28,7 @@ may be short), and the metadata of each sample (video_key, method, video_id, fra
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import random
@@ -74,17 +76,21 @@ class Augment:
                 d[k] = tuple(d[k])
         return cls(**d)
 
-    def transform(self) -> v2.Transform:
-        """The v2 stages on a PIL image (JPEG re-encoding is `recompress`)."""
+    def transform(self) -> v2.Transform | None:
+        """The v2 stages on a PIL image, or None when there are none (flip and JPEG: `flip`, `recompress`)."""
         stages: list[v2.Transform] = []
-        if self.hflip > 0:
-            stages.append(v2.RandomHorizontalFlip(self.hflip))
         if self.jitter > 0:
             jitter = v2.ColorJitter(self.brightness, self.contrast, self.saturation, self.hue)
             stages.append(v2.RandomApply([jitter], p=self.jitter))
         if self.blur > 0:
             stages.append(v2.RandomApply([v2.GaussianBlur(5, self.blur_sigma)], p=self.blur))
-        return v2.Compose(stages) if stages else v2.Identity()
+        return v2.Compose(stages) if stages else None
+
+    def flip(self, image: Image.Image, rng: random.Random) -> Image.Image:
+        """With probability `hflip`, mirror left-right (PIL directly: v2's dispatch costs more than the flip)."""
+        if self.hflip <= 0 or rng.random() >= self.hflip:
+            return image
+        return image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
 
     def recompress(self, image: Image.Image, rng: random.Random) -> Image.Image:
         """With probability `jpeg`, re-encode at a quality drawn from `jpeg_quality` (inclusive).
@@ -164,7 +170,7 @@ def check_sample(sample: dict[str, Any]) -> dict[str, Any]:
     lacking = [f for f in META_FIELDS if f not in meta]
     if lacking:
         raise ValueError(f"{url}: sample {key} json lacks {lacking}")
-    quality, split = expected_shard(Path(url))
+    quality, split = _expected_shard(url)
     if int(meta["quality"]) != quality or meta["split"] != split:
         raise ValueError(
             f"{url}: sample {key} is q{meta['quality']} {meta['split']}, "
@@ -183,15 +189,25 @@ def decode_image(jpeg: bytes) -> Image.Image:
     return image if image.mode == "RGB" else image.convert("RGB")  # convert() copies even RGB to RGB
 
 
-def _seed(*parts: int) -> int:
-    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0])
+@functools.lru_cache(maxsize=4096)
+def _expected_shard(url: str) -> tuple[int, str]:
+    return expected_shard(Path(url))
+
+
+def normalize(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """uint8 batch → float32 (x / 255 - mean) / std per channel, on the batch's device, keeping its memory format."""
+    if len(set(mean)) == 1 and len(set(std)) == 1:  # one mean/std for all channels (0.5 in most detectors): scalar ops
+        return images.float().mul_(1 / (255 * std[0])).sub_(mean[0] / std[0])
+    m = torch.tensor(mean, dtype=torch.float32, device=images.device).view(1, -1, 1, 1)
+    s = torch.tensor(std, dtype=torch.float32, device=images.device).view(1, -1, 1, 1)
+    return images.float().sub_(m * 255).div_(s * 255)
 
 
 class ShardStream(IterableDataset):
     """Batches from shards; iterate with `make_loader` (workers) and call `set_epoch` before each epoch.
 
-    Training yields (images float32 N×3×H×W, labels float32 N); evaluation yields (images, labels, meta) with
-    meta a dict of lists. `len()` is the number of batches this rank gets per epoch, counting from batch 0.
+    Training yields (images uint8 N×3×H×W, labels float32 N); evaluation yields (images, labels, meta) with
+    meta a dict of lists. Images are RGB 0–255; `normalize` them on the device that uses them. `len()` is the number of batches this rank gets per epoch, counting from batch 0.
     """
 
     def __init__(
@@ -200,8 +216,6 @@ class ShardStream(IterableDataset):
         *,
         batch_size: int,
         input_size: int | tuple[int, int],
-        mean: Sequence[float],
-        std: Sequence[float],
         train: bool,
         seed: int = 0,
         augment: Augment | None = None,
@@ -227,8 +241,6 @@ class ShardStream(IterableDataset):
         self.counts = {c: len(ix) for c, ix in self.by_label.items()}
         self.batch_size, self.train, self.seed = batch_size, train, seed
         self.size = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
-        self.mean, self.std = torch.tensor(mean, dtype=torch.float32), torch.tensor(std, dtype=torch.float32)
-        self.uniform = bool((self.mean == self.mean[0]).all() and (self.std == self.std[0]).all())
         self.augment = (augment or Augment()) if train else NO_AUGMENT
         self._transform = self.augment.transform()
         self.ranks, self.rank = (world_size, rank) if train else (1, 0)
@@ -311,24 +323,20 @@ class ShardStream(IterableDataset):
         if image.size != self.size[::-1]:  # PIL sizes are (w, h); resizing to the same size would copy
             image = v2.functional.resize(image, list(self.size))
         if self.train:
-            # Seed per sample and restore the global RNG after, so augmentations depend on (seed, epoch, place)
-            # alone (not on workers or resume) and never disturb the trainer's RNG in the main process.
-            seed = _seed(self.seed, self.epoch, sample["__index__"])
-            image = self.augment.recompress(image, random.Random(seed))
-            with torch.random.fork_rng(devices=[]):
-                torch.random.default_generator.manual_seed(seed)
-                image = self._transform(image)
+            # Seed per sample (and restore torch's global RNG after), so augmentations depend on (seed, epoch,
+            # place) alone, not on workers or resume, and never disturb the trainer's RNG in the main process.
+            rng = random.Random(f"{self.seed}/{self.epoch}/{sample['__index__']}")
+            image = self.augment.flip(self.augment.recompress(image, rng), rng)
+            if self._transform is not None:
+                with torch.random.fork_rng(devices=[]):
+                    torch.random.default_generator.manual_seed(rng.getrandbits(63))
+                    image = self._transform(image)
         return {"image": np.asarray(image), "meta": sample["meta"]}
 
     def _collate(self, samples: list[dict[str, Any]]) -> tuple[Any, ...]:
-        # N×C×H×W in channels_last memory order, the order decoded pixels already have: normalising is then
-        # one vectorised pass with no transposing copy (and channels_last is what CUDA training wants).
-        pixels = torch.from_numpy(np.stack([s["image"] for s in samples])).permute(0, 3, 1, 2).float()
-        if self.uniform:  # same mean/std for every channel (0.5/0.5 in DeepfakeBench): scalar ops, ~5× faster
-            mean, std = float(self.mean[0]), float(self.std[0])
-            images = pixels.mul_(1 / (255 * std)).sub_(mean / std)
-        else:
-            images = pixels.sub_(self.mean.view(1, -1, 1, 1) * 255).div_(self.std.view(1, -1, 1, 1) * 255)
+        # N×C×H×W in channels_last memory order, the order decoded pixels already have (no transposing copy;
+        # channels_last is also what CUDA training wants)
+        images = torch.from_numpy(np.stack([s["image"] for s in samples])).permute(0, 3, 1, 2)
         labels = torch.tensor([s["meta"]["label"] for s in samples], dtype=torch.float32)
         if self.train:
             return images, labels

@@ -39,13 +39,28 @@ def _luma(rgb: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(rgb, cv2.COLOR_RGB2YCrCb)[..., 0]
 
 
-def measure_batch(faces: pd.DataFrame, jpeg: pd.DataFrame) -> pd.DataFrame:
-    """The quality table of one batch: every jpeg row measured against its crop_png in `faces`."""
+def sample_frames(jpeg: pd.DataFrame, frames_per_video: int | None) -> pd.DataFrame:
+    """At most `frames_per_video` evenly spaced rows of each video key (by frame_index, first and last
+    included), in the table's order; every row when None. A video's crops are the same at every quality, so
+    every quality measures the same frames."""
+    if frames_per_video is None or jpeg.empty:
+        return jpeg
+    ordered = jpeg.reset_index(drop=True).sort_values(["key", "frame_index"], kind="stable")  # index: row positions
+    keep = [
+        rows.index[np.unique(np.round(np.linspace(0, len(rows) - 1, frames_per_video)).astype(int))]
+        for _, rows in ordered.groupby("key", sort=False)
+    ]
+    return jpeg.iloc[np.sort(np.concatenate(keep))]
+
+
+def measure_batch(faces: pd.DataFrame, jpeg: pd.DataFrame, frames_per_video: int | None = None) -> pd.DataFrame:
+    """The quality table of one batch: the jpeg rows of `sample_frames` measured against their crop_png in
+    `faces`."""
     refs = faces[faces["status"] == "ok"].set_index(["key", "frame_index"])["crop_png"]
     if not refs.index.is_unique:
         raise ValueError("faces table has duplicate (key, frame_index) rows")
     rows = []
-    for rec in jpeg.itertuples(index=False):
+    for rec in sample_frames(jpeg, frames_per_video).itertuples(index=False):
         name = f"{rec.key} frame {rec.frame_index} q{rec.quality}"
         try:
             png = refs.loc[(rec.key, rec.frame_index)]

@@ -33,7 +33,7 @@ from torch import nn
 from tqdm import tqdm
 
 from .io import atomic_path, write_json
-from .loader import Augment, ShardStream, make_loader
+from .loader import Augment, ShardStream, make_loader, normalize
 
 # DeepfakeBench's EfficientNet-B4 recipe (Adam lr 2e-4, wd 5e-4, 10 epochs, seed 1024); the rest is ours.
 DEFAULTS: dict[str, Any] = {
@@ -129,13 +129,12 @@ def predict(
     detector returns maps), e.g. for t-SNE.
     """
     dev = pick_device(device) if isinstance(device, str) else device
-    stream = ShardStream(shards, batch_size=batch_size, input_size=detector.input_size, mean=detector.mean,
-                         std=detector.std, train=False, methods=methods)
+    stream = ShardStream(shards, batch_size=batch_size, input_size=detector.input_size, train=False, methods=methods)
     was_training = detector.training
     detector.eval()
     rows: list[pd.DataFrame] = []
     for images, labels, meta in make_loader(stream, num_workers, pin_memory=dev.type == "cuda"):
-        images = images.to(dev, non_blocking=True)
+        images = normalize(images.to(dev, non_blocking=True), detector.mean, detector.std)
         with torch.autocast(dev.type, dtype=torch.float16, enabled=amp and dev.type == "cuda"):
             logits = detector(images)
             feats = detector.features(images) if features else None
@@ -189,10 +188,13 @@ def train(
 ) -> Path:
     """Train `detector` (resuming from `out_dir/last.pt` when present) and return the path of `best.pt`.
 
-    `on_step` is called with each step's log record after any checkpoint of that step (a hook for tests).
+    `on_step` is called with each step's record as it is logged, before any checkpoint of that step (a hook
+    for tests: raising there is a kill after the step, before its checkpoint).
     """
     s = resolve_settings(settings)
     out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    on_step = on_step or (lambda record: None)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
     dev = pick_device(device, local_rank)
@@ -203,6 +205,8 @@ def train(
     is_main = rank == 0
     cuda = dev.type == "cuda"
     deterministic = s["deterministic"] if s["deterministic"] is not None else not cuda
+    if deterministic and cuda:  # cuBLAS is deterministic only with a fixed workspace (read at its first use)
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(deterministic, warn_only=True)
     torch.backends.cudnn.benchmark = cuda and not deterministic
     seed_everything(s["seed"])  # every rank alike: DDP broadcasts rank 0's weights anyway
@@ -210,8 +214,7 @@ def train(
 
     model = detector.to(dev, memory_format=torch.channels_last) if channels_last else detector.to(dev)
     stream = ShardStream(
-        train_shards, batch_size=s["batch_size"], input_size=detector.input_size, mean=detector.mean,
-        std=detector.std, train=True, seed=s["seed"], augment=Augment.from_dict(s["augment"]),
+        train_shards, batch_size=s["batch_size"], input_size=detector.input_size, train=True, seed=s["seed"], augment=Augment.from_dict(s["augment"]),
         max_batches=s["max_steps_per_epoch"], methods=s["methods"], rank=rank, world_size=world,
     )
     steps_per_epoch = len(stream)
@@ -251,6 +254,21 @@ def train(
     step_log = StepLog(out_dir / "train_log.jsonl", state["step"], is_main)
     ddp = nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if cuda else None) if world > 1 else model
     loader = make_loader(stream, s["num_workers"], pin_memory=cuda)
+    # Step records whose loss is still a device tensor. Reading a loss waits for its step to finish, so it is
+    # read one step late: the GPU runs step n while the CPU loads and queues step n + 1. Every record is
+    # logged (and checked finite) before a checkpoint covers its step.
+    pending: list[tuple[dict[str, Any], torch.Tensor]] = []
+
+    def log_steps(keep: int) -> None:
+        done, pending[:] = pending[:len(pending) - keep], pending[len(pending) - keep:]
+        for record, loss in done:
+            record["loss"] = loss.item()
+            if not np.isfinite(record["loss"]):
+                raise FloatingPointError(f"{out_dir}: loss is {record['loss']} at step {record['step']}")
+            step_log.write(record)
+            bar.set_postfix(loss=f"{record['loss']:.4f}")
+            on_step(record)
+
     try:
         while state["epoch"] < s["epochs"]:
             epoch = state["epoch"]
@@ -260,7 +278,7 @@ def train(
                        file=sys.stderr, disable=not is_main, leave=False, dynamic_ncols=True)
             tick = time.perf_counter()
             for images, labels in (loader if state["position"] < steps_per_epoch else ()):
-                images = images.to(dev, non_blocking=True)
+                images = normalize(images.to(dev, non_blocking=True), detector.mean, detector.std)
                 if channels_last:
                     images = images.contiguous(memory_format=torch.channels_last)
                 labels = labels.to(dev, non_blocking=True)
@@ -273,22 +291,18 @@ def train(
                 scaler.update()
                 lr = optimizer.param_groups[0]["lr"]
                 scheduler.step()
-                value = loss.item()
-                if not np.isfinite(value):
-                    raise FloatingPointError(f"{out_dir}: loss is {value} at step {state['step'] + 1}")
                 state["step"] += 1
                 state["position"] += 1
                 now = time.perf_counter()
-                record = {"step": state["step"], "epoch": epoch + 1, "loss": value, "lr": lr,
-                          "images_per_s": len(labels) * world / (now - tick)}
+                pending.append(({"step": state["step"], "epoch": epoch + 1, "loss": None, "lr": lr,
+                                 "images_per_s": len(labels) * world / (now - tick)}, loss.detach()))
                 tick = now
-                step_log.write(record)
                 bar.update()
-                bar.set_postfix(loss=f"{value:.4f}")
-                if state["step"] % s["checkpoint_every"] == 0:
+                at_checkpoint = state["step"] % s["checkpoint_every"] == 0
+                log_steps(keep=0 if at_checkpoint else 1)
+                if at_checkpoint:
                     checkpoint()
-                if on_step:
-                    on_step(record)
+            log_steps(keep=0)
             bar.close()
             if is_main:
                 scores = predict(model, val_shards, dev, s["batch_size"], num_workers=s["num_workers"], amp=amp,

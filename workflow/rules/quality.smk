@@ -1,11 +1,13 @@
 # One job per method and quality (not per batch): measuring is cheap next to encoding, and fewer jobs keep
-# the full-size DAG quick to plan.
+# the full-size DAG quick to plan. A param, so that changing the frame sample reruns these jobs.
 rule quality:
     input:
         faces=lambda wc: batch_files(rules.faces.output.table, method=wc.method),
         jpeg=lambda wc: batch_files(rules.compress.output.table, method=wc.method, q=wc.q),
     output:
         table=f"{OUT}/quality/q{{q}}/{{method}}.parquet",
+    params:
+        frames_per_video=config["quality"]["frames_per_video"],
     log:
         f"{OUT}/logs/quality/q{{q}}/{{method}}.log",
     message:
