@@ -50,7 +50,7 @@ DEFAULTS: dict[str, Any] = {
     "augment": {},
     "amp": True,
     "channels_last": True,
-    "num_workers": 4,
+    "num_workers": None,  # None: min(4, CPUs this process may use) loader workers
     "max_steps_per_epoch": None,
     "methods": None,  # train and validate on these methods only (e.g. ["original", "Deepfakes"]); None: all
     "deterministic": None,  # None: on CPU only (deterministic CUDA kernels are slower)
@@ -64,6 +64,8 @@ def resolve_settings(settings: dict[str, Any]) -> dict[str, Any]:
     if unknown:
         raise ValueError(f"training settings: unknown keys {unknown}; known: {sorted(DEFAULTS)}")
     s = {**DEFAULTS, **settings}
+    if s["num_workers"] is None:  # more workers than cores only contend (the demo machines have 2)
+        s["num_workers"] = min(4, len(os.sched_getaffinity(0)))
     if s["optimizer"] != "adam":
         raise ValueError(f"training settings: optimizer {s['optimizer']!r} not supported; use 'adam'")
     if s["scheduler"] not in ("cosine", "step"):
