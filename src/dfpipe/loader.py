@@ -207,7 +207,8 @@ class ShardStream(IterableDataset):
     """Batches from shards; iterate with `make_loader` (workers) and call `set_epoch` before each epoch.
 
     Training yields (images uint8 N×3×H×W, labels float32 N); evaluation yields (images, labels, meta) with
-    meta a dict of lists. Images are RGB 0–255; `normalize` them on the device that uses them. `len()` is the number of batches this rank gets per epoch, counting from batch 0.
+    meta a dict of lists. Images are RGB 0–255; `normalize` them on the device that uses them. `len()` is the
+    number of batches this rank gets per epoch, counting from batch 0.
     """
 
     def __init__(
