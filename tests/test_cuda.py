@@ -7,16 +7,13 @@ Skipped where there is no CUDA device (CI has none); on a GPU machine: `pytest t
 from __future__ import annotations
 
 import json
-from pathlib import Path
-
 import pytest
 import torch
 from torch import nn
 
 from dfpipe.detectors import create_detector, list_detectors
 from dfpipe.train import predict, train
-from test_loader import make_shards, videos
-from test_train import SETTINGS, Killed, TinyDetector, fresh, kill_after
+from test_train import SETTINGS, Killed, TinyDetector, fresh, kill_after, shards  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 
@@ -32,13 +29,6 @@ class DtypeRecorder(TinyDetector):
         out = self.body(x)
         self.seen.add(out.dtype)
         return out
-
-
-@pytest.fixture(scope="module")
-def shards(tmp_path_factory) -> tuple[list[Path], list[Path]]:
-    root = tmp_path_factory.mktemp("shards")
-    return (make_shards(root, "train", videos(3, 3)),
-            make_shards(root, "val", videos(2, 2, offset=100), frames=2, n_shards=1, first=100))
 
 
 def test_amp_and_channels_last_training_learns(shards, tmp_path) -> None:

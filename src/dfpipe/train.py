@@ -216,8 +216,9 @@ def train(
 
     model = detector.to(dev, memory_format=torch.channels_last) if channels_last else detector.to(dev)
     stream = ShardStream(
-        train_shards, batch_size=s["batch_size"], input_size=detector.input_size, train=True, seed=s["seed"], augment=Augment.from_dict(s["augment"]),
-        max_batches=s["max_steps_per_epoch"], methods=s["methods"], rank=rank, world_size=world,
+        train_shards, batch_size=s["batch_size"], input_size=detector.input_size, train=True, seed=s["seed"],
+        augment=Augment.from_dict(s["augment"]), max_batches=s["max_steps_per_epoch"], methods=s["methods"],
+        rank=rank, world_size=world,
     )
     steps_per_epoch = len(stream)
     optimizer = torch.optim.Adam(model.parameters(), lr=s["lr"], weight_decay=s["weight_decay"])
