@@ -1,4 +1,4 @@
-# Rule `predict`: scores of one trained model on the val and test shards of one quality.
+# Rule `predict`: scores of one trained model on the test shards of every quality and the val shards of its own.
 import pandas as pd
 import torch
 
@@ -8,20 +8,21 @@ from dfpipe.io import write_parquet
 log = runlog.to_file(snakemake.log[0])
 w = snakemake.wildcards
 detector = experiments.build_detector({**snakemake.params.spec, "pretrained": snakemake.input.model})
-own_quality = w.q == w.tq
-# Val scores only serve to choose the threshold, which is fixed at the model's own training quality.
-splits = (("val", snakemake.input.val), ("test", snakemake.input.test)) if own_quality else (("test", snakemake.input.test),)
+tq = int(w.tq)
+test_shards = {q: [s for s in snakemake.input.test if f"/q{q}/" in s] for q in snakemake.params.qualities}
+# Val scores only serve to choose the threshold, which is fixed at the model's own training quality; the t-SNE
+# features are those of the test split at that quality.
+jobs = [("val", tq, list(snakemake.input.val))] + [("test", q, shards) for q, shards in test_shards.items()]
 parts = []
-for split, shards in splits:
+for split, q, shards in jobs:
     with torch.inference_mode():
-        part = train.predict(detector, list(shards), device=snakemake.params.device,
-                             features=split == "test" and own_quality)  # t-SNE input: own quality only
+        part = train.predict(detector, shards, device=snakemake.params.device, features=split == "test" and q == tq)
     part.insert(0, "split", split)
+    part.insert(0, "test_quality", q)
     parts.append(part)
+    log(f"{split} q{q}: {len(part)} samples scored")
 table = pd.concat(parts, ignore_index=True)
-table.insert(0, "test_quality", int(w.q))
 table.insert(0, "train_methods", w.tm)
-table.insert(0, "train_quality", int(w.tq))
+table.insert(0, "train_quality", tq)
 table.insert(0, "detector", w.detector)
-log(f"{len(table)} samples scored")
 write_parquet(snakemake.output.table, table)

@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.metrics import roc_auc_score
 
 from dfpipe.metrics import (EVAL_COLUMNS, FAKE_METHODS, PRED_COLUMNS, TEST_SETS, binary_metrics, bootstrap_auc_ci,
-                            check_predictions, choose_threshold, evaluate, video_scores)
+                            check_predictions, choose_threshold, evaluate, video_scores, weighted_aucs)
 
 # Per detector: how far apart fake and real scores sit at quality 95; compression shrinks the gap.
 SEPARATION = {"effb4": 2.5, "meso4": 1.0}
@@ -103,6 +104,17 @@ def test_bootstrap_ci_contains_estimate_and_narrows() -> None:
         widths.append(hi - lo)
     assert widths[1] < widths[0] / 3
     assert bootstrap_auc_ci(*small, n=100, seed=0) == bootstrap_auc_ci(*small, n=100, seed=0)
+
+
+def test_weighted_aucs_equal_roc_auc_score_row_by_row() -> None:
+    rng = np.random.default_rng(3)
+    for n in (2, 9, 400):
+        labels = np.r_[0, 1, rng.integers(0, 2, n - 2)]
+        scores = np.round(rng.normal(size=n) + labels, 1)  # rounded: many ties, counted half
+        weights = rng.integers(0, 4, (25, n)).astype(float)
+        weights[:, :2] += 1  # both classes present in every row
+        expected = [roc_auc_score(labels, scores, sample_weight=w) for w in weights]
+        np.testing.assert_allclose(weighted_aucs(labels, scores, weights), expected, rtol=0, atol=1e-12)
 
 
 def test_bootstrap_by_video_is_wider_for_correlated_frames() -> None:

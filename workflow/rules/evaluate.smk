@@ -1,18 +1,20 @@
-# Scores of every model on the val and test shards of every quality; tables are computed from these files.
+# Scores of every model on the test shards of every quality (and on the val shards of its own quality, where
+# the threshold is chosen). One job per model: it loads the model once; tables are computed from these files.
 rule predict:
     input:
         model=rules.train.output.best,
-        val=lambda wc: shard_files(wc.q, "val"),
-        test=lambda wc: shard_files(wc.q, "test"),
+        val=lambda wc: shard_files(wc.tq, "val"),
+        test=[shard for q in QUALITIES for shard in shard_files(q, "test")],
     output:
-        table=f"{OUT}/predictions/{{detector}}/q{{tq}}-{{tm}}/q{{q}}.parquet",
+        table=f"{OUT}/predictions/{{detector}}/q{{tq}}-{{tm}}.parquet",
     params:
         spec=lambda wc: detector_spec(config, wc.detector),
+        qualities=QUALITIES,
         device=TRAIN_DEVICE,
     log:
-        f"{OUT}/logs/predict/{{detector}}/q{{tq}}-{{tm}}/q{{q}}.log",
+        f"{OUT}/logs/predict/{{detector}}/q{{tq}}-{{tm}}.log",
     message:
-        "Scoring {wildcards.detector} (trained at q{wildcards.tq}, {wildcards.tm}) on quality {wildcards.q}"
+        "Scoring {wildcards.detector} (trained at q{wildcards.tq}, {wildcards.tm}) on every test quality"
     threads: 2
     resources:
         gpu=0 if TRAIN_DEVICE == "cpu" else 1,

@@ -1,6 +1,6 @@
 rule tables:
     input:
-        predictions=[t for q in QUALITIES for t in model_files(f"{OUT}/predictions/{{detector}}/q{{tq}}-{{tm}}/q{q}.parquet")],
+        predictions=model_files(rules.predict.output.table),
         models=model_files(rules.train.output.best),
         manifest=MANIFEST,
     output:
