@@ -45,6 +45,8 @@ def test_forward_backward_features(name: str, images: torch.Tensor) -> None:
     feats = detector.features(images)
     assert feats.shape == (2, detector.num_features)
     assert torch.allclose(detector.head(feats).squeeze(1), detector(images), atol=1e-5)
+    both = detector.logits_and_features(images)
+    assert torch.allclose(both[0], detector(images), atol=1e-5) and torch.allclose(both[1], feats, atol=1e-5)
     assert detector.name == name and len(detector.mean) == len(detector.std) == 3
 
 

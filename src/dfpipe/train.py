@@ -138,8 +138,7 @@ def predict(
     for images, labels, meta in make_loader(stream, num_workers, pin_memory=dev.type == "cuda"):
         images = normalize(images.to(dev, non_blocking=True), detector.mean, detector.std)
         with torch.autocast(dev.type, dtype=torch.float16, enabled=amp and dev.type == "cuda"):
-            logits = detector(images)
-            feats = detector.features(images) if features else None
+            logits, feats = detector.logits_and_features(images) if features else (detector(images), None)
         part = pd.DataFrame({k: meta[k] for k in ("video_key", "method", "video_id", "frame_index")})
         part["label"] = labels.int().numpy()
         part["score"] = torch.sigmoid(logits.float()).cpu().numpy()

@@ -47,6 +47,11 @@ class Detector(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.dropout(self.features(x))).squeeze(1)
 
+    def logits_and_features(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Logits and the features they come from, in one pass (what `forward` gives in eval mode)."""
+        feats = self.features(x)
+        return self.head(self.dropout(feats)).squeeze(1), feats
+
     def extra_loss(self) -> Tensor:
         """A loss term the model adds to the classification loss (none for plain models)."""
         return self.head.weight.new_zeros(())
