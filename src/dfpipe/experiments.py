@@ -60,12 +60,15 @@ def build_detector(spec: dict[str, Any]):
 
 def train_job(job: dict[str, Any], log: Callable[[str], Any] = print) -> Path:
     """Train the model a job describes (keys: spec, settings, methods, train, val, out_dir, device)."""
-    from .train import train
+    from .train import resolve_settings, seed_everything, train
 
-    detector = build_detector(job["spec"])
     settings = dict(job["settings"])
     if job["methods"] != ALL:
         settings["methods"] = ["original", job["methods"]]
+    # Seeded before the model is built: its initial weights (a new head, or a model from scratch) are part of
+    # the run, and must not depend on what the process drew before.
+    seed_everything(resolve_settings(settings)["seed"])
+    detector = build_detector(job["spec"])
     return train(detector, [Path(p) for p in job["train"]], [Path(p) for p in job["val"]], Path(job["out_dir"]),
                  settings, device=job["device"], log=log)
 
