@@ -33,7 +33,11 @@ class TinyDetector(nn.Module):
         return self.body(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x).mean((2, 3))).squeeze(1)
+        return self.logits_and_features(x)[0]
+
+    def logits_and_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        feats = self.features(x)
+        return self.head(feats.mean((2, 3))).squeeze(1), feats
 
     def extra_loss(self) -> torch.Tensor:
         return 1e-3 * self.head[1].weight.square().sum()
