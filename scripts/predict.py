@@ -1,4 +1,6 @@
 # Rule `predict`: scores of one trained model on the test shards of every quality and the val shards of its own.
+from pathlib import Path
+
 import pandas as pd
 import torch
 
@@ -9,7 +11,9 @@ log = runlog.to_file(snakemake.log[0])
 w = snakemake.wildcards
 detector = experiments.build_detector({**snakemake.params.spec, "pretrained": snakemake.input.model})
 tq = int(w.tq)
-test_shards = {q: [s for s in snakemake.input.test if f"/q{q}/" in s] for q in snakemake.params.qualities}
+# shards of quality q live in .../shards/q{q}/ (match the folder name: the output root may itself hold "q95")
+test_shards = {q: [s for s in snakemake.input.test if Path(s).parent.name == f"q{q}"]
+               for q in snakemake.params.qualities}
 # Val scores only serve to choose the threshold, which is fixed at the model's own training quality; the t-SNE
 # features are those of the test split at that quality.
 jobs = [("val", tq, list(snakemake.input.val))] + [("test", q, shards) for q, shards in test_shards.items()]

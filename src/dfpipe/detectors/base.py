@@ -45,7 +45,7 @@ class Detector(nn.Module):
         raise NotImplementedError
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.head(self.dropout(self.features(x))).squeeze(1)
+        return self.logits_and_features(x)[0]
 
     def logits_and_features(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Logits and the features they come from, in one pass (what `forward` gives in eval mode)."""
