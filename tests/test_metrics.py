@@ -208,3 +208,51 @@ def test_evaluate_needs_val_at_training_quality() -> None:
         evaluate(test, val, n_boot=0)
     val_ok = make_predictions("val", detectors=("meso4",), train_qualities=(95,), test_qualities=(95,), n_videos=2)
     assert evaluate(test, val_ok, n_boot=0)["auc_lo"].isna().all()
+
+
+def _double_frames(pred: pd.DataFrame, method: str) -> pd.DataFrame:
+    """Every frame of `method` twice (the second copy at new frame indices): the augmented frame rate."""
+    extra = pred[pred["method"] == method].assign(frame_index=lambda d: d["frame_index"] + 1)
+    return pd.concat([pred, extra], ignore_index=True)
+
+
+def test_pooled_frame_metrics_do_not_depend_on_per_method_frame_counts() -> None:
+    """NeuralTextures at twice the frame rate in val and test: every frame-level figure (pooled "all" set
+    included, threshold and bootstrap interval too) stays what it is with equal frame counts."""
+    test = make_predictions("test", detectors=("meso4",), train_qualities=(95,), test_qualities=(95, 60), seed=4)
+    val = make_predictions("val", detectors=("meso4",), train_qualities=(95,), test_qualities=(95,), seed=5)
+    # Make NeuralTextures easy so that over-weighting it would move the pooled figures.
+    easy = test["method"] == "NeuralTextures"
+    test.loc[easy, "score"] = 0.5 + test.loc[easy, "score"] / 2
+    base = evaluate(test, val, n_boot=30)
+    doubled = evaluate(_double_frames(test, "NeuralTextures"), _double_frames(val, "NeuralTextures"), n_boot=30)
+    frame = (base["level"] == "frame").to_numpy()
+    assert (doubled.loc[frame & (base["test_set"] == "FF-NT").to_numpy(), "n"].to_numpy()
+            == 1.5 * base.loc[frame & (base["test_set"] == "FF-NT").to_numpy(), "n"].to_numpy()).all()
+    values = ["auc", "auc_lo", "auc_hi", "ap", "eer", "acc_05", "bacc_05", "f1_05", "threshold_val", "acc_val",
+              "bacc_val"]
+    pd.testing.assert_frame_equal(doubled[values], base[values], check_exact=False, rtol=0, atol=1e-9)
+
+
+def test_video_weights_make_each_video_weigh_one() -> None:
+    from dfpipe.metrics import video_weights
+
+    np.testing.assert_allclose(video_weights(np.array(["a", "b", "a", "c", "a"])), [1 / 3, 1, 1 / 3, 1, 1 / 3])
+
+
+def test_always_fake_scorer_has_balanced_accuracy_one_half() -> None:
+    # 4 fakes per real, as in FF++: plain accuracy and F1 reward answering "fake" every time.
+    labels = np.array([0, 1, 1, 1, 1] * 3)
+    m = binary_metrics(labels, np.full(labels.size, 0.9), threshold_val=0.3)
+    assert m["acc_05"] == pytest.approx(0.8) and m["f1_05"] == pytest.approx(8 / 9)
+    assert m["bacc_05"] == pytest.approx(0.5) and m["bacc_val"] == pytest.approx(0.5)
+    # Balanced accuracy is the mean recall of the two classes.
+    m = binary_metrics(np.array([0, 0, 1, 1, 1, 1]), np.array([0.1, 0.7, 0.8, 0.9, 0.2, 0.6]))
+    assert m["bacc_05"] == pytest.approx((1 / 2 + 3 / 4) / 2)
+    assert binary_metrics(np.array([1, 1]), np.array([0.9, 0.1]))["bacc_05"] == pytest.approx(0.5)
+
+
+def test_balanced_accuracy_is_in_every_evaluated_row(evaluated) -> None:
+    _, _, result = evaluated
+    assert {"bacc_05", "bacc_val"} <= set(result.columns)
+    assert result["bacc_05"].between(0, 1).all() and result["bacc_val"].between(0, 1).all()

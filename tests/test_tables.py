@@ -17,7 +17,7 @@ from dfpipe.config import validate
 from dfpipe.io import write_parquet
 from dfpipe.metrics import evaluate, read_predictions
 from dfpipe.provenance import collect, config_hash
-from dfpipe.tables import (RESULT_FILES, auc_table, generalization_matrix, plot_auc_vs_quality, plot_roc,
+from dfpipe.tables import (RESULT_FILES, accuracy_table, auc_table, generalization_matrix, plot_auc_vs_quality, plot_roc,
                            plot_tsne, robustness_matrix, to_markdown, write_results)
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -75,6 +75,18 @@ def test_avg_is_missing_when_a_method_is_missing(metrics_df: pd.DataFrame) -> No
     table = auc_table(no_nt)
     assert table["q95/FF-NT"].isna().all() and table["q95/Avg"].isna().all()
     assert table["q95/FF-DF"].notna().all()
+
+
+def test_accuracy_table_shows_balanced_accuracy(metrics_df: pd.DataFrame) -> None:
+    table = accuracy_table(metrics_df, "video")
+    assert list(table.columns) == ["detector", "train_quality", "test_quality", "acc_05", "bacc_05", "f1_05",
+                                   "acc_val", "bacc_val"]
+    assert len(table) == 2 * 2 * 2  # detectors × training qualities × test qualities, trained on all methods
+    row = metrics_df[(metrics_df["detector"] == "meso4") & (metrics_df["train_quality"] == 60)
+                     & (metrics_df["train_methods"] == "all") & (metrics_df["test_quality"] == 95)
+                     & (metrics_df["test_set"] == "all") & (metrics_df["level"] == "video")].iloc[0]
+    got = table[(table["detector"] == "meso4") & (table["train_quality"] == 60) & (table["test_quality"] == 95)]
+    assert got["bacc_val"].item() == row["bacc_val"] and got["acc_05"].item() == row["acc_05"]
 
 
 def test_robustness_and_generalization_matrices(metrics_df: pd.DataFrame) -> None:
@@ -172,6 +184,10 @@ def test_write_results_with_provenance(metrics_df: pd.DataFrame, manifest: Path,
     assert len(pd.read_csv(out / "metrics.csv")) == len(metrics_df)
     md = (out / "auc_table.md").read_text()
     assert "## Frame-level AUC" in md and "## Video-level AUC" in md
+    # Balanced accuracy beside each accuracy, in metrics.csv and in the markdown.
+    header = list(pd.read_csv(out / "metrics.csv").columns)
+    assert header.index("bacc_05") == header.index("acc_05") + 1 and header.index("bacc_val") == header.index("acc_val") + 1
+    assert "## Frame-level accuracy on the whole test set" in md and "| acc_05 | bacc_05 |" in md
     assert f"- config_sha256: {prov['config_sha256']}" in md and "- cjpeg_flags: (none)" in md
     assert not list(out.glob("*.part"))
 

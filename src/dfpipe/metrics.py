@@ -4,7 +4,18 @@ A prediction table has one row per scored frame (`PRED_COLUMNS`). Videos are key
 ("method/q{q}/video_id"), never by folder name or bare id, so `000_003` of Deepfakes and of Face2Face stay
 two videos (DeepfakeBench merges them). Accuracy is reported at 0.5 and at a threshold chosen on
 validation predictions, never at a threshold tuned on the test set itself (UnivFD's point about oracle
-accuracy).
+accuracy), and balanced accuracy (mean of TPR and TNR) beside each: with 4 fakes per original, always
+answering "fake" scores 0.8 accuracy but 0.5 balanced accuracy.
+
+Frame-level metrics weigh every video equally: each frame has sample weight 1 / (frames of its video). Frame
+counts per video differ by design (NeuralTextures is extracted at twice the frame rate, the "augmented fps",
+and that setting reaches val and test too) and by accident (faces not found, short videos). Unweighted, the
+pooled "all" set would give NeuralTextures 2/5 of the fake weight instead of 1/4, and a 5:1 instead of 4:1
+fake:real ratio to ACC/F1/AP. The weighting is done here rather than by extracting fewer frames for val/test
+because it makes every metric independent of any per-video frame count, keeps the extra frames (each video's
+mean is less noisy) and leaves one extraction setting per method. With it, the frame and video levels score the
+same population of videos (FF++: 4 fakes per original, as the literature's ACC/AP/F1 assume); balanced
+accuracy removes that prevalence too. AUC and EER do not depend on the class ratio.
 """
 
 from __future__ import annotations
@@ -15,7 +26,8 @@ from collections.abc import Iterable
 import numpy as np
 import pandas as pd
 from joblib import Parallel, delayed
-from sklearn.metrics import accuracy_score, average_precision_score, f1_score, roc_auc_score, roc_curve
+from sklearn.metrics import (accuracy_score, average_precision_score, balanced_accuracy_score, f1_score,
+                             roc_auc_score, roc_curve)
 
 PRED_COLUMNS = ["detector", "train_quality", "train_methods", "test_quality", "split", "method", "video_id",
                 "video_key", "frame_index", "label", "score"]
@@ -32,7 +44,7 @@ TEST_SETS: dict[str, tuple[str, ...]] = {
 }
 LEVELS = ("frame", "video")
 METRIC_COLUMNS = ["n", "n_pos", "n_neg", "single_class", "auc", "auc_lo", "auc_hi", "ap", "eer", "acc_05",
-                  "f1_05", "threshold_val", "acc_val"]
+                  "bacc_05", "f1_05", "threshold_val", "acc_val", "bacc_val"]
 EVAL_COLUMNS = [*RUN_KEYS, "test_set", "level", *METRIC_COLUMNS]
 
 
@@ -86,10 +98,16 @@ def video_scores(pred: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def _eer(labels: np.ndarray, scores: np.ndarray) -> float:
+def video_weights(video_keys: np.ndarray) -> np.ndarray:
+    """Sample weight of each frame: 1 / (frames of its video among `video_keys`), so every video weighs 1."""
+    codes, _ = pd.factorize(pd.Series(video_keys))
+    return 1.0 / np.bincount(codes)[codes]
+
+
+def _eer(labels: np.ndarray, scores: np.ndarray, weights: np.ndarray | None = None) -> float:
     """Equal error rate: where the ROC curve crosses FNR = FPR, interpolated linearly between ROC points
     (each point between two thresholds is reachable by randomising between them)."""
-    fpr, tpr, _ = roc_curve(labels, scores)
+    fpr, tpr, _ = roc_curve(labels, scores, sample_weight=weights)
     gap = (1.0 - tpr) - fpr  # decreasing along the curve, from 1 at (0, 0) to -1 at (1, 1)
     i = int(np.argmax(gap <= 0))
     if gap[i] == 0:
@@ -98,17 +116,19 @@ def _eer(labels: np.ndarray, scores: np.ndarray) -> float:
     return float(fpr[i - 1] + t * (fpr[i] - fpr[i - 1]))
 
 
-def choose_threshold(val_labels: np.ndarray, val_scores: np.ndarray) -> float:
+def choose_threshold(val_labels: np.ndarray, val_scores: np.ndarray, weights: np.ndarray | None = None) -> float:
     """Threshold (score >= threshold means fake) maximising Youden's J = TPR - FPR on validation data, which
     is the same as maximising balanced accuracy, so class imbalance (4 fakes per original) does not push it.
 
     Returns the midpoint between the best cut and the next lower validation score: every threshold in that
-    gap classifies validation alike, and the middle leaves most margin for test scores.
+    gap classifies validation alike, and the middle leaves most margin for test scores. `weights`: sample
+    weights (e.g. `video_weights`).
     """
     labels = np.asarray(val_labels)
     if len(np.unique(labels)) < 2:
         raise ValueError("choose_threshold: validation labels hold one class only; cannot choose a threshold")
-    fpr, tpr, thresholds = roc_curve(labels, np.asarray(val_scores, dtype=float), drop_intermediate=False)
+    fpr, tpr, thresholds = roc_curve(labels, np.asarray(val_scores, dtype=float), sample_weight=weights,
+                                     drop_intermediate=False)
     # Index 0 is roc_curve's +inf threshold (nothing fake); skip it so the threshold is always finite.
     i = 1 + int(np.argmax((tpr - fpr)[1:]))
     if i + 1 < len(thresholds):
@@ -116,11 +136,13 @@ def choose_threshold(val_labels: np.ndarray, val_scores: np.ndarray) -> float:
     return float(thresholds[i])
 
 
-def binary_metrics(labels: np.ndarray, scores: np.ndarray, threshold_val: float | None = None) -> dict:
-    """AUC, AP, EER, accuracy and F1 at 0.5, accuracy at `threshold_val`, counts.
+def binary_metrics(labels: np.ndarray, scores: np.ndarray, threshold_val: float | None = None,
+                   weights: np.ndarray | None = None) -> dict:
+    """AUC, AP, EER, accuracy, balanced accuracy and F1 at 0.5, (balanced) accuracy at `threshold_val`, counts.
 
-    With one class only, AUC, AP and EER are NaN and `single_class` is True (they are undefined, not 0.5).
-    `acc_val` is NaN when no validation threshold is given.
+    `weights` are sample weights for every metric (e.g. `video_weights` of frame scores); the counts stay
+    plain row counts. With one class only, AUC, AP and EER are NaN and `single_class` is True (they are
+    undefined, not 0.5). `acc_val`/`bacc_val` are NaN when no validation threshold is given.
     """
     labels = np.asarray(labels).astype(int)
     scores = np.asarray(scores, dtype=float)
@@ -130,20 +152,33 @@ def binary_metrics(labels: np.ndarray, scores: np.ndarray, threshold_val: float 
     n_pos = int(labels.sum())
     n_neg = int(labels.size - n_pos)
     single = n_pos == 0 or n_neg == 0
+    if weights is not None:
+        weights = np.asarray(weights, dtype=float)
+        if weights.shape != labels.shape:
+            raise ValueError(f"binary_metrics: weights {weights.shape} must match labels {labels.shape}")
     at_half = (scores >= 0.5).astype(int)
     has_thr = threshold_val is not None and np.isfinite(threshold_val)
+    at_val = (scores >= threshold_val).astype(int) if has_thr else None
+    w = {"sample_weight": weights}
+
+    def bacc(predicted: np.ndarray) -> float:
+        # With one class present, balanced accuracy is that class's recall: plain accuracy (sklearn would warn).
+        return float((accuracy_score if single else balanced_accuracy_score)(labels, predicted, **w))
+
     return {
         "n": int(labels.size),
         "n_pos": n_pos,
         "n_neg": n_neg,
         "single_class": single,
-        "auc": np.nan if single else float(roc_auc_score(labels, scores)),
-        "ap": np.nan if single else float(average_precision_score(labels, scores)),
-        "eer": np.nan if single else _eer(labels, scores),
-        "acc_05": float(accuracy_score(labels, at_half)),
-        "f1_05": float(f1_score(labels, at_half, zero_division=0.0)),
+        "auc": np.nan if single else float(roc_auc_score(labels, scores, **w)),
+        "ap": np.nan if single else float(average_precision_score(labels, scores, **w)),
+        "eer": np.nan if single else _eer(labels, scores, weights),
+        "acc_05": float(accuracy_score(labels, at_half, **w)),
+        "bacc_05": bacc(at_half),
+        "f1_05": float(f1_score(labels, at_half, zero_division=0.0, **w)),
         "threshold_val": float(threshold_val) if has_thr else np.nan,
-        "acc_val": float(accuracy_score(labels, (scores >= threshold_val).astype(int))) if has_thr else np.nan,
+        "acc_val": float(accuracy_score(labels, at_val, **w)) if has_thr else np.nan,
+        "bacc_val": bacc(at_val) if has_thr else np.nan,
     }
 
 
@@ -170,14 +205,14 @@ def weighted_aucs(labels: np.ndarray, scores: np.ndarray, weights: np.ndarray) -
 
 
 def bootstrap_auc_ci(labels: np.ndarray, scores: np.ndarray, n: int = 1000, seed: int = 0, level: float = 0.95,
-                     groups: np.ndarray | None = None) -> tuple[float, float]:
+                     groups: np.ndarray | None = None, weights: np.ndarray | None = None) -> tuple[float, float]:
     """Percentile bootstrap CI of the ROC AUC.
 
     Resamples with replacement within each class, so every replicate has both classes. With `groups`
     (e.g. video_key for frame scores) whole groups are resampled: frames of one video are correlated, and
     resampling them independently would make the interval far too narrow. A resample is applied as
-    integer sample weights (its multiplicities), which gives the same AUC as repeating rows.
-    (NaN, NaN) when one class is missing.
+    integer sample weights (its multiplicities), which gives the same AUC as repeating rows; `weights` (e.g.
+    `video_weights`) multiply them. (NaN, NaN) when one class is missing.
     """
     labels = np.asarray(labels).astype(int)
     scores = np.asarray(scores, dtype=float)
@@ -193,8 +228,10 @@ def bootstrap_auc_ci(labels: np.ndarray, scores: np.ndarray, n: int = 1000, seed
     for c in (0, 1):
         members = np.flatnonzero(group_label == c)
         counts[:, members] = rng.multinomial(members.size, np.full(members.size, 1.0 / members.size), size=n)
+    base = np.ones(labels.size) if weights is None else np.asarray(weights, dtype=float)
     rows = max(1, 2_000_000 // labels.size)  # replicates at a time: bounded memory for big test sets
-    aucs = np.concatenate([weighted_aucs(labels, scores, counts[a:a + rows, codes]) for a in range(0, n, rows)])
+    aucs = np.concatenate([weighted_aucs(labels, scores, counts[a:a + rows, codes] * base)
+                           for a in range(0, n, rows)])
     lo, hi = np.percentile(aucs, [50 * (1 - level), 50 * (1 + level)])
     return (float(lo), float(hi))
 
@@ -208,22 +245,28 @@ def _level_table(rows: pd.DataFrame, level: str) -> pd.DataFrame:
     return rows if level == "frame" else video_scores(rows)
 
 
+def _weights(rows: pd.DataFrame, level: str) -> np.ndarray | None:
+    """Frame level: every video weighs 1 (module docstring); video level: one row per video already."""
+    return video_weights(rows["video_key"].to_numpy()) if level == "frame" else None
+
+
 def _evaluate_run(run: tuple, test: pd.DataFrame, val: pd.DataFrame, n_boot: int, seed: int) -> list[dict]:
     rows = []
     for level in LEVELS:
         level_val = _level_table(val, level)
-        threshold = choose_threshold(level_val["label"].to_numpy(), level_val["score"].to_numpy())
+        threshold = choose_threshold(level_val["label"].to_numpy(), level_val["score"].to_numpy(),
+                                     _weights(level_val, level))
         level_test = _level_table(test, level)
         for test_set, methods in TEST_SETS.items():
             if test_set != "all" and methods[1] not in set(level_test["method"]):
                 continue
             part = level_test[level_test["method"].isin(methods)]
-            labels, scores = part["label"].to_numpy(), part["score"].to_numpy()
-            metrics = binary_metrics(labels, scores, threshold)
+            labels, scores, weights = part["label"].to_numpy(), part["score"].to_numpy(), _weights(part, level)
+            metrics = binary_metrics(labels, scores, threshold, weights)
             metrics["auc_lo"], metrics["auc_hi"] = np.nan, np.nan
             if n_boot:
                 metrics["auc_lo"], metrics["auc_hi"] = bootstrap_auc_ci(
-                    labels, scores, n=n_boot, seed=seed, groups=part["video_key"].to_numpy())
+                    labels, scores, n=n_boot, seed=seed, groups=part["video_key"].to_numpy(), weights=weights)
             rows.append({**dict(zip(RUN_KEYS, run, strict=True)), "test_set": test_set, "level": level, **metrics})
     return rows
 
@@ -236,7 +279,8 @@ def evaluate(pred_test: pd.DataFrame, pred_val: pd.DataFrame, n_boot: int = 1000
     is absent from the predictions is left out. The accuracy threshold of a run is chosen (`choose_threshold`)
     once per level on its validation predictions in the training condition: test_quality == train_quality,
     methods it was trained on. It is thus fixed before the detector meets another quality, so calibration
-    drift under compression shows in acc_val. AUC CIs (`bootstrap_auc_ci`, `n_boot` replicates; 0 skips them)
+    drift under compression shows in acc_val. Frame-level metrics weigh every video equally (module docstring),
+    so they do not depend on how many frames each method or video contributes. AUC CIs (`bootstrap_auc_ci`, `n_boot` replicates; 0 skips them)
     resample videos at both levels. Runs are evaluated in `n_jobs` processes; the result does not depend on
     `n_jobs`.
     """

@@ -49,6 +49,22 @@ def auc_table(metrics_df: pd.DataFrame, level: str = "frame", metric: str = "auc
     return out
 
 
+ACCURACY_COLUMNS = ["acc_05", "bacc_05", "f1_05", "acc_val", "bacc_val"]
+
+
+def accuracy_table(metrics_df: pd.DataFrame, level: str = "frame", test_set: str = "all") -> pd.DataFrame:
+    """Accuracy at 0.5 and at the validation threshold, each beside its balanced accuracy, and F1 at 0.5, on
+    `test_set`: one row per detector × training quality (trained on all methods) × test quality (high to low).
+
+    On the pooled set (4 fakes per original) plain accuracy rewards calling everything fake (0.8); balanced
+    accuracy does not (0.5), so both are shown.
+    """
+    sel = _select(metrics_df, level, train_methods="all", test_set=test_set)
+    out = sel[["detector", "train_quality", "test_quality", *ACCURACY_COLUMNS]]
+    return out.sort_values(["detector", "train_quality", "test_quality"], ascending=[True, False, False],
+                           ignore_index=True)
+
+
 def robustness_matrix(metrics_df: pd.DataFrame, level: str = "frame", test_set: str = "all") -> pd.DataFrame:
     """AUC on `test_set` for training quality × test quality, wide: one row per detector × train_quality
     (trained on all methods), one column "q{Q}" per test quality (high to low)."""
@@ -188,7 +204,8 @@ def write_results(metrics_df: pd.DataFrame, out_dir: str | os.PathLike, provenan
     """Write `RESULT_FILES` into `out_dir`, each with a sidecar `<name>.provenance.json` (the provenance and
     the file's sha256), plus `provenance.json` listing every file's sha256. Returns the paths written.
 
-    auc_table.csv holds both levels (column `level`); auc_table.md renders them with a provenance footer.
+    auc_table.csv holds both levels (column `level`); auc_table.md renders them, then the accuracy table
+    (`accuracy_table`, ACC beside balanced ACC) of each level, with a provenance footer.
     The matrices are frame level. Every file is written atomically.
     """
     out_dir = Path(out_dir)
@@ -196,6 +213,8 @@ def write_results(metrics_df: pd.DataFrame, out_dir: str | os.PathLike, provenan
     auc = auc[["level", *[c for c in auc.columns if c != "level"]]]
     markdown = "".join(f"## {level.capitalize()}-level AUC (trained on all methods)\n\n"
                        f"{to_markdown(auc_table(metrics_df, level))}\n" for level in LEVELS)
+    markdown += "".join(f"## {level.capitalize()}-level accuracy on the whole test set (trained on all methods)\n\n"
+                        f"{to_markdown(accuracy_table(metrics_df, level))}\n" for level in LEVELS)
     csvs = {"metrics.csv": metrics_df, "auc_table.csv": auc, "robustness_matrix.csv": robustness_matrix(metrics_df),
             "generalization_matrix.csv": generalization_matrix(metrics_df)}
     written = []
