@@ -186,7 +186,8 @@ def test_write_results_with_provenance(metrics_df: pd.DataFrame, manifest: Path,
     assert "## Frame-level AUC" in md and "## Video-level AUC" in md
     # Balanced accuracy beside each accuracy, in metrics.csv and in the markdown.
     header = list(pd.read_csv(out / "metrics.csv").columns)
-    assert header.index("bacc_05") == header.index("acc_05") + 1 and header.index("bacc_val") == header.index("acc_val") + 1
+    assert header.index("bacc_05") == header.index("acc_05") + 1
+    assert header.index("bacc_val") == header.index("acc_val") + 1
     assert "## Frame-level accuracy on the whole test set" in md and "| acc_05 | bacc_05 |" in md
     assert f"- config_sha256: {prov['config_sha256']}" in md and "- cjpeg_flags: (none)" in md
     assert not list(out.glob("*.part"))

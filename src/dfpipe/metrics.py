@@ -279,10 +279,10 @@ def evaluate(pred_test: pd.DataFrame, pred_val: pd.DataFrame, n_boot: int = 1000
     is absent from the predictions is left out. The accuracy threshold of a run is chosen (`choose_threshold`)
     once per level on its validation predictions in the training condition: test_quality == train_quality,
     methods it was trained on. It is thus fixed before the detector meets another quality, so calibration
-    drift under compression shows in acc_val. Frame-level metrics weigh every video equally (module docstring),
-    so they do not depend on how many frames each method or video contributes. AUC CIs (`bootstrap_auc_ci`, `n_boot` replicates; 0 skips them)
-    resample videos at both levels. Runs are evaluated in `n_jobs` processes; the result does not depend on
-    `n_jobs`.
+    drift under compression shows in acc_val. Frame-level metrics weigh every video equally (module
+    docstring), so they do not depend on how many frames each method or video contributes. AUC CIs
+    (`bootstrap_auc_ci`, `n_boot` replicates; 0 skips them) resample videos at both levels. Runs are
+    evaluated in `n_jobs` processes; the result does not depend on `n_jobs`.
     """
     check_predictions(pred_test, "pred_test", split="test")
     check_predictions(pred_val, "pred_val", split="val")
