@@ -1,9 +1,14 @@
 import copy
+import io
+import re
 
+import numpy as np
 import pytest
 import yaml
+from PIL import Image
 
 from dfpipe import config as dfconfig
+from dfpipe.compress import encode
 
 REPO_CONFIG = dfconfig.SCHEMA_PATH.parents[2] / "config.yaml"
 
@@ -56,7 +61,20 @@ def test_cross_field_rules():
         dfconfig.validate({"source": "local"})
     with pytest.raises(dfconfig.ConfigError, match="accept_tos"):
         dfconfig.validate({"source": "ffpp"})
-    assert dfconfig.validate({"source": "ffpp", "ffpp": {"accept_tos": True}})["ffpp"]["server"] == "EU2"
+    with pytest.raises(dfconfig.ConfigError, match=r"splits.dir is not set.*dataset/splits"):
+        dfconfig.validate({"source": "ffpp", "ffpp": {"accept_tos": True}})
+
+
+def test_ffpp_needs_split_files_before_anything_is_downloaded(tmp_path):
+    ffpp = {"source": "ffpp", "ffpp": {"accept_tos": True}, "splits": {"dir": str(tmp_path)}}
+    (tmp_path / "train.json").write_text("[]")
+    with pytest.raises(dfconfig.ConfigError) as err:
+        dfconfig.validate(ffpp)
+    assert f"splits.dir: {tmp_path} lacks val.json, test.json" in str(err.value)
+    assert dfconfig.SPLITS_URL in str(err.value)
+    for split in ("val", "test"):
+        (tmp_path / f"{split}.json").write_text("[]")
+    assert dfconfig.validate(ffpp)["ffpp"]["server"] == "EU2"
 
 
 def test_validate_does_not_modify_its_input(tmp_path):
@@ -90,3 +108,76 @@ def test_paper_scale_config_is_valid():
     cfg = dfconfig.validate({**yaml.safe_load(REPO_CONFIG.read_text()), **paper}, source="ffpp-paper.yaml")
     assert cfg["train"]["device"] == "cuda" and "efficientnet_b4" in [d["model"] for d in cfg["detectors"]]
     assert cfg["train"]["qualities"] == cfg["jpeg"]["qualities"]
+
+
+@pytest.mark.parametrize(
+    "flags, words",
+    [
+        (["-quality", "-5"], ["jpeg.cjpeg_flags.0", "'-quality' is refused", "jpeg.qualities",
+                              "jpeg.cjpeg_flags.1", "'-5'"]),
+        (["-q", "5"], ["'-q'", "reads it as -quality"]),
+        (["--quality", "5"], ["'--quality'", "reads it as -quality"]),
+        (["-optimize", "-grayscale"], ["jpeg.cjpeg_flags.1", "colour space"]),
+        (["-rgb"], ["colour space"]),
+        (["-sample", "1x1"], ["chroma sampling"]),
+        (["-qtables", "t.txt"], ["quantisation tables"]),
+        (["-lossless", "1"], ["output format"]),
+        (["-arithmetic"], ["output format"]),
+        (["-revert"], ["MozJPEG"]),
+        (["-outfile", "x.jpg"], ["stdout"]),
+        (["-tune"], ["abbreviation", "-tune-psnr"]),
+        (["-quant-table"], ["-quant-table must be followed by its value"]),
+        (["-quant-table", "9"], ["got '9'"]),
+        (["2", "-optimize"], ["jpeg.cjpeg_flags.0", "'2' is not a cjpeg flag"]),
+    ],
+)
+def test_cjpeg_flags_that_change_quality_colour_sampling_or_format_are_refused(flags, words):
+    with pytest.raises(dfconfig.ConfigError) as err:
+        dfconfig.validate({"jpeg": {"cjpeg_flags": flags}}, source="my.yaml")
+    message = str(err.value)
+    assert "my.yaml" in message
+    assert "remove it from jpeg.cjpeg_flags" in message or "followed by" in message
+    assert "allowed cjpeg flags: -optimize" in message
+    for word in words:
+        assert word in message, (word, message)
+
+
+def test_schema_pattern_is_the_allow_list_of_config_py():
+    schema = yaml.safe_load(dfconfig.SCHEMA_PATH.read_text())
+    pattern = schema["properties"]["jpeg"]["properties"]["cjpeg_flags"]["items"]["pattern"]
+    assert pattern == dfconfig.CJPEG_ITEM_PATTERN
+    assert not set(dfconfig.CJPEG_FLAGS) & set(dfconfig.CJPEG_REFUSED)
+
+
+ALLOWED = [["-optimize", "-progressive", "-notrellis", "-noovershoot", "-quant-baseline", "-strict"],
+           ["-baseline", "-fastcrush", "-notrellis-dc", "-tune-psnr"], ["-trellis-dc", "-tune-ssim"],
+           ["-tune-ms-ssim", "-dc-scan-opt", "2", "-quant-table", "2"], ["-tune-hvs-psnr", "-dct", "float"],
+           ["-restart", "1B", "-dct", "int"], ["-restart", "2"]]
+
+
+def test_every_allowed_cjpeg_flag_keeps_a_colour_jpeg_at_the_labelled_quality(cjpeg):
+    """Each allowed flag runs on the real MozJPEG, and the file stays a 3-component JPEG whose size follows the
+    quality (the -quality -5 bug made q95 files smaller than q60 ones)."""
+    assert {f for flags in ALLOWED for f in flags if f.startswith("-")} == set(dfconfig.CJPEG_FLAGS)
+    rgb = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    for flags in ALLOWED:
+        dfconfig.validate({"jpeg": {"cjpeg_flags": flags}})
+        sizes = {q: encode(rgb, q, flags, cjpeg) for q in (95, 60)}
+        for data in sizes.values():
+            with Image.open(io.BytesIO(data)) as im:
+                assert im.mode == "RGB" and im.size == (64, 64), flags
+        assert len(sizes[95]) > len(sizes[60]), flags
+
+
+@pytest.mark.parametrize("key", ["output_root", "results_dir"])
+def test_output_folder_below_a_regular_file_is_named_in_one_line(tmp_path, key):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(dfconfig.ConfigError) as err:
+        dfconfig.validate({key: str(blocker / "out")}, source="my.yaml")
+    assert str(err.value) == (f"my.yaml: {key}: {blocker / 'out'} cannot be created because {blocker} is a regular "
+                              f"file; set {key} to a path under a folder")
+    with pytest.raises(dfconfig.ConfigError, match=re.escape(f"{key}: {blocker} is a file, not a folder")):
+        dfconfig.validate({key: str(blocker)})
+    assert dfconfig.validate({key: str(tmp_path / "a" / "b")})[key] == str(tmp_path / "a" / "b")
+    assert not (tmp_path / "a").exists()  # checking creates nothing

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +14,94 @@ import yaml
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
 
 
+# The official FF++ splits (lists of [target, source] id pairs), which every FF++-based run needs.
+SPLITS_URL = "https://github.com/ondyari/FaceForensics/tree/master/dataset/splits"
+
+
 class ConfigError(ValueError):
     """A config value is invalid; the message names the key and what is allowed."""
+
+
+# cjpeg flags allowed in jpeg.cjpeg_flags: they change how MozJPEG searches and codes the quantised
+# coefficients, never the quality, colour space, sampling or file format a quality label promises.
+# Value: None for a bare flag, else the pattern of the value that must follow it as the next list item.
+CJPEG_FLAGS: dict[str, str | None] = {
+    "-optimize": None, "-progressive": None, "-baseline": None, "-fastcrush": None,
+    "-notrellis": None, "-trellis-dc": None, "-notrellis-dc": None,
+    "-tune-psnr": None, "-tune-hvs-psnr": None, "-tune-ssim": None, "-tune-ms-ssim": None,
+    "-noovershoot": None, "-quant-baseline": None, "-strict": None,
+    "-dc-scan-opt": "[012]", "-quant-table": "[0-8]", "-dct": "int|fast|float", "-restart": "[0-9]+B?",
+}
+# Why the other cjpeg switches are refused (cjpeg also accepts any unambiguous abbreviation of them).
+CJPEG_REFUSED = {
+    "-quality": "overrides the quality set by jpeg.qualities, so files would carry a quality label they do "
+                "not have",
+    "-grayscale": "changes the colour space (real and fake crops must stay colour JPEGs)",
+    "-greyscale": "changes the colour space (real and fake crops must stay colour JPEGs)",
+    "-rgb": "changes the colour space (RGB instead of YCbCr JPEG)",
+    "-sample": "changes the chroma sampling",
+    "-qtables": "replaces the quantisation tables that the quality number scales",
+    "-qslots": "changes which quantisation table each component uses",
+    "-lossless": "changes the output format (lossless JPEG)",
+    "-precision": "changes the output format (12/16-bit JPEG)",
+    "-arithmetic": "changes the output format (arithmetic coding, unreadable by most decoders)",
+    "-scans": "replaces the scan script, i.e. the output format, from a file",
+    "-nojfif": "writes a non-standard file without the JFIF marker",
+    "-icc": "embeds a colour profile from a file",
+    "-smooth": "smooths the pixels before encoding",
+    "-revert": "reverts to libjpeg defaults, i.e. no longer MozJPEG's encoder",
+    "-targa": "changes the input format (the stage feeds PPM on stdin)",
+    "-outfile": "changes where the JPEG goes (the stage reads it from stdout)",
+    "-memdst": "changes where the JPEG goes (the stage reads it from stdout)",
+    "-version": "prints the version instead of encoding",
+    "-report": "is no encoding setting",
+    "-verbose": "is no encoding setting",
+    "-debug": "is no encoding setting",
+    "-maxmemory": "is no encoding setting",
+}
+_FLAG_HINT = "allowed cjpeg flags: " + ", ".join(f"{f} {v}" if v else f for f, v in CJPEG_FLAGS.items())
+
+
+def _unknown_flag(i: int, flag: str) -> str:
+    """The error line for item `i` of jpeg.cjpeg_flags, a flag outside the allow-list."""
+    word = flag.lstrip("-").lower()
+    # cjpeg accepts abbreviations (`-q` is -quality), so an unknown prefix is read as the switch it starts.
+    refused = [f for f in CJPEG_REFUSED if word and f[1:].startswith(word)]
+    allowed = [f for f in CJPEG_FLAGS if word and f[1:].startswith(word)]
+    if not flag.startswith("-"):
+        why = "is not a cjpeg flag (a value goes right after the flag that takes it)"
+    elif flag in CJPEG_REFUSED:
+        why = f"is refused: it {CJPEG_REFUSED[flag]}"
+    elif refused:
+        why = f"is refused: cjpeg reads it as {refused[0]}, which {CJPEG_REFUSED[refused[0]]}"
+    elif allowed:
+        why = f"is an abbreviation; write the flag in full ({' or '.join(allowed)})"
+    else:
+        why = "is not a cjpeg flag this pipeline accepts"
+    return f"jpeg.cjpeg_flags.{i}: {flag!r} {why}; remove it from jpeg.cjpeg_flags"
+
+
+def cjpeg_flag_problems(flags: list[str]) -> list[str]:
+    """One line per bad item of jpeg.cjpeg_flags, naming the flag and why it is refused."""
+    problems = []
+    i = 0
+    while i < len(flags):
+        flag = str(flags[i])
+        value = CJPEG_FLAGS.get(flag, "")
+        if flag not in CJPEG_FLAGS:
+            problems.append(_unknown_flag(i, flag))
+        elif value is not None:
+            nxt = str(flags[i + 1]) if i + 1 < len(flags) else None
+            if nxt is None or not re.fullmatch(value, nxt):
+                problems.append(f"jpeg.cjpeg_flags.{i}: {flag} must be followed by its value ({value}) as the "
+                                f"next item, got {nxt!r}")
+            i += 1
+        i += 1
+    return problems
+
+
+# The schema's pattern for one cjpeg_flags item: an allowed flag or a value of one (tests check they agree).
+CJPEG_ITEM_PATTERN = "^(" + "|".join([*CJPEG_FLAGS, "[0-9]+B?", "int", "fast", "float"]) + ")$"
 
 
 def _with_defaults(validator_class):
@@ -31,6 +119,9 @@ def _with_defaults(validator_class):
 
 def _describe(error: jsonschema.ValidationError) -> str:
     key = ".".join(str(p) for p in error.absolute_path) or "(top level)"
+    if list(error.absolute_path)[:2] == ["jpeg", "cjpeg_flags"] and error.validator == "pattern":
+        # The schema's allow-list pattern says nothing useful; say which flag and why.
+        return _unknown_flag(error.absolute_path[2], str(error.instance))
     if error.validator == "enum":
         return f"{key}: {error.instance!r} is not allowed; allowed values: {', '.join(map(repr, error.validator_value))}"
     if error.validator == "additionalProperties":
@@ -46,11 +137,41 @@ def validate(config: dict[str, Any], source: str = "config") -> dict[str, Any]:
     validator = _with_defaults(jsonschema.Draft202012Validator)(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
     if errors:
-        lines = "\n".join(f"  - {_describe(e)}" for e in errors)
-        raise ConfigError(f"{source} is invalid:\n{lines}")
+        _refuse(source, [_describe(e) for e in errors])
     _check_cross_fields(config, source)
     _check_training(config, source)
+    problems = cjpeg_flag_problems(config["jpeg"]["cjpeg_flags"])
+    if problems:
+        _refuse(source, problems)
+    check_paths(config, source)
     return config
+
+
+def _refuse(source: str, problems: list[str]) -> None:
+    text = "\n".join(f"  - {p}" for p in problems)
+    if any(p.startswith("jpeg.cjpeg_flags") for p in problems):
+        text += f"\n  ({_FLAG_HINT})"
+    raise ConfigError(f"{source} is invalid:\n{text}")
+
+
+def check_paths(config: dict[str, Any], source: str = "config") -> None:
+    """Refuse, in one line naming the key, an output_root / results_dir that cannot become a writable folder.
+
+    Nothing is created: the nearest existing ancestor must be a writable folder (not a regular file).
+    """
+    for key in ("output_root", "results_dir"):
+        path = Path(config[key]).expanduser()
+        if path.exists() and not path.is_dir():
+            raise ConfigError(f"{source}: {key}: {path} is a file, not a folder; set {key} to a folder path")
+        existing = path
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        if not existing.is_dir():
+            raise ConfigError(f"{source}: {key}: {path} cannot be created because {existing} is a regular file; "
+                              f"set {key} to a path under a folder")
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise ConfigError(f"{source}: {key}: {path} is not writable ({existing} does not allow writing); "
+                              f"set {key} to a folder you can write to")
 
 
 def _check_cross_fields(config: dict[str, Any], source: str) -> None:
@@ -61,6 +182,19 @@ def _check_cross_fields(config: dict[str, Any], source: str) -> None:
             f"{source}: source is 'ffpp' but ffpp.accept_tos is false; read the FaceForensics++ terms of use "
             "and set ffpp.accept_tos: true to download"
         )
+    if config["source"] == "ffpp" and not config["splits"]["dir"]:
+        # Checked before anything is downloaded: the servers do not serve the split files.
+        raise ConfigError(
+            f"{source}: source is 'ffpp' but splits.dir is not set, and the FF++ servers do not serve split files; "
+            f"put train.json, val.json and test.json from {SPLITS_URL} in a folder and set splits.dir to it"
+        )
+    if config["splits"]["dir"]:
+        folder = Path(config["splits"]["dir"]).expanduser()
+        missing = [f"{s}.json" for s in ("train", "val", "test") if not (folder / f"{s}.json").is_file()]
+        if missing:
+            raise ConfigError(
+                f"{source}: splits.dir: {folder} lacks {', '.join(missing)}; FF++'s split files are in {SPLITS_URL}"
+            )
 
 
 def _check_training(config: dict[str, Any], source: str) -> None:
