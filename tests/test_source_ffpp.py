@@ -1,10 +1,11 @@
-"""The ffpp source against a loopback FF++-shaped mirror that can drop, stall, fail and ignore Range."""
+"""The ffpp source against a loopback FF++-shaped mirror (of real mp4 files) that can drop, stall, fail, lie
+about lengths and ignore Range."""
 
 from __future__ import annotations
 
 import json
-import random
 import re
+import subprocess
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -44,12 +45,14 @@ def _handler(mirror: Mirror) -> type[BaseHTTPRequestHandler]:
         def log_message(self, *args) -> None:  # keep test output clean
             pass
 
-        def _status(self, code: int, headers: dict[str, str] | None = None, body: bytes = b"") -> None:
+        def _status(self, code: int, headers: dict[str, str] | None = None, body: bytes = b"",
+                    drop_length: bool = False) -> None:
             with mirror.lock:
                 mirror.statuses.append((urlsplit(self.path).path, code))
             self.send_response(code)
             for k, v in {"Content-Length": str(len(body)), **(headers or {})}.items():
-                self.send_header(k, v)
+                if not (drop_length and k == "Content-Length"):
+                    self.send_header(k, v)
             self.end_headers()
 
         def do_GET(self) -> None:
@@ -76,11 +79,25 @@ def _handler(mirror: Mirror) -> type[BaseHTTPRequestHandler]:
                     self._status(416, {"Content-Range": f"bytes */{len(data)}"})
                     return
                 body = data[start:]
-                self._status(206, {"Content-Length": str(len(body)),
-                                   "Content-Range": f"bytes {start}-{len(data) - 1}/{len(data)}"})
+                code, headers = 206, {"Content-Range": f"bytes {start}-{len(data) - 1}/{len(data)}"}
             else:
-                body = data
-                self._status(200, {"Content-Length": str(len(body))})
+                body, code, headers = data, 200, {}
+            if fault == "short":
+                # Content-Length (and Content-Range) smaller than the file: the client sees a complete-looking half.
+                body = body[: len(body) // 2]
+                if code == 206:
+                    headers["Content-Range"] = f"bytes {start}-{start + len(body) - 1}/{start + len(body)}"
+            length = {"long": len(body) + 1000, "unsized": None}.get(fault, len(body))
+            self._status(code, {**headers, "Content-Length": str(length)}, drop_length=length is None)
+            if fault == "unsized":
+                # No Content-Length and the connection drops halfway: the body just ends early.
+                self.wfile.write(body[: len(body) // 2])
+                self.close_connection = True
+                return
+            if fault == "long":
+                self.wfile.write(body)  # then hang up, 1000 bytes short of what was announced
+                self.close_connection = True
+                return
             if fault == "drop":
                 # Announce the whole body, send half, hang up: what a flaky server does mid-download.
                 self.wfile.write(body[: len(body) // 2])
@@ -98,11 +115,31 @@ class QuietServer(ThreadingHTTPServer):
         pass
 
 
+@pytest.fixture(scope="session")
+def clips(tmp_path_factory) -> list[bytes]:
+    """Distinct real mp4 files (faststart: a cut one still has its index, the harder case to detect); the
+    last spans several read chunks."""
+    folder = tmp_path_factory.mktemp("clips")
+    base = folder / "base.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc=size=64x48:rate=10:duration=1",
+                    "-c:v", "libx264", "-pix_fmt", "yuv420p", "-movflags", "+faststart", str(base)], check=True)
+    # Remuxed with comments of growing length: distinct sizes, so a mixed-up file cannot match.
+    outs = [folder / f"{i}.mp4" for i in range(40)]
+    cmd = ["ffmpeg", "-v", "error", "-i", str(base)]
+    for i, out in enumerate(outs):
+        cmd += ["-c", "copy", "-metadata", f"comment={'x' * 37 * i}", "-movflags", "+faststart", str(out)]
+    subprocess.run(cmd, check=True)
+    big = folder / "big.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "nullsrc=size=128x128:rate=10:duration=1",
+                    "-vf", "geq=random(1)*255:128:128", "-c:v", "libx264", "-qp", "0", "-pix_fmt", "yuv420p",
+                    "-movflags", "+faststart", str(big)], check=True)
+    return [out.read_bytes() for out in outs] + [big.read_bytes()]
+
+
 @pytest.fixture
-def mirror(tmp_path):
+def mirror(tmp_path, clips):
     root = (tmp_path / "mirror").resolve()
-    rng = random.Random(0)
-    sizes = iter(range(1000, 100_000, 997))  # distinct sizes, so a mixed-up file cannot match
+    files = iter(clips[:-1])
     names = {"original": [i for p in PAIRS for i in p],
              "fake": [n for a, b in PAIRS for n in (f"{a}_{b}", f"{b}_{a}")]}
     folders = [("original_sequences/youtube/c23/videos", names["original"])]
@@ -113,9 +150,10 @@ def mirror(tmp_path):
         for ident in ids:
             f = root / folder / f"{ident}.mp4"
             f.parent.mkdir(parents=True, exist_ok=True)
-            f.write_bytes(rng.randbytes(next(sizes)))
+            f.write_bytes(next(files))
     big = root / "original_sequences/youtube/c23/videos/001.mp4"
-    big.write_bytes(rng.randbytes(300_000))  # spans several read chunks
+    big.write_bytes(clips[-1])
+    assert len(clips[-1]) > 3 * ffpp.CHUNK
     (root / "misc").mkdir()
     (root / "misc/filelist.json").write_text(json.dumps(PAIRS))
 
@@ -327,3 +365,95 @@ def test_base_url_and_plan():
         "B/manipulated_sequences/NeuralTextures/masks/videos/020_010.mp4")
     assert [i.rel for i in items][:2] == ["original_sequences/youtube/c40/videos/010.mp4",
                                           "original_sequences/youtube/c40/videos/020.mp4"]
+
+
+ORIG = "original_sequences/youtube/c23/videos/{}.mp4"
+
+
+@pytest.mark.parametrize("fault", ["short", "unsized"])
+def test_body_that_only_looks_complete_fails_verification_and_the_rest_is_fetched(mirror, tmp_path, fault):
+    """A Content-Length smaller than the file (or none, and a dropped connection) gives a short body that
+    matches every announced size: only ffprobe's check shows that frames are missing."""
+    dest = tmp_path / "ffpp"
+    rel = ORIG.format("001")
+    mirror.faults[mirror.path(rel)] = [fault]
+
+    got, lines = run(mirror, dest, methods=[])
+
+    assert_same(mirror, dest, got)
+    size = mirror.file(rel).stat().st_size
+    assert [r for r in mirror.requests if r[0] == mirror.path(rel)] == [
+        (mirror.path(rel), None), (mirror.path(rel), f"bytes={size // 2}-")]
+    assert any(f"001.mp4: {size // 2} bytes fail verification (ffprobe:" in line and "fetching the rest" in line
+               for line in lines), lines
+    assert rel in json.loads((dest / ffpp.VERIFIED).read_text())
+
+
+def test_content_length_longer_than_the_file_ends_complete_after_the_server_says_so(mirror, tmp_path):
+    dest = tmp_path / "ffpp"
+    rel = ORIG.format("002")
+    mirror.faults[mirror.path(rel)] = ["long"]
+
+    got, lines = run(mirror, dest, methods=[])
+
+    assert_same(mirror, dest, got)
+    assert [s for p, s in mirror.statuses if p == mirror.path(rel)] == [200, 416]
+    assert any("002.mp4" in line and "connection closed after" in line for line in lines)
+
+
+def test_file_that_never_verifies_is_reported_missing_and_a_clean_rerun_fetches_only_it(mirror, tmp_path):
+    dest = tmp_path / "ffpp"
+    rel = ORIG.format("001")
+    mirror.faults[mirror.path(rel)] = ["short"] * 4
+
+    with pytest.raises(ffpp.DownloadError) as info:
+        run(mirror, dest, methods=[], retries=3)
+
+    msg = str(info.value)
+    assert "1 of 4 files could not be downloaded complete" in msg
+    assert f"{rel}: still fails verification after 4 attempts (ffprobe:" in msg and "ffpp.server" in msg
+    assert not (dest / rel).exists() and not list(dest.rglob("*.part"))
+    assert_same(mirror, dest, [ORIG.format(i) for i in ("000", "002", "003")])
+
+    before = len(mirror.requests)
+    got, _ = run(mirror, dest, methods=[])
+    assert mirror.requests[before:] == [(mirror.path(rel), None)]
+    assert_same(mirror, dest, got)
+
+
+def test_truncated_video_kept_by_an_older_run_is_fetched_again_and_checks_are_remembered(mirror, tmp_path,
+                                                                                          monkeypatch):
+    """Files at their final name that were never verified (an older version, or a killed run) are checked once."""
+    dest = tmp_path / "ffpp"
+    cut, whole = ORIG.format("001"), ORIG.format("000")
+    for rel in (cut, whole):
+        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+        data = mirror.file(rel).read_bytes()
+        (dest / rel).write_bytes(data[: len(data) // 2] if rel == cut else data)
+    (dest / ffpp.FILELIST).parent.mkdir(parents=True, exist_ok=True)
+    (dest / ffpp.FILELIST).write_text(json.dumps(PAIRS))
+
+    got, lines = run(mirror, dest, methods=[])
+
+    assert_same(mirror, dest, got)
+    assert [p for p, _ in video_requests(mirror)] == [mirror.path(ORIG.format(i)) for i in ("001", "002", "003")]
+    assert any(f"{cut} on disk is incomplete (ffprobe:" in line for line in lines)
+
+    checked = []
+    monkeypatch.setattr(ffpp, "verify_video", lambda path: checked.append(path) or None)
+    run(mirror, dest, methods=[])
+    assert checked == []  # every file is in misc/verified.json with its size and mtime
+    (dest / whole).write_bytes(mirror.file(whole).read_bytes())  # rewritten: new mtime, checked again
+    run(mirror, dest, methods=[])
+    assert checked == [dest / whole]
+
+
+def test_verify_video_names_what_is_wrong(clips, tmp_path):
+    path = tmp_path / "v.mp4"
+    path.write_bytes(clips[0])
+    assert ffpp.verify_video(path) is None
+    path.write_bytes(clips[0][: len(clips[0]) * 2 // 3])
+    assert ffpp.verify_video(path).startswith("ffprobe:")
+    assert str(tmp_path) not in ffpp.verify_video(path)
+    path.write_bytes(b"not a video")
+    assert "Invalid data" in ffpp.verify_video(path)

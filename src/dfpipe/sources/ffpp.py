@@ -6,8 +6,11 @@ method are `a_b` and `b_a` for every pair. Videos are at `<dataset_path>/<compre
 masks at `manipulated_sequences/<Method>/masks/videos/<name>.mp4`.
 
 Unlike the official script this never prompts (terms of use are accepted in config), resumes partial
-files with HTTP Range, retries transient failures with exponential back-off, verifies every size, and
-reports every missing file at once instead of stopping at the first.
+files with HTTP Range, retries transient failures with exponential back-off, and reports every missing file
+at once instead of stopping at the first. A video counts as complete only once verified: its size where the
+server announced one, and ffprobe reading every frame the container announces (a server whose
+Content-Length is too small, or a dropped connection without one, leaves a short body that looks complete).
+Verified files are recorded in `misc/verified.json`, so a rerun re-checks only files it has not verified.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import http.client
 import json
 import os
 import re
+import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +27,7 @@ from typing import Any, Callable, Sequence
 from urllib.error import HTTPError
 from urllib.request import Request, urlopen
 
+from ..io import write_json
 from ..layout import METHODS, ORIGINAL, mask_dir, video_dir
 
 SERVERS = {
@@ -32,6 +37,7 @@ SERVERS = {
 }
 COMPRESSIONS = ("raw", "c23", "c40")
 FILELIST = "misc/filelist.json"
+VERIFIED = "misc/verified.json"  # rel path -> [size, mtime_ns] of every video that passed verify_video
 TOS_URL = SERVERS["EU2"] + "webpage/FaceForensics_TOS.pdf"
 # FF++ ids are three digits; anything else that could leave the folder (.., /, \) is refused.
 SAFE_ID = re.compile(r"[A-Za-z0-9]{1,32}")
@@ -56,6 +62,14 @@ class _Transient(Exception):
 
 class RefusedError(Exception):
     """The server answered with an error that a retry will not change (404, 403, ...)."""
+
+
+class IncompleteError(Exception):
+    """Every attempt gave a file that fails verification (the server's copy or every transfer is bad)."""
+
+
+class _Invalid(Exception):
+    """The bytes arrived but the video does not verify."""
 
 
 @dataclass(frozen=True)
@@ -134,6 +148,34 @@ def _content_range(value: str | None) -> tuple[int | None, int | None]:
     return (int(start) if start else None), (int(total) if total != "*" else None)
 
 
+def verify_video(path: Path) -> str | None:
+    """None if ffprobe reads every frame of the first video stream that the container announces, else why not.
+
+    Demuxing every packet reads the whole file without decoding it, so a body cut short anywhere (moov atom
+    missing, or packets pointing past the end) shows up at a fraction of a decode's cost.
+    """
+    cmd = ["ffprobe", "-v", "error", "-select_streams", "v:0", "-count_packets",
+           "-show_entries", "stream=nb_frames,nb_read_packets:format=duration", "-of", "json", str(path)]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    except FileNotFoundError as exc:
+        raise RuntimeError("ffprobe not found: install ffmpeg (scripts/setup.sh does) to verify downloads") from exc
+    errors = [re.sub(r"^\[[^]]*\] ", "", line).replace(str(path), path.name)
+              for line in proc.stderr.splitlines() if line.strip()]
+    if proc.returncode or errors:
+        return f"ffprobe: {errors[-1] if errors else f'exit status {proc.returncode}'}"
+    info = json.loads(proc.stdout or "{}")
+    streams = info.get("streams") or []
+    if not streams:
+        return "ffprobe: no video stream"
+    if not float(info.get("format", {}).get("duration") or 0) > 0:
+        return "ffprobe: no duration"
+    read, announced = int(streams[0].get("nb_read_packets") or 0), str(streams[0].get("nb_frames") or "")
+    if read == 0 or (announced.isdigit() and read < int(announced)):
+        return f"ffprobe: read {read} of {announced or 'an unknown number of'} frames"
+    return None
+
+
 def _attempt(url: str, part: Path, timeout_s: float) -> None:
     """One request for `url`, appending to `part` (resuming from its size); complete means size-verified."""
     have = part.stat().st_size if part.exists() else 0
@@ -186,20 +228,49 @@ def _attempt(url: str, part: Path, timeout_s: float) -> None:
         raise _Transient(f"got {have} bytes but the server announced {total}; restarting")
 
 
-def fetch(url: str, path: Path, retries: int, timeout_s: float, backoff_s: float, log: Log) -> None:
+def fetch(
+    url: str,
+    path: Path,
+    retries: int,
+    timeout_s: float,
+    backoff_s: float,
+    log: Log,
+    verify: Callable[[Path], str | None] | None = None,
+) -> None:
     """Download `url` to `path` via `<path>.part`, resuming and retrying; `path` appears only when complete.
 
-    Raises RefusedError on a non-retryable HTTP error (404, ...) and DownloadError once retries are spent.
+    Complete means: as long as announced and, with `verify`, `verify(part)` finds nothing wrong. Raises
+    RefusedError on a non-retryable HTTP error (404, ...), IncompleteError when every attempt fails
+    verification, and DownloadError once retries of transient failures are spent.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     part = path.with_name(path.name + ".part")
-    failures = 0
+    failures = invalid = 0
     while True:
         before = part.stat().st_size if part.exists() else 0
         if before:
             log(f"ffpp: resuming {path.name} at byte {before}")
         try:
             _attempt(url, part, timeout_s)
+            problem = verify(part) if verify else None
+            if problem:
+                raise _Invalid(problem)
+        except _Invalid as exc:
+            invalid += 1
+            grew = part.stat().st_size > before
+            if invalid > retries:
+                part.unlink()
+                raise IncompleteError(
+                    f"still fails verification after {retries + 1} attempts ({exc}); the server's copy may be "
+                    "damaged — try another ffpp.server"
+                ) from exc
+            # A body that grew may just be cut short (no Content-Length, or a wrong one): ask for the rest.
+            # One that did not grow is all the server has, so start again from byte 0.
+            if not grew:
+                part.unlink()
+            log(f"ffpp: {path.name}: {part.stat().st_size if part.exists() else 0} bytes fail verification "
+                f"({exc}); fetching {'the rest' if grew else 'it again'}")
+            continue
         except _Transient as exc:
             # Progress resets the count: a slow, flaky link still finishes a large file.
             grew = part.exists() and part.stat().st_size > before
@@ -251,9 +322,10 @@ def download(
 ) -> list[Path]:
     """Fetch the FF++ originals and `methods` at `compression` into `dest` (FF++ layout).
 
-    `settings` is config["ffpp"]. Files already complete are skipped without a request. Returns the
-    video (and mask) paths relative to `dest`. Missing files (404 etc.) do not stop the others; they
-    are listed together in one DownloadError at the end. `backoff_s` is the first retry delay.
+    `settings` is config["ffpp"]. Files already complete and verified are skipped without a request. Returns
+    the video (and mask) paths relative to `dest`. Missing files (404, or failing verification on every
+    attempt) do not stop the others; they are listed together in one DownloadError at the end. `backoff_s`
+    is the first retry delay.
     """
     if not settings.get("accept_tos"):
         raise ValueError(
@@ -272,34 +344,76 @@ def download(
     pairs = _load_filelist(base, dest, retries, timeout_s, backoff_s, log)
     items = plan(pairs, base, methods, compression, settings.get("masks", False), settings.get("num_videos"))
     log(f"ffpp: {len(items)} files from {base} into {dest}")
+    verified = _Verified(dest / VERIFIED)
     done: list[Path] = []
     failures: list[tuple[str, str, str]] = []
     fetched, stopped = 0, ""
-    for i, item in enumerate(items, 1):
-        path = dest / item.rel
-        if path.is_file():
+    try:
+        for i, item in enumerate(items, 1):
+            path = dest / item.rel
+            if path.is_file():
+                # Files from before verification existed (or from a killed run) are checked once.
+                problem = None if verified.has(item.rel, path) else verify_video(path)
+                if problem is None:
+                    verified.add(item.rel, path)
+                    done.append(Path(item.rel))
+                    continue
+                log(f"ffpp: [{i}/{len(items)}] {item.rel} on disk is incomplete ({problem}); fetching it again")
+                path.unlink()
+            try:
+                fetch(item.url, path, retries, timeout_s, backoff_s, log, verify=verify_video)
+            except (RefusedError, IncompleteError) as exc:
+                log(f"ffpp: [{i}/{len(items)}] MISSING {item.rel}: {exc} ({item.url})")
+                failures.append((item.rel, item.url, str(exc)))
+                continue
+            except DownloadError as exc:
+                # Retries spent: the server is likely down, so trying every other file would only wait longer.
+                failures += [(item.rel, item.url, reason) for _, _, reason in exc.failures]
+                stopped = f"stopped at file {i} of {len(items)}: {exc}\n"
+                break
+            verified.add(item.rel, path)
+            fetched += 1
             done.append(Path(item.rel))
-            continue
-        try:
-            fetch(item.url, path, retries, timeout_s, backoff_s, log)
-        except RefusedError as exc:
-            log(f"ffpp: [{i}/{len(items)}] MISSING {item.rel}: {exc} ({item.url})")
-            failures.append((item.rel, item.url, str(exc)))
-            continue
-        except DownloadError as exc:
-            # Retries spent: the server is likely down, so trying every other file would only wait longer.
-            failures += [(item.rel, item.url, reason) for _, _, reason in exc.failures]
-            stopped = f"stopped at file {i} of {len(items)}: {exc}\n"
-            break
-        fetched += 1
-        done.append(Path(item.rel))
-        log(f"ffpp: [{i}/{len(items)}] {item.rel} ({path.stat().st_size} bytes)")
+            log(f"ffpp: [{i}/{len(items)}] {item.rel} ({path.stat().st_size} bytes, verified)")
+    finally:
+        verified.save()
     log(f"ffpp: {fetched} downloaded, {len(done) - fetched} already present, {len(failures)} missing")
     if failures:
         lines = "\n".join(f"  {rel}: {reason} ({url})" for rel, url, reason in failures)
         raise DownloadError(
-            f"ffpp: {len(failures)} of {len(items)} files could not be downloaded from {base} "
-            f"({len(done)} complete files are in {dest}; rerunning fetches only what is missing):\n{stopped}{lines}",
+            f"ffpp: {len(failures)} of {len(items)} files could not be downloaded complete from {base} "
+            f"({len(done)} verified files are in {dest}; rerunning fetches only what is missing):\n{stopped}{lines}",
             failures,
         )
     return done
+
+
+class _Verified:
+    """Record of verified videos (size and mtime), so a rerun skips ffprobe on files it already checked."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        try:
+            self.entries: dict[str, list[int]] = json.loads(path.read_text()) if path.is_file() else {}
+        except json.JSONDecodeError:
+            self.entries = {}  # a damaged record only costs a re-check
+        self.changed = False
+
+    @staticmethod
+    def _stamp(path: Path) -> list[int]:
+        st = path.stat()
+        return [st.st_size, st.st_mtime_ns]
+
+    def has(self, rel: str, path: Path) -> bool:
+        return self.entries.get(rel) == self._stamp(path)
+
+    def add(self, rel: str, path: Path) -> None:
+        stamp = self._stamp(path)
+        if self.entries.get(rel) != stamp:
+            self.entries[rel] = stamp
+            self.changed = True
+
+    def save(self) -> None:
+        if self.changed:
+            write_json(self.path, self.entries)
+            self.changed = False
