@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import ssl
 import subprocess
 import threading
 import time
@@ -159,15 +161,12 @@ def mirror(tmp_path, clips):
 
     m = Mirror(root)
     server = QuietServer(("127.0.0.1", 0), _handler(m))
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
+    thread = _serve(server)
     m.url = f"http://127.0.0.1:{server.server_address[1]}/faceforensics"  # no trailing slash on purpose
     try:
         yield m
     finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+        _stop(server, thread)
 
 
 def settings(mirror: Mirror, **kw) -> dict:
@@ -457,3 +456,99 @@ def test_verify_video_names_what_is_wrong(clips, tmp_path):
     assert str(tmp_path) not in ffpp.verify_video(path)
     path.write_bytes(b"not a video")
     assert "Invalid data" in ffpp.verify_video(path)
+
+
+def _serve(server: ThreadingHTTPServer):
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    return thread
+
+
+def _stop(server: ThreadingHTTPServer, thread: threading.Thread) -> None:
+    server.shutdown()
+    server.server_close()
+    thread.join(timeout=5)
+
+
+@pytest.fixture(scope="session")
+def tls_cert(tmp_path_factory) -> Path:
+    """A self-signed certificate (and key, in the same file) for 127.0.0.1, made for this test run."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed")
+    pem = tmp_path_factory.mktemp("tls") / "loopback.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(pem), "-out",
+                    str(pem.with_suffix(".crt")), "-days", "2", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+    pem.write_bytes(pem.with_suffix(".crt").read_bytes() + pem.read_bytes())
+    return pem
+
+
+@pytest.fixture
+def https_mirror(mirror, tls_cert):
+    """The same mirror over HTTPS (its requests land in the same log); yields its URL."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(tls_cert)
+    server = QuietServer(("127.0.0.1", 0), _handler(mirror))
+    server.socket = ctx.wrap_socket(server.socket, server_side=True)
+    thread = _serve(server)
+    try:
+        yield f"https://127.0.0.1:{server.server_address[1]}/faceforensics"
+    finally:
+        _stop(server, thread)
+
+
+@pytest.fixture
+def redirect_to(https_mirror):
+    """A plain-HTTP server that answers every request with a 301 to the same path on the HTTPS mirror."""
+    target = https_mirror.removesuffix("/faceforensics")
+    seen: list[str] = []
+
+    class Redirect(BaseHTTPRequestHandler):
+        def log_message(self, *args) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            seen.append(self.path)
+            self.send_response(301)
+            self.send_header("Location", target + self.path)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+    server = QuietServer(("127.0.0.1", 0), Redirect)
+    thread = _serve(server)
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/faceforensics", seen
+    finally:
+        _stop(server, thread)
+
+
+def test_http_to_https_redirect_is_followed_including_resumed_ranges(mirror, redirect_to, tls_cert, tmp_path,
+                                                                      monkeypatch):
+    monkeypatch.setenv("SSL_CERT_FILE", str(tls_cert))  # trust the test's own certificate, nothing else
+    url, seen = redirect_to
+    dropped = ORIG.format("001")
+    mirror.faults[mirror.path(dropped)] = ["drop"]
+    dest = tmp_path / "ffpp"
+
+    got = ffpp.download(settings(mirror, base_url=url), dest, [], "c23", log=lambda _: None, backoff_s=0.01)
+
+    assert_same(mirror, dest, got)
+    assert len(got) == 4 and PREFIX + "misc/filelist.json" in seen and PREFIX + dropped in seen
+    size = mirror.file(dropped).stat().st_size
+    # The Range header survives the redirect: the second request resumed at the cut.
+    assert [r for r in mirror.requests if r[0] == mirror.path(dropped)] == [
+        (mirror.path(dropped), None), (mirror.path(dropped), f"bytes={size // 2}-")]
+
+
+def test_untrusted_certificate_fails_at_once_with_the_reason(mirror, https_mirror, tmp_path, monkeypatch):
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    lines: list[str] = []
+    t0 = time.monotonic()
+    with pytest.raises(ffpp.DownloadError) as info:
+        ffpp.download(settings(mirror, base_url=https_mirror, retries=5), tmp_path / "ffpp", [], "c23",
+                      log=lines.append, backoff_s=10)
+    assert time.monotonic() - t0 < 5  # one back-off of 10 s would show a retry
+    msg = str(info.value)
+    assert "misc/filelist.json: TLS certificate rejected: self-signed certificate" in msg
+    assert "not retried" in msg and "ffpp.base_url" in msg
+    assert not any("retrying" in line for line in lines) and mirror.requests == []

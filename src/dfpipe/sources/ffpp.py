@@ -19,12 +19,13 @@ import http.client
 import json
 import os
 import re
+import ssl
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
-from urllib.error import HTTPError
+from urllib.error import HTTPError, URLError
 from urllib.request import Request, urlopen
 
 from ..io import write_json
@@ -66,6 +67,10 @@ class RefusedError(Exception):
 
 class IncompleteError(Exception):
     """Every attempt gave a file that fails verification (the server's copy or every transfer is bad)."""
+
+
+class _Untrusted(Exception):
+    """The server's TLS certificate was rejected: no retry can change that."""
 
 
 class _Invalid(Exception):
@@ -196,6 +201,9 @@ def _attempt(url: str, part: Path, timeout_s: float) -> None:
             raise _Transient(f"HTTP {exc.code} {exc.reason}") from exc
         raise RefusedError(f"HTTP {exc.code} {exc.reason}") from exc
     except (OSError, http.client.HTTPException) as exc:
+        reason = exc.reason if isinstance(exc, URLError) else exc
+        if isinstance(reason, ssl.SSLCertVerificationError):
+            raise _Untrusted(f"TLS certificate rejected: {reason.verify_message or reason}") from exc
         raise _Transient(f"{type(exc).__name__}: {exc}") from exc
 
     with resp:
@@ -285,6 +293,13 @@ def fetch(
             log(f"ffpp: {path.name}: {exc}; retrying in {delay:.2g} s")
             time.sleep(delay)
             continue
+        except _Untrusted as exc:
+            raise DownloadError(
+                f"{url}: {exc}; not retried, as a certificate does not heal — check the host of ffpp.base_url "
+                "(its certificate must be valid for its name and signed by a trusted authority) or use another "
+                "ffpp.server",
+                [(str(path), url, str(exc))],
+            ) from exc
         os.replace(part, path)
         return
 
