@@ -3,6 +3,7 @@ locality of every manipulation, splits, provenance, face detectability and idemp
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 from pathlib import Path
@@ -157,3 +158,45 @@ def test_bad_settings_are_named():
         demo.build({"identities": 7}, Path("/nonexistent"), ["FaceSwap"])
     with pytest.raises(ValueError, match="unknown keys"):
         demo.build({"frames": 3}, Path("/nonexistent"), ["FaceSwap"])
+
+
+# Bytes of a two-identity build (every method) made with the pinned float paths; any machine of this kind (and
+# the pinned envs/ and Debian's ffmpeg) must reproduce them exactly.
+SMALL = {"identities": 2, "seconds": 0.5, "fps": 12, "frame_size": 128, "seed": 0}
+SMALL_SHA256 = {
+    "manipulated_sequences/Deepfakes/c23/videos/000_001.mp4": "679cbb03fddba629256d8191fdf8eab1dd59e78f39f6d133b761030d1a79dc6a",
+    "manipulated_sequences/Deepfakes/c23/videos/001_000.mp4": "13cd48d38438fa10b632b76a2cb03baa38119cdb555db1be619c37a6af03c753",
+    "manipulated_sequences/Deepfakes/masks/videos/000_001.mp4": "f47640c7e05b0222b0280d899487df9f0ac26e4013dda22909b90d215fb4b78b",
+    "manipulated_sequences/Deepfakes/masks/videos/001_000.mp4": "6d2fd694b74946a7ef751c6bb4102492bbfc143cb535f8ba648c18fa94c15643",
+    "manipulated_sequences/Face2Face/c23/videos/000_001.mp4": "fbaaf7cf73b104d52bd79d41775d14cd25d4bc1f96b8bfb250d16be777ee68d2",
+    "manipulated_sequences/Face2Face/c23/videos/001_000.mp4": "e60886c7402accb7a151004ee81619cba0e2b114f535cce06793104814822489",
+    "manipulated_sequences/Face2Face/masks/videos/000_001.mp4": "15c8ec743a1dd2c9ac45846bffd4e63ee38697c72cc723b5396579a329a1d6d0",
+    "manipulated_sequences/Face2Face/masks/videos/001_000.mp4": "33d611ee68a7b4a1bc186b3cedccba490806ed7eadccba8ef4f5cae150dfb101",
+    "manipulated_sequences/FaceSwap/c23/videos/000_001.mp4": "f6c40efb67472daa9cffe055df1065f7a8d2281ff8da4fb6e8c42632f1f9bf0b",
+    "manipulated_sequences/FaceSwap/c23/videos/001_000.mp4": "36280c90b8134e7be21f1d24564bb4aeac63295b1b3786cf7645d79918723a19",
+    "manipulated_sequences/FaceSwap/masks/videos/000_001.mp4": "65ba566607864141842c73c1ade4626efeba058293c582ac08e5a040b424e203",
+    "manipulated_sequences/FaceSwap/masks/videos/001_000.mp4": "ac1a5fef4f92946f7539d56128c293738c91a62a0827664a7ac4e4545569e1cc",
+    "manipulated_sequences/NeuralTextures/c23/videos/000_001.mp4": "a97663c005da05a08c70e5e83c082351b71618b1594a0995908aef9f113f0d55",
+    "manipulated_sequences/NeuralTextures/c23/videos/001_000.mp4": "8a30e0529a5d455a2bc6c3eabe5e07b42fea4e5f6dc0dbca4b1d7056668563dc",
+    "manipulated_sequences/NeuralTextures/masks/videos/000_001.mp4": "2468ce61fcb192000f7f25a0492605e4a7413f66c6fc1871f9ef3f532bd5943f",
+    "manipulated_sequences/NeuralTextures/masks/videos/001_000.mp4": "29312d7a739453b4296d768cfaab9a1109d7b7ab05213c5ed8c47a6a9e25be7a",
+    "original_sequences/youtube/c23/videos/000.mp4": "a4a5aa591a919362998d57fc644abcaf603ebbd8989faf705bd3cd7a4ba27f74",
+    "original_sequences/youtube/c23/videos/001.mp4": "6b86b21807c0733a0f3b367e57726323bb742bc38e1b89dfd5c7ed1dc0ab3cde",
+    "splits/test.json": "5f15096251ff159e44b359c621f452a4086e8b83ef677430a98210412e37abaf",
+    "splits/train.json": "37517e5f3dc66819f61f5a7bb8ace1921282415f10551d2defa5c3eb0985b570",
+    "splits/val.json": "37517e5f3dc66819f61f5a7bb8ace1921282415f10551d2defa5c3eb0985b570",
+    "gan/s0_000_0_f32.png": "59b61d2e12ab108d750ece9fb54774b60e2a982f68e3b8bc836d829982b7d9f5",
+    "gan/s0_001_0_f32.png": "1ff4fd01f01afe176e780d5627c7a583afcf43abc72049b5da81018ac8ed3d90",
+}
+
+
+def test_small_build_is_byte_identical_to_the_committed_hashes(tmp_path):
+    """A fresh build (GAN faces generated anew, not cached) gives exactly the bytes recorded in this test."""
+    demo.build(SMALL, tmp_path / "demo", list(METHODS), "c23", log=lambda _: None, gan_cache=tmp_path / "gan")
+    files = [*(tmp_path / "demo").rglob("*"), *(tmp_path / "gan").rglob("*")]
+    got = {("gan/" + p.name if p.parent.name == "gan" else str(p.relative_to(tmp_path / "demo"))):
+            hashlib.sha256(p.read_bytes()).hexdigest() for p in files if p.is_file() and p.name != "sources.json"}
+    differ = sorted(n for n in set(got) | set(SMALL_SHA256) if got.get(n) != SMALL_SHA256.get(n))
+    assert not differ, (f"demo bytes differ from the committed ones in {len(differ)} files, e.g. {differ[:4]}: a "
+                        "library version or CPU kind changes the numerics (see dfpipe.sources.demo's docstring for "
+                        "what is pinned); if the change is intended, update SMALL_SHA256")

