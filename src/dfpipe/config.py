@@ -11,11 +11,11 @@ from typing import Any
 import jsonschema
 import yaml
 
+from .layout import SPLITS_URL
+
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
 
 
-# The official FF++ splits (lists of [target, source] id pairs), which every FF++-based run needs.
-SPLITS_URL = "https://github.com/ondyari/FaceForensics/tree/master/dataset/splits"
 
 
 class ConfigError(ValueError):

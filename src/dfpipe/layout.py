@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 METHODS = ("Deepfakes", "Face2Face", "FaceSwap", "NeuralTextures")
 ORIGINAL = "original"
 SPLITS = ("train", "val", "test")
+# FF++ ids are three digits; anything else that could leave a folder (.., /, \, NUL) is refused.
+SAFE_ID = re.compile(r"[A-Za-z0-9]{1,32}")
+SPLITS_URL = "https://github.com/ondyari/FaceForensics/tree/master/dataset/splits"
 
 
 def video_dir(method: str, compression: str) -> str:
@@ -34,19 +38,28 @@ def read_splits(folder: str | Path) -> dict[str, str]:
         path = folder / f"{split}.json"
         if not path.is_file():
             raise FileNotFoundError(
-                f"{path}: split file missing. FF++ ships train/val/test.json in its repository's dataset/splits/; "
-                "copy them there or set splits.dir in config.yaml"
+                f"{path}: split file missing. FF++ ships train/val/test.json in its repository's dataset/splits/ "
+                f"({SPLITS_URL}); copy them there or set splits.dir in config.yaml"
             )
         try:
             pairs = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}: not valid JSON ({exc})") from exc
-        if not isinstance(pairs, list) or not all(isinstance(p, list) and len(p) == 2 for p in pairs):
-            raise ValueError(f"{path}: expected a list of [target, source] id pairs")
-        for pair in pairs:
-            for ident in map(str, pair):
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ValueError(f"{path}: not valid JSON ({exc}); fix it or take FF++'s own from {SPLITS_URL}") from exc
+        if not isinstance(pairs, list):
+            raise ValueError(f"{path}: expected a list of [target, source] id pairs, got {type(pairs).__name__}")
+        for i, pair in enumerate(pairs):
+            if not (isinstance(pair, list) and len(pair) == 2 and all(isinstance(x, str) for x in pair)):
+                raise ValueError(f"{path}: entry {i} {pair!r} is not a [target, source] pair of id strings")
+            for ident in pair:
+                # Ids become file names (`000_003.mp4`): nothing that could leave a folder is accepted.
+                if not SAFE_ID.fullmatch(ident):
+                    raise ValueError(f"{path}: entry {i} has an unsafe id {ident!r}; ids are 1-32 letters or "
+                                     "digits, like FF++'s 000")
                 if owner.setdefault(ident, split) != split:
-                    raise ValueError(f"{path}: identity {ident} is also in the {owner[ident]} split")
+                    raise ValueError(
+                        f"{path}: identity {ident} is also in the {owner[ident]} split; an identity must stay in "
+                        "one split (else test faces leak into training): remove it from one of the files"
+                    )
     return owner
 
 

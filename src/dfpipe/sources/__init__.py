@@ -33,16 +33,22 @@ def _local(config: dict[str, Any], output_root: Path, log: Log) -> SourceInfo:
 
     root = Path(config["local"]["root"]).expanduser()
     local.check_tree(root, config["dataset"]["methods"], config["dataset"]["compression"])
-    return SourceInfo("local", root, Path(config["splits"]["dir"] or root / "splits"))
+    splits_dir = Path(config["splits"]["dir"] or root / "splits")
+    local.check_splits(root, splits_dir, config["dataset"]["compression"], log)
+    return SourceInfo("local", root, splits_dir)
 
 
 def _ffpp(config: dict[str, Any], output_root: Path, log: Log) -> SourceInfo:
-    from . import ffpp
+    from . import ffpp, local
+    from ..layout import read_splits
 
     # Downloads live outside any rule output so a failed job never deletes what was already fetched.
     root = output_root / "downloads" / "ffpp"
+    splits_dir = Path(config["splits"]["dir"] or root / "splits")
+    read_splits(splits_dir)  # a bad split file stops the run before hours of downloading, not after
     ffpp.download(config["ffpp"], root, config["dataset"]["methods"], config["dataset"]["compression"], log=log)
-    return SourceInfo("ffpp", root, Path(config["splits"]["dir"] or root / "splits"))
+    local.check_splits(root, splits_dir, config["dataset"]["compression"], log)
+    return SourceInfo("ffpp", root, splits_dir)
 
 
 SOURCES: dict[str, Callable[[dict[str, Any], Path, Log], SourceInfo]] = {

@@ -29,7 +29,7 @@ from urllib.error import HTTPError, URLError
 from urllib.request import Request, urlopen
 
 from ..io import write_json
-from ..layout import METHODS, ORIGINAL, mask_dir, video_dir
+from ..layout import METHODS, ORIGINAL, SAFE_ID, mask_dir, video_dir
 
 SERVERS = {
     "EU2": "http://kaldir.vc.in.tum.de/faceforensics/",
@@ -40,8 +40,6 @@ COMPRESSIONS = ("raw", "c23", "c40")
 FILELIST = "misc/filelist.json"
 VERIFIED = "misc/verified.json"  # rel path -> [size, mtime_ns] of every video that passed verify_video
 TOS_URL = SERVERS["EU2"] + "webpage/FaceForensics_TOS.pdf"
-# FF++ ids are three digits; anything else that could leave the folder (.., /, \) is refused.
-SAFE_ID = re.compile(r"[A-Za-z0-9]{1,32}")
 USER_AGENT = "dfpipe-ffpp/1"
 CHUNK = 1 << 16
 MAX_DELAY_S = 60.0

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
-from ..layout import ORIGINAL, video_dir
+from ..layout import ORIGINAL, read_splits, video_dir
 
 
 def check_tree(root: Path, methods: Sequence[str], compression: str) -> None:
@@ -23,3 +23,22 @@ def check_tree(root: Path, methods: Sequence[str], compression: str) -> None:
             + "\n  ".join(missing)
             + "\n(set dataset.compression / dataset.methods in config.yaml to what the tree holds)"
         )
+
+
+def check_splits(root: Path, splits_dir: Path, compression: str, log: Callable[[str], None]) -> None:
+    """Read the split files before any video is probed, and compare their ids with the tree's originals.
+
+    Ids without a video are only logged (a partial download, `ffpp.num_videos`); split files that name none
+    of the tree's videos are refused, since every video would fall out of the shards.
+    """
+    owner = read_splits(splits_dir)
+    have = {p.stem for p in (root / video_dir(ORIGINAL, compression)).glob("*.mp4")}
+    if have and not have & set(owner):
+        raise ValueError(
+            f"{splits_dir}: the split files name none of the {len(have)} original videos in "
+            f"{root / video_dir(ORIGINAL, compression)} (e.g. {min(have)}); set splits.dir to this dataset's splits"
+        )
+    unknown = sorted(set(owner) - have)
+    if unknown:
+        log(f"splits: {len(unknown)} ids in {splits_dir} have no original video in the dataset (ignored): "
+            + ", ".join(unknown[:10]) + (" ..." if len(unknown) > 10 else ""))
