@@ -4,7 +4,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from dfpipe import experiments, runlog, train
+from dfpipe import evaluate, experiments, runlog
 from dfpipe.io import write_parquet
 
 log = runlog.to_file(snakemake.log[0])
@@ -20,7 +20,7 @@ jobs = [("val", tq, list(snakemake.input.val))] + [("test", q, shards) for q, sh
 parts = []
 for split, q, shards in jobs:
     with torch.inference_mode():
-        part = train.predict(detector, shards, device=snakemake.params.device, features=split == "test" and q == tq)
+        part = evaluate.predict(detector, shards, device=snakemake.params.device, features=split == "test" and q == tq)
     part.insert(0, "split", split)
     part.insert(0, "test_quality", q)
     parts.append(part)

@@ -9,10 +9,10 @@ from __future__ import annotations
 import json
 import pytest
 import torch
-from torch import nn
 
 from dfpipe.detectors import create_detector, list_detectors
-from dfpipe.train import predict, train
+from dfpipe.evaluate import predict
+from dfpipe.train import train
 from test_train import SETTINGS, Killed, TinyDetector, fresh, kill_after, shards  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
@@ -58,7 +58,7 @@ def test_every_detector_trains_under_autocast(name: str) -> None:
     for _ in range(20):  # the scaler skips steps whose float16 gradients overflow, and lowers its scale
         with torch.autocast("cuda", dtype=torch.float16):
             logits = detector(x)
-            loss = nn.functional.binary_cross_entropy_with_logits(logits.float(), y) + detector.extra_loss()
+            loss = detector.loss(logits, y)["loss"]
         assert torch.isfinite(logits.float()).all() and torch.isfinite(loss), name
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()

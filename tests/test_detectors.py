@@ -23,7 +23,7 @@ def images() -> torch.Tensor:
 def _step(detector: Detector, x: torch.Tensor) -> torch.Tensor:
     detector.train()
     logits = detector(x)
-    loss = nn.functional.binary_cross_entropy_with_logits(logits, torch.tensor([0.0, 1.0])) + detector.extra_loss()
+    loss = detector.loss(logits, torch.tensor([0.0, 1.0]))["loss"]
     loss.backward()
     return logits
 
@@ -93,16 +93,19 @@ def test_multi_attention_loss_and_centres(images: torch.Tensor) -> None:
     det = create_detector("multi_attention", backbone="tf_efficientnet_lite0", attention_maps=3, augment_prob=0.0)
     assert det.weights_name == "tf_efficientnet_lite0" and det.input_size == 224
     det.train()
-    det(images)
-    loss = det.extra_loss()
-    assert loss.ndim == 0 and torch.isfinite(loss) and loss.requires_grad
-    loss.backward()
+    labels = torch.tensor([0.0, 1.0])
+    terms = det.loss(det(images), labels)
+    independence = terms["independence"]
+    assert independence.ndim == 0 and torch.isfinite(independence) and independence.requires_grad
+    assert torch.allclose(terms["loss"], terms["bce"] + independence)  # the total the trainer minimises
+    independence.backward()
     assert det.attention[0].weight.grad.abs().sum() > 0 and det.texture.project[0].weight.grad.abs().sum() > 0
     centres = det.centres.clone()
     assert bool(det.centres_set) and centres.shape == (3, 64)
     det.eval()
-    det(images + 1)
+    logits = det(images + 1)
     assert torch.equal(det.centres, centres), "evaluation must not move the centres"
+    assert set(det.loss(logits, labels)) == {"loss", "bce"}  # no regional term outside training
     det.train()
     det(images + 1)
     assert not torch.equal(det.centres, centres)

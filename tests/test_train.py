@@ -4,15 +4,20 @@ best epoch by validation AUC, logs every step; predict returns scores with metad
 from __future__ import annotations
 
 import json
+import random
+import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 from torch import nn
 
-from dfpipe.experiments import train_job
-from dfpipe.train import predict, train
+from dfpipe.evaluate import predict
+from dfpipe import config as dfconfig
+from dfpipe.experiments import build_detector, detector_spec, train_job, training_settings
+from dfpipe.train import set_rng_state, train
 from test_loader import make_shards, videos
 
 
@@ -39,8 +44,9 @@ class TinyDetector(nn.Module):
         feats = self.features(x)
         return self.head(feats.mean((2, 3))).squeeze(1), feats
 
-    def extra_loss(self) -> torch.Tensor:
-        return 1e-3 * self.head[1].weight.square().sum()
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        bce = nn.functional.binary_cross_entropy_with_logits(logits.float(), labels)
+        return {"loss": bce + 1e-3 * self.head[1].weight.square().sum(), "bce": bce}
 
 
 def fresh() -> TinyDetector:
@@ -147,9 +153,130 @@ def test_rerun_of_a_finished_run_changes_nothing(shards, reference) -> None:
     assert (reference / "best.pt").stat().st_mtime_ns == before
 
 
-def test_other_settings_refuse_to_resume(shards, reference) -> None:
-    with pytest.raises(ValueError, match="last.pt: written by another run"):
-        train(fresh(), *shards, reference, {**SETTINGS, "lr": 0.1}, device="cpu")
+def weights_of(path: Path) -> dict[str, torch.Tensor]:
+    return torch.load(path, weights_only=True)["model"]
+
+
+def same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_point_of_other_settings_starts_afresh(shards, reference, tmp_path) -> None:
+    """A finished last.pt of other settings neither blocks nor leaks into a run: it starts afresh and says so."""
+    out = tmp_path / "out"
+    shutil.copytree(reference, out)
+    messages: list[str] = []
+    settings = {**SETTINGS, "lr": 0.1}
+    train(fresh(), *shards, out, settings, device="cpu", log=messages.append)
+    assert "last.pt: trained on other settings than this run: starting afresh" in messages[0]
+    train(fresh(), *shards, tmp_path / "clean", settings, device="cpu", log=lambda _: None)
+    assert same_weights(weights_of(out / "last.pt"), weights_of(tmp_path / "clean" / "last.pt"))
+    assert same_weights(weights_of(out / "best.pt"), weights_of(tmp_path / "clean" / "best.pt"))
+    assert len((out / "train_log.jsonl").read_text().splitlines()) == 6
+
+
+def test_finished_run_on_rebuilt_shards_retrains(shards, reference, tmp_path) -> None:
+    """Shards rebuilt with other crops (an upstream change): the finished run is not "resumed" past its last
+    epoch; the job trains on the new shards and writes their best.pt."""
+    out = tmp_path / "out"
+    shutil.copytree(reference, out)
+    (out / "best.pt").unlink()  # as Snakemake does before it reruns a job
+    root = tmp_path / "rebuilt"  # same shard names, other crops (one frame fewer per video)
+    rebuilt = (make_shards(root, "train", videos(3, 3), frames=2),
+               make_shards(root, "val", videos(2, 2, offset=100), frames=2, n_shards=1, first=100))
+    messages: list[str] = []
+    assert train(fresh(), *rebuilt, out, SETTINGS, device="cpu", log=messages.append).is_file()
+    assert "trained on other shards than this run: starting afresh" in messages[0]
+    train(fresh(), *rebuilt, tmp_path / "clean", SETTINGS, device="cpu", log=lambda _: None)
+    assert same_weights(weights_of(out / "best.pt"), weights_of(tmp_path / "clean" / "best.pt"))
+    assert json.loads((out / "summary.json").read_text())["steps"] == 2 * 3
+
+
+def test_finished_run_writes_a_missing_best_checkpoint(shards, reference, tmp_path) -> None:
+    """Shards rewritten byte for byte (e.g. --forcerun): nothing to retrain, but best.pt, which Snakemake
+    removed before the rerun, comes back from the finished last.pt without a single step."""
+    out = tmp_path / "out"
+    shutil.copytree(reference, out)
+    (out / "best.pt").unlink()
+    log_before = (out / "train_log.jsonl").read_text()
+    messages: list[str] = []
+    steps: list[dict] = []
+    train(fresh(), *shards, out, SETTINGS, device="cpu", log=messages.append, on_step=steps.append)
+    assert steps == [] and (out / "train_log.jsonl").read_text() == log_before
+    assert "resuming at epoch 3" in messages[0] and "best.pt: written from the finished run" in messages[1]
+    ours, theirs = (torch.load(d / "best.pt", weights_only=True) for d in (out, reference))
+    assert same_weights(ours["model"], theirs["model"])
+    assert (ours["epoch"], ours["val_auc"]) == (theirs["epoch"], theirs["val_auc"])
+
+
+def test_detector_spec_is_part_of_the_resume_point(shards, tmp_path) -> None:
+    """A killed run resumes only under the same detector spec; another spec starts afresh."""
+    with pytest.raises(Killed):
+        train(fresh(), *shards, tmp_path, SETTINGS, device="cpu", log=lambda _: None, on_step=kill_after(3),
+              spec={"name": "tiny", "dropout": 0.2})
+    messages: list[str] = []
+    train(fresh(), *shards, tmp_path, SETTINGS, device="cpu", log=messages.append,
+          spec={"name": "tiny", "dropout": 0.3})
+    assert "trained on another detector spec than this run: starting afresh" in messages[0]
+
+
+def test_checkpoints_hold_only_tensors_and_plain_values(reference) -> None:
+    """Both checkpoints load with weights_only=True, RNG states included, and restore the RNGs exactly."""
+    for name in ("last.pt", "best.pt"):
+        torch.load(reference / name, weights_only=True)
+    state = torch.load(reference / "last.pt", weights_only=True)["rng"]
+    set_rng_state(state)
+    drawn = (random.random(), np.random.rand(), torch.rand(1).item())
+    set_rng_state(state)
+    assert (random.random(), np.random.rand(), torch.rand(1).item()) == drawn
+
+
+def test_every_torch_load_is_weights_only() -> None:
+    """No checkpoint or weights file is loaded in a way that could run code (src/ and scripts/)."""
+    root = Path(__file__).resolve().parents[1]
+    calls = [(path, line) for folder in ("src", "scripts") for path in (root / folder).rglob("*.py")
+             for line in path.read_text().splitlines() if "torch.load(" in line]
+    assert calls, "expected torch.load calls to check"
+    assert all("weights_only=True" in line for _, line in calls), calls
+
+
+def test_config_settings_reach_the_trainer(shards, tmp_path) -> None:
+    """optimizer, scheduler, amp, channels_last and deterministic go from config (validated by the schema)
+    through experiments.training_settings to the optimizer and schedule the trainer runs."""
+    config = dfconfig.validate({"train": {"optimizer": "sgd", "momentum": 0.8, "scheduler": "step", "step_epochs": 1,
+                                          "step_gamma": 0.5, "amp": False, "channels_last": False,
+                                          "deterministic": True, "lr": 0.02, "epochs": 2, "max_steps_per_epoch": 2,
+                                          "batch_size": 4}})
+    spec = {"name": "meso4", "model": "meso4", "pretrained": "none", "input_size": 32}
+    settings = {**training_settings(config, spec), "num_workers": 0}
+    job = {"spec": spec, "settings": settings, "methods": "all", "device": "cpu", "out_dir": str(tmp_path),
+           "train": [str(p) for p in shards[0]], "val": [str(p) for p in shards[1]]}
+    train_job(job, log=lambda _: None)
+    ckpt = torch.load(tmp_path / "last.pt", weights_only=True)
+    group = ckpt["optimizer"]["param_groups"][0]
+    assert group["momentum"] == 0.8 and "betas" not in group  # SGD, not Adam
+    assert [json.loads(ln)["lr"] for ln in (tmp_path / "train_log.jsonl").read_text().splitlines()] == \
+        [0.02, 0.02, 0.01, 0.01]  # halved after one epoch
+    assert {k: ckpt["settings"][k] for k in ("amp", "channels_last", "deterministic")} == \
+        {"amp": False, "channels_last": False, "deterministic": True}
+
+
+def test_per_detector_batch_size_and_lr_are_training_settings(shards, tmp_path) -> None:
+    """A detector's own batch_size and lr override the train section and never reach the model's constructor,
+    in the train path and in the predict path (which builds the detector from the same spec)."""
+    config = dfconfig.validate({"detectors": [{"name": "m", "model": "meso4", "input_size": 32, "batch_size": 2,
+                                               "lr": 0.03}],
+                                "train": {"epochs": 1, "max_steps_per_epoch": 2}})
+    spec = detector_spec(config, "m")
+    settings = {**training_settings(config, spec), "num_workers": 0}
+    job = {"spec": spec, "settings": settings, "methods": "all", "device": "cpu", "out_dir": str(tmp_path),
+           "train": [str(p) for p in shards[0]], "val": [str(p) for p in shards[1]]}
+    best = train_job(job, log=lambda _: None)
+    assert json.loads((tmp_path / "summary.json").read_text())["settings"]["batch_size"] == 2
+    assert json.loads((tmp_path / "train_log.jsonl").read_text().splitlines()[0])["lr"] == 0.03
+    detector = build_detector({**spec, "pretrained": str(best)})  # as scripts/predict.py builds it
+    assert same_weights(detector.state_dict(), weights_of(best))
+    assert len(predict(detector, shards[1], device="cpu")) == 8
 
 
 def test_predict_returns_metadata_scores_and_features(shards) -> None:

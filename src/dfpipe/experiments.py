@@ -16,8 +16,14 @@ from .layout import METHODS
 
 ALL = "all"
 # config["train"] keys that are training settings (the rest describe the grid or the hardware)
-SETTING_KEYS = ("epochs", "max_steps_per_epoch", "batch_size", "lr", "weight_decay", "seed", "checkpoint_every",
-                "augment")
+SETTING_KEYS = ("epochs", "max_steps_per_epoch", "batch_size", "lr", "weight_decay", "optimizer", "momentum",
+                "scheduler", "step_epochs", "step_gamma", "seed", "checkpoint_every", "augment", "amp", "channels_last",
+                "deterministic")
+# detector spec keys that are training settings of that detector (they override config["train"]), not model
+# arguments
+SPEC_SETTING_KEYS = ("batch_size", "lr")
+# detector spec keys create_detector takes by name; everything else is an argument of the model
+SPEC_BUILD_KEYS = ("name", "model", "pretrained", "input_size")
 
 
 @dataclass(frozen=True)
@@ -46,14 +52,14 @@ def detector_spec(config: dict[str, Any], name: str) -> dict[str, Any]:
 
 def training_settings(config: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
     settings = {k: config["train"][k] for k in SETTING_KEYS}
-    settings.update({k: spec[k] for k in ("batch_size", "lr") if k in spec})
+    settings.update({k: spec[k] for k in SPEC_SETTING_KEYS if k in spec})
     return settings
 
 
 def build_detector(spec: dict[str, Any]):
     from .detectors import create_detector
 
-    kwargs = {k: v for k, v in spec.items() if k not in ("name", "model", "pretrained", "input_size")}
+    kwargs = {k: v for k, v in spec.items() if k not in SPEC_BUILD_KEYS + SPEC_SETTING_KEYS}
     return create_detector(spec["model"], pretrained=spec.get("pretrained", "none"),
                            input_size=spec.get("input_size"), **kwargs)
 
@@ -70,7 +76,7 @@ def train_job(job: dict[str, Any], log: Callable[[str], Any] = print) -> Path:
     seed_everything(resolve_settings(settings)["seed"])
     detector = build_detector(job["spec"])
     return train(detector, [Path(p) for p in job["train"]], [Path(p) for p in job["val"]], Path(job["out_dir"]),
-                 settings, device=job["device"], log=log)
+                 settings, device=job["device"], log=log, spec=job["spec"])
 
 
 def launch(job: dict[str, Any], gpus: int, log: Callable[[str], Any] = print) -> Path:

@@ -1,21 +1,31 @@
-"""Train a detector on the shards with exact kill-and-resume, select it by validation AUC, and predict.
+"""Train a detector on the shards with exact kill-and-resume, and select it by validation AUC.
 
 A run writes into `out_dir`: `last.pt` (everything needed to continue: model, optimizer, scheduler, grad
-scaler, RNG states, epoch, position in the epoch, step, validation history), `best.pt` (the model of the
-epoch with the best validation AUC, earliest on ties), `train_log.jsonl` (one line per step) and
-`summary.json`. Restarted with the same settings after a kill at any point, it continues from `last.pt` and
-ends with the same weights as an uninterrupted run: the loader reproduces the rest of the epoch exactly (see
-`dfpipe.loader`), the RNG states are restored, and the LR schedule is stepped per iteration. Exact equality
-holds where the kernels are deterministic (CPU; on CUDA set `deterministic: true`, slower).
+scaler, RNG states, epoch, position in the epoch, step, validation history, the best epoch's weights),
+`best.pt` (the model of the epoch with the best validation AUC, earliest on ties), `train_log.jsonl` (one
+line per step) and `summary.json`. Restarted with the same settings after a kill at any point, it continues
+from `last.pt` and ends with the same weights as an uninterrupted run: the loader reproduces the rest of the
+epoch exactly (see `dfpipe.loader`), the RNG states are restored, and the LR schedule is stepped per
+iteration. Exact equality holds where the kernels are deterministic (CPU; on CUDA set `deterministic: true`).
 
-On CUDA: AMP (float16 autocast + GradScaler) and channels_last when enabled; under torchrun with more than
-one process, DDP (one GPU per process, each rank its own batches, rank 0 validates and writes).
+A resume point is bound to what it was trained on: a fingerprint of the shards (every member's name, size
+and place, and every label), of the settings and of the detector. When any differs (shards rebuilt after an
+upstream change, new settings) the run starts afresh and says so; a finished run whose fingerprint matches
+only makes sure `best.pt` is there. Checkpoints hold tensors and plain Python values only and are loaded
+with `weights_only=True`: a file that would need to run code to load is refused.
+
+The loop is split as in timm: `train_one_epoch`, `validate`, a `CheckpointSaver` (last/best, atomic writes,
+fingerprint checks) and `create_optimizer` / `create_scheduler`. On CUDA: AMP (float16 autocast +
+GradScaler) and channels_last when enabled; under torchrun with more than one process, DDP (one GPU per
+process, each rank its own batches, rank 0 validates and writes).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import pickle
 import random
 import sys
 import time
@@ -24,16 +34,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score
 from torch import nn
 from tqdm import tqdm
 
+from .evaluate import eval_stream, pick_device, score
 from .io import atomic_path, write_json
 from .loader import Augment, ShardStream, make_loader, normalize
+from .weights import code_in_pickle
 
 # DeepfakeBench's EfficientNet-B4 recipe (Adam lr 2e-4, wd 5e-4, 10 epochs, seed 1024); the rest is ours.
 DEFAULTS: dict[str, Any] = {
@@ -41,7 +51,8 @@ DEFAULTS: dict[str, Any] = {
     "batch_size": 32,
     "lr": 2e-4,
     "weight_decay": 5e-4,
-    "optimizer": "adam",
+    "optimizer": "adam",  # or "sgd" (with `momentum`)
+    "momentum": 0.9,
     "scheduler": "cosine",  # or "step": multiply the LR by step_gamma every step_epochs epochs
     "step_epochs": 3,
     "step_gamma": 0.1,
@@ -55,8 +66,12 @@ DEFAULTS: dict[str, Any] = {
     "methods": None,  # train and validate on these methods only (e.g. ["original", "Deepfakes"]); None: all
     "deterministic": None,  # None: on CPU only (deterministic CUDA kernels are slower)
 }
+OPTIMIZERS = ("adam", "sgd")
+SCHEDULERS = ("cosine", "step")
 # Settings that change nothing in the result, so a resumed run may differ in them.
 FREE = {"num_workers"}
+# Progress of a run, stored at the top level of last.pt.
+STATE_KEYS = ("epoch", "position", "step", "best_val_auc", "best_epoch", "val_auc")
 
 
 def resolve_settings(settings: dict[str, Any]) -> dict[str, Any]:
@@ -66,20 +81,14 @@ def resolve_settings(settings: dict[str, Any]) -> dict[str, Any]:
     s = {**DEFAULTS, **settings}
     if s["num_workers"] is None:  # more workers than cores only contend (the demo machines have 2)
         s["num_workers"] = min(4, len(os.sched_getaffinity(0)))
-    if s["optimizer"] != "adam":
-        raise ValueError(f"training settings: optimizer {s['optimizer']!r} not supported; use 'adam'")
-    if s["scheduler"] not in ("cosine", "step"):
-        raise ValueError(f"training settings: scheduler {s['scheduler']!r}; use 'cosine' or 'step'")
+    if s["optimizer"] not in OPTIMIZERS:
+        raise ValueError(f"training settings: optimizer {s['optimizer']!r}; use one of {list(OPTIMIZERS)}")
+    if s["scheduler"] not in SCHEDULERS:
+        raise ValueError(f"training settings: scheduler {s['scheduler']!r}; use one of {list(SCHEDULERS)}")
     if s["checkpoint_every"] < 1 or s["epochs"] < 1:
         raise ValueError("training settings: checkpoint_every and epochs must be >= 1")
     Augment.from_dict(s["augment"])  # fail on bad augment keys now, not in a worker
     return s
-
-
-def pick_device(device: str, local_rank: int = 0) -> torch.device:
-    if device == "auto":
-        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def seed_everything(seed: int) -> None:
@@ -88,72 +97,168 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+# -- RNG states as tensors and plain values (what weights_only=True loads) -----------------------------------
 def rng_state() -> dict[str, Any]:
+    version, mt, gauss = random.getstate()
+    name, keys, pos, has_gauss, cached = np.random.get_state()
     return {
-        "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "python": {"version": version, "state": list(mt), "gauss": gauss},
+        "numpy": {"name": str(name), "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
     }
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    py, npy = state["python"], state["numpy"]
+    random.setstate((py["version"], tuple(py["state"]), py["gauss"]))
+    np.random.set_state((npy["name"], npy["keys"].numpy().astype(np.uint32), npy["pos"], npy["has_gauss"],
+                         npy["cached_gaussian"]))
     torch.set_rng_state(state["torch"])
     if state["cuda"] is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_atomic(obj: Any, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+# -- optimizer and scheduler factory -------------------------------------------------------------------------
+def create_optimizer(model: nn.Module, s: dict[str, Any]) -> torch.optim.Optimizer:
+    if s["optimizer"] == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=s["lr"], momentum=s["momentum"], weight_decay=s["weight_decay"])
+    return torch.optim.Adam(model.parameters(), lr=s["lr"], weight_decay=s["weight_decay"])
 
 
+def create_scheduler(optimizer: torch.optim.Optimizer, s: dict[str, Any],
+                     steps_per_epoch: int) -> torch.optim.lr_scheduler.LRScheduler:
+    """Stepped once per iteration (a resumed run continues mid-epoch on the same curve)."""
+    if s["scheduler"] == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, s["step_epochs"] * steps_per_epoch, s["step_gamma"])
+    return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=s["epochs"] * steps_per_epoch)
+
+
+# -- what a run is bound to ----------------------------------------------------------------------------------
 def detector_name(detector: nn.Module) -> str:
     return str(getattr(detector, "name", type(detector).__name__))
 
 
-@torch.no_grad()
-def predict(
-    detector: nn.Module,
-    shards: Sequence[Path],
-    device: str | torch.device = "auto",
-    batch_size: int = 64,
-    features: bool = False,
-    num_workers: int = 0,
-    amp: bool = False,
-    methods: Sequence[str] | None = None,
-) -> pd.DataFrame:
-    """Scores (sigmoid of the logit) of every sample of `shards` in loader order, with its metadata.
-
-    `methods` keeps only samples of those methods. With `features`, a `features` column holds each sample's feature vector (spatially averaged when the
-    detector returns maps), e.g. for t-SNE.
-    """
-    dev = pick_device(device) if isinstance(device, str) else device
-    stream = ShardStream(shards, batch_size=batch_size, input_size=detector.input_size, train=False, methods=methods)
-    was_training = detector.training
-    detector.eval()
-    rows: list[pd.DataFrame] = []
-    for images, labels, meta in make_loader(stream, num_workers, pin_memory=dev.type == "cuda"):
-        images = normalize(images.to(dev, non_blocking=True), detector.mean, detector.std)
-        with torch.autocast(dev.type, dtype=torch.float16, enabled=amp and dev.type == "cuda"):
-            logits, feats = detector.logits_and_features(images) if features else (detector(images), None)
-        part = pd.DataFrame({k: meta[k] for k in ("video_key", "method", "video_id", "frame_index")})
-        part["label"] = labels.int().numpy()
-        part["score"] = torch.sigmoid(logits.float()).cpu().numpy()
-        if feats is not None:
-            flat = feats.float().flatten(2).mean(2) if feats.ndim > 2 else feats.float()
-            part["features"] = list(flat.cpu().numpy())
-        rows.append(part)
-    detector.train(was_training)
-    return pd.concat(rows, ignore_index=True)
+def _digest(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def val_auc(scores: pd.DataFrame, shards: Sequence[Path]) -> float:
-    if scores["label"].nunique() < 2:
-        raise ValueError(f"validation shards hold one label only, AUC is undefined: {', '.join(map(str, shards))}")
-    return float(roc_auc_score(scores["label"], scores["score"]))
+def data_fingerprint(*streams: ShardStream) -> str:
+    """Hash of the samples the streams read: per shard its `q<Q>/<name>` and size, per sample its key, label
+    and the place and size of its members. A rebuilt shard whose crops changed changes it; moving the output
+    root does not."""
+    h = hashlib.sha256()
+    for stream in streams:
+        for shard in stream.shards:
+            p = Path(shard)
+            h.update(f"{p.parent.name}/{p.name}:{p.stat().st_size};".encode())
+        for e in stream.entries:
+            h.update(f"{e.shard},{e.key},{e.label},{e.jpg},{e.json};".encode())
+    return h.hexdigest()
+
+
+def detector_fingerprint(detector: nn.Module, spec: dict[str, Any] | None) -> str:
+    """Hash of the detector's spec (when given), name, input settings and parameter names and shapes."""
+    shapes = [(k, list(v.shape)) for k, v in detector.state_dict().items()]
+    return _digest({"spec": spec, "name": detector_name(detector), "input_size": detector.input_size,
+                    "mean": list(detector.mean), "std": list(detector.std), "shapes": shapes})
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """A checkpoint of tensors and plain values; anything that would run code to load is refused."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        code = code_in_pickle(err)
+        if code is None:
+            raise ValueError(f"{path}: not a readable checkpoint (not a torch.save file); delete it to train "
+                             f"afresh") from err
+        raise ValueError(f"{path}: refused: not a plain checkpoint (loading it would import and run {code}); "
+                         f"delete it to train afresh, and never load files of unknown origin") from err
+    except Exception as err:  # zip, EOF and format errors have no common base class
+        raise ValueError(f"{path}: not a readable checkpoint ({type(err).__name__}: {err}); delete it to train "
+                         f"afresh") from err
+    if not isinstance(ckpt, dict) or "model" not in ckpt:
+        raise ValueError(f"{path}: not a dfpipe checkpoint (no model); delete it to train afresh")
+    return ckpt
+
+
+class CheckpointSaver:
+    """Owns `last.pt` and `best.pt` in `out_dir`: atomic writes (rank 0 only), the fingerprint a resume point
+    must match, the best epoch's weights (kept in last.pt too, so a finished run can always give best.pt)."""
+
+    def __init__(self, out_dir: Path, fingerprint: dict[str, str], settings: dict[str, Any], detector: nn.Module,
+                 is_main: bool, log: Callable[[str], Any]) -> None:
+        self.last, self.best = out_dir / "last.pt", out_dir / "best.pt"
+        self.fingerprint, self.settings, self.detector = fingerprint, settings, detector
+        self.is_main, self.log = is_main, log
+        self.best_model: dict[str, torch.Tensor] | None = None
+        self.best_meta: dict[str, Any] | None = None
+
+    def resume_point(self) -> dict[str, Any] | None:
+        """last.pt when it matches this run; None (after saying why, and removing a stale best.pt) when it does
+        not or there is none."""
+        if not self.last.exists():
+            return None
+        ckpt = load_checkpoint(self.last)
+        theirs = ckpt.get("fingerprint") or {}
+        differ = [k for k in self.fingerprint if theirs.get(k) != self.fingerprint[k]]
+        if differ:
+            if self.is_main:
+                what = {"data": "other shards", "settings": "other settings", "detector": "another detector spec"}
+                self.log(f"{self.last}: trained on {', '.join(what[k] for k in differ)} than this run: starting "
+                         f"afresh (the old resume point is replaced at the first checkpoint)")
+                self.best.unlink(missing_ok=True)
+            return None
+        self.best_model, self.best_meta = ckpt.get("best_model"), ckpt.get("best_meta")
+        return ckpt
+
+    def save_last(self, state: dict[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer,
+                  scheduler: torch.optim.lr_scheduler.LRScheduler, scaler: torch.amp.GradScaler) -> None:
+        if self.is_main:
+            self._save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "rng": rng_state(),
+                        "settings": self.settings, "detector": detector_name(self.detector),
+                        "fingerprint": self.fingerprint, "best_model": self.best_model, "best_meta": self.best_meta,
+                        **state}, self.last)
+
+    def update_best(self, state: dict[str, Any], auc: float, epoch: int, model: nn.Module) -> bool:
+        """Record epoch `epoch`'s validation AUC; keep and write its weights when it beats every earlier one."""
+        state["val_auc"] = [*state["val_auc"][:epoch - 1], auc]
+        if state["best_val_auc"] is not None and auc <= state["best_val_auc"]:
+            return False
+        state["best_val_auc"], state["best_epoch"] = auc, epoch
+        self.best_model = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+        self.best_meta = {"epoch": epoch, "val_auc": auc}
+        self._write_best()
+        return True
+
+    def ensure_best(self) -> None:
+        """A finished run's best.pt: written again when missing or not of this run (e.g. removed by Snakemake
+        before a rerun whose shards came out identical)."""
+        if not self.is_main or self.best_model is None:
+            return
+        if self.best.exists():
+            try:
+                if load_checkpoint(self.best).get("fingerprint") == self.fingerprint:
+                    return
+            except ValueError:
+                pass
+        self.log(f"{self.best}: written from the finished run's {self.last}")
+        self._write_best()
+
+    def _write_best(self) -> None:
+        if self.is_main and self.best_model is not None and self.best_meta is not None:
+            d = self.detector
+            self._save({"model": self.best_model, "detector": detector_name(d), "settings": self.settings,
+                        "fingerprint": self.fingerprint, "input_size": d.input_size, "mean": d.mean, "std": d.std,
+                        **self.best_meta}, self.best)
+
+    @staticmethod
+    def _save(obj: dict[str, Any], path: Path) -> None:
+        with atomic_path(path) as tmp:
+            torch.save(obj, tmp)
 
 
 class StepLog:
@@ -177,6 +282,84 @@ class StepLog:
             self.file.close()
 
 
+def validate(detector: nn.Module, stream: ShardStream, device: torch.device, num_workers: int, amp: bool) -> float:
+    """Validation AUC of `detector` on an evaluation stream (the validation shards)."""
+    scores = score(detector, stream, device, num_workers=num_workers, amp=amp)
+    if scores["label"].nunique() < 2:
+        raise ValueError(f"validation shards hold one label only, AUC is undefined: {', '.join(stream.shards)}")
+    return float(roc_auc_score(scores["label"], scores["score"]))
+
+
+def train_one_epoch(
+    epoch: int,
+    model: nn.Module,
+    detector: nn.Module,
+    loader: Any,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    scaler: torch.amp.GradScaler,
+    state: dict[str, Any],
+    checkpoint: Callable[[], None],
+    step_log: StepLog,
+    on_step: Callable[[dict[str, Any]], Any],
+    s: dict[str, Any],
+    device: torch.device,
+    steps_per_epoch: int,
+    world: int = 1,
+    is_main: bool = True,
+) -> None:
+    """The rest of epoch `epoch` (from `state["position"]`): one step per batch, a checkpoint every
+    `checkpoint_every` steps. `model` is what runs forward (DDP-wrapped or not); `detector` gives the loss."""
+    amp, channels_last = s["amp"] and device.type == "cuda", s["channels_last"] and device.type == "cuda"
+    model.train()
+    bar = tqdm(total=steps_per_epoch, initial=state["position"], desc=f"epoch {epoch + 1}/{s['epochs']}",
+               file=sys.stderr, disable=not is_main, leave=False, dynamic_ncols=True)
+    # Step records whose loss is still a device tensor. Reading a loss waits for its step to finish, so it is
+    # read one step late: the GPU runs step n while the CPU loads and queues step n + 1. Every record is
+    # logged (and checked finite) before a checkpoint covers its step.
+    pending: list[tuple[dict[str, Any], torch.Tensor]] = []
+
+    def log_steps(keep: int) -> None:
+        done, pending[:] = pending[:len(pending) - keep], pending[len(pending) - keep:]
+        for record, loss in done:
+            record["loss"] = loss.item()
+            if not np.isfinite(record["loss"]):
+                raise FloatingPointError(f"{step_log.path.parent}: loss is {record['loss']} at step {record['step']}")
+            step_log.write(record)
+            bar.set_postfix(loss=f"{record['loss']:.4f}")
+            on_step(record)
+
+    tick = time.perf_counter()
+    try:
+        for images, labels in (loader if state["position"] < steps_per_epoch else ()):
+            images = normalize(images.to(device, non_blocking=True), detector.mean, detector.std)
+            if channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            labels = labels.to(device, non_blocking=True)
+            with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
+                loss = detector.loss(model(images), labels)["loss"]
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            lr = optimizer.param_groups[0]["lr"]
+            scheduler.step()
+            state["step"] += 1
+            state["position"] += 1
+            now = time.perf_counter()
+            pending.append(({"step": state["step"], "epoch": epoch + 1, "loss": None, "lr": lr,
+                             "images_per_s": len(labels) * world / (now - tick)}, loss.detach()))
+            tick = now
+            bar.update()
+            at_checkpoint = state["step"] % s["checkpoint_every"] == 0
+            log_steps(keep=0 if at_checkpoint else 1)
+            if at_checkpoint:
+                checkpoint()
+        log_steps(keep=0)
+    finally:
+        bar.close()
+
+
 def train(
     detector: nn.Module,
     train_shards: Sequence[Path],
@@ -186,11 +369,13 @@ def train(
     device: str = "auto",
     log: Callable[[str], Any] = print,
     on_step: Callable[[dict[str, Any]], Any] | None = None,
+    spec: dict[str, Any] | None = None,
 ) -> Path:
-    """Train `detector` (resuming from `out_dir/last.pt` when present) and return the path of `best.pt`.
+    """Train `detector` (resuming from `out_dir/last.pt` when it belongs to this run) and return `best.pt`.
 
-    `on_step` is called with each step's record as it is logged, before any checkpoint of that step (a hook
-    for tests: raising there is a kill after the step, before its checkpoint).
+    `spec` (the detector's config entry) is part of what a resume point must match. `on_step` is called with
+    each step's record as it is logged, before any checkpoint of that step (a hook for tests: raising there
+    is a kill after the step, before its checkpoint).
     """
     s = resolve_settings(settings)
     out_dir = Path(out_dir)
@@ -211,117 +396,60 @@ def train(
     torch.use_deterministic_algorithms(deterministic, warn_only=True)
     torch.backends.cudnn.benchmark = cuda and not deterministic
     seed_everything(s["seed"])  # every rank alike: DDP broadcasts rank 0's weights anyway
-    amp, channels_last = s["amp"] and cuda, s["channels_last"] and cuda
+    amp = s["amp"] and cuda
 
-    model = detector.to(dev, memory_format=torch.channels_last) if channels_last else detector.to(dev)
+    model = detector.to(dev, memory_format=torch.channels_last) if s["channels_last"] and cuda else detector.to(dev)
     stream = ShardStream(
         train_shards, batch_size=s["batch_size"], input_size=detector.input_size, train=True, seed=s["seed"],
         augment=Augment.from_dict(s["augment"]), max_batches=s["max_steps_per_epoch"], methods=s["methods"],
         rank=rank, world_size=world,
     )
+    # every rank indexes the validation shards: they are part of the fingerprint; rank 0 alone validates
+    val_stream = eval_stream(detector, val_shards, s["batch_size"], s["methods"])
     steps_per_epoch = len(stream)
-    optimizer = torch.optim.Adam(model.parameters(), lr=s["lr"], weight_decay=s["weight_decay"])
-    if s["scheduler"] == "cosine":
-        scheduler: torch.optim.lr_scheduler.LRScheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
-            optimizer, T_max=s["epochs"] * steps_per_epoch)
-    else:
-        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, s["step_epochs"] * steps_per_epoch, s["step_gamma"])
+    optimizer = create_optimizer(model, s)
+    scheduler = create_scheduler(optimizer, s, steps_per_epoch)
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
     state: dict[str, Any] = {"epoch": 0, "position": 0, "step": 0, "best_val_auc": None, "best_epoch": None,
                              "val_auc": []}
     kept = {k: v for k, v in s.items() if k not in FREE}
-
-    last, best = out_dir / "last.pt", out_dir / "best.pt"
-    if last.exists():
-        ckpt = torch.load(last, map_location="cpu", weights_only=False)  # RNG states must stay CPU tensors
-        theirs = {k: v for k, v in ckpt["settings"].items() if k not in FREE}
-        if theirs != kept or ckpt["detector"] != detector_name(detector):
-            raise ValueError(f"{last}: written by another run ({ckpt['detector']}, {theirs}); "
-                             f"remove {out_dir} or use another out_dir")
+    fingerprint = {"data": data_fingerprint(stream, val_stream), "settings": _digest(kept),
+                   "detector": detector_fingerprint(detector, spec)}
+    saver = CheckpointSaver(out_dir, fingerprint, s, detector, is_main, log)
+    ckpt = saver.resume_point()
+    if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
         scaler.load_state_dict(ckpt["scaler"])
         set_rng_state(ckpt["rng"])
-        state = {k: ckpt[k] for k in state}
+        state = {k: ckpt[k] for k in STATE_KEYS}
         if is_main:
-            log(f"{last}: resuming at epoch {state['epoch'] + 1}, batch {state['position']}, step {state['step']}")
+            log(f"{saver.last}: resuming at epoch {state['epoch'] + 1}, batch {state['position']}, "
+                f"step {state['step']}")
 
     def checkpoint() -> None:
-        if is_main:
-            save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                         "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "rng": rng_state(),
-                         "settings": s, "detector": detector_name(detector), **state}, last)
+        saver.save_last(state, model, optimizer, scheduler, scaler)
 
     step_log = StepLog(out_dir / "train_log.jsonl", state["step"], is_main)
     ddp = nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if cuda else None) if world > 1 else model
     loader = make_loader(stream, s["num_workers"], pin_memory=cuda)
-    # Step records whose loss is still a device tensor. Reading a loss waits for its step to finish, so it is
-    # read one step late: the GPU runs step n while the CPU loads and queues step n + 1. Every record is
-    # logged (and checked finite) before a checkpoint covers its step.
-    pending: list[tuple[dict[str, Any], torch.Tensor]] = []
-
-    def log_steps(keep: int) -> None:
-        done, pending[:] = pending[:len(pending) - keep], pending[len(pending) - keep:]
-        for record, loss in done:
-            record["loss"] = loss.item()
-            if not np.isfinite(record["loss"]):
-                raise FloatingPointError(f"{out_dir}: loss is {record['loss']} at step {record['step']}")
-            step_log.write(record)
-            bar.set_postfix(loss=f"{record['loss']:.4f}")
-            on_step(record)
-
     try:
         while state["epoch"] < s["epochs"]:
             epoch = state["epoch"]
             stream.set_epoch(epoch, state["position"])
-            model.train()
-            bar = tqdm(total=steps_per_epoch, initial=state["position"], desc=f"epoch {epoch + 1}/{s['epochs']}",
-                       file=sys.stderr, disable=not is_main, leave=False, dynamic_ncols=True)
-            tick = time.perf_counter()
-            for images, labels in (loader if state["position"] < steps_per_epoch else ()):
-                images = normalize(images.to(dev, non_blocking=True), detector.mean, detector.std)
-                if channels_last:
-                    images = images.contiguous(memory_format=torch.channels_last)
-                labels = labels.to(dev, non_blocking=True)
-                with torch.autocast(dev.type, dtype=torch.float16, enabled=amp):
-                    logits = ddp(images)
-                    loss = F.binary_cross_entropy_with_logits(logits.float(), labels) + detector.extra_loss()
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-                lr = optimizer.param_groups[0]["lr"]
-                scheduler.step()
-                state["step"] += 1
-                state["position"] += 1
-                now = time.perf_counter()
-                pending.append(({"step": state["step"], "epoch": epoch + 1, "loss": None, "lr": lr,
-                                 "images_per_s": len(labels) * world / (now - tick)}, loss.detach()))
-                tick = now
-                bar.update()
-                at_checkpoint = state["step"] % s["checkpoint_every"] == 0
-                log_steps(keep=0 if at_checkpoint else 1)
-                if at_checkpoint:
-                    checkpoint()
-            log_steps(keep=0)
-            bar.close()
+            train_one_epoch(epoch, ddp, detector, loader, optimizer, scheduler, scaler, state, checkpoint, step_log,
+                            on_step, s, dev, steps_per_epoch, world, is_main)
             if is_main:
-                scores = predict(model, val_shards, dev, s["batch_size"], num_workers=s["num_workers"], amp=amp,
-                                 methods=s["methods"])
-                auc = val_auc(scores, val_shards)
-                state["val_auc"] = [*state["val_auc"][:epoch], auc]
-                if state["best_val_auc"] is None or auc > state["best_val_auc"]:
-                    state["best_val_auc"], state["best_epoch"] = auc, epoch + 1
-                    save_atomic({"model": model.state_dict(), "detector": detector_name(detector), "settings": s,
-                                 "input_size": detector.input_size, "mean": detector.mean, "std": detector.std,
-                                 "epoch": epoch + 1, "val_auc": auc}, best)
+                auc = validate(model, val_stream, dev, s["num_workers"], amp)
+                saver.update_best(state, auc, epoch + 1, model)
                 log(f"epoch {epoch + 1}/{s['epochs']}: val AUC {auc:.4f} "
                     f"(best {state['best_val_auc']:.4f}, epoch {state['best_epoch']})")
             state["epoch"], state["position"] = epoch + 1, 0
             checkpoint()
             if world > 1:
                 dist.barrier()
+        saver.ensure_best()
     finally:
         step_log.close()
         if world > 1:
@@ -332,4 +460,4 @@ def train(
             "train_samples_per_label": stream.counts, "steps_per_epoch": steps_per_epoch, "steps": state["step"],
             "val_auc": state["val_auc"], "best_epoch": state["best_epoch"], "best_val_auc": state["best_val_auc"],
         })
-    return best
+    return saver.best

@@ -8,6 +8,8 @@ order with every shape checked. Anything else is a path to a state dict (`.pth`/
 from __future__ import annotations
 
 import importlib.util
+import pickle
+import re
 import socket
 import sys
 import urllib.parse
@@ -67,7 +69,14 @@ def load_file(path: Path) -> StateDict:
             obj = load_safetensors(str(path), device="cpu")
         else:
             obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # pickle, zip and safetensors errors have no common base class
+    except pickle.UnpicklingError as err:
+        code = code_in_pickle(err)
+        if code is None:
+            raise ValueError(f"pretrained weights {path}: not a readable weights file (not a torch.save file); "
+                             f"{FILE_HINT}") from err
+        raise ValueError(f"pretrained weights {path}: refused: not a plain weights file (loading it would import "
+                         f"and run {code}); {FILE_HINT}") from err
+    except Exception as err:  # zip and safetensors errors have no common base class
         raise ValueError(f"pretrained weights {path}: not a readable weights file ({type(err).__name__}: {err}); "
                          f"{FILE_HINT}") from err
     for key in ("model", "state_dict"):
@@ -76,6 +85,13 @@ def load_file(path: Path) -> StateDict:
     if not isinstance(obj, Mapping) or not obj or not all(isinstance(v, Tensor) for v in obj.values()):
         raise ValueError(f"pretrained weights {path}: holds no state dict (a mapping of names to tensors); {FILE_HINT}")
     return dict(obj)
+
+
+def code_in_pickle(err: pickle.UnpicklingError) -> str | None:
+    """The Python object a file asked to import and call, when torch.load(weights_only=True) refused it for
+    that (rather than for being no pickle at all); else None."""
+    m = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+    return m[1] if m else None
 
 
 def imagenet(model_name: str) -> StateDict:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
@@ -52,9 +53,13 @@ class Detector(nn.Module):
         feats = self.features(x)
         return self.head(self.dropout(feats)).squeeze(1), feats
 
-    def extra_loss(self) -> Tensor:
-        """A loss term the model adds to the classification loss (none for plain models)."""
-        return self.head.weight.new_zeros(())
+    def loss(self, logits: Tensor, labels: Tensor) -> dict[str, Tensor]:
+        """Loss terms of a training step on this forward's `logits`; "loss" is the total that is minimised.
+
+        Binary cross-entropy (in float32, also under autocast); detectors with terms of their own extend it.
+        """
+        bce = F.binary_cross_entropy_with_logits(logits.float(), labels.float())
+        return {"loss": bce, "bce": bce}
 
     def unfreeze_last(self, k: int) -> None:
         """Train only the last `k` backbone blocks and the head (0: the head alone)."""

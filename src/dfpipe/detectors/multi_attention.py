@@ -4,8 +4,8 @@ On a timm EfficientNet (features_only): M attention maps from a middle stage (1Ã
 enhancement of a shallow stage (the residual after subtracting a local average, then a densely connected
 conv block); bilinear attention pooling of the texture features under each map (signed square root, L2
 norm per map); concatenation with the globally pooled deep features; one logit. The regional independence
-loss pulls each map's pooled feature to a running centre for that map and pushes the centres apart; it is
-returned by `extra_loss()` after every forward. In training, attention-guided augmentation erases (sets to
+loss pulls each map's pooled feature to a running centre for that map and pushes the centres apart; a
+training forward computes it (it moves the centres) and `loss()` adds it to the cross-entropy. In training, attention-guided augmentation erases (sets to
 the mean colour) the region where one randomly chosen attention map exceeds a random threshold.
 
 Defaults follow the paper's EfficientNet-B4 set-up as we read it (texture from the stride-4 stage,
@@ -76,7 +76,7 @@ class MultiAttention(Detector):
         self.augment_prob, self.erase_threshold = augment_prob, erase_threshold
         self.register_buffer("centres", torch.zeros(attention_maps, texture_channels))
         self.register_buffer("centres_set", torch.zeros((), dtype=torch.bool))
-        self._extra: Tensor | None = None
+        self._independence: Tensor | None = None  # of the last training forward, for loss()
 
     def _pooled(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Per-map textural features [N, M, C] and features [N, D]."""
@@ -96,15 +96,22 @@ class MultiAttention(Detector):
         if self.training and self.augment_prob > 0:
             x = self._erase_attended(x)
         pooled, feats = self._pooled(x)
-        self._extra = self.independence_weight * self._independence_loss(pooled)
+        # only training moves the centres and needs the term; evaluation skips it
+        self._independence = self.independence_weight * self._independence_loss(pooled) if self.training else None
         return self.head(self.dropout(feats)).squeeze(1)
 
-    def extra_loss(self) -> Tensor:
-        return self._extra if self._extra is not None else super().extra_loss()
+    def loss(self, logits: Tensor, labels: Tensor) -> dict[str, Tensor]:
+        terms = super().loss(logits, labels)
+        if self._independence is not None:
+            terms["independence"] = self._independence
+            terms["loss"] = terms["loss"] + self._independence
+            self._independence = None  # one forward, one loss
+        return terms
 
     def _independence_loss(self, pooled: Tensor) -> Tensor:
+        """The regional independence term of a training batch; moves the centres."""
         batch_centres = pooled.mean(dim=0)
-        if self.training and not bool(self.centres_set):
+        if not bool(self.centres_set):
             self.centres.copy_(batch_centres.detach())
             self.centres_set.fill_(True)
         # the batch's share of the moving centre stays differentiable, so the push term has a gradient
@@ -113,8 +120,7 @@ class MultiAttention(Detector):
         apart = torch.cdist(centres, centres).pow(2)
         off_diagonal = ~torch.eye(len(centres), dtype=torch.bool, device=centres.device)
         push = F.relu(self.margin_out - apart[off_diagonal]).sum() / 2
-        if self.training:
-            self.centres.copy_(centres.detach())
+        self.centres.copy_(centres.detach())
         return pull + push
 
     def _erase_attended(self, x: Tensor) -> Tensor:
