@@ -100,6 +100,12 @@ def _handler(mirror: Mirror) -> type[BaseHTTPRequestHandler]:
                 self.wfile.write(body)  # then hang up, 1000 bytes short of what was announced
                 self.close_connection = True
                 return
+            if fault == "hang":
+                # Half the body, then silence longer than the client's timeout.
+                self.wfile.write(body[: len(body) // 2])
+                self.wfile.flush()
+                time.sleep(1.0)
+                return
             if fault == "drop":
                 # Announce the whole body, send half, hang up: what a flaky server does mid-download.
                 self.wfile.write(body[: len(body) // 2])
