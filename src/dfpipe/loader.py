@@ -35,7 +35,6 @@ import random
 import re
 import tarfile
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, NamedTuple
 
@@ -46,62 +45,10 @@ from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from torchvision.transforms import v2
 
+from .augment import Augment
+
 META_FIELDS = ("label", "method", "video_key", "video_id", "frame_index", "quality", "split")
 SHARD_NAME = re.compile(r"(?:^|/)q(?P<quality>\d+)/(?P<split>[A-Za-z]+)-\d{4}\.tar$")
-
-
-@dataclass(frozen=True)
-class Augment:
-    """Training augmentations; each is applied to a sample with its probability (0 turns it off)."""
-
-    hflip: float = 0.5
-    blur: float = 0.0
-    blur_sigma: tuple[float, float] = (0.1, 2.0)
-    jitter: float = 0.0
-    brightness: float = 0.2
-    contrast: float = 0.2
-    saturation: float = 0.2
-    hue: float = 0.05
-    jpeg: float = 0.0
-    jpeg_quality: tuple[int, int] = (40, 100)  # DeepfakeBench's range
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any] | None) -> Augment:
-        d = dict(d or {})
-        unknown = sorted(set(d) - set(cls.__dataclass_fields__))
-        if unknown:
-            raise ValueError(f"augment: unknown keys {unknown}; known: {sorted(cls.__dataclass_fields__)}")
-        for k in ("blur_sigma", "jpeg_quality"):
-            if k in d:
-                d[k] = tuple(d[k])
-        return cls(**d)
-
-    def transform(self) -> v2.Transform | None:
-        """The v2 stages on a PIL image, or None when there are none (flip and JPEG: `flip`, `recompress`)."""
-        stages: list[v2.Transform] = []
-        if self.jitter > 0:
-            jitter = v2.ColorJitter(self.brightness, self.contrast, self.saturation, self.hue)
-            stages.append(v2.RandomApply([jitter], p=self.jitter))
-        if self.blur > 0:
-            stages.append(v2.RandomApply([v2.GaussianBlur(5, self.blur_sigma)], p=self.blur))
-        return v2.Compose(stages) if stages else None
-
-    def flip(self, image: Image.Image, rng: random.Random) -> Image.Image:
-        """With probability `hflip`, mirror left-right (PIL directly: v2's dispatch costs more than the flip)."""
-        if self.hflip <= 0 or rng.random() >= self.hflip:
-            return image
-        return image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-
-    def recompress(self, image: Image.Image, rng: random.Random) -> Image.Image:
-        """With probability `jpeg`, re-encode at a quality drawn from `jpeg_quality` (inclusive).
-
-        PIL rather than v2.JPEG: torchvision's image codecs are deprecated since 0.29.
-        """
-        if self.jpeg <= 0 or rng.random() >= self.jpeg:
-            return image
-        buf = io.BytesIO()
-        image.save(buf, format="JPEG", quality=rng.randint(*self.jpeg_quality))
-        return decode_image(buf.getvalue())
 
 
 NO_AUGMENT = Augment(hflip=0.0)
