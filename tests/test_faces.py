@@ -10,7 +10,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from dfpipe import assets
-from dfpipe.faces import _detections, _detector, crop_batch, pick_face, summarize
+from dfpipe.faces import (STATUSES, TEMPLATE, _detections, _detector, alignment_residual, crop_batch, keypoint_spread,
+                          pick_face, summarize)
 from dfpipe.frames import plan_batch
 
 SETTINGS = {"size": 256, "margin": 1.3, "align": True, "min_confidence": 0.5, "min_face_size": 32,
@@ -46,6 +47,10 @@ def root(tmp_path_factory, carphone) -> Path:
     # A second, larger person appears in frame 15 on the right (the detector then lists that face first).
     h264(root / "two.mp4", "-i", c, "-i", c, "-t", "1", "-filter_complex",
          "[0]scale=352:288,pad=900:400:0:50[a];[1]scale=458:374[b];[a][b]overlay=440:10:enable='gte(n,15)'")
+    # Turned pixels whose display matrix turns them back, and upright pixels with a stray "rotate 90" tag.
+    h264(root / "turned_raw.mp4", "-i", c, "-t", "1", "-vf", "transpose=clock")
+    ffmpeg("-i", str(root / "turned_raw.mp4"), "-c", "copy", "-metadata:s:v:0", "rotate=90", str(root / "turned.mp4"))
+    ffmpeg("-i", str(root / "good.mp4"), "-c", "copy", "-metadata:s:v:0", "rotate=90", str(root / "wrong_tag.mp4"))
     data = (root / "good.mp4").read_bytes()
     (root / "truncated.mp4").write_bytes(data[: len(data) // 2])
     (root / "notes.mp4").write_text("not a video\n" * 100)
@@ -161,6 +166,7 @@ def test_mixed_batch_loses_nothing(root, model):
     trunc = by["original/truncated"]
     assert 0 < (trunc.status == "ok").sum() < 8
     assert (trunc.status == "not_decoded").sum() > 0
+    assert set(trunc.status) <= {"ok", "decode_error", "not_decoded"}
     assert trunc.loc[trunc.status == "not_decoded", "reason"].str.contains("truncated.mp4: decoding stopped").all()
     assert (by["original/notes"].status == "not_decoded").all()
     assert by["original/notes"].reason.str.contains("notes.mp4: not a readable video").all()
@@ -174,7 +180,8 @@ def test_mixed_batch_loses_nothing(root, model):
     assert summary.loc["original/notes", ["planned", "not_decoded", "too_few"]].tolist() == [8, 8, True]
     assert summary.loc["original/gone", ["planned", "ok", "not_decoded", "too_few"]].tolist() == [0, 0, 1, True]
     t = summary.loc["original/truncated"]
-    assert t.ok + t.not_decoded == t.planned == 8
+    # frames output after the cut (garbage decoded from missing data) are decode_error, never ok
+    assert t.ok + t.decode_error + t.not_decoded == t.planned == 8
 
 
 def test_table_round_trips_through_parquet(root, model, tmp_path):
@@ -189,3 +196,68 @@ def test_table_round_trips_through_parquet(root, model, tmp_path):
     assert str(pq.read_schema(tmp_path / "empty.parquet").field("crop_png").type) == "binary"  # even when all null
     assert back.status.tolist() == ["ok", "ok", "no_face", "no_face"]
     assert decode_png(back.crop_png.iloc[0]).shape == (256, 256, 3)
+
+
+def test_keypoint_sanity_measures():
+    box = np.array([0, 0, 100, 100], float)
+    frontal = np.vstack([TEMPLATE * 100, [[0, 40], [100, 40]]])  # eyes, nose, mouth, ears
+    assert keypoint_spread(box, frontal) == pytest.approx(1.0)
+    assert alignment_residual(frontal) == pytest.approx(0, abs=1e-4)
+    assert alignment_residual(frontal * 3 + 7) == pytest.approx(0, abs=1e-4)  # a similarity costs nothing
+    collapsed = 50 + np.random.default_rng(0).normal(0, 2, (6, 2))
+    assert keypoint_spread(box, collapsed) < 0.2
+    swapped = frontal.copy()
+    swapped[[2, 3]] = swapped[[3, 2]]  # nose below the mouth: no similarity fixes that
+    assert alignment_residual(swapped) > 0.1
+
+
+def test_rotation_metadata_right_and_wrong(root, model):
+    """A display matrix that turns turned pixels upright gives good crops; a stray rotate=90 tag on upright
+    pixels turns the face sideways, and its frames are flagged, never stored as ok crops."""
+    table = run(root, model, manifest(("turned.mp4", None, 30, "ok"), ("wrong_tag.mp4", None, 30, "ok"),
+                                      ("good.mp4", None, 30, "ok")))
+    turned, wrong, good = (table[table.key == f"original/{k}"] for k in ("turned", "wrong_tag", "good"))
+    assert (turned.status == "ok").all()
+    # the same head tilt as the upright original, frame by frame: the turned pixels were turned back
+    tilt = np.array([eye_angle(k) for k in turned.keypoints]) - [eye_angle(k) for k in good.keypoints]
+    assert np.abs(tilt).max() < 4, tilt
+    assert not (wrong.status == "ok").any(), wrong.status.tolist()
+    flagged = wrong[wrong.status.isin(["collapsed_keypoints", "poor_alignment"])]
+    assert len(flagged) >= 6, wrong.status.tolist()
+    assert flagged.reason.str.contains("90° rotation metadata").all()
+    assert flagged.crop_png.isna().all() and flagged.box.notna().all()
+    summary = summarize(table, min_faces=8).set_index("key")
+    assert list(summary.columns) == ["planned", *STATUSES, "too_few"]
+    assert summary.loc["original/wrong_tag", "too_few"] and not summary.loc["original/turned", "too_few"]
+    assert summary.loc["original/wrong_tag", ["collapsed_keypoints", "poor_alignment"]].sum() == len(flagged)
+
+
+def test_frames_after_a_decoder_error_are_decode_error(root, model, tmp_path):
+    """Concealed (smeared) frames after a damaged packet are decode_error with the decoder's complaint,
+    named relative to the root; frames before the damage stay ok."""
+    from test_frames import corrupt_packet
+
+    shutil.copy(root / "good.mp4", tmp_path / "good.mp4")
+    corrupt_packet(root / "good.mp4", tmp_path / "smeared.mp4", 12)
+    table = run(tmp_path, model, manifest(("smeared.mp4", None, 30, "ok"), ("good.mp4", None, 30, "ok")), per_video=30)
+    smeared, good = table[table.key == "original/smeared"], table[table.key == "original/good"]
+    assert (good.status == "ok").all()
+    bad = smeared[smeared.status == "decode_error"]
+    assert len(bad) > 0 and bad.frame_index.min() > 8, bad.frame_index.tolist()
+    assert (smeared[smeared.frame_index < bad.frame_index.min()].status == "ok").all()
+    assert bad.reason.str.startswith("smeared.mp4: frame ").all() and bad.crop_png.isna().all()
+    assert not table.reason.str.contains(str(tmp_path), regex=False).any()
+    assert summarize(table, 8).set_index("key").loc["original/smeared", "decode_error"] == len(bad)
+
+
+def test_detector_chatter_goes_to_the_log_not_the_terminal(root, model, capfd):
+    """mediapipe's native INFO lines (written straight to fd 2) land in the job's log."""
+    lines: list[str] = []
+    videos = manifest(("good.mp4", None, 30, "ok"))
+    crop_batch(plan_batch(videos, 2, {}), videos, root, SETTINGS, model, threads=1, log=lines.append)
+    err = capfd.readouterr().err
+    assert "INFO" not in err and "XNNPACK" not in err and "accelerator" not in err.lower(), err
+    native = [line for line in lines if line.startswith("native: ")]
+    assert any("XNNPACK" in line or "accelerator" in line.lower() for line in native), lines
+    print("after", file=__import__("sys").stderr)  # fd 2 works again afterwards
+    assert capfd.readouterr().err == "after\n"

@@ -1,3 +1,4 @@
+import json
 import subprocess
 from pathlib import Path
 
@@ -6,7 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dfpipe.frames import UNREADABLE, iter_frames, plan_batch, sample_indices
+from dfpipe.frames import (UNREADABLE, damaged_frames, display_size, iter_frames, plan_batch, sample_indices,
+                           video_rotation, video_size)
 
 
 def cv2_frames(path: Path) -> list[np.ndarray]:
@@ -111,3 +113,94 @@ def test_stopping_early_ends_the_decoder(clip):
     index, _ = next(frames)
     frames.close()  # must not hang or leave ffmpeg running
     assert index == 1
+
+
+def corrupt_packet(src: Path, dest: Path, frame_pts_rank: int) -> None:
+    """Copy `src` with one packet overwritten by noise after its first 8 bytes: the packet of the frame
+    shown `frame_pts_rank`-th. Its size field stays intact, so the frame is still output, concealed. (Noise
+    deeper inside a CABAC slice often decodes without any complaint: such damage no decoder reports.)"""
+    out = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries",
+                          "packet=pts,pos,size", "-of", "json", str(src)], capture_output=True, check=True, text=True)
+    packets = sorted(json.loads(out.stdout)["packets"], key=lambda p: int(p["pts"]))
+    target = packets[frame_pts_rank]
+    pos, size = int(target["pos"]), int(target["size"])
+    data = bytearray(src.read_bytes())
+    data[pos + 8: pos + size - 20] = np.random.default_rng(1).integers(0, 256, size - 28, dtype=np.uint8).tobytes()
+    dest.write_bytes(bytes(data))
+
+
+@pytest.fixture(scope="module")
+def gop_clip(tmp_path_factory, carphone) -> Path:
+    """2 s of carphone with a key frame every 15 frames and B-frames."""
+    dest = tmp_path_factory.mktemp("gop") / "gop.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(carphone), "-t", "2", "-c:v", "libx264", "-crf", "23",
+                    "-bf", "3", "-x264-params", "keyint=15:min-keyint=15:scenecut=0", "-pix_fmt", "yuv420p",
+                    "-movflags", "+faststart", "-an", str(dest)], check=True)
+    return dest
+
+
+def test_frames_after_a_decoder_error_are_named_until_the_next_key_frame(gop_clip, tmp_path):
+    bad = tmp_path / "bad.mp4"
+    corrupt_packet(gop_clip, bad, 19)  # a P frame of the second group of pictures (frames 15-29)
+    clean = dict(iter_frames(gop_clip, range(60)))
+    damaged: dict[int, str] = {}
+    got = dict(iter_frames(bad, range(60), on_damaged=damaged.__setitem__))
+    assert sorted(got) == list(range(60))  # error concealment still outputs every frame
+    smeared = {i for i in got if np.abs(got[i].astype(int) - clean[i]).mean() > 0.5}
+    # Exactly the smeared frames: the damaged P frame, the B-frames shown before it that predict from it,
+    # and every later frame up to the key frame at 30; frames before 15 and from 30 on are intact.
+    assert smeared and set(damaged) == smeared, (sorted(damaged), sorted(smeared))
+    assert min(damaged) > 15 and max(damaged) < 30
+    assert all(str(bad) in m and "with no key frame in between" in m for m in damaged.values())
+    none: dict[int, str] = {}
+    list(iter_frames(gop_clip, range(60), on_damaged=none.__setitem__))
+    assert none == {}  # a clean video reports nothing
+
+
+def test_damaged_frames_reads_the_decoding_order_from_the_log():
+    """Unit check of the log reading: errors belong to the packet just read, demuxer errors to the next."""
+    def packet(pts):
+        return f"[info] demuxer -> ist_index:0 type:video next_dts:0 pkt_pts:{pts} pkt_pts_time:0"
+
+    def frame(n, pts, key=0):
+        return f"[Parsed_showinfo_0 @ 0x1] [info] n:{n:4d} pts:{pts:7d} pts_time:0 iskey:{key} type:P"
+    log = "\n".join([
+        "[info] Input #0, mov,mp4, from 'x.mp4':",
+        packet(0), frame(0, 0, 1), packet(2), packet(1), frame(1, 1),
+        "[NULL @ 0x2] [error] parser complaint about the next packet",
+        frame(2, 2), packet(4), "[h264 @ 0x3] [error] broken macroblock", packet(3), frame(3, 3),
+        frame(4, 4), packet(5), frame(5, 5, 1), "[mov,mp4 @ 0x4] [error] partial file", packet(6), frame(6, 6),
+    ])
+    assert damaged_frames(log) == {3: "broken macroblock", 4: "broken macroblock", 6: "partial file"}
+
+
+def test_rotation_metadata_is_applied_with_matching_frame_size(carphone, tmp_path):
+    """Pixels turned with a display matrix turning them back come out upright; upright pixels with a stray
+    rotation tag come out turned, as any player shows them. Either way the frame size is the decoded one."""
+    upright = tmp_path / "upright.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(carphone), "-t", "0.5", "-c:v", "libx264", "-crf", "18",
+                    "-pix_fmt", "yuv420p", "-an", str(upright)], check=True)
+    turned = tmp_path / "turned.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(carphone), "-t", "0.5", "-vf", "transpose=clock",
+                    "-c:v", "libx264", "-crf", "18", "-pix_fmt", "yuv420p", "-an", str(tmp_path / "t.mp4")], check=True)
+    for src, dest in ((tmp_path / "t.mp4", turned), (upright, tmp_path / "wrong.mp4")):
+        subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(src), "-c", "copy", "-metadata:s:v:0", "rotate=90",
+                        str(dest)], check=True)
+    reference = dict(iter_frames(upright, [3]))[3]
+    assert video_size(turned) == (176, 144) and video_rotation(turned) == 90
+    restored = dict(iter_frames(turned, [3]))[3]
+    assert restored.shape == (144, 176, 3) and np.abs(restored.astype(int) - reference).mean() < 3
+    assert video_size(tmp_path / "wrong.mp4") == (144, 176)
+    sideways = dict(iter_frames(tmp_path / "wrong.mp4", [3]))[3]
+    assert sideways.shape == (176, 144, 3)
+    assert np.abs(sideways.astype(int) - np.rot90(reference)).mean() < 1  # a quarter turn counter-clockwise
+
+
+def test_display_size_follows_ffmpeg_autorotation():
+    stream = {"width": 176, "height": 144}
+    assert display_size(stream) == (176, 144)
+    assert display_size({**stream, "side_data_list": [{"rotation": -90}]}) == (144, 176)
+    assert display_size({**stream, "side_data_list": [{"rotation": 270.4}]}) == (144, 176)
+    assert display_size({**stream, "side_data_list": [{"rotation": 180}]}) == (176, 144)
+    assert display_size({**stream, "side_data_list": [{"rotation": 45}]}) == (176, 144)  # rotated in place
+    assert display_size({**stream, "tags": {"rotate": "90"}}) == (144, 176)

@@ -1,4 +1,6 @@
+import json
 import shutil
+import subprocess
 
 import pandas as pd
 import pytest
@@ -94,3 +96,68 @@ def test_local_source_uses_the_tree_in_place(tree, tmp_path):
     info = sources.prepare(cfg, tmp_path / "out")
     assert info.dataset_root == tree and info.splits_dir == tree / "splits"
     assert not (tmp_path / "out").exists(), "a local source copies nothing"
+
+
+def test_unreadable_errors_name_files_relative_to_the_root(tree):
+    """ffprobe's own message repeats the absolute path it was given: the stored error must not."""
+    folder = tree / video_dir("original", "c23")
+    (folder / "003.mp4").write_text("this is not a video\n")
+    (folder / "004.mp4").write_bytes(b"")
+    m = build(tree).set_index("key")
+    for key in ("original/003", "original/004"):
+        error = m.loc[key, "error"]
+        assert m.loc[key, "status"] == "unreadable"
+        assert error.startswith(f"original_sequences/youtube/c23/videos/{key[-3:]}.mp4: "), error
+        assert str(tree) not in error and "/tmp" not in error, error
+    assert "Invalid data" in m.loc["original/003", "error"]
+
+
+def test_relative_text_cuts_every_spelling_of_the_root(tmp_path):
+    root = tmp_path / "data"
+    (tmp_path / "link").symlink_to(tmp_path, target_is_directory=True)
+    linked = tmp_path / "link" / "data"
+    text = f"{linked}/a/x.mp4: bad; {root.resolve()}/b.mp4 too"
+    assert manifest.relative_text(text, linked) == "a/x.mp4: bad; b.mp4 too"
+
+
+def test_truncated_video_keeps_its_real_frame_count(tree):
+    """Issue 11: a cut file that still decodes is ok with the frames it really holds, and the plan stays
+    inside them (the container header still claims all 15)."""
+    from dfpipe.frames import iter_frames, plan_batch
+
+    path = tree / video_dir("original", "c23") / "002.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(path), "-c", "copy", "-movflags", "+faststart",
+                    str(path.with_suffix(".tmp.mp4"))], check=True)
+    data = path.with_suffix(".tmp.mp4").read_bytes()
+    path.with_suffix(".tmp.mp4").unlink()
+    path.write_bytes(data[: int(len(data) * 0.6)])  # header first, so the cut file still opens
+    header = json.loads(subprocess.run(["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_streams", "-of",
+                                        "json", str(path)], capture_output=True, text=True, check=True).stdout)
+    assert int(header["streams"][0]["nb_frames"]) == 15
+    m = build(tree).set_index("key")
+    row = m.loc["original/002"]
+    decodable = sum(1 for _ in iter_frames(path, range(15)))
+    assert row.status == "ok" and 0 < row.n_frames < 15
+    assert decodable <= row.n_frames <= decodable + 1  # packets counted: at most one cut packet more
+    assert row.duration == pytest.approx(row.n_frames / row.fps)
+    plan = plan_batch(m.reset_index().query("key == 'original/002'"), 32, {})
+    assert plan.frame_index.tolist() == list(range(row.n_frames))
+
+
+def test_rotated_videos_record_the_decoded_frame_size(tree, carphone):
+    """Both kinds of rotated video: the manifest's width × height is what the decoder outputs."""
+    from dfpipe.frames import iter_frames
+
+    folder = tree / video_dir("original", "c23")
+    turned, wrong = folder / "000.mp4", folder / "001.mp4"
+    for dest, vf in ((turned, "transpose=clock"), (wrong, "null")):
+        subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(carphone), "-t", "0.5", "-vf", vf, "-c:v", "libx264",
+                        "-pix_fmt", "yuv420p", "-an", str(folder / "tmp.mp4")], check=True)
+        # A display matrix saying "turn 90°" (written on a stream copy: encoding would drop the tag).
+        subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(folder / "tmp.mp4"), "-c", "copy",
+                        "-metadata:s:v:0", "rotate=90", str(dest)], check=True)
+    (folder / "tmp.mp4").unlink()
+    m = build(tree).set_index("key")
+    for key, path, size in (("original/000", turned, (176, 144)), ("original/001", wrong, (144, 176))):
+        frame = next(iter(iter_frames(path, [0])))[1]
+        assert (m.loc[key, "width"], m.loc[key, "height"]) == size == (frame.shape[1], frame.shape[0])

@@ -4,6 +4,12 @@ One row per plan row (see `frames`), with `status`:
   ok             a face was found and cropped (`crop_png` holds the lossless RGB crop)
   no_face        the detector found no face at `min_confidence`
   face_too_small the tracked face is smaller than `min_face_size` pixels in the frame
+  collapsed_keypoints  the keypoints span too little of the face box (`MIN_KEYPOINT_SPREAD`): not a face
+                 the detector understood, e.g. a sideways face in a video whose rotation metadata is wrong
+  poor_alignment the keypoints sit too far from the face template after the best similarity transform
+                 (`MAX_ALIGNMENT_RESIDUAL`): the crop would not be a face in the standard pose
+  decode_error   the frame predicts from a packet the decoder reported an error for (no key frame in
+                 between), so its pixels may be smeared by error concealment (see `frames.damaged_frames`)
   not_decoded    the frame never came out of the decoder (unreadable, truncated or corrupt video)
 and a human `reason` for every status but ok. Nothing is dropped: a bad video cannot crash a batch.
 
@@ -14,11 +20,14 @@ right ear, left ear; "right" is the subject's, i.e. the image's left) in frame a
 
 from __future__ import annotations
 
+import os
 import queue
+import sys
+import tempfile
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Any, Callable, Generator
+from typing import Any, Callable, Generator, Iterator
 
 import cv2
 import mediapipe as mp
@@ -27,9 +36,15 @@ import pandas as pd
 import pyarrow as pa
 from mediapipe.tasks.python import BaseOptions, vision
 
-from .frames import UNREADABLE, iter_frames
+from .frames import UNREADABLE, iter_frames, video_rotation
+from .manifest import relative_text
 
-STATUSES = ("ok", "no_face", "face_too_small", "not_decoded")
+STATUSES = ("ok", "no_face", "face_too_small", "collapsed_keypoints", "poor_alignment", "decode_error", "not_decoded")
+# Sanity limits on a detected face, measured on carphone: upright faces span 0.90-0.95 of the box side with
+# their six keypoints and fit the template to 0.01-0.02 (RMS, in face-box units); the same face turned
+# sideways by wrong rotation metadata gave spreads of 0.08-0.45 and residuals up to 0.19.
+MIN_KEYPOINT_SPREAD = 0.5
+MAX_ALIGNMENT_RESIDUAL = 0.1
 # Canonical positions of the eyes, nose tip and mouth centre in units of the detector's (square) face box,
 # origin at its top-left: the mean of mediapipe's keypoints on upright frontal faces, made left-right
 # symmetric, so that aligning to it puts the box centre at the crop centre with the eyes level.
@@ -68,6 +83,22 @@ def crop_transform(box: np.ndarray, keypoints: np.ndarray, size: int, margin: fl
                      [0, scale, size / 2 - scale * (y + h / 2)]], np.float64)
 
 
+def keypoint_spread(box: np.ndarray, keypoints: np.ndarray) -> float:
+    """The larger side of the keypoints' bounding box over the larger side of the face box."""
+    return float(np.ptp(keypoints, axis=0).max() / max(box[2], box[3], 1e-6))
+
+
+def alignment_residual(keypoints: np.ndarray) -> float:
+    """RMS distance of the eye/nose/mouth keypoints from TEMPLATE after the least-squares similarity
+    transform onto it, in units of the template's face box (0 for a perfect frontal face)."""
+    matrix, _ = cv2.estimateAffinePartial2D(keypoints[:4].astype(np.float32), TEMPLATE, method=cv2.RANSAC,
+                                            ransacReprojThreshold=1e3)
+    if matrix is None:
+        return float("inf")
+    moved = cv2.transform(keypoints[None, :4].astype(np.float64), matrix)[0]
+    return float(np.sqrt(((moved - TEMPLATE) ** 2).sum(axis=1).mean()))
+
+
 def _detections(detector: vision.FaceDetector, frame: np.ndarray) -> list[Face]:
     """Every face the detector reports in an RGB frame."""
     height, width = frame.shape[:2]
@@ -100,6 +131,27 @@ def _detector(model_path: Path, min_confidence: float) -> vision.FaceDetector:
     return vision.FaceDetector.create_from_options(options)
 
 
+@contextmanager
+def native_output_to(log: Callable[[str], None]) -> Iterator[None]:
+    """Send whatever native code writes to file descriptor 2 (mediapipe's INFO lines, which ignore the
+    GLOG/TF environment variables) into `log` instead of the terminal, line by line once the block ends.
+    fd 2 itself is redirected, because native code bypasses Python's sys.stderr; it is restored afterwards."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            for line in sink.read().decode(errors="replace").splitlines():
+                if line.strip():
+                    log(f"native: {line}")
+
+
 def _masks(path: Path | None, indices: list[int], threads: int,
            errors: list[str]) -> Generator[tuple[int, np.ndarray], None, None]:
     """Mask frames for `indices`, or nothing when there is no mask; a broken mask is recorded, not raised."""
@@ -117,18 +169,21 @@ def _crop_video(video: Any, indices: list[int], dataset_root: Path, settings: di
             "label": int(video.label)}
     rows = {i: dict(base, frame_index=i, status="not_decoded", reason=None) for i in indices}
     if indices == [UNREADABLE]:
-        rows[UNREADABLE]["reason"] = f"video unreadable: {video.error or 'the manifest lists no frames'}"
+        error = relative_text(video.error, dataset_root) if isinstance(video.error, str) and video.error else None
+        rows[UNREADABLE]["reason"] = f"video unreadable: {error or 'the manifest lists no frames'}"
         return list(rows.values())
     path = dataset_root / video.path
     mask_path = dataset_root / video.mask_path if isinstance(video.mask_path, str) and video.mask_path else None
     size, margin, align = int(settings["size"]), float(settings["margin"]), bool(settings["align"])
     min_size = float(settings["min_face_size"])
     errors: list[str] = []
+    damaged: dict[int, str] = {}
     mask_errors: list[str] = []
     masks = _masks(mask_path, indices, threads, mask_errors)
     previous: np.ndarray | None = None
     try:
-        for index, frame in iter_frames(path, indices, threads, on_error=errors.append):
+        for index, frame in iter_frames(path, indices, threads, on_error=errors.append,
+                                        on_damaged=damaged.__setitem__):
             row = rows[index]
             mask = next((m for i, m in masks if i == index), None)
             found = _detections(detector, frame)
@@ -142,6 +197,16 @@ def _crop_video(video: Any, indices: list[int], dataset_root: Path, settings: di
             if max(box[2], box[3]) < min_size:
                 row.update(status="face_too_small",
                            reason=f"face is {max(box[2], box[3]):.0f} px, below min_face_size {min_size:g}")
+                continue
+            spread = keypoint_spread(box, kps)
+            if spread < MIN_KEYPOINT_SPREAD:
+                row.update(status="collapsed_keypoints",
+                           reason=f"keypoints span {spread:.2f} of the face box, below {MIN_KEYPOINT_SPREAD:g}")
+                continue
+            residual = alignment_residual(kps)
+            if residual > MAX_ALIGNMENT_RESIDUAL:
+                row.update(status="poor_alignment", reason=f"keypoints {residual:.3f} face-box units (RMS) from "
+                                                           f"the template, above {MAX_ALIGNMENT_RESIDUAL:g}")
                 continue
             matrix = crop_transform(box, kps, size, margin, align)
             crop = cv2.warpAffine(frame, matrix, (size, size), flags=cv2.INTER_LINEAR,
@@ -158,15 +223,30 @@ def _crop_video(video: Any, indices: list[int], dataset_root: Path, settings: di
         errors.append(str(exc))
     finally:
         masks.close()
-    missing = [r for r in rows.values() if r["status"] == "not_decoded"]
     # Reasons are stored: name files relative to the dataset root, never by absolute path.
-    detail = errors[-1].replace(str(path), str(video.path)) if errors else f"{video.path}: the decoder ended early"
+    for index, message in damaged.items():
+        rows[index].update(status="decode_error", reason=relative_text(message, dataset_root),
+                           crop_png=None, crop_keypoints=None, mask_png=None)
+    if damaged:
+        log(f"{video.key}: {len(damaged)} of {len(indices)} planned frames decoded after a decoder error: "
+            f"{relative_text(next(iter(damaged.values())), dataset_root)}")
+    bad_shape = [r for r in rows.values() if r["status"] in ("collapsed_keypoints", "poor_alignment")]
+    if bad_shape:
+        turn = video_rotation(path)
+        if turn:  # upright pixels with a stray rotation tag are the usual cause: say so
+            for row in bad_shape:
+                row["reason"] += (f"; the video carries {turn:g}° rotation metadata, which is wrong if its "
+                                  f"pixels are upright")
+        log(f"{video.key}: {len(bad_shape)} of {len(indices)} planned frames have implausible face keypoints"
+            + (f" (rotation metadata {turn:g}°)" if turn else ""))
+    missing = [r for r in rows.values() if r["status"] == "not_decoded"]
+    detail = relative_text(errors[-1], dataset_root) if errors else f"{video.path}: the decoder ended early"
     for row in missing:
         row["reason"] = f"frame {row['frame_index']} not decoded: {detail}"
     if missing:
         log(f"{video.key}: {len(missing)} of {len(indices)} planned frames not decoded: {detail}")
     if mask_errors:
-        log(f"{video.key}: mask {video.mask_path}: {mask_errors[-1].replace(str(mask_path), str(video.mask_path))}")
+        log(f"{video.key}: mask {video.mask_path}: {relative_text(mask_errors[-1], dataset_root)}")
     return list(rows.values())
 
 
@@ -204,7 +284,8 @@ def crop_batch(
     workers = min(threads, len(grouped)) or 1
     # Split the cores between videos in flight and each one's decoder.
     decode_threads = max(1, threads // workers)
-    with ExitStack() as stack, ThreadPoolExecutor(workers) as pool:
+    # The detectors' native INFO lines (at creation, first inference and release) go to the job's log.
+    with native_output_to(log), ExitStack() as stack, ThreadPoolExecutor(workers) as pool:
         # One detector per worker, reused from video to video (creating one costs ~50 ms).
         idle: queue.SimpleQueue[vision.FaceDetector] = queue.SimpleQueue()
         for _ in range(workers):

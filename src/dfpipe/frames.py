@@ -10,6 +10,7 @@ a `not_decoded` row carrying the manifest's error, and the face summary lists th
 
 from __future__ import annotations
 
+import re
 import subprocess
 import tempfile
 from pathlib import Path
@@ -58,9 +59,27 @@ def plan_batch(videos: pd.DataFrame, per_video: int, per_method: dict[str, int])
     })
 
 
-def video_size(path: Path) -> tuple[int, int]:
-    """(width, height) of the frames ffmpeg will output for `path` (rotation applied), or a ValueError
-    naming the file when it is not a readable video."""
+def rotation(stream: dict) -> float:
+    """The display rotation of a probed video stream in degrees, counter-clockwise, in [0, 360): what
+    ffmpeg's autorotation turns the decoded pixels by (the display matrix side data, or the old `rotate`
+    tag)."""
+    angle = stream.get("tags", {}).get("rotate") or next(
+        (s.get("rotation") for s in stream.get("side_data_list", []) if "rotation" in s), 0)
+    return float(angle) % 360
+
+
+def display_size(stream: dict) -> tuple[int, int]:
+    """(width, height) of the frames ffmpeg outputs for a probed video stream. Like ffmpeg's autorotation
+    (fftools, 5.x), a rotation within 1° of a quarter turn transposes the frame; any other angle rotates
+    inside the coded size. The manifest and the decoder both size frames with this one function."""
+    width, height = int(stream["width"]), int(stream["height"])
+    turn = rotation(stream)
+    if abs(turn - 90) < 1 or abs(turn - 270) < 1:
+        return height, width
+    return width, height
+
+
+def _probe_stream(path: Path) -> dict:
     try:
         info = ffmpeg.probe(str(path), select_streams="v:0")
     except ffmpeg.Error as exc:
@@ -69,14 +88,76 @@ def video_size(path: Path) -> tuple[int, int]:
     streams = info.get("streams") or []
     if not streams or not streams[0].get("width") or not streams[0].get("height"):
         raise ValueError(f"{path}: not a readable video (no video stream)")
-    stream = streams[0]
-    width, height = int(stream["width"]), int(stream["height"])
-    # ffmpeg auto-rotates phone videos; a quarter turn swaps the output's width and height.
-    rotation = stream.get("tags", {}).get("rotate") or next(
-        (s.get("rotation") for s in stream.get("side_data_list", []) if "rotation" in s), 0)
-    if abs(int(float(rotation))) % 180 == 90:
-        width, height = height, width
-    return width, height
+    return streams[0]
+
+
+def video_size(path: Path) -> tuple[int, int]:
+    """(width, height) of the frames ffmpeg will output for `path` (rotation applied), or a ValueError
+    naming the file when it is not a readable video."""
+    return display_size(_probe_stream(path))
+
+
+def video_rotation(path: Path) -> float:
+    """The display rotation `path` carries (0 when none), see `rotation`."""
+    return rotation(_probe_stream(path))
+
+
+# ffmpeg runs at `-v level+info -debug_ts` with the showinfo filter in front of select. Its log then holds, in
+# the order things happened: a `demuxer ->` line per packet read (in decoding order, with its pts), the
+# decoder's error lines, which follow the packet being decoded because decoding is synchronous (slice
+# threads only, see iter_frames), and a showinfo line per decoded frame (output index n, pts, key frame).
+_INPUT_LINE = re.compile(r"\[info\] Input #0, (.+), from ")
+_PACKET_LINE = re.compile(r"\[info\] demuxer -> ist_index:\d+ type:video .* pkt_pts:(-?\d+) ")
+_FRAME_LINE = re.compile(r"\[Parsed_showinfo_\d+ @ [^]]*\] \[info\] n: *(\d+) pts: *(-?\d+) .* iskey:(\d)")
+_ERROR_LINE = re.compile(r"^(?:\[(?P<src>[^]@]+?) @ [^]]*\] )?\[(?:error|fatal|panic)\] (?P<msg>.*)$")
+
+
+def _error_line(line: str) -> tuple[str, str] | None:
+    """(source, message) of an error line of ffmpeg's log, None for any other line."""
+    m = _ERROR_LINE.match(line)
+    return ((m.group("src") or "").strip(), m.group("msg").strip()) if m else None
+
+
+def damaged_frames(log: str) -> dict[int, str]:
+    """Frames (decoder output index → the error message) whose decoding used a packet the decoder
+    reported an error for, read from an ffmpeg log written as `iter_frames` runs it.
+
+    An error leaves concealed (smeared) macroblocks in its frame, and every later frame predicts from
+    them until the next key frame resets prediction: so the damaged packet and every packet after it in
+    decoding order up to the next key frame are damaged. Their frames are named by pts, which also catches
+    B-frames shown before the damaged frame but decoded after it (they predict from it). The h264
+    parser's lines (`[NULL @ ...]`) are skipped: it reads ahead, and the decoder repeats its complaints when
+    it reaches the packet; the demuxer's own errors (e.g. `partial file`) come while it reads a packet, so
+    they belong to the next packet."""
+    demuxer = None
+    packets: list[list] = [[None, None]]  # [pts, first error]; the first entry catches errors before any packet
+    pending: str | None = None
+    frames: dict[int, tuple[int, bool]] = {}  # pts -> (output index, key frame)
+    for line in log.splitlines():
+        if (m := _INPUT_LINE.search(line)) and demuxer is None:
+            demuxer = m.group(1)
+        elif m := _PACKET_LINE.search(line):
+            packets.append([int(m.group(1)), pending])
+            pending = None
+        elif m := _FRAME_LINE.search(line):
+            frames.setdefault(int(m.group(2)), (int(m.group(1)), m.group(3) == "1"))
+        elif error := _error_line(line):
+            source, message = error
+            if source == "NULL":
+                continue
+            if source == demuxer:
+                pending = pending or message
+            elif packets[-1][1] is None:
+                packets[-1][1] = message
+    damaged: dict[int, str] = {}
+    error = None
+    for pts, own in packets:
+        if pts in frames and frames[pts][1]:
+            error = None  # a key frame predicts from nothing before it
+        error = own or error
+        if error is not None and pts in frames:
+            damaged[frames[pts][0]] = error
+    return damaged
 
 
 def iter_frames(
@@ -84,26 +165,33 @@ def iter_frames(
     indices: Sequence[int],
     threads: int = 1,
     on_error: Callable[[str], None] | None = None,
+    on_damaged: Callable[[int, str], None] | None = None,
 ) -> Iterator[tuple[int, np.ndarray]]:
     """Yield (frame_index, RGB uint8 array H×W×3) for each wanted index, in increasing order, from one
     straight ffmpeg pass: the select filter keeps the wanted frames, passthrough fps mode stops ffmpeg from
     duplicating or dropping any, and raw frames are read from a pipe one at a time (never all in memory,
-    never a seek per frame).
+    never a seek per frame). Frames come out as a player shows them: rotation metadata is applied, and
+    their size is `display_size` of the stream, the same the manifest records.
 
     A video that stops decoding early (truncated, corrupt) yields the frames it could decode and ends
-    without raising; `on_error` then receives a message naming the file and ffmpeg's complaint. A file that
-    is not a video raises ValueError naming it."""
+    without raising; `on_error` then receives a message naming the file and ffmpeg's complaint. When the
+    decoder reported errors, `on_damaged(index, message)` is called, once the pass is over, for every
+    yielded frame that `damaged_frames` finds output after an error. A file that is not a video raises
+    ValueError naming it."""
     path = Path(path)
     wanted = sorted({int(i) for i in indices if int(i) >= 0})
     if not wanted:
         return
     select = "+".join(f"eq(n,{i})" for i in wanted)
     args = (
-        ffmpeg.input(str(path), threads=threads)
+        # Slice threads only: frame threads would decode packets out of step with the demuxer's lines,
+        # and damaged_frames could not tell which packet an error belongs to.
+        ffmpeg.input(str(path), threads=threads, thread_type="slice")
+        .filter("showinfo", checksum=0)
         .filter("select", select)
         # frames:v stops ffmpeg at the last wanted frame instead of decoding the rest of the video.
         .output("pipe:", format="rawvideo", pix_fmt="rgb24", fps_mode="passthrough", **{"frames:v": len(wanted)})
-        .global_args("-nostdin", "-v", "error")
+        .global_args("-nostdin", "-hide_banner", "-nostats", "-v", "level+info", "-debug_ts")
         .compile()
     )
     # stderr goes to a real file, not a pipe: a pipe nobody drains could fill up and stall the decoder.
@@ -111,7 +199,8 @@ def iter_frames(
         proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL)
         stdout = proc.stdout
         assert stdout is not None
-        got = 0
+        yielded: list[int] = []
+        finished = False  # False when the caller closed us early or the file is not a video: nothing to report
         try:
             # Probed while ffmpeg starts, which hides most of ffprobe's start-up time.
             width, height = video_size(path)
@@ -120,15 +209,23 @@ def iter_frames(
                 buf = stdout.read(frame_bytes)
                 if len(buf) < frame_bytes:
                     break
-                got += 1
+                yielded.append(index)
                 yield index, np.frombuffer(buf, np.uint8).reshape(height, width, 3)
+            finished = True
         finally:
             if proc.poll() is None:
                 proc.kill()
             stdout.close()
             code = proc.wait()
-        if got < len(wanted) and on_error is not None:
             err.seek(0)
-            tail = err.read().decode(errors="replace").strip().splitlines()[-1:]
-            on_error(f"{path}: decoding stopped after {got} of {len(wanted)} wanted frames "
-                     f"(ffmpeg exit {code}{': ' + tail[0] if tail else ''})")
+            log = err.read().decode(errors="replace")
+            if finished and len(yielded) < len(wanted) and on_error is not None:
+                errors = [e[1] for e in map(_error_line, log.splitlines()) if e]
+                on_error(f"{path}: decoding stopped after {len(yielded)} of {len(wanted)} wanted frames "
+                         f"(ffmpeg exit {code}{': ' + errors[-1] if errors else ''})")
+            if finished and on_damaged is not None:
+                damaged = damaged_frames(log)
+                for index in yielded:
+                    if index in damaged:
+                        on_damaged(index, f"{path}: frame {index} predicts from a packet the decoder reported "
+                                          f"an error for, with no key frame in between ({damaged[index]})")

@@ -9,6 +9,7 @@ from typing import Any, Callable, Sequence
 import ffmpeg
 import pandas as pd
 
+from .frames import display_size
 from .layout import ORIGINAL, mask_dir, read_splits, split_of, video_dir
 
 COLUMNS = [
@@ -39,7 +40,8 @@ def list_videos(dataset_root: Path, methods: Sequence[str], compression: str) ->
 
 
 def probe(path: Path) -> dict[str, Any]:
-    """fps, exact frame count (packets counted, so a truncated file reports what it really holds), size."""
+    """fps, exact frame count (packets counted, so a truncated file reports what it really holds), and the
+    size of the frames as decoded (rotation metadata applied, see `frames.display_size`)."""
     info = ffmpeg.probe(str(path), select_streams="v:0", count_packets=None)
     streams = info.get("streams") or []
     if not streams:
@@ -50,13 +52,16 @@ def probe(path: Path) -> dict[str, Any]:
     n_frames = int(stream.get("nb_read_packets") or 0)
     if n_frames <= 0 or fps <= 0:
         raise ValueError(f"no decodable frames (fps={fps:g}, frames={n_frames})")
-    return {
-        "fps": fps,
-        "n_frames": n_frames,
-        "duration": n_frames / fps,
-        "width": int(stream["width"]),
-        "height": int(stream["height"]),
-    }
+    width, height = display_size(stream)
+    return {"fps": fps, "n_frames": n_frames, "duration": n_frames / fps, "width": width, "height": height}
+
+
+def relative_text(text: str, root: Path) -> str:
+    """`text` (an error message) with every absolute spelling of the dataset root cut off the paths in it:
+    stored messages name files relative to the root, like the manifest's `path` column."""
+    for prefix in sorted({str(root), str(Path(root).absolute()), str(Path(root).resolve())}, key=len, reverse=True):
+        text = text.replace(prefix.rstrip("/") + "/", "")
+    return text
 
 
 def _probe_row(dataset_root: Path, row: dict[str, Any]) -> dict[str, Any]:
@@ -66,7 +71,8 @@ def _probe_row(dataset_root: Path, row: dict[str, Any]) -> dict[str, Any]:
         out.update(probe(path))
     except (ffmpeg.Error, ValueError, KeyError) as exc:
         detail = exc.stderr.decode(errors="replace").strip().splitlines()[-1:] if isinstance(exc, ffmpeg.Error) else [str(exc)]
-        out.update(status="unreadable", error=f"{row['path']}: {' '.join(detail) or 'ffprobe failed'}",
+        message = relative_text(" ".join(detail), dataset_root) or "ffprobe failed"
+        out.update(status="unreadable", error=f"{row['path']}: {message}",
                    fps=0.0, n_frames=0, duration=0.0, width=0, height=0)
     return out
 
