@@ -426,6 +426,21 @@ def test_file_that_never_verifies_is_reported_missing_and_a_clean_rerun_fetches_
     assert_same(mirror, dest, got)
 
 
+def test_damaged_copy_on_the_server_is_refetched_from_zero_then_reported(mirror, tmp_path):
+    """The server's own file is cut: a resume brings nothing (416), so each retry starts from byte 0."""
+    dest = tmp_path / "ffpp"
+    rel = ORIG.format("002")
+    data = mirror.file(rel).read_bytes()
+    mirror.file(rel).write_bytes(data[: len(data) // 2])
+
+    with pytest.raises(ffpp.DownloadError, match=f"{rel}: still fails verification after 4 attempts"):
+        run(mirror, dest, methods=[], retries=3)
+
+    assert [s for p, s in mirror.statuses if p == mirror.path(rel)] == [200, 416, 200, 416]
+    assert not (dest / rel).exists() and not list(dest.rglob("*.part"))
+    assert_same(mirror, dest, [ORIG.format(i) for i in ("000", "001", "003")])
+
+
 def test_truncated_video_kept_by_an_older_run_is_fetched_again_and_checks_are_remembered(mirror, tmp_path,
                                                                                           monkeypatch):
     """Files at their final name that were never verified (an older version, or a killed run) are checked once."""

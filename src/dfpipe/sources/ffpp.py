@@ -245,7 +245,7 @@ def fetch(
 ) -> None:
     """Download `url` to `path` via `<path>.part`, resuming and retrying; `path` appears only when complete.
 
-    Complete means: as long as announced and, with `verify`, `verify(part)` finds nothing wrong. Raises
+    Complete means: as many bytes as announced and, with `verify`, nothing wrong found by `verify(part)`. Raises
     RefusedError on a non-retryable HTTP error (404, ...), IncompleteError when every attempt fails
     verification, and DownloadError once retries of transient failures are spent.
     """
@@ -263,7 +263,8 @@ def fetch(
                 raise _Invalid(problem)
         except _Invalid as exc:
             invalid += 1
-            grew = part.stat().st_size > before
+            size = part.stat().st_size
+            grew = size > before
             if invalid > retries:
                 part.unlink()
                 raise IncompleteError(
@@ -274,8 +275,8 @@ def fetch(
             # One that did not grow is all the server has, so start again from byte 0.
             if not grew:
                 part.unlink()
-            log(f"ffpp: {path.name}: {part.stat().st_size if part.exists() else 0} bytes fail verification "
-                f"({exc}); fetching {'the rest' if grew else 'it again'}")
+            log(f"ffpp: {path.name}: {size} bytes fail verification ({exc}); "
+                f"fetching {'the rest' if grew else 'it again'}")
             continue
         except _Transient as exc:
             # Progress resets the count: a slow, flaky link still finishes a large file.
