@@ -58,7 +58,7 @@ def study(tmp_path_factory, ffpp_tree) -> tuple[pd.DataFrame, dict[str, set[str]
 def test_fake_across_two_splits_is_left_out(study) -> None:
     table, in_shards = study
     split = table.set_index("key")["split"]
-    assert pd.isna(split[CROSS_SPLIT]), f"{CROSS_SPLIT} mixes a train and a val identity but got split {split[CROSS_SPLIT]}"
+    assert pd.isna(split[CROSS_SPLIT]), f"{CROSS_SPLIT} mixes a train and a val identity, got {split[CROSS_SPLIT]}"
     assert not any(CROSS_SPLIT in keys for keys in in_shards.values())
     # Its single-split neighbours do get in (the test would pass vacuously otherwise).
     assert "Deepfakes/000_001" in in_shards["train"] and "Deepfakes/002_003" in in_shards["val"]
