@@ -16,6 +16,7 @@ import webdataset as wds
 from PIL import Image
 
 from dfpipe.loader import Augment, ShardStream, index_shards, make_loader, normalize
+from dfpipe.io import write_json
 from dfpipe.shards import write_split
 
 Q = 77
@@ -44,7 +45,8 @@ def make_shards(root: Path, split: str, videos: list[tuple[str, str, int]], fram
                          "frame_index": 10 * f, "quality": quality, "jpeg": buf.getvalue()})
     out = root / f"q{quality}"
     columns = ["key", "method", "video_id", "split", "label", "frame_index", "quality", "jpeg"]
-    write_split([pd.DataFrame(rows, columns=columns)], quality, split, n_shards, out)
+    counts = write_split([pd.DataFrame(rows, columns=columns)], quality, split, n_shards, out)
+    write_json(out / f"{split}.counts.json", counts)  # as the shards rule does: the readers check against it
     return [out / f"{split}-{i:04d}.tar" for i in range(n_shards)]
 
 

@@ -72,10 +72,67 @@ class Entry(NamedTuple):
     json: tuple[int, int]
 
 
+def rebuild_hint(shard: Path | str) -> str:
+    """How to get a sound shard back: the shards rule rewrites every shard of its split."""
+    m = SHARD_NAME.search(Path(shard).as_posix())
+    split = m["split"] if m else "<split>"
+    return f"delete it and rerun snakemake (or `snakemake --forcerun shards_{split}`) to rebuild it"
+
+
+def shard_error(shard: Path | str, problem: str) -> ValueError:
+    return ValueError(f"{shard}: {problem}; {rebuild_hint(shard)}")
+
+
+def expected_counts(shard: Path) -> int | None:
+    """Samples the shards stage wrote into `shard`, from `{split}.counts.json` beside it (None without one)."""
+    _, split = expected_shard(shard)
+    path = shard.parent / f"{split}.counts.json"
+    if not path.is_file():
+        return None
+    try:
+        return int(json.loads(path.read_text())["shards"][shard.name]["samples"])
+    except (ValueError, KeyError, TypeError) as exn:
+        raise ValueError(f"{path}: no sample count for {shard.name} ({type(exn).__name__}: {exn}); "
+                         f"{rebuild_hint(shard)}") from exn
+
+
+def _index_tar(shard: Path) -> tuple[dict[str, dict[str, tuple[int, int]]], dict[str, int]]:
+    """(member places per sample key and extension, labels) of one tar, refusing anything but whole sample
+    files: names with a folder part (`../x`), links, members running past the end of the file, and a file
+    that ends without the end-of-archive block (cut, possibly right at a sample boundary)."""
+    members: dict[str, dict[str, tuple[int, int]]] = {}
+    labels: dict[str, int] = {}
+    size = shard.stat().st_size
+    with open(shard, "rb") as f, tarfile.open(fileobj=f, mode="r:") as tar:
+        for m in tar:
+            if "/" in m.name or "\\" in m.name or m.name.startswith("."):
+                raise shard_error(shard, f"member {m.name!r} is a path, not a sample file (path traversal)")
+            if not m.isreg():
+                raise shard_error(shard, f"member {m.name!r} is not a regular file")
+            if m.offset_data + m.size > size:
+                raise shard_error(shard, f"truncated: member {m.name} ends at byte {m.offset_data + m.size}, "
+                                         f"the file at {size}")
+            key, _, ext = m.name.partition(".")  # webdataset's rule: the key ends at the first dot
+            members.setdefault(key, {})[ext] = (m.offset_data, m.size)
+            if ext == "cls":
+                raw = tar.extractfile(m).read()  # type: ignore[union-attr]
+                if raw.strip() not in (b"0", b"1"):
+                    raise shard_error(shard, f"sample {key} has label {raw[:20]!r}; expected 0 (real) or 1 (fake)")
+                labels[key] = int(raw)
+        f.seek(tar.offset)
+        end = f.read(tarfile.BLOCKSIZE)
+    if end != bytes(tarfile.BLOCKSIZE):
+        raise shard_error(shard, f"truncated or damaged after {len(members)} samples: no end-of-archive block at "
+                                 f"byte {tar.offset}")
+    return members, labels
+
+
 def index_shards(shards: Sequence[Path], quality: int | None = None, split: str | None = None) -> list[Entry]:
     """Every sample of `shards`, in shard and tar order; raises naming the files when some are missing,
-    unreadable, of another quality or split than asked (`quality`/`split` when given), or all empty, and
-    naming the sample when one lacks a .jpg, .cls or .json member."""
+    unreadable, truncated (also at a sample boundary: the end-of-archive block and the sample count of
+    `{split}.counts.json` are checked), hold other members than sample files, are of another quality or split
+    than asked (`quality`/`split` when given), or all empty, and naming the sample when one lacks a .jpg,
+    .cls or .json member."""
     shards = [Path(s) for s in shards]
     if not shards:
         raise ValueError("no shards given")
@@ -87,23 +144,18 @@ def index_shards(shards: Sequence[Path], quality: int | None = None, split: str 
         q, sp = expected_shard(shard)
         if (quality is not None and q != quality) or (split is not None and sp != split):
             raise ValueError(f"{shard}: a q{q} {sp} shard, but q{quality} {split} was asked for")
-        members: dict[str, dict[str, tuple[int, int]]] = {}
-        labels: dict[str, int] = {}
         try:
-            with tarfile.open(shard) as tar:
-                for m in tar:
-                    key, _, ext = m.name.partition(".")  # webdataset's rule: the key ends at the first dot
-                    members.setdefault(key, {})[ext] = (m.offset_data, m.size)
-                    if ext == "cls":
-                        labels[key] = int(tar.extractfile(m).read())  # type: ignore[union-attr]
-        except (tarfile.TarError, ValueError) as exn:
-            raise ValueError(f"{shard}: unreadable shard ({exn})") from exn
+            members, labels = _index_tar(shard)
+        except tarfile.TarError as exn:
+            raise shard_error(shard, f"unreadable shard ({exn})") from exn
+        expected = expected_counts(shard)
+        if expected is not None and expected != len(members):
+            raise shard_error(shard, f"holds {len(members)} samples, but the shards stage wrote {expected} "
+                                     f"({sp}.counts.json): truncated or replaced")
         for key, parts in members.items():
             lacking = [ext for ext in ("jpg", "cls", "json") if ext not in parts]
             if lacking:
-                raise ValueError(f"{shard}: sample {key} lacks {lacking}")
-            if labels[key] not in (0, 1):
-                raise ValueError(f"{shard}: sample {key} has label {labels[key]}; expected 0 (real) or 1 (fake)")
+                raise shard_error(shard, f"sample {key} lacks {lacking}")
             entries.append(Entry(n, key, labels[key], parts["jpg"], parts["json"]))
     if not entries:
         raise ValueError(f"no samples in any of the shards: {', '.join(map(str, shards))}")
@@ -113,18 +165,19 @@ def index_shards(shards: Sequence[Path], quality: int | None = None, split: str 
 def check_sample(sample: dict[str, Any]) -> dict[str, Any]:
     """Parse the sample's json into `meta` and check it against its shard: fields present, quality and split."""
     url, key = sample["__url__"], sample["__key__"]
-    meta = json.loads(sample["json"])
+    try:
+        meta = json.loads(sample["json"])
+    except ValueError as exn:
+        raise shard_error(url, f"sample {key} json is unreadable ({exn})") from exn
     lacking = [f for f in META_FIELDS if f not in meta]
     if lacking:
-        raise ValueError(f"{url}: sample {key} json lacks {lacking}")
+        raise shard_error(url, f"sample {key} json lacks {lacking}")
     quality, split = _expected_shard(url)
     if int(meta["quality"]) != quality or meta["split"] != split:
-        raise ValueError(
-            f"{url}: sample {key} is q{meta['quality']} {meta['split']}, "
-            f"but its shard was asked for as q{quality} {split}"
-        )
+        raise shard_error(url, f"sample {key} is q{meta['quality']} {meta['split']}, "
+                               f"but its shard was asked for as q{quality} {split}")
     if int(sample["cls"]) != int(meta["label"]):
-        raise ValueError(f"{url}: sample {key} has cls {sample['cls']} but json label {meta['label']}")
+        raise shard_error(url, f"sample {key} has cls {sample['cls']} but json label {meta['label']}")
     sample["meta"] = meta
     return sample
 
@@ -250,8 +303,11 @@ class ShardStream(IterableDataset):
             f.seek(e.jpg[0])
             jpg = f.read(e.jpg[1])
             f.seek(e.json[0])
-            return {"__key__": e.key, "__url__": self.shards[e.shard], "__index__": i, "jpg": jpg,
-                    "json": f.read(e.json[1]), "cls": e.label}
+            meta = f.read(e.json[1])
+            if len(jpg) != e.jpg[1] or len(meta) != e.json[1]:
+                raise shard_error(self.shards[e.shard], f"sample {e.key} cut short since the shard was indexed")
+            return {"__key__": e.key, "__url__": self.shards[e.shard], "__index__": i, "jpg": jpg, "json": meta,
+                    "cls": e.label}
 
         return read
 
@@ -265,7 +321,7 @@ class ShardStream(IterableDataset):
         try:
             image = decode_image(sample["jpg"])
         except OSError as exn:
-            raise ValueError(f"{sample['__url__']}: sample {sample['__key__']} is not a readable JPEG") from exn
+            raise shard_error(sample["__url__"], f"sample {sample['__key__']} is not a readable JPEG ({exn})") from exn
         # Resize first (less to augment); everything stays a PIL image until the batch: PIL's kernels are
         # single-threaded SIMD, while per-image torch ops on small tensors contend for threads.
         if image.size != self.size[::-1]:  # PIL sizes are (w, h); resizing to the same size would copy
