@@ -7,7 +7,6 @@ import json
 import os
 import platform
 import subprocess
-from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -61,7 +60,8 @@ def collect(config: dict[str, Any], manifest_path: str | os.PathLike, cjpeg_vers
             cjpeg_flags: list[str], repo: str | os.PathLike = REPO_ROOT) -> dict[str, Any]:
     """Provenance record for result files. Pass the validated config (`dfpipe.config.validate`), so defaults
     are filled in and a config that only spells a default out hashes the same. Only the manifest's file name
-    is stored, never its absolute path."""
+    is stored, never its absolute path. No time stamp: the same inputs give byte-identical result files (the
+    files' own mtimes say when)."""
     return {
         "config_sha256": config_hash(config),
         "code_version": code_version(repo),
@@ -70,5 +70,4 @@ def collect(config: dict[str, Any], manifest_path: str | os.PathLike, cjpeg_vers
         "manifest": Path(manifest_path).name,
         "manifest_sha256": file_hash(manifest_path),
         "versions": package_versions(),
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
