@@ -2,15 +2,12 @@
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from dfpipe import metrics, provenance, runlog, tables, tools
 
 log = runlog.to_file(snakemake.log[0])
 out = snakemake.output
-preds = pd.concat([pd.read_parquet(p) for p in snakemake.input.predictions], ignore_index=True)
-for split in ("val", "test"):
-    metrics.check_predictions(preds[preds.split == split], f"predictions ({split} split)", split)
+preds = metrics.read_predictions(snakemake.input.predictions, extra=["features"])  # errors name the file
 test, val = preds[preds.split == "test"], preds[preds.split == "val"]
 scores = metrics.evaluate(test[metrics.PRED_COLUMNS], val[metrics.PRED_COLUMNS],
                           n_boot=snakemake.params.bootstrap, n_jobs=snakemake.threads)

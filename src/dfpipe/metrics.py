@@ -21,7 +21,7 @@ accuracy removes that prevalence too. AUC and EER do not depend on the class rat
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -74,9 +74,19 @@ def check_predictions(pred: pd.DataFrame, name: str, split: str | None = None) -
     return pred
 
 
-def read_predictions(paths: Iterable[str | os.PathLike], split: str | None = None) -> pd.DataFrame:
-    """Concatenate prediction parquet files, each checked (errors name the file), in the given order."""
-    tables = [check_predictions(pd.read_parquet(p), str(p), split)[PRED_COLUMNS] for p in paths]
+def read_predictions(paths: Iterable[str | os.PathLike], split: str | None = None,
+                     extra: Sequence[str] = ()) -> pd.DataFrame:
+    """Concatenate prediction parquet files, each checked (errors name the file), in the given order; columns
+    `PRED_COLUMNS` plus those of `extra` a file has (e.g. t-SNE "features")."""
+    tables = []
+    for path in paths:
+        try:
+            table = pd.read_parquet(path)
+        except (OSError, ValueError) as exc:  # pyarrow's errors derive from these; they do not name the file
+            raise ValueError(f"{path}: not a readable prediction table ({exc}); delete it and rerun the workflow "
+                             "to predict again") from exc
+        check_predictions(table, str(path), split)
+        tables.append(table[PRED_COLUMNS + [c for c in extra if c in table.columns]])
     if not tables:
         raise ValueError("read_predictions: no prediction files given")
     return pd.concat(tables, ignore_index=True)
