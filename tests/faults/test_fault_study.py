@@ -51,7 +51,7 @@ def test_truncated_prediction_file_is_named_and_tables_rebuild_after_rerun(tmp_p
 
 
 def test_demo_file_lost_after_build_is_rebuilt_identically(tmp_path: Path) -> None:
-    """Demo video deleted after the build: the next build notices (sources.json lists it) and rebuilds the same bytes."""
+    """Demo video deleted after its build: the next build notices (sources.json lists it), rebuilds the same bytes."""
     settings = {"identities": 2, "seconds": 0.5, "fps": 8, "frame_size": 96, "seed": 1}
     root = tmp_path / "demo"
     demo.build(settings, root, ["FaceSwap"], "c23", log=lambda _: None, gan_cache=tmp_path / "gan")
