@@ -196,6 +196,22 @@ def test_write_results_with_provenance(metrics_df: pd.DataFrame, manifest: Path,
     assert [p.read_bytes() for p in again] == [p.read_bytes() for p in written]
 
 
+def test_roc_legend_gives_the_tables_video_weighted_auc(metrics_df: pd.DataFrame, preds, tmp_path: Path,
+                                                       monkeypatch) -> None:
+    from dfpipe import tables
+
+    test, _ = preds
+    nt = test[test["method"] == "NeuralTextures"].assign(frame_index=lambda d: d["frame_index"] + 1)
+    doubled = pd.concat([test, nt], ignore_index=True)  # NeuralTextures at twice the frame rate
+    legends = []
+    monkeypatch.setattr(tables, "_save", lambda fig, path: legends.extend(
+        t.get_text() for t in fig.axes[0].get_legend().get_texts()))
+    plot_roc(doubled, tmp_path / "roc.png", test_quality=60)
+    auc = _auc(metrics_df, detector="meso4", train_quality=95, train_methods="all", test_quality=60,
+               test_set="all", level="frame")
+    assert f"meso4 train q95 (AUC {auc:.3f})" in legends
+
+
 def test_plots(metrics_df: pd.DataFrame, preds, tmp_path: Path) -> None:
     plot_auc_vs_quality(metrics_df, tmp_path / "auc.png")
     test, _ = preds

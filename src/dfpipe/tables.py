@@ -15,7 +15,7 @@ from sklearn.manifold import TSNE
 from sklearn.metrics import roc_auc_score, roc_curve
 
 from .io import atomic_path, write_csv, write_json
-from .metrics import LEVELS, METHODS, TEST_SETS
+from .metrics import LEVELS, METHODS, TEST_SETS, video_weights
 
 METHOD_SETS = [s for s in TEST_SETS if s != "all"]  # FF-DF, FF-F2F, FF-FS, FF-NT
 RESULT_FILES = ["metrics.csv", "auc_table.csv", "auc_table.md", "robustness_matrix.csv",
@@ -136,7 +136,8 @@ def plot_auc_vs_quality(metrics_df: pd.DataFrame, path: str | os.PathLike, level
 
 def plot_roc(preds: pd.DataFrame, path: str | os.PathLike, test_quality: int | None = None) -> None:
     """PNG of frame-level ROC curves on the whole test set, one per detector × training quality (trained on
-    all methods), at `test_quality` (may be left out when the predictions hold one test quality)."""
+    all methods), at `test_quality` (may be left out when the predictions hold one test quality). Every video
+    weighs the same, as in `dfpipe.metrics`, so the AUC in the legend is the table's."""
     qualities = sorted(preds["test_quality"].unique())
     if test_quality is None:
         if len(qualities) != 1:
@@ -148,8 +149,9 @@ def plot_roc(preds: pd.DataFrame, path: str | os.PathLike, test_quality: int | N
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5, 5), constrained_layout=True)
     for (detector, train_q), rows in sel.groupby(["detector", "train_quality"]):
-        fpr, tpr, _ = roc_curve(rows["label"], rows["score"])
-        auc = roc_auc_score(rows["label"], rows["score"])
+        weights = video_weights(rows["video_key"].to_numpy())
+        fpr, tpr, _ = roc_curve(rows["label"], rows["score"], sample_weight=weights)
+        auc = roc_auc_score(rows["label"], rows["score"], sample_weight=weights)
         ax.plot(fpr, tpr, label=f"{detector} train q{train_q} (AUC {auc:.3f})")
     ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
     ax.set_xlabel("false positive rate")
