@@ -34,13 +34,17 @@ def sample_image(k: int, label: int, noise: bool = False) -> np.ndarray:
 
 
 def make_shards(root: Path, split: str, videos: list[tuple[str, str, int]], frames: int = 3,
-                n_shards: int = 2, quality: int = Q, noise: bool = False, first: int = 0) -> list[Path]:
-    """Shards of (method, video_id, label) videos written by the shards stage; sample k = first + running number."""
+                n_shards: int = 2, quality: int = Q, noise: bool = False, first: int = 0,
+                looks: list[int] | None = None) -> list[Path]:
+    """Shards of (method, video_id, label) videos written by the shards stage; sample k = first + running number.
+
+    `looks`: per video, the label its pixels show (default: its own label)."""
     rows = []
     for v, (method, vid, label) in enumerate(videos):
         for f in range(frames):
             buf = io.BytesIO()
-            Image.fromarray(sample_image(first + len(rows), label, noise)).save(buf, format="JPEG", quality=95)
+            shown = label if looks is None else looks[v]
+            Image.fromarray(sample_image(first + len(rows), shown, noise)).save(buf, format="JPEG", quality=95)
             rows.append({"key": f"{method}/{vid}", "method": method, "video_id": vid, "split": split, "label": label,
                          "frame_index": 10 * f, "quality": quality, "jpeg": buf.getvalue()})
     out = root / f"q{quality}"

@@ -139,6 +139,44 @@ def test_best_checkpoint_is_the_best_validation_epoch(shards, reference) -> None
     assert roc_auc_score(scores["label"], scores["score"]) == pytest.approx(best["val_auc"])
 
 
+@pytest.fixture(scope="module")
+def uneven(shards, tmp_path_factory) -> tuple[Path, list[Path]]:
+    """A run whose validation AUC differs between epochs and peaks before the last: validation shards of
+    textured noise (nothing to learn there), so each epoch's weights rank them differently."""
+    root = tmp_path_factory.mktemp("uneven")
+    val = make_shards(root / "shards", "val", videos(3, 3, offset=100), frames=4, n_shards=1, first=100, noise=True)
+    out = root / "model"
+    train(fresh(), shards[0], val, out, {**SETTINGS, "epochs": 3, "lr": 0.2}, device="cpu", log=lambda _: None)
+    return out, val
+
+
+def test_best_epoch_is_chosen_by_validation_auc(uneven) -> None:
+    """Regression guard: keeping the last, the first or the worst epoch instead of the best one fails here."""
+    out, val = uneven
+    summary = json.loads((out / "summary.json").read_text())
+    aucs = summary["val_auc"]
+    best = aucs.index(max(aucs)) + 1
+    assert len(set(aucs)) > 1 and aucs.count(max(aucs)) == 1 and 1 < best < len(aucs)  # the case discriminates
+    assert summary["best_epoch"] == best and summary["best_val_auc"] == max(aucs)
+    ckpt = torch.load(out / "best.pt", weights_only=True)
+    assert ckpt["epoch"] == best
+    model = TinyDetector()
+    model.load_state_dict(ckpt["model"])
+    scores = predict(model, val, device="cpu", batch_size=5)
+    assert roc_auc_score(scores["label"], scores["score"]) == pytest.approx(max(aucs))
+
+
+def test_validation_scores_the_validation_shards(shards, uneven) -> None:
+    """Regression guard: validating on the training shards (AUC near 1 here) instead of the validation ones fails."""
+    out, val = uneven
+    model = TinyDetector()
+    model.load_state_dict(weights_of(out / "last.pt"))
+    on_val, on_train = (predict(model, s, device="cpu", batch_size=5) for s in (val, shards[0]))
+    last_auc = json.loads((out / "summary.json").read_text())["val_auc"][-1]
+    assert last_auc == pytest.approx(roc_auc_score(on_val["label"], on_val["score"]))
+    assert abs(last_auc - roc_auc_score(on_train["label"], on_train["score"])) > 0.3
+
+
 def test_step_log_has_every_step(reference) -> None:
     lines = [json.loads(ln) for ln in (reference / "train_log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in lines] == list(range(1, 7)) and [r["epoch"] for r in lines] == [1] * 3 + [2] * 3
