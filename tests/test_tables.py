@@ -17,8 +17,8 @@ from dfpipe.config import validate
 from dfpipe.io import write_parquet
 from dfpipe.metrics import evaluate, read_predictions
 from dfpipe.provenance import collect, config_hash
-from dfpipe.tables import (RESULT_FILES, accuracy_table, auc_table, generalization_matrix, plot_auc_vs_quality, plot_roc,
-                           plot_tsne, robustness_matrix, to_markdown, write_results)
+from dfpipe.tables import (RESULT_FILES, accuracy_table, auc_table, generalization_matrix, plot_auc_vs_quality,
+                           plot_roc, plot_tsne, robustness_matrix, to_markdown, write_results)
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 SETS = ["FF-DF", "FF-F2F", "FF-FS", "FF-NT"]
