@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from dfpipe.frames import (UNREADABLE, damaged_frames, display_size, iter_frames, plan_batch, sample_indices,
-                           video_rotation, video_size)
+                           select_expression, video_rotation, video_size)
 
 
 def cv2_frames(path: Path) -> list[np.ndarray]:
@@ -204,3 +204,11 @@ def test_display_size_follows_ffmpeg_autorotation():
     assert display_size({**stream, "side_data_list": [{"rotation": 180}]}) == (176, 144)
     assert display_size({**stream, "side_data_list": [{"rotation": 45}]}) == (176, 144)  # rotated in place
     assert display_size({**stream, "tags": {"rotate": "90"}}) == (144, 176)
+
+
+def test_more_than_a_hundred_wanted_frames(carphone):
+    """ffmpeg's expression parser refuses a flat sum of more than 100 eq() terms: all 120 frames of
+    carphone, and every other one, must still come out."""
+    assert [i for i, _ in iter_frames(carphone, range(120))] == list(range(120))
+    assert [i for i, _ in iter_frames(carphone, range(1, 120, 2))] == list(range(1, 120, 2))
+    assert select_expression([1, 2, 3, 5, 9, 10]) == "(between(n,1,3)+eq(n,5)+between(n,9,10))"

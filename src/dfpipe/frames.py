@@ -84,7 +84,7 @@ def _probe_stream(path: Path) -> dict:
         info = ffmpeg.probe(str(path), select_streams="v:0")
     except ffmpeg.Error as exc:
         detail = exc.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["ffprobe failed"]
-        raise ValueError(f"{path}: not a readable video ({detail[0]})") from exc
+        raise ValueError(f"{path}: not a readable video ({detail[0].removeprefix(f'{path}: ')})") from exc
     streams = info.get("streams") or []
     if not streams or not streams[0].get("width") or not streams[0].get("height"):
         raise ValueError(f"{path}: not a readable video (no video stream)")
@@ -160,6 +160,22 @@ def damaged_frames(log: str) -> dict[int, str]:
     return damaged
 
 
+def select_expression(wanted: Sequence[int]) -> str:
+    """An ffmpeg `select` expression true exactly for the frame numbers in `wanted` (sorted, distinct):
+    runs of consecutive frames become one `between`, and the terms are summed as a balanced tree, because
+    ffmpeg's expression parser gives up ("Cannot allocate memory") on a flat sum of more than 100 terms."""
+    runs: list[list[int]] = []
+    for i in wanted:
+        if runs and i == runs[-1][1] + 1:
+            runs[-1][1] = i
+        else:
+            runs.append([i, i])
+    terms = [f"eq(n,{a})" if a == b else f"between(n,{a},{b})" for a, b in runs]
+    while len(terms) > 1:
+        terms = [f"({'+'.join(terms[k:k + 8])})" for k in range(0, len(terms), 8)]
+    return terms[0]
+
+
 def iter_frames(
     path: Path,
     indices: Sequence[int],
@@ -182,7 +198,7 @@ def iter_frames(
     wanted = sorted({int(i) for i in indices if int(i) >= 0})
     if not wanted:
         return
-    select = "+".join(f"eq(n,{i})" for i in wanted)
+    select = select_expression(wanted)
     args = (
         # Slice threads only: frame threads would decode packets out of step with the demuxer's lines,
         # and damaged_frames could not tell which packet an error belongs to.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -64,14 +65,25 @@ def relative_text(text: str, root: Path) -> str:
     return text
 
 
+def ffprobe_complaint(stderr: bytes, path: Path) -> str:
+    """ffprobe's error lines as one short text: its last three distinct messages, without the component
+    tags (`[mov,mp4,... @ 0x55...]`) and without the file name it repeats (the caller names the file)."""
+    messages = []
+    for line in stderr.decode(errors="replace").splitlines():
+        text = re.sub(r"^\[[^]]* @ 0x[0-9a-f]+\] ", "", line.strip()).removeprefix(f"{path}: ")
+        if text and text not in messages:
+            messages.append(text)
+    return "; ".join(messages[-3:])
+
+
 def _probe_row(dataset_root: Path, row: dict[str, Any]) -> dict[str, Any]:
     path = dataset_root / row["path"]
     out = dict(row, bytes=path.stat().st_size, status="ok", error=None)
     try:
         out.update(probe(path))
     except (ffmpeg.Error, ValueError, KeyError) as exc:
-        detail = exc.stderr.decode(errors="replace").strip().splitlines()[-1:] if isinstance(exc, ffmpeg.Error) else [str(exc)]
-        message = relative_text(" ".join(detail), dataset_root) or "ffprobe failed"
+        detail = ffprobe_complaint(exc.stderr, path) if isinstance(exc, ffmpeg.Error) else str(exc)
+        message = relative_text(detail, dataset_root) or "ffprobe failed"
         out.update(status="unreadable", error=f"{row['path']}: {message}",
                    fps=0.0, n_frames=0, duration=0.0, width=0, height=0)
     return out
