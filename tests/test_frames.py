@@ -158,17 +158,19 @@ def test_frames_after_a_decoder_error_are_named_until_the_next_key_frame(gop_cli
 
 
 def test_damaged_frames_reads_the_decoding_order_from_the_log():
-    """Unit check of the log reading: errors belong to the packet just read, demuxer errors to the next."""
-    def packet(pts):
-        return f"[info] demuxer -> ist_index:0 type:video next_dts:0 pkt_pts:{pts} pkt_pts_time:0"
+    """Unit check of the log reading: errors belong to the packet just read, demuxer errors to the next;
+    packets of another video stream (a cover picture) do not count."""
+    def packet(pts, stream=0):
+        return f"[info] demuxer -> ist_index:{stream} type:video next_dts:0 pkt_pts:{pts} pkt_pts_time:0"
 
     def frame(n, pts, key=0):
         return f"[Parsed_showinfo_0 @ 0x1] [info] n:{n:4d} pts:{pts:7d} pts_time:0 iskey:{key} type:P"
     log = "\n".join([
         "[info] Input #0, mov,mp4, from 'x.mp4':",
+        "[info]   Stream #0:0 (h264) -> showinfo:default",
         packet(0), frame(0, 0, 1), packet(2), packet(1), frame(1, 1),
         "[NULL @ 0x2] [error] parser complaint about the next packet",
-        frame(2, 2), packet(4), "[h264 @ 0x3] [error] broken macroblock", packet(3), frame(3, 3),
+        frame(2, 2), packet(4), "[h264 @ 0x3] [error] broken macroblock", packet(0, stream=1), packet(3), frame(3, 3),
         frame(4, 4), packet(5), frame(5, 5, 1), "[mov,mp4 @ 0x4] [error] partial file", packet(6), frame(6, 6),
     ])
     assert damaged_frames(log) == {3: "broken macroblock", 4: "broken macroblock", 6: "partial file"}

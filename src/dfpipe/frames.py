@@ -107,7 +107,8 @@ def video_rotation(path: Path) -> float:
 # decoder's error lines, which follow the packet being decoded because decoding is synchronous (slice
 # threads only, see iter_frames), and a showinfo line per decoded frame (output index n, pts, key frame).
 _INPUT_LINE = re.compile(r"\[info\] Input #0, (.+), from ")
-_PACKET_LINE = re.compile(r"\[info\] demuxer -> ist_index:\d+ type:video .* pkt_pts:(-?\d+) ")
+_MAPPING_LINE = re.compile(r"\[info\] +Stream #0:(\d+) \([^)]*\) -> showinfo")
+_PACKET_LINE = re.compile(r"\[info\] demuxer -> ist_index:(\d+) type:video .* pkt_pts:(-?\d+) ")
 _FRAME_LINE = re.compile(r"\[Parsed_showinfo_\d+ @ [^]]*\] \[info\] n: *(\d+) pts: *(-?\d+) .* iskey:(\d)")
 _ERROR_LINE = re.compile(r"^(?:\[(?P<src>[^]@]+?) @ [^]]*\] )?\[(?:error|fatal|panic)\] (?P<msg>.*)$")
 
@@ -130,14 +131,17 @@ def damaged_frames(log: str) -> dict[int, str]:
     it reaches the packet; the demuxer's own errors (e.g. `partial file`) come while it reads a packet, so
     they belong to the next packet."""
     demuxer = None
+    decoded: str | None = None  # the input stream being decoded (a file may hold a cover picture too)
     packets: list[list] = [[None, None]]  # [pts, first error]; the first entry catches errors before any packet
     pending: str | None = None
     frames: dict[int, tuple[int, bool]] = {}  # pts -> (output index, key frame)
     for line in log.splitlines():
         if (m := _INPUT_LINE.search(line)) and demuxer is None:
             demuxer = m.group(1)
-        elif m := _PACKET_LINE.search(line):
-            packets.append([int(m.group(1)), pending])
+        elif (m := _MAPPING_LINE.search(line)) and decoded is None:
+            decoded = m.group(1)
+        elif (m := _PACKET_LINE.search(line)) and decoded in (None, m.group(1)):
+            packets.append([int(m.group(2)), pending])
             pending = None
         elif m := _FRAME_LINE.search(line):
             frames.setdefault(int(m.group(2)), (int(m.group(1)), m.group(3) == "1"))
