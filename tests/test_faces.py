@@ -10,8 +10,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from dfpipe import assets
-from dfpipe.faces import (STATUSES, TEMPLATE, _detections, _detector, alignment_residual, crop_batch, keypoint_spread,
-                          pick_face, summarize)
+from dfpipe.faces import (MAX_ALIGNMENT_RESIDUAL, STATUSES, TEMPLATE, _detections, _detector, alignment_residual,
+                          crop_batch, keypoint_spread, pick_face, summarize)
 from dfpipe.frames import plan_batch
 
 SETTINGS = {"size": 256, "margin": 1.3, "align": True, "min_confidence": 0.5, "min_face_size": 32,
@@ -206,9 +206,9 @@ def test_keypoint_sanity_measures():
     assert alignment_residual(frontal * 3 + 7) == pytest.approx(0, abs=1e-4)  # a similarity costs nothing
     collapsed = 50 + np.random.default_rng(0).normal(0, 2, (6, 2))
     assert keypoint_spread(box, collapsed) < 0.2
-    swapped = frontal.copy()
-    swapped[[2, 3]] = swapped[[3, 2]]  # nose below the mouth: no similarity fixes that
-    assert alignment_residual(swapped) > 0.1
+    mirrored = frontal.copy()
+    mirrored[[0, 1]] = mirrored[[1, 0]]  # eyes swapped: a mirror image, which no similarity undoes
+    assert alignment_residual(mirrored) > MAX_ALIGNMENT_RESIDUAL
 
 
 def test_rotation_metadata_right_and_wrong(root, model):

@@ -40,11 +40,12 @@ from .frames import UNREADABLE, iter_frames, video_rotation
 from .manifest import relative_text
 
 STATUSES = ("ok", "no_face", "face_too_small", "collapsed_keypoints", "poor_alignment", "decode_error", "not_decoded")
-# Sanity limits on a detected face, measured on carphone: upright faces span 0.90-0.95 of the box side with
-# their six keypoints and fit the template to 0.01-0.02 (RMS, in face-box units); the same face turned
-# sideways by wrong rotation metadata gave spreads of 0.08-0.45 and residuals up to 0.19.
+# Sanity limits on a detected face. Measured: upright carphone faces span 0.85-0.97 of the box side with their
+# six keypoints and fit the template to 0.01-0.03 (RMS, in face-box units); posed faces in the demo's group
+# photos (tilted, half turned) 0.59-0.97 and up to 0.093. The same carphone face turned sideways by wrong
+# rotation metadata gave spreads down to 0.08 with residuals up to 0.19.
 MIN_KEYPOINT_SPREAD = 0.5
-MAX_ALIGNMENT_RESIDUAL = 0.1
+MAX_ALIGNMENT_RESIDUAL = 0.15
 # Canonical positions of the eyes, nose tip and mouth centre in units of the detector's (square) face box,
 # origin at its top-left: the mean of mediapipe's keypoints on upright frontal faces, made left-right
 # symmetric, so that aligning to it puts the box centre at the crop centre with the eyes level.
