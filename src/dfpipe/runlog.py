@@ -1,27 +1,43 @@
-"""Logging for rule jobs: lines go to the rule's log file (progress bars stay on the terminal)."""
+"""Logging for rule jobs: lines go to the rule's log file (progress bars stay on the terminal).
+
+`to_file(path)` starts the job's log afresh (a rerun's log never shows an earlier run's traceback), attaches it
+to the root logger, so `logging.getLogger(__name__)` in any module lands in it, and returns a `log(message)`
+function for the rule scripts. Under Snakemake it also stops the job when Snakemake itself is killed: an
+orphaned job would otherwise write its output with no run record, which a rerun would then trust."""
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
+import threading
 import time
 import traceback
 from pathlib import Path
 from typing import Callable
 
+_FORMAT = "%(asctime)s %(message)s"
+_DATEFMT = "%Y-%m-%d %H:%M:%S"
+# How often an orphan check runs: a job outlives a killed Snakemake by at most this long.
+ORPHAN_POLL_S = 0.5
+
 
 def to_file(path: str | Path | None) -> Callable[[str], None]:
-    """Return a `log(message)` function appending timestamped lines to `path` (stderr when None)."""
+    """Return a `log(message)` function writing timestamped lines to `path` (stderr when None)."""
     if path is None:
         return lambda msg: print(msg, file=sys.stderr, flush=True)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle = path.open("a", buffering=1)
-    # Library warnings (e.g. from ffmpeg-python, webdataset) go to the same file.
-    logging.basicConfig(stream=handle, level=logging.INFO, force=True)
+    handle = path.open("w", buffering=1)
+    handler = logging.StreamHandler(handle)
+    handler.setFormatter(logging.Formatter(_FORMAT, _DATEFMT))
+    # Library warnings (e.g. from ffmpeg-python, webdataset) and every module logger go to the same file.
+    logging.basicConfig(handlers=[handler], level=logging.INFO, force=True)
+    logger = logging.getLogger("dfpipe.job")
+    logger.info(f"job started (pid {os.getpid()})")
 
     def log(msg: str) -> None:
-        handle.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {msg}\n")
+        logger.info(msg)
 
     # A failing job's traceback belongs in its log file too (Snakemake points the user there).
     previous = sys.excepthook
@@ -31,4 +47,41 @@ def to_file(path: str | Path | None) -> Callable[[str], None]:
         previous(kind, value, tb)
 
     sys.excepthook = excepthook
+    if hasattr(sys.modules.get("__main__"), "snakemake"):  # a Snakemake `script:` job
+        stop_when_orphaned(log)
     return log
+
+
+# Set by the workflow (common.smk) in every Snakemake process that parses it, so its jobs know who runs them.
+SNAKEMAKE_PID = "DFPIPE_SNAKEMAKE_PID"
+
+
+def stop_when_orphaned(log: Callable[[str], None], poll_s: float = ORPHAN_POLL_S) -> threading.Thread:
+    """Exit this process as soon as the Snakemake that started it is gone (checked now and every `poll_s`)."""
+    pid = int(os.environ.get(SNAKEMAKE_PID) or os.getppid())
+
+    def watch() -> None:
+        while alive(pid):
+            time.sleep(poll_s)
+        log(f"Snakemake (pid {pid}) is gone: stopping, so that no output appears without its run record")
+        logging.shutdown()
+        os._exit(1)
+
+    thread = threading.Thread(target=watch, name="stop-when-orphaned", daemon=True)
+    thread.start()
+    return thread
+
+
+def alive(pid: int) -> bool:
+    """Whether process `pid` runs (a killed process that its parent has not reaped yet counts as gone)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state not in ("Z", "X")

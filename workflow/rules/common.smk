@@ -1,7 +1,12 @@
 # Config validation, plus the helper functions of all rule files (kept here, apart from the rules, as Snakemake lint asks).
 import functools
+import os
+import sys
+from pathlib import Path
 import pandas as pd
 from snakemake.exceptions import WorkflowError
+import dfpipe
+from dfpipe import codehash, interrupted, runlog
 from dfpipe import config as dfconfig
 from dfpipe.experiments import detector_spec, runs, training_settings
 from dfpipe.layout import METHODS, ORIGINAL, SPLITS
@@ -33,6 +38,18 @@ MANIFEST = f"{OUT}/manifest.parquet"
 RUNS = runs(config)
 DETECTORS = [d["name"] for d in config["detectors"]]
 TRAIN_DEVICE = config["train"]["device"]
+# Per rule script: a hash of the dfpipe source it runs, given to each rule as its `code` param, so that editing
+# a stage's module reruns that stage and what depends on it (Snakemake's code trigger sees the script only).
+CODE = codehash.script_hashes(Path(workflow.basedir) / "scripts", Path(dfpipe.__file__).parent)
+
+# Jobs stop when this Snakemake process is killed (dfpipe.runlog), so they cannot write outputs it never records.
+os.environ[runlog.SNAKEMAKE_PID] = str(os.getpid())
+# Outputs a killed Snakemake's orphaned jobs wrote without a run record go before the DAG is planned.
+if workflow.is_main_process:
+    _removed = interrupted.remove_unrecorded(Path.cwd(), [OUT, RESULTS])
+    if _removed:
+        print(f"Removed {len(_removed)} outputs of an interrupted run that have no run record (they will be "
+              f"rebuilt): {', '.join(_removed[:5])}{' ...' if len(_removed) > 5 else ''}", file=sys.stderr)
 
 
 @functools.cache

@@ -4,6 +4,7 @@ rule compress:
     output:
         table=f"{OUT}/jpeg/q{{q}}/{{method}}/b{{batch}}.parquet",
     params:
+        code=CODE["compress"],
         flags=config["jpeg"]["cjpeg_flags"],
     log:
         f"{OUT}/logs/jpeg/q{{q}}/{{method}}/b{{batch}}.log",

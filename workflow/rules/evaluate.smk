@@ -8,6 +8,7 @@ rule predict:
     output:
         table=f"{OUT}/predictions/{{detector}}/q{{tq}}-{{tm}}.parquet",
     params:
+        code=CODE["predict"],
         spec=lambda wc: detector_spec(config, wc.detector),
         qualities=QUALITIES,
         device=TRAIN_DEVICE,

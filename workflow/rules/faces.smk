@@ -5,6 +5,7 @@ rule faces:
     output:
         table=f"{OUT}/faces/{{method}}/b{{batch}}.parquet",
     params:
+        code=CODE["faces"],
         videos=batch_signature,
         frames_per_video=frames_for,
         settings=config["faces"],
@@ -28,6 +29,7 @@ rule face_summary:
     output:
         csv=f"{RESULTS}/faces/summary.csv",
     params:
+        code=CODE["face_summary"],
         min_faces=config["faces"]["min_faces_per_video"],
     log:
         f"{OUT}/logs/face_summary.log",

@@ -4,6 +4,7 @@ checkpoint manifest:
     output:
         table=MANIFEST,
     params:
+        code=CODE["manifest"],
         methods=config["dataset"]["methods"],
         compression=config["dataset"]["compression"],
         videos_per_job=config["batching"]["videos_per_job"],

@@ -7,6 +7,7 @@ rule quality:
     output:
         table=f"{OUT}/quality/q{{q}}/{{method}}.parquet",
     params:
+        code=CODE["quality"],
         frames_per_video=config["quality"]["frames_per_video"],
     log:
         f"{OUT}/logs/quality/q{{q}}/{{method}}.log",
@@ -24,6 +25,8 @@ rule quality_report:
     output:
         csv=f"{RESULTS}/quality/psnr_ssim.csv",
         plot=f"{RESULTS}/quality/psnr_ssim.png",
+    params:
+        code=CODE["quality_report"],
     log:
         f"{OUT}/logs/quality_report.log",
     message:

@@ -10,6 +10,7 @@ for _split, _n in config["shards"]["per_split"].items():
             tars=expand(f"{OUT}/shards/q{{{{q}}}}/{_split}-{{i:04d}}.tar", i=range(_n)),
             counts=f"{OUT}/shards/q{{q}}/{_split}.counts.json",
         params:
+            code=CODE["shards"],
             split=_split,
         log:
             f"{OUT}/logs/shards/q{{q}}/{_split}.log",
@@ -26,6 +27,8 @@ rule shard_index:
         counts=expand(f"{OUT}/shards/q{{{{q}}}}/{{split}}.counts.json", split=SPLITS),
     output:
         json=f"{OUT}/shards/q{{q}}/index.json",
+    params:
+        code=CODE["shard_index"],
     log:
         f"{OUT}/logs/shards/q{{q}}/index.log",
     message:

@@ -2,6 +2,7 @@ rule source:
     output:
         json=f"{OUT}/source.json",
     params:
+        code=CODE["source"],
         source=config["source"],
         settings=config[config["source"]],
         dataset=config["dataset"],

@@ -13,6 +13,7 @@ rule tables:
         roc_plot=f"{RESULTS}/plots/roc.png",
         tsne_plot=f"{RESULTS}/plots/tsne.png",
     params:
+        code=CODE["tables"],
         bootstrap=config["evaluate"]["bootstrap"],
         flags=config["jpeg"]["cjpeg_flags"],
     log:

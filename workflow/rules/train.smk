@@ -7,6 +7,7 @@ rule train:
     output:
         best=f"{OUT}/models/{{detector}}/q{{tq}}-{{tm}}/best.pt",
     params:
+        code=CODE["train"],
         spec=lambda wc: detector_spec(config, wc.detector),
         settings=lambda wc: training_settings(config, detector_spec(config, wc.detector)),
         device=TRAIN_DEVICE,
