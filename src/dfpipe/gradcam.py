@@ -1,0 +1,215 @@
+"""Grad-CAM heatmaps of a detector's decision (pytorch-grad-cam), and the grid figure of a trained model.
+
+The target layer is chosen per detector family, never by the user (`target_layer`):
+  Meso-4 / MesoInception-4   the last conv block's feature maps (its BatchNorm, before the final pool)
+  timm backbones             the module whose output global pooling reduces (EfficientNet / MobileNet:
+                             `bn2` after the 1×1 head conv; ResNet: `layer4`); models without a pooling
+                             child: the last entry of timm's `feature_info`
+  multi_attention            the deepest EfficientNet stage (the globally pooled features); its attention
+                             maps are shown as a second panel
+  anything else              the last Conv2d / norm layer of the backbone
+Heatmaps explain the predicted class at the given threshold: the fake logit for a "fake" decision, its
+negative for "real". pytorch-grad-cam scales each map to 0..1 per image, so maps show where, not how much.
+
+`grid_figure` lays out the most confident reals, the most confident fakes and the worst errors with
+overlays and scores under one caption line; `grid_from_shards` picks them from evaluation shards.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+from torch import nn
+
+from .detectors.meso import _Meso
+from .detectors.multi_attention import MultiAttention
+from .io import atomic_path
+from .loader import normalize
+
+GROUPS = ("most confident real", "most confident fake", "worst errors")
+
+
+def target_layer(detector: nn.Module) -> tuple[str, nn.Module]:
+    """(name, module) of the layer Grad-CAM reads for this detector's family (module docstring)."""
+    backbone = detector.backbone
+    if isinstance(detector, _Meso):
+        block = len(backbone) - 2  # the last conv block; the dense part comes after it
+        return f"backbone.{block}.2", backbone[block][2]
+    if isinstance(detector, MultiAttention):
+        name = backbone.feature_info.module_name()[-1]
+        return f"backbone.{name}", backbone.get_submodule(name)
+    children = list(backbone.named_children())
+    names = [n for n, _ in children]
+    if "global_pool" in names and names.index("global_pool") > 0:
+        name, module = children[names.index("global_pool") - 1]
+        return f"backbone.{name}", module
+    info = getattr(backbone, "feature_info", None)
+    if info is not None:
+        name = info[-1]["module"] if isinstance(info, list) else info.module_name()[-1]
+        return f"backbone.{name}", backbone.get_submodule(name)
+    last = [(n, m) for n, m in backbone.named_modules()
+            if isinstance(m, (nn.Conv2d, nn.BatchNorm2d, nn.GroupNorm, nn.LayerNorm))]
+    if not last:
+        raise ValueError(f"Grad-CAM: {type(detector).__name__} has no convolutional layer to explain; it needs "
+                         f"a CNN backbone")
+    return f"backbone.{last[-1][0]}", last[-1][1]
+
+
+def _as_batch(images: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """uint8 N×3×H×W tensor from N×H×W×3 arrays (or such a tensor as is)."""
+    if isinstance(images, np.ndarray):
+        if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
+            raise ValueError(f"Grad-CAM: expected N×H×W×3 uint8 images, got {images.shape} {images.dtype}")
+        return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2)
+    return images
+
+
+def heatmaps(detector: nn.Module, images: np.ndarray | torch.Tensor, fake: Sequence[bool],
+             batch_size: int = 16) -> tuple[np.ndarray, np.ndarray | None]:
+    """Grad-CAM maps (N×H×W float32 in 0..1, the input size) of uint8 RGB `images` at the detector's input
+    size, each explaining its `fake` decision; plus the mean attention map of a multi-attention detector
+    (N×H×W, 0..1), else None."""
+    from pytorch_grad_cam import GradCAM
+    from pytorch_grad_cam.utils.model_targets import BinaryClassifierOutputTarget
+
+    batch = _as_batch(images)
+    device = next(detector.parameters()).device
+    was_training = detector.training
+    _, layer = target_layer(detector)
+    attention: list[np.ndarray] = []
+    hook = None
+    if isinstance(detector, MultiAttention):
+        def keep(_module: nn.Module, _inputs: Any, output: torch.Tensor) -> None:
+            maps = output.detach().float().mean(1, keepdim=True)
+            maps = torch.nn.functional.interpolate(maps, size=batch.shape[-2:], mode="bilinear", align_corners=False)
+            flat = maps.flatten(1)
+            lo, hi = flat.amin(1)[:, None, None, None], flat.amax(1)[:, None, None, None]
+            attention.append(((maps - lo) / (hi - lo).clamp_min(1e-12))[:, 0].cpu().numpy())
+        hook = detector.attention.register_forward_hook(keep)
+    cams = []
+    try:
+        with GradCAM(model=detector, target_layers=[layer]) as cam:
+            for start in range(0, len(batch), batch_size):
+                part = normalize(batch[start:start + batch_size].to(device), detector.mean, detector.std)
+                targets = [BinaryClassifierOutputTarget(int(bool(f))) for f in fake[start:start + batch_size]]
+                attention_before = len(attention)
+                cams.append(np.asarray(cam(input_tensor=part, targets=targets), np.float32))
+                del attention[attention_before + 1:]  # one forward per batch is the one Grad-CAM explains
+    finally:
+        if hook is not None:
+            hook.remove()
+        detector.train(was_training)
+    out = np.concatenate(cams) if cams else np.zeros((0, *batch.shape[-2:]), np.float32)
+    return out, (np.concatenate(attention).astype(np.float32) if attention else None)
+
+
+def overlay(image: np.ndarray, cam: np.ndarray, weight: float = 0.55) -> np.ndarray:
+    """uint8 RGB image with `cam` (H×W, 0..1, resized to the image) blended on as a JET colour map."""
+    if cam.shape != image.shape[:2]:
+        cam = cv2.resize(cam, (image.shape[1], image.shape[0]), interpolation=cv2.INTER_LINEAR)
+    colour = cv2.cvtColor(cv2.applyColorMap(np.uint8(np.clip(cam, 0, 1) * 255), cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
+    return np.clip(weight * image.astype(np.float32) + (1 - weight) * colour, 0, 255).astype(np.uint8)
+
+
+def pick_examples(labels: np.ndarray, scores: np.ndarray, threshold: float, k: int) -> dict[str, list[int]]:
+    """Indices per group of GROUPS, at most `k` each: correct reals with the lowest scores, correct fakes with
+    the highest, and the misclassified samples furthest on the wrong side of `threshold`."""
+    labels, scores = np.asarray(labels).astype(int), np.asarray(scores, dtype=float)
+    fake = scores >= threshold
+    idx = np.arange(len(scores))
+    real_ok = idx[(labels == 0) & ~fake]
+    fake_ok = idx[(labels == 1) & fake]
+    wrong = idx[(labels == 1) != fake]
+    # stable sorts: equal scores keep their order, so the grid does not depend on the sort's tie-breaking
+    return {
+        GROUPS[0]: real_ok[np.argsort(scores[real_ok], kind="stable")][:k].tolist(),
+        GROUPS[1]: fake_ok[np.argsort(-scores[fake_ok], kind="stable")][:k].tolist(),
+        GROUPS[2]: wrong[np.argsort(-np.abs(scores[wrong] - threshold), kind="stable")][:k].tolist(),
+    }
+
+
+def grid_figure(out_path: Path, images: np.ndarray, labels: np.ndarray, scores: np.ndarray,
+                cams: np.ndarray, groups: dict[str, list[int]], caption: str,
+                attention: np.ndarray | None = None) -> Path:
+    """Write a PNG: one row per group (its name on the left), one tile per example (the overlay, and the
+    attention overlay beside it when given), each titled with its label and score; `caption` on top."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = 2 if attention is not None else 1
+    k = max(1, max((len(v) for v in groups.values()), default=1))
+    rows = len(groups)
+    fig, axes = plt.subplots(rows, k * panels, figsize=(1.9 * k * panels, 2.2 * rows + 0.4), squeeze=False)
+    for r, (group, indices) in enumerate(groups.items()):
+        for c in range(k * panels):
+            ax = axes[r][c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for spine in ax.spines.values():
+                spine.set_visible(False)
+            if c == 0:
+                ax.set_ylabel(group, fontsize=8)
+            if c // panels >= len(indices):
+                if c == 0:
+                    ax.text(0.5, 0.5, "none", ha="center", va="center", fontsize=8, transform=ax.transAxes)
+                continue
+            i = indices[c // panels]
+            if c % panels == 0:
+                ax.imshow(overlay(images[i], cams[i]))
+                ax.set_title(f"{'fake' if labels[i] else 'real'} · score {scores[i]:.3f}", fontsize=7)
+            else:
+                ax.imshow(overlay(images[i], attention[i]))
+                ax.set_title("attention maps", fontsize=7)
+    fig.suptitle(caption, fontsize=8)
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
+    with atomic_path(out_path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+    return Path(out_path)
+
+
+def gradcam_grid(detector: nn.Module, out_path: Path, images: np.ndarray, labels: Sequence[int],
+                 scores: Sequence[float], caption: str, threshold: float = 0.5, k: int = 4) -> Path:
+    """Pick the examples (`pick_examples`) among uint8 N×H×W×3 crops at the detector's input size with their
+    labels and scores, compute their heatmaps and write the grid (`grid_figure`) to `out_path`."""
+    labels, scores = np.asarray(labels).astype(int), np.asarray(scores, dtype=float)
+    groups = pick_examples(labels, scores, threshold, k)
+    chosen = sorted({i for v in groups.values() for i in v})
+    where = {i: n for n, i in enumerate(chosen)}
+    sub = np.asarray(images)[chosen] if chosen else np.zeros((0, *np.asarray(images).shape[1:]), np.uint8)
+    cams, attention = heatmaps(detector, sub, [scores[i] >= threshold for i in chosen])
+    remapped = {g: [where[i] for i in v] for g, v in groups.items()}
+    layer, _ = target_layer(detector)
+    line = f"{caption} · Grad-CAM on {layer} for the decision at threshold {threshold:.3f}"
+    return grid_figure(out_path, sub, labels[chosen], scores[chosen], cams, remapped, line, attention)
+
+
+def grid_from_shards(detector: nn.Module, shards: Sequence[Path], out_path: Path, caption: str,
+                     threshold: float = 0.5, k: int = 4, device: str = "auto", batch_size: int = 64) -> Path:
+    """The Grad-CAM grid of a detector on evaluation shards (e.g. a model's test shards at one quality): every
+    sample is scored, the candidates of each group are kept while streaming (at most `k` per group, so memory
+    does not grow with the shards), then explained."""
+    from .evaluate import eval_stream, pick_device
+    from .loader import make_loader
+
+    dev = pick_device(device)
+    detector = detector.to(dev).eval()
+    keep: list[tuple[np.ndarray, int, float]] = []  # images, label, score of the current candidates
+    with torch.no_grad():
+        for images, labels, _meta in make_loader(eval_stream(detector, shards, batch_size), 0):
+            logits = detector(normalize(images.to(dev), detector.mean, detector.std))
+            scores = torch.sigmoid(logits.float()).cpu().numpy()
+            pool = keep + [(img, int(lab), float(s)) for img, lab, s in
+                           zip(images.permute(0, 2, 3, 1).numpy(), labels.int().numpy(), scores, strict=True)]
+            groups = pick_examples(np.array([p[1] for p in pool]), np.array([p[2] for p in pool]), threshold, k)
+            keep = [pool[i] for i in sorted({i for v in groups.values() for i in v})]
+    if not keep:
+        raise ValueError(f"Grad-CAM grid: no samples in {', '.join(map(str, shards))}")
+    return gradcam_grid(detector, out_path, np.stack([p[0] for p in keep]), [p[1] for p in keep],
+                        [p[2] for p in keep], caption, threshold, k)

@@ -1,0 +1,125 @@
+"""Grad-CAM: the heatmap of a model that looks at a planted patch peaks on the patch; every detector family
+gets a finite heatmap of its input size from its own target layer; the grid picks and draws the right crops."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from dfpipe.detectors import create_detector
+from dfpipe.detectors.base import HALF, Detector
+from dfpipe.gradcam import GROUPS, grid_from_shards, gradcam_grid, heatmaps, pick_examples, target_layer
+from test_loader import make_shards, videos
+
+SIZE = 64
+PATCH = 12
+
+
+class PatchDetector(Detector):
+    """Fake exactly when a red patch is present: channel 0 of its conv responds to red minus green (the only
+    channel the head reads); channel 1 responds to brightness everywhere and is ignored by the head."""
+
+    name = "patch"
+
+    def __init__(self) -> None:
+        conv = nn.Conv2d(3, 2, 3, padding=1)
+        super().__init__(nn.Sequential(conv, nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten()), 2,
+                         input_size=SIZE, mean=HALF, std=HALF, dropout=0.0)
+        with torch.no_grad():
+            conv.weight.zero_()
+            conv.bias.zero_()
+            conv.weight[0, 0, 1, 1], conv.weight[0, 1, 1, 1] = 1.0, -1.0
+            conv.weight[1, :, 1, 1] = 1.0
+            conv.bias[1] = 3.0
+            self.head.weight.copy_(torch.tensor([[40.0, 0.0]]))
+            self.head.bias.fill_(-2.0)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone(x)
+
+
+def planted(top: int, left: int, seed: int) -> np.ndarray:
+    """Grey noise with a red PATCH² square at (top, left)."""
+    image = np.random.default_rng(seed).integers(100, 156, (SIZE, SIZE, 3)).astype(np.uint8)
+    image[top:top + PATCH, left:left + PATCH] = (230, 20, 20)
+    return image
+
+
+def test_heatmap_peaks_on_the_planted_patch() -> None:
+    model = PatchDetector().eval()
+    spots = [(4, 4), (40, 10), (20, 44), (46, 46)]
+    images = np.stack([planted(t, l, i) for i, (t, l) in enumerate(spots)])
+    with torch.no_grad():
+        logits = model((torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5) - 1)
+    assert (logits > 0).all(), "the toy model must call every patched image fake"
+    cams, attention = heatmaps(model, images, [True] * len(spots))
+    assert attention is None and cams.shape == (len(spots), SIZE, SIZE)
+    for cam, (top, left) in zip(cams, spots):
+        inside = np.zeros(cam.shape, bool)
+        inside[top:top + PATCH, left:left + PATCH] = True
+        peak = np.unravel_index(np.argmax(cam), cam.shape)
+        assert inside[peak], f"peak {peak} outside the patch at {(top, left)}"
+        assert cam[inside].mean() > 5 * cam[~inside].mean()
+
+
+def test_heatmap_of_the_opposite_decision_does_not_point_at_the_patch() -> None:
+    """Explaining "real" for a patched image: the patch is evidence against it, so it is not highlighted."""
+    model = PatchDetector().eval()
+    image = planted(20, 20, 0)[None]
+    cam = heatmaps(model, image, [False])[0][0]
+    inside = np.zeros(cam.shape, bool)
+    inside[20:20 + PATCH, 20:20 + PATCH] = True
+    assert cam[inside].mean() <= cam[~inside].mean() + 1e-6
+
+
+@pytest.mark.parametrize("model, kwargs, layer", [
+    ("meso4", {}, "backbone.3.2"),
+    ("mobilenet_v1", {}, "backbone.bn2"),
+    ("resnet18", {}, "backbone.layer4"),
+    ("tf_efficientnet_lite0", {}, "backbone.bn2"),
+    ("multi_attention", {"backbone": "tf_efficientnet_lite0"}, "backbone.blocks.6"),
+])
+def test_every_family_gives_a_finite_heatmap_of_the_input_size(model, kwargs, layer) -> None:
+    torch.manual_seed(0)
+    detector = create_detector(model, input_size=SIZE, **kwargs)
+    assert target_layer(detector)[0] == layer
+    images = np.random.default_rng(1).integers(0, 256, (2, SIZE, SIZE, 3), dtype=np.uint8)
+    detector.train()
+    cams, attention = heatmaps(detector, images, [True, False])
+    assert detector.training, "heatmaps must leave the detector's mode as it was"
+    assert cams.shape == (2, SIZE, SIZE) and np.isfinite(cams).all() and cams.max() > 0
+    if model == "multi_attention":
+        assert attention is not None and attention.shape == (2, SIZE, SIZE) and np.isfinite(attention).all()
+    else:
+        assert attention is None
+
+
+def test_examples_are_the_confident_ones_and_the_worst_errors() -> None:
+    labels = np.array([0, 0, 0, 1, 1, 1, 0, 1])
+    scores = np.array([0.1, 0.3, 0.05, 0.9, 0.65, 0.99, 0.8, 0.15])
+    groups = pick_examples(labels, scores, threshold=0.5, k=2)
+    assert groups == {GROUPS[0]: [2, 0], GROUPS[1]: [5, 3], GROUPS[2]: [7, 6]}
+    # at another threshold the decisions and therefore the groups change
+    assert pick_examples(labels, scores, threshold=0.7, k=3)[GROUPS[2]] == [7, 6, 4]
+
+
+def test_grid_png_has_a_row_per_group_and_the_caption(tmp_path) -> None:
+    model = PatchDetector().eval()
+    images = np.stack([planted(8 * i, 8 * i, i) for i in range(6)])
+    out = gradcam_grid(model, tmp_path / "grid" / "q95.png", images, [0, 0, 1, 1, 0, 1],
+                       [0.1, 0.2, 0.9, 0.8, 0.7, 0.3], "patch detector, q95", threshold=0.5, k=2)
+    assert out.is_file() and not list(out.parent.glob(".*.part"))
+    with Image.open(out) as png:
+        width, height = png.size
+    assert height > 3 * 150 and width > 2 * 150  # three rows of two tiles at 100 dpi
+
+
+def test_grid_from_evaluation_shards(tmp_path) -> None:
+    shards = make_shards(tmp_path, "test", videos(2, 2), frames=2, n_shards=1)
+    torch.manual_seed(0)
+    detector = create_detector("meso4", input_size=16)
+    out = grid_from_shards(detector, shards, tmp_path / "q77.png", "meso4 q77", threshold=0.5, k=2, device="cpu")
+    assert out.is_file() and out.stat().st_size > 1000
