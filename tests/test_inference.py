@@ -1,0 +1,202 @@
+"""predict on user files: a model file alone is enough (no config); a real video, an image, and a folder with an
+unreadable file and a no-face file give rows and one-line reasons and exit code 1; crops reach the detector
+exactly as training shards do; the threshold comes from the model file, the validation predictions, or 0.5."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+from PIL import Image
+from skimage import data
+
+from dfpipe.__main__ import main
+from dfpipe.compress import decode_rgb, encode
+from dfpipe.config import SCHEMA_PATH
+from dfpipe.detectors import create_detector
+from dfpipe.ela import ELA, error_level
+from dfpipe.inference import (FACE_DEFAULTS, crop_faces, load_model, prepare, predict_file, run_predict,
+                              write_model_file)
+from dfpipe.io import write_json
+from dfpipe.loader import ShardStream, make_loader
+from dfpipe.metrics import choose_threshold
+from dfpipe.shards import write_split
+from dfpipe.train import train
+from test_loader import make_shards, videos
+
+SIZE = 32  # the models' input size here: small, so the tests stay fast
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A best.pt written by the trainer itself (its format: no detector spec, no threshold), in the workflow's
+    layout data/models/<detector>/<run>/best.pt."""
+    root = tmp_path_factory.mktemp("run")
+    train_shards = make_shards(root / "shards", "train", videos(3, 3))
+    val_shards = make_shards(root / "shards", "val", videos(2, 2, offset=100), frames=2, n_shards=1, first=100)
+    torch.manual_seed(0)
+    detector = create_detector("meso4", input_size=SIZE)
+    best = train(detector, train_shards, val_shards, root / "data" / "models" / "meso_small" / "q77-all",
+                 {"epochs": 1, "batch_size": 4, "max_steps_per_epoch": 2, "num_workers": 0}, device="cpu",
+                 log=lambda _: None)
+    assert best.is_file()
+    return best
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory, carphone):
+    """A folder holding a face photo, a photo without a face, a text file named .mp4 and a video."""
+    folder = tmp_path_factory.mktemp("media")
+    Image.fromarray(data.astronaut()).save(folder / "astronaut.png")
+    Image.fromarray(data.coffee()).save(folder / "coffee.jpg")
+    (folder / "notes.mp4").write_text("not a video\n")
+    (folder / "clip.mp4").write_bytes(carphone.read_bytes())
+    (folder / "readme.txt").write_text("not media: skipped inside folders\n")
+    return folder
+
+
+def test_the_trainers_model_file_alone_is_enough(trained) -> None:
+    ckpt = torch.load(trained, map_location="cpu", weights_only=True)
+    assert "spec" not in ckpt and "threshold" not in ckpt  # what train.py writes today
+    model = load_model(trained)
+    assert model.name == "meso4" and model.input_size == SIZE and not model.detector.training
+    assert model.threshold == 0.5 and "no validation threshold" in model.threshold_source
+    for key, value in ckpt["model"].items():
+        assert torch.equal(model.detector.state_dict()[key], value)
+
+
+def test_real_video_frames_scored_and_decided(trained, carphone, tmp_path, capsys) -> None:
+    frames, files = run_predict([carphone], trained, tmp_path / "out", frames_per_video=8, device="cpu")
+    assert (frames["status"] == "ok").sum() == 8 and frames["frame_index"].tolist() == [7, 22, 37, 52, 67, 82, 97, 112]
+    row = files.iloc[0]
+    assert row["kind"] == "video" and row["frames_scored"] == 8 and row["status"] == "ok"
+    assert row["video_score"] == pytest.approx(frames["score"].mean())
+    assert row["decision"] == ("fake" if row["video_score"] >= 0.5 else "real")
+    written = pd.read_csv(tmp_path / "out" / "frames.csv")
+    assert written["score"].to_numpy() == pytest.approx(frames["score"].to_numpy())
+    out = capsys.readouterr().out
+    assert f"{carphone}: 8/8 frames scored, score {row['video_score']:.3f} -> {row['decision']}" in out
+
+
+def test_scores_are_those_of_the_crops_as_training_sees_them(trained, carphone, cjpeg, tmp_path) -> None:
+    """A crop re-encoded at q77 by predict reaches the detector byte-identical to the same crop read from a
+    q77 training shard (MozJPEG bytes -> loader decode -> loader resize)."""
+    model = load_model(trained)
+    table = crop_faces(carphone, "video", 120, 2, model.faces)
+    crops = [decode_rgb(png) for png in table["crop_png"]]
+    rows = [{"key": "original/000", "method": "original", "video_id": "000", "split": "test", "label": 0,
+             "frame_index": i, "quality": 77, "jpeg": encode(c, 77, [], cjpeg)} for i, c in enumerate(crops)]
+    counts = write_split([pd.DataFrame(rows)], 77, "test", 1, tmp_path / "q77")
+    write_json(tmp_path / "q77" / "test.counts.json", counts)
+    stream = ShardStream([tmp_path / "q77" / "test-0000.tar"], batch_size=2, input_size=SIZE, train=False)
+    (images, _, meta), = list(make_loader(stream, 0))
+    from_shards = images.permute(0, 2, 3, 1).numpy()[np.argsort(meta["frame_index"])]
+    ours = np.stack([prepare(c, model, quality=77, cjpeg=cjpeg) for c in crops])
+    assert np.array_equal(ours, from_shards)
+    # and "as decoded" (no --quality) differs from them: the JPEG step is really skipped
+    assert not np.array_equal(np.stack([prepare(c, model) for c in crops]), from_shards)
+
+
+def test_image_is_scored_as_one_frame(trained, media) -> None:
+    result = predict_file(media / "astronaut.png", load_model(trained))
+    assert result.status == "ok" and result.kind == "image" and len(result.frames) == 1
+    assert np.isfinite(result.video_score) and result.frames["score"].iloc[0] == pytest.approx(result.video_score)
+
+
+def test_folder_with_unreadable_and_faceless_files(trained, media, tmp_path, capsys) -> None:
+    code = main(["predict", str(media), "--model", str(trained), "--out", str(tmp_path / "out"), "--frames", "4",
+                 "--device", "cpu"])
+    assert code == 1  # something failed, the rest was scored
+    files = pd.read_csv(tmp_path / "out" / "files.csv", keep_default_na=False).set_index("file")
+    assert sorted(files.index) == sorted(str(media / n) for n in ("astronaut.png", "coffee.jpg", "notes.mp4",
+                                                                  "clip.mp4"))
+    assert files.loc[str(media / "clip.mp4"), "status"] == "ok"
+    assert files.loc[str(media / "clip.mp4"), "frames_scored"] == 4
+    assert files.loc[str(media / "astronaut.png"), "status"] == "ok"
+    assert files.loc[str(media / "notes.mp4"), "status"] == "unreadable"
+    assert "moov atom not found" in files.loc[str(media / "notes.mp4"), "reason"]
+    assert files.loc[str(media / "coffee.jpg"), "status"] == "no_face"
+    assert files.loc[str(media / "coffee.jpg"), "reason"].startswith("no usable face in 1 planned frame")
+    frames = pd.read_csv(tmp_path / "out" / "frames.csv")
+    assert frames.groupby("file").size().to_dict() == {str(media / "astronaut.png"): 1, str(media / "clip.mp4"): 4,
+                                                       str(media / "coffee.jpg"): 1, str(media / "notes.mp4"): 1}
+    assert frames.loc[frames["file"] == str(media / "notes.mp4"), "frame_index"].tolist() == [-1]
+    out = capsys.readouterr().out.splitlines()
+    failed = [line for line in out if "FAILED" in line]
+    assert len(failed) == 2 and all("\n" not in line for line in failed)
+    assert any(line.startswith(f"{media / 'coffee.jpg'}: FAILED (no_face)") for line in failed)
+
+
+def test_heatmaps_for_a_video(trained, carphone, tmp_path) -> None:
+    run_predict([carphone], trained, tmp_path, frames_per_video=3, heatmap=True, device="cpu")
+    folder = tmp_path / "heatmaps" / carphone.name
+    pngs = sorted(folder.glob("f*.png"))
+    assert [p.name for p in pngs] == ["f000020.png", "f000060.png", "f000100.png"]
+    with Image.open(pngs[0]) as png:
+        assert png.size == (2 * SIZE, 2 * SIZE)
+    assert (folder / "heatmap.mp4").stat().st_size > 0
+
+
+def test_threshold_from_the_model_file_else_the_validation_predictions(trained, tmp_path) -> None:
+    root = tmp_path / "data"
+    best = root / "models" / "meso_small" / "q77-all" / "best.pt"
+    best.parent.mkdir(parents=True)
+    best.write_bytes(trained.read_bytes())
+    # the workflow's predictions of this model: val at its own quality (used) and at another (ignored)
+    rows = []
+    for q, shift in ((77, 0.0), (10, 0.3)):
+        for v, (label, s) in enumerate([(0, 0.2), (0, 0.35), (1, 0.6), (1, 0.4), (1, 0.9)]):
+            method = "Deepfakes" if label else "original"
+            for f in range(2):
+                rows.append({"detector": "meso_small", "train_quality": 77, "train_methods": "all",
+                             "test_quality": q, "split": "val", "method": method, "video_id": f"{v:03d}",
+                             "video_key": f"{method}/q{q}/{v:03d}", "frame_index": f, "label": label,
+                             "score": s + shift + 0.01 * f})
+    pred = root / "predictions" / "meso_small" / "q77-all.parquet"
+    pred.parent.mkdir(parents=True)
+    pd.DataFrame(rows).to_parquet(pred)
+    model = load_model(best)
+    videos_val = pd.DataFrame(rows).query("test_quality == 77").groupby("video_key").agg(
+        label=("label", "first"), score=("score", "mean"))
+    assert model.threshold == pytest.approx(choose_threshold(videos_val["label"].to_numpy(),
+                                                             videos_val["score"].to_numpy()))
+    assert model.threshold_source == "validation predictions meso_small/q77-all.parquet"
+    # a threshold stored in the model file wins
+    stamped = write_model_file(tmp_path / "stamped.pt", model.detector, threshold=0.123)
+    assert load_model(stamped).threshold == 0.123
+
+
+def test_spec_and_ela_from_the_model_file(tmp_path) -> None:
+    torch.manual_seed(0)
+    detector = create_detector("multi_attention", backbone="tf_efficientnet_lite0", input_size=SIZE)
+    spec = {"name": "mat_lite0", "model": "multi_attention", "backbone": "tf_efficientnet_lite0",
+            "pretrained": "imagenet", "input_size": SIZE}
+    path = write_model_file(tmp_path / "m.pt", detector, spec=spec, ela=ELA(quality=85, scale=10))
+    model = load_model(path)
+    assert model.name == "mat_lite0" and model.ela == ELA(85, 10)
+    crop = data.astronaut()[100:228, 150:278]
+    expected = np.asarray(Image.fromarray(np.asarray(error_level(crop, ELA(85, 10)))).resize(
+        (SIZE, SIZE), Image.Resampling.BILINEAR, reducing_gap=None))
+    got = prepare(crop, model)
+    assert got.shape == (SIZE, SIZE, 3) and np.abs(got.astype(int) - expected).mean() < 2
+    # without the spec, the registered name alone builds the default backbone: a clear refusal, not a crash
+    bare = write_model_file(tmp_path / "bare.pt", detector)
+    with pytest.raises(ValueError, match=r"bare\.pt: its weights do not fit a 'multi_attention'.*key 'spec'"):
+        load_model(bare)
+
+
+def test_missing_or_foreign_model_file_is_named(tmp_path, media) -> None:
+    assert main(["predict", str(media), "--model", str(tmp_path / "none.pt")]) == 2
+    bad = tmp_path / "bad.pt"
+    bad.write_text(json.dumps({"not": "a model"}))
+    with pytest.raises(ValueError, match="bad.pt: not a readable checkpoint"):
+        load_model(bad)
+
+
+def test_face_defaults_are_the_schemas() -> None:
+    schema = yaml.safe_load(SCHEMA_PATH.read_text())["properties"]["faces"]["properties"]
+    assert FACE_DEFAULTS == {k: schema[k]["default"] for k in FACE_DEFAULTS}
