@@ -1,0 +1,689 @@
+"""Frozen-backbone probes (the seed's approach 2): features from a frozen pretrained backbone, then classical
+classifiers on them, optionally after a dimensionality reduction, with blur/jitter transforms at train and test.
+
+Pieces, each usable alone:
+- `BACKBONES` / `backbone_spec` / `build_backbone`: frozen feature extractors. Offline: the ImageNet MobileNetV2
+  and EfficientNet-Lite0 that ship in registry packages (`dfpipe.weights`). Online or from a file: CLIP
+  ViT-B/16 (open_clip, an optional dependency), DINO ViT-B/16 and DINO ResNet-50 (timm architectures).
+- `extract_features`: one forward pass per crop in batches (eval, inference mode, channels_last).
+- `shard_features` / `array_features`: features of one dataset × split × quality × transform, cached as
+  `.npy` + a `.parquet` of sample metadata + a `.json` manifest; a second call with the same inputs reads the
+  cache and never builds the backbone.
+- `CLASSIFIERS`, `REDUCTIONS`, `TRANSFORMS`: the seed's twelve classifiers, none / PCA / autoencoder, and
+  none / blur / jitter / both (p = 0.5 each).
+- `probe_table`: backbone (or "a+b" concatenations) × reduction × classifier × train transform × test
+  transform × train quality × test quality → ACC, balanced ACC, AUC with a bootstrap interval; `write_probe_results`
+  writes the CSV, markdown and the plot of classifier and backbone effects.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import random
+import sys
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor, nn
+
+from . import weights as W
+from .augment import Augment
+from .io import atomic_path, write_csv, write_json, write_parquet
+from .metrics import binary_metrics, bootstrap_auc_ci, video_weights
+
+FORMAT_VERSION = 1
+META_COLUMNS = ["video_key", "method", "video_id", "frame_index", "label"]
+WEIGHTS_HINT = ("give the weights as a file: `weights: /path/to/file.pth` in the backbone's entry "
+                "(a state dict saved with torch.save, or .safetensors)")
+
+
+# -- backbones ---------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """A frozen feature extractor. `kind` "timm": `model` is a timm architecture built with num_classes=0;
+    "open_clip": `model` is an open_clip architecture whose image tower gives the features.
+    `weights`: "imagenet" (dfpipe.weights: timm hub, else the packaged offline file), "hub" (the timm
+    pretrained tag in `model`, or open_clip's `pretrained` tag), an http(s) URL, or a file path."""
+
+    name: str
+    model: str
+    weights: str
+    kind: str = "timm"
+    input_size: int | None = None
+    pretrained_tag: str | None = None  # open_clip's `pretrained=` name for "hub"
+
+
+BACKBONES: dict[str, BackboneSpec] = {
+    "mobilenetv2": BackboneSpec("mobilenetv2", "mobilenetv2_100", "imagenet"),
+    "lite0": BackboneSpec("lite0", "tf_efficientnet_lite0", "imagenet"),
+    "clip_vitb16": BackboneSpec("clip_vitb16", "ViT-B-16", "hub", kind="open_clip", pretrained_tag="openai"),
+    "dino_vitb16": BackboneSpec("dino_vitb16", "vit_base_patch16_224.dino", "hub"),
+    # DINO's ResNet-50 is a torchvision-layout ResNet-50 (the same keys as timm's resnet50); timm has no tag for it
+    "dino_resnet50": BackboneSpec(
+        "dino_resnet50", "resnet50",
+        "https://dl.fbaipublicfiles.com/dino/dino_resnet50_pretrain/dino_resnet50_pretrain.pth"),
+}
+
+
+def backbone_spec(name: str, overrides: Mapping[str, Any] | None = None) -> BackboneSpec:
+    """A known backbone, with `overrides` (e.g. {"weights": "/path/file.pth", "input_size": 128}); an unknown
+    name needs at least `model` and `weights` in `overrides` (any timm model)."""
+    overrides = dict(overrides or {})
+    allowed = {"model", "weights", "kind", "input_size", "pretrained_tag"}
+    unknown = sorted(set(overrides) - allowed)
+    if unknown:
+        raise ValueError(f"backbone {name}: unknown keys {unknown}; allowed: {sorted(allowed)}")
+    if "+" in name:
+        raise ValueError(f"backbone {name!r}: '+' joins backbones in a probe list (concatenation); not a name")
+    base = BACKBONES.get(name)
+    if base is None:
+        if "model" not in overrides or "weights" not in overrides:
+            raise ValueError(f"backbone {name!r}: not one of {sorted(BACKBONES)}; give `model` (a timm name) "
+                             f"and `weights` for it")
+        base = BackboneSpec(name, overrides["model"], overrides["weights"])
+    spec = BackboneSpec(**{**asdict(base), **overrides, "name": name})
+    if spec.kind not in ("timm", "open_clip"):
+        raise ValueError(f"backbone {name}: kind {spec.kind!r}; allowed: timm, open_clip")
+    return spec
+
+
+def _is_url(weights: str) -> bool:
+    return weights.startswith(("http://", "https://"))
+
+
+def weights_id(spec: BackboneSpec) -> str:
+    """What the weights are, for cache keys and manifests: the setting, or a file's name and content hash
+    (never its absolute path)."""
+    if spec.weights in ("imagenet", "hub", "none") or _is_url(spec.weights):
+        return spec.weights if spec.weights != "hub" else f"hub:{spec.pretrained_tag or spec.model}"
+    path = Path(spec.weights).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"backbone {spec.name}: weights file {path} does not exist; {WEIGHTS_HINT}")
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return f"file:{path.name}:sha256:{digest.hexdigest()[:16]}"
+
+
+def input_config(spec: BackboneSpec) -> tuple[int, tuple[float, ...], tuple[float, ...]]:
+    """(input size, mean, std) of a backbone without building it (the cache key needs the size)."""
+    if spec.kind == "open_clip":
+        # OpenAI CLIP's normalisation (open_clip.constants.OPENAI_DATASET_MEAN/STD)
+        return (spec.input_size or 224, (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711))
+    import timm
+
+    if not timm.is_model(spec.model):
+        raise ValueError(f"backbone {spec.name}: {spec.model!r} is not a timm model (timm.list_models())")
+    cfg = timm.models.get_pretrained_cfg(spec.model)
+    size = spec.input_size or (cfg.input_size[-1] if cfg is not None else 224)
+    mean = tuple(cfg.mean) if cfg is not None else (0.485, 0.456, 0.406)
+    std = tuple(cfg.std) if cfg is not None else (0.229, 0.224, 0.225)
+    return int(size), mean, std
+
+
+@dataclass
+class Backbone:
+    """A built, frozen backbone: `module(x)` maps a normalised N×3×S×S batch to N×D features."""
+
+    spec: BackboneSpec
+    module: nn.Module
+    input_size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    weights_source: str
+
+
+def _url_state_dict(spec: BackboneSpec) -> W.StateDict:
+    if not W._reachable(spec.weights):
+        raise LookupError(f"backbone {spec.name}: weights at {spec.weights} are unreachable (offline?); download "
+                          f"the file elsewhere and {WEIGHTS_HINT}")
+    state = torch.hub.load_state_dict_from_url(spec.weights, map_location="cpu", weights_only=True)
+    for key in ("model", "state_dict", "teacher"):
+        if isinstance(state, Mapping) and isinstance(state.get(key), Mapping):
+            state = state[key]
+    return dict(state)
+
+
+def _timm_weights(spec: BackboneSpec) -> tuple[W.StateDict | None, str]:
+    """(state dict, where it came from) for a timm backbone."""
+    if spec.weights == "none":
+        return None, "none (random initialisation)"
+    if spec.weights in ("imagenet", "hub"):
+        # dfpipe.weights prints where it found them; keep that line as the manifest's source
+        err = io.StringIO()
+        try:
+            with contextlib.redirect_stderr(err):
+                state = W.imagenet(spec.model)
+        except (LookupError, OSError, ValueError) as exn:
+            raise LookupError(f"backbone {spec.name}: no weights for {spec.model} ({exn}); {WEIGHTS_HINT}") from exn
+        line = err.getvalue().strip().splitlines()
+        print(err.getvalue(), end="", file=sys.stderr)
+        source = line[-1].split("<-", 1)[-1].strip() if line else spec.weights
+        source = "timm hub" if source.startswith("timm hub") else f"packaged file {Path(source.split(' (')[0]).name}"
+        return state, source
+    if _is_url(spec.weights):
+        return _url_state_dict(spec), spec.weights
+    source = weights_id(spec)  # first: a missing file is named with this module's hint
+    return W.load_file(Path(spec.weights).expanduser()), source
+
+
+def build_backbone(spec: BackboneSpec, device: str | torch.device = "cpu") -> Backbone:
+    """The frozen backbone of `spec` on `device` (eval mode, no gradients, channels_last)."""
+    size, mean, std = input_config(spec)
+    if spec.kind == "open_clip":
+        module, source = _build_open_clip(spec)
+    else:
+        import timm
+
+        module = timm.create_model(spec.model, num_classes=0, pretrained=False)
+        try:
+            state, source = _timm_weights(spec)
+            if state is not None:
+                W.load_into(module, state, f"{spec.name} ({source})")
+        except (ValueError, OSError) as exn:  # dfpipe.weights words its hint for detectors' `pretrained:`
+            raise type(exn)(str(exn).replace(W.FILE_HINT, WEIGHTS_HINT)) from exn
+    module = module.eval().requires_grad_(False).to(device, memory_format=torch.channels_last)
+    return Backbone(spec, module, size, mean, std, source)
+
+
+def _build_open_clip(spec: BackboneSpec) -> tuple[nn.Module, str]:
+    try:
+        import open_clip
+    except ImportError as exn:
+        raise ImportError(f"backbone {spec.name}: needs open_clip, which is not installed; "
+                          f"`.venv/bin/pip install open_clip_torch`, or drop {spec.name} from the probe backbones") from exn
+    if spec.weights in ("hub", "imagenet"):
+        try:
+            model = open_clip.create_model(spec.model, pretrained=spec.pretrained_tag or "openai")
+        except Exception as exn:  # hub and network errors have no common base class
+            raise LookupError(f"backbone {spec.name}: open_clip could not fetch {spec.model} "
+                              f"{spec.pretrained_tag} ({type(exn).__name__}); {WEIGHTS_HINT}") from exn
+        source = f"open_clip hub {spec.pretrained_tag}"
+    else:
+        path = Path(spec.weights).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"backbone {spec.name}: weights file {path} does not exist; {WEIGHTS_HINT}")
+        model = open_clip.create_model(spec.model, pretrained=str(path))
+        source = weights_id(spec)
+    return _ClipImage(model), source
+
+
+class _ClipImage(nn.Module):
+    """open_clip's image tower as a feature extractor (the embedding the seed probes)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.visual = model.visual
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.visual(x)
+
+
+# -- transforms --------------------------------------------------------------------------------------------
+
+# The seed's four: p = 0.5 for each stage, as its "randomised jitter (p=0.5) and gaussian blur (p=0.5)".
+TRANSFORMS: dict[str, Augment | None] = {
+    "none": None,
+    "blur": Augment(blur=0.5),
+    "jitter": Augment(jitter=0.5),
+    "both": Augment(blur=0.5, jitter=0.5),
+}
+
+
+def _transformer(transform: str, seed: int) -> Callable[[Tensor, int], Tensor] | None:
+    """Per-image transform of uint8 3×H×W tensors; the draw depends on (seed, transform, sample number) only."""
+    if transform not in TRANSFORMS:
+        raise ValueError(f"transform {transform!r}: allowed {sorted(TRANSFORMS)}")
+    augment = TRANSFORMS[transform]
+    if augment is None:
+        return None
+    stages = augment.transform()
+
+    def apply(image: Tensor, index: int) -> Tensor:
+        return augment(image, random.Random(f"{seed}/{transform}/{index}"), stages)
+
+    return apply
+
+
+# -- feature extraction ------------------------------------------------------------------------------------
+
+def normalise(images: Tensor, mean: Sequence[float], std: Sequence[float]) -> Tensor:
+    """uint8 N×3×H×W → float (x/255 - mean)/std, channels_last, on the images' device."""
+    m = torch.tensor(mean, dtype=torch.float32, device=images.device).view(1, -1, 1, 1) * 255
+    s = torch.tensor(std, dtype=torch.float32, device=images.device).view(1, -1, 1, 1) * 255
+    return images.float().sub_(m).div_(s).contiguous(memory_format=torch.channels_last)
+
+
+def extract_features(backbone: Backbone, batches: Iterable[Tensor], transform: str = "none", seed: int = 0,
+                     device: str | torch.device | None = None) -> np.ndarray:
+    """N×D float32 features of uint8 N×3×H×W batches (already at the backbone's input size), one forward
+    pass per image. `transform` is applied to each image first, seeded by its place in the stream."""
+    device = device or next(backbone.module.parameters()).device
+    apply = _transformer(transform, seed)
+    out, seen = [], 0
+    with torch.inference_mode():
+        for batch in batches:
+            if apply is not None:
+                batch = torch.stack([apply(img, seen + i) for i, img in enumerate(batch)])
+            seen += len(batch)
+            x = normalise(batch.to(device, non_blocking=True), backbone.mean, backbone.std)
+            feats = backbone.module(x)
+            out.append(feats.float().flatten(1).cpu().numpy())
+    if not out:
+        raise ValueError("extract_features: no images")
+    return np.concatenate(out)
+
+
+def resize_batch(images: np.ndarray, size: int) -> Tensor:
+    """N×H×W×3 uint8 → uint8 N×3×size×size (bilinear with antialias, as the shard loader's resize)."""
+    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2)
+    if x.shape[-2:] != (size, size):
+        x = torch.nn.functional.interpolate(x.float(), size=(size, size), mode="bilinear", antialias=True,
+                                            align_corners=False).round_().clamp_(0, 255).to(torch.uint8)
+    return x
+
+
+@dataclass
+class FeatureSet:
+    """Features (N×D float32) and one metadata row per sample (`META_COLUMNS`), same order."""
+
+    features: np.ndarray
+    meta: pd.DataFrame
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self.meta["label"].to_numpy(dtype=int)
+
+
+def shards_fingerprint(shards: Sequence[Path]) -> str:
+    """Identity of a shard set from the tar headers (the loader's index: every sample's shard, key, label and
+    member sizes) and the index/counts files the shards stage writes beside them; no JPEG is read."""
+    from .loader import index_shards
+
+    shards = [Path(s) for s in shards]
+    digest = hashlib.sha256()
+    for e in index_shards(shards):
+        digest.update(f"{shards[e.shard].name}/{e.key}:{e.label}:{e.jpg[1]}:{e.json[1]}\n".encode())
+    for folder in sorted({s.parent for s in shards}):
+        for extra in sorted([*folder.glob("index.json"), *folder.glob("*.counts.json")]):
+            digest.update(extra.name.encode() + b"\0" + extra.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def cache_paths(cache_dir: Path, dataset: str, backbone: str, quality: int | str, split: str,
+                transform: str) -> tuple[Path, Path, Path]:
+    """(features .npy, metadata .parquet, manifest .json) of one cached feature set."""
+    stem = Path(cache_dir) / dataset / backbone / f"q{quality}" / f"{split}-{transform}"
+    return stem.with_suffix(".npy"), stem.with_suffix(".parquet"), stem.with_suffix(".json")
+
+
+def _cached(cache_dir: Path, key: dict[str, Any]) -> FeatureSet | None:
+    npy, meta, manifest = cache_paths(cache_dir, key["dataset"], key["backbone"], key["quality"], key["split"],
+                                      key["transform"])
+    try:
+        record = json.loads(manifest.read_text())
+    except (OSError, ValueError):
+        return None
+    if any(record.get(k) != v for k, v in key.items()):
+        return None
+    try:
+        features = np.load(npy, allow_pickle=False)
+        table = pd.read_parquet(meta)
+    except (OSError, ValueError):
+        return None
+    if list(features.shape) != record.get("shape") or len(table) != features.shape[0]:
+        return None
+    return FeatureSet(features, table, record)
+
+
+def _store(cache_dir: Path, key: dict[str, Any], fs: FeatureSet, backbone: Backbone) -> FeatureSet:
+    npy, meta, manifest = cache_paths(cache_dir, key["dataset"], key["backbone"], key["quality"], key["split"],
+                                      key["transform"])
+    with atomic_path(npy) as tmp, open(tmp, "wb") as f:
+        np.save(f, fs.features.astype(np.float32), allow_pickle=False)
+    write_parquet(meta, fs.meta[META_COLUMNS])
+    record = {**key, "shape": list(fs.features.shape), "model": backbone.spec.model,
+              "weights_source": backbone.weights_source}
+    write_json(manifest, record)  # last: a manifest only ever describes complete arrays
+    fs.info = record
+    return fs
+
+
+def _cache_key(spec: BackboneSpec, dataset: str, quality: int | str, split: str, transform: str, seed: int,
+               fingerprint: str) -> dict[str, Any]:
+    if transform not in TRANSFORMS:
+        raise ValueError(f"transform {transform!r}: allowed {sorted(TRANSFORMS)}")
+    size, _, _ = input_config(spec)
+    return {"format": FORMAT_VERSION, "dataset": dataset, "backbone": spec.name, "kind": spec.kind,
+            "weights": weights_id(spec), "input_size": size, "quality": quality, "split": split,
+            "transform": transform, "seed": seed if transform != "none" else 0, "fingerprint": fingerprint}
+
+
+def shard_features(spec: BackboneSpec, shards: Sequence[Path], *, dataset: str, quality: int, split: str,
+                   cache_dir: Path, transform: str = "none", seed: int = 0, batch_size: int = 64,
+                   device: str = "cpu", num_workers: int = 0,
+                   builder: Callable[[BackboneSpec, str], Backbone] | None = None) -> FeatureSet:
+    """Features of every sample of `shards` (one quality and split, in shard order), cached; see module doc."""
+    from .loader import ShardStream, make_loader
+
+    key = _cache_key(spec, dataset, quality, split, transform, seed, shards_fingerprint(shards))
+    hit = _cached(cache_dir, key)
+    if hit is not None:
+        return hit
+    backbone = (builder or build_backbone)(spec, device)
+    stream = ShardStream(shards, batch_size=batch_size, input_size=backbone.input_size, train=False,
+                         quality=quality, split=split)
+    metas: list[pd.DataFrame] = []
+
+    def images() -> Iterator[Tensor]:
+        for imgs, _, meta in make_loader(stream, num_workers=num_workers):
+            metas.append(pd.DataFrame({c: meta[c] for c in META_COLUMNS}))
+            yield imgs
+
+    feats = extract_features(backbone, images(), transform, seed, device)
+    meta = pd.concat(metas, ignore_index=True)
+    meta["label"] = meta["label"].astype(int)
+    return _store(cache_dir, key, FeatureSet(feats, meta), backbone)
+
+
+def array_features(spec: BackboneSpec, images: np.ndarray, meta: pd.DataFrame, *, dataset: str, split: str,
+                   cache_dir: Path, quality: int | str = "na", transform: str = "none", seed: int = 0,
+                   batch_size: int = 64, device: str = "cpu",
+                   builder: Callable[[BackboneSpec, str], Backbone] | None = None) -> FeatureSet:
+    """Features of RGB uint8 `images` (N×H×W×3) with metadata `meta` (needs `label`; other `META_COLUMNS`
+    are filled from the row number when absent), cached; the fingerprint is a hash of the pixels and labels."""
+    if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
+        raise ValueError(f"array_features: need N×H×W×3 uint8 images, got {images.shape} {images.dtype}")
+    if len(meta) != len(images) or "label" not in meta:
+        raise ValueError(f"array_features: meta needs a `label` column and one row per image ({len(images)})")
+    meta = meta.reset_index(drop=True).copy()
+    for col, default in (("video_id", meta.index.astype(str)), ("method", np.where(meta["label"] == 1, "fake", "original")),
+                         ("frame_index", 0)):
+        if col not in meta:
+            meta[col] = default
+    if "video_key" not in meta:
+        meta["video_key"] = meta["method"].astype(str) + "/" + meta["video_id"].astype(str)
+    meta["label"] = meta["label"].astype(int)
+    digest = hashlib.sha256(np.ascontiguousarray(images).tobytes())
+    digest.update(meta[META_COLUMNS].to_csv(index=False).encode())
+    key = _cache_key(spec, dataset, quality, split, transform, seed, digest.hexdigest()[:16])
+    hit = _cached(cache_dir, key)
+    if hit is not None:
+        return hit
+    backbone = (builder or build_backbone)(spec, device)
+    batches = (resize_batch(images[a:a + batch_size], backbone.input_size) for a in range(0, len(images), batch_size))
+    feats = extract_features(backbone, batches, transform, seed, device)
+    return _store(cache_dir, key, FeatureSet(feats, meta[META_COLUMNS]), backbone)
+
+
+def concat(sets: Sequence[FeatureSet]) -> FeatureSet:
+    """Features of several backbones side by side (the seed's multi-backbone probes); the samples must be the
+    same and in the same order."""
+    if not sets:
+        raise ValueError("concat: no feature sets")
+    first = sets[0].meta[["video_key", "frame_index"]].reset_index(drop=True)
+    for other in sets[1:]:
+        if not first.equals(other.meta[["video_key", "frame_index"]].reset_index(drop=True)):
+            raise ValueError("concat: feature sets hold different samples (or another order); extract them from "
+                             "the same shards")
+    return FeatureSet(np.hstack([s.features for s in sets]), sets[0].meta,
+                      {"backbone": "+".join(str(s.info.get("backbone", "?")) for s in sets)})
+
+
+# -- reductions --------------------------------------------------------------------------------------------
+
+class Reduction:
+    """Standardise (train statistics), then reduce; fitted on the training features only."""
+
+    def __init__(self, kind: str, components: int = 64, seed: int = 0, epochs: int = 60) -> None:
+        if kind not in REDUCTIONS:
+            raise ValueError(f"reduction {kind!r}: allowed {list(REDUCTIONS)}")
+        self.kind, self.components, self.seed, self.epochs = kind, components, seed, epochs
+
+    def fit(self, x: np.ndarray) -> Reduction:
+        self.mean = x.mean(0)
+        std = x.std(0)
+        # as StandardScaler: a feature (nearly) constant in training is centred, not blown up by a tiny std
+        self.scale = np.where(std > 1e-6 * max(float(std.max()), 1e-12), std, 1.0)
+        z = (x - self.mean) / self.scale
+        k = max(1, min(self.components, z.shape[0] - 1, z.shape[1]))
+        if self.kind == "pca":
+            from sklearn.decomposition import PCA
+
+            self.pca = PCA(n_components=k, random_state=self.seed).fit(z)
+        elif self.kind == "autoencoder":
+            self.encoder = _train_autoencoder(z.astype(np.float32), k, self.seed, self.epochs)
+        return self
+
+    def transform(self, x: np.ndarray) -> np.ndarray:
+        z = ((x - self.mean) / self.scale).astype(np.float32)
+        if self.kind == "pca":
+            return self.pca.transform(z)
+        if self.kind == "autoencoder":
+            with torch.inference_mode():
+                return self.encoder(torch.from_numpy(z)).numpy()
+        return z
+
+
+REDUCTIONS = ("none", "pca", "autoencoder")
+
+
+def _train_autoencoder(z: np.ndarray, k: int, seed: int, epochs: int, hidden: int = 256) -> nn.Module:
+    """A small MLP autoencoder (d → hidden → k → hidden → d, MSE, Adam) on CPU; returns the encoder.
+    Seeded without touching torch's global generator."""
+    d = z.shape[1]
+    gen = torch.Generator().manual_seed(seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        encoder = nn.Sequential(nn.Linear(d, hidden), nn.ReLU(), nn.Linear(hidden, k))
+        decoder = nn.Sequential(nn.Linear(k, hidden), nn.ReLU(), nn.Linear(hidden, d))
+    model = nn.Sequential(encoder, decoder)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3, weight_decay=1e-5)
+    data = torch.from_numpy(z)
+    batch = min(64, len(data))
+    for _ in range(epochs):
+        for ix in torch.randperm(len(data), generator=gen).split(batch):
+            loss = nn.functional.mse_loss(model(data[ix]), data[ix])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    return encoder.eval()
+
+
+# -- classifiers -------------------------------------------------------------------------------------------
+
+def _classifiers() -> dict[str, Callable[[int], Any]]:
+    from sklearn.discriminant_analysis import LinearDiscriminantAnalysis, QuadraticDiscriminantAnalysis
+    from sklearn.ensemble import BaggingClassifier, GradientBoostingClassifier, RandomForestClassifier
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.naive_bayes import GaussianNB
+    from sklearn.neighbors import KNeighborsClassifier
+    from sklearn.svm import SVC
+    from sklearn.tree import DecisionTreeClassifier
+
+    return {
+        "bagging": lambda s: BaggingClassifier(random_state=s),
+        "decision_tree": lambda s: DecisionTreeClassifier(random_state=s),
+        "random_forest": lambda s: RandomForestClassifier(random_state=s),
+        "lda": lambda s: LinearDiscriminantAnalysis(),
+        # features outnumber samples in small sets: the class covariances need shrinkage (Ledoit-Wolf)
+        "qda": lambda s: QuadraticDiscriminantAnalysis(solver="eigen", shrinkage="auto", tol=1e-9),
+        "knn1": lambda s: KNeighborsClassifier(1),
+        "knn3": lambda s: KNeighborsClassifier(3),
+        "knn5": lambda s: KNeighborsClassifier(5),
+        "linear_probe": lambda s: LogisticRegression(max_iter=2000),
+        # no Platt scaling (probability=True fits 5 more SVMs): scored by decision_function
+        "svm": lambda s: SVC(random_state=s),
+        "gradient_boosting": lambda s: GradientBoostingClassifier(random_state=s),
+        "naive_bayes": lambda s: GaussianNB(),
+    }
+
+
+CLASSIFIERS = tuple(_classifiers())
+
+
+def make_classifier(name: str, seed: int = 0) -> Any:
+    factories = _classifiers()
+    if name not in factories:
+        raise ValueError(f"classifier {name!r}: allowed {list(factories)}")
+    return factories[name](seed)
+
+
+def fake_scores(clf: Any, x: np.ndarray) -> tuple[np.ndarray, str]:
+    """Scores that rank samples by how fake (label 1) the classifier finds them, and which method gave them:
+    `predict_proba` where the classifier has it, else `decision_function`."""
+    classes = list(getattr(clf, "classes_", []))
+    if hasattr(clf, "predict_proba"):
+        return clf.predict_proba(x)[:, classes.index(1)], "predict_proba"
+    if hasattr(clf, "decision_function"):
+        d = np.asarray(clf.decision_function(x), dtype=float)
+        return (d if classes[-1] == 1 else -d), "decision_function"
+    raise TypeError(f"{type(clf).__name__} has neither predict_proba nor decision_function: no scores for an AUC")
+
+
+# -- the probe table ---------------------------------------------------------------------------------------
+
+PROBE_COLUMNS = ["backbone", "reduction", "classifier", "train_transform", "test_transform", "train_quality",
+                 "test_quality", "n", "n_pos", "n_neg", "acc", "bacc", "auc", "auc_lo", "auc_hi", "score_by",
+                 "error"]
+Getter = Callable[[str, Any, str, str], FeatureSet]  # (backbone, quality, split, transform) -> features
+
+
+def _getter_with_concat(get: Getter) -> Getter:
+    memo: dict[tuple, FeatureSet] = {}
+
+    def fetch(backbone: str, quality: Any, split: str, transform: str) -> FeatureSet:
+        key = (backbone, quality, split, transform)
+        if key not in memo:
+            parts = backbone.split("+")
+            memo[key] = get(parts[0], quality, split, transform) if len(parts) == 1 else \
+                concat([fetch(p, quality, split, transform) for p in parts])
+        return memo[key]
+
+    return fetch
+
+
+def evaluate_scores(labels: np.ndarray, scores: np.ndarray, predicted: np.ndarray, video_keys: np.ndarray,
+                    n_boot: int, seed: int) -> dict[str, Any]:
+    """ACC and balanced ACC of the classifier's own decisions, AUC of its scores with a bootstrap interval
+    over videos, all from dfpipe.metrics with every video weighing 1 (its module docstring)."""
+    w = video_weights(video_keys)
+    ranked = binary_metrics(labels, scores, weights=w)
+    # the decisions are 0/1, so binary_metrics' accuracy "at 0.5" is the accuracy of the decisions
+    decided = binary_metrics(labels, np.asarray(predicted, dtype=float), weights=w)
+    lo, hi = (np.nan, np.nan) if ranked["single_class"] or not n_boot else bootstrap_auc_ci(
+        labels, scores, n=n_boot, seed=seed, groups=video_keys, weights=w)
+    return {"n": ranked["n"], "n_pos": ranked["n_pos"], "n_neg": ranked["n_neg"], "acc": decided["acc_05"],
+            "bacc": decided["bacc_05"], "auc": ranked["auc"], "auc_lo": lo, "auc_hi": hi}
+
+
+def probe_table(get: Getter, *, backbones: Sequence[str], train_qualities: Sequence[Any],
+                test_qualities: Sequence[Any], reductions: Sequence[str] = REDUCTIONS,
+                classifiers: Sequence[str] = CLASSIFIERS, transforms: Sequence[str] = tuple(TRANSFORMS),
+                test_transforms: Sequence[str] = ("none",), components: int = 64, ae_epochs: int = 60,
+                n_boot: int = 1000, seed: int = 0, log: Callable[[str], None] = print) -> pd.DataFrame:
+    """One row per backbone × reduction × classifier × train transform × test transform × train quality ×
+    test quality (`PROBE_COLUMNS`). Trained on the "train" split of the train quality with the train transform,
+    tested on the "test" split. `get` returns cached features; a backbone "a+b" concatenates a's and b's.
+
+    A classifier that fails to fit or score keeps its row, with NaN metrics and the exception in `error`
+    (and a log line): nothing is dropped silently."""
+    get = _getter_with_concat(get)
+    rows = []
+    for backbone in backbones:
+        for tq in train_qualities:
+            for tt in transforms:
+                train = get(backbone, tq, "train", tt)
+                if len(np.unique(train.labels)) < 2:
+                    raise ValueError(f"probes: the train split of {backbone} q{tq} holds one label only; a probe "
+                                     "needs real and fake training samples")
+                for red in reductions:
+                    reducer = Reduction(red, components, seed, ae_epochs).fit(train.features)
+                    x_train = reducer.transform(train.features)
+                    tests = {(q, te): get(backbone, q, "test", te) for q in test_qualities for te in test_transforms}
+                    reduced = {k: reducer.transform(v.features) for k, v in tests.items()}
+                    for name in classifiers:
+                        base = {"backbone": backbone, "reduction": red, "classifier": name, "train_transform": tt,
+                                "train_quality": tq}
+                        try:
+                            with warnings.catch_warnings():
+                                warnings.simplefilter("ignore")  # collinearity and convergence chatter
+                                clf = make_classifier(name, seed).fit(x_train, train.labels)
+                            error = ""
+                        except Exception as exn:  # any estimator failure is reported in the row
+                            clf, error = None, f"fit: {type(exn).__name__}: {exn}"
+                        for (q, te), fs in tests.items():
+                            row = {**base, "test_transform": te, "test_quality": q, "score_by": "", "error": error}
+                            if clf is not None:
+                                try:
+                                    with warnings.catch_warnings():
+                                        warnings.simplefilter("ignore")
+                                        scores, row["score_by"] = fake_scores(clf, reduced[(q, te)])
+                                        predicted = clf.predict(reduced[(q, te)])
+                                    row.update(evaluate_scores(fs.labels, scores, predicted,
+                                                               fs.meta["video_key"].to_numpy(), n_boot, seed))
+                                except Exception as exn:  # as above: kept and named, not dropped
+                                    row["error"] = f"score: {type(exn).__name__}: {exn}"
+                            if row["error"]:
+                                log(f"probes: {backbone}/{red}/{name} train q{tq} {tt}, test q{q} {te}: {row['error']}")
+                            rows.append(row)
+    return pd.DataFrame(rows).reindex(columns=PROBE_COLUMNS)
+
+
+def plot_probe_effects(table: pd.DataFrame, path: str | Path) -> None:
+    """The seed's two effect plots side by side: mean AUC per classifier (one bar per backbone) and per backbone
+    (one bar per reduction), over every other setting (untransformed test images)."""
+    from .tables import _pyplot, _save
+
+    plt = _pyplot()
+    sel = table[table["test_transform"] == "none"] if (table["test_transform"] == "none").any() else table
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.5), gridspec_kw={"width_ratios": [3, 1.2]})
+    for ax, (x, hue) in zip(axes, (("classifier", "backbone"), ("backbone", "reduction"))):
+        means = sel.pivot_table(index=x, columns=hue, values="auc", aggfunc="mean")
+        means = means.reindex([c for c in (CLASSIFIERS if x == "classifier" else means.index) if c in means.index])
+        width = 0.8 / max(1, means.shape[1])
+        pos = np.arange(len(means))
+        for i, col in enumerate(means.columns):
+            ax.bar(pos + i * width - 0.4 + width / 2, means[col].to_numpy(), width, label=str(col))
+        ax.set_xticks(pos, means.index, rotation=35, ha="right")
+        ax.set_ylabel("mean test AUC")
+        ax.set_ylim(0.4, 1.0)
+        ax.axhline(0.5, color="grey", lw=0.8, ls=":")
+        ax.set_title(f"{x} effect")
+        ax.legend(fontsize=7, title=hue, title_fontsize=7)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def write_probe_results(table: pd.DataFrame, out_dir: str | Path, top: int = 20) -> list[Path]:
+    """`probe_table.csv` (every row), `probe_table.md` (best rows by AUC, then every failed row) and
+    `probe_effects.png`."""
+    from .tables import to_markdown
+
+    out_dir = Path(out_dir)
+    write_csv(out_dir / "probe_table.csv", table)
+    best = table.dropna(subset=["auc"]).sort_values(["auc", "bacc"], ascending=False).head(top)
+    failed = table[table["error"].fillna("") != ""]
+    cols = [c for c in PROBE_COLUMNS if c not in ("error", "n_pos", "n_neg")]
+    text = f"# Probe table: best {len(best)} of {len(table)} rows by AUC\n\n" + to_markdown(best[cols])
+    if len(failed):
+        text += f"\n## {len(failed)} rows without metrics\n\n" + to_markdown(
+            failed[["backbone", "reduction", "classifier", "train_transform", "test_transform", "train_quality",
+                    "test_quality", "error"]])
+    with atomic_path(out_dir / "probe_table.md") as tmp:
+        tmp.write_text(text)
+    plot_probe_effects(table, out_dir / "probe_effects.png")
+    return [out_dir / "probe_table.csv", out_dir / "probe_table.md", out_dir / "probe_effects.png"]
+

@@ -1,0 +1,244 @@
+"""Frozen-backbone probes on small real features: crops of the carphone clip as "real" and the same crops with
+a hue shift (the Deepfakes stand-in of conftest's FF++ tree) as "fake", through the offline MobileNetV2."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+
+import numpy as np
+import pandas as pd
+import pytest
+import timm
+import torch
+from PIL import Image
+
+from dfpipe import probes
+from dfpipe.shards import write_split
+
+SIZE = 96  # backbone input: small keeps the CPU forward passes quick
+
+
+def _frames(carphone, vf: str) -> np.ndarray:
+    raw = subprocess.run(["ffmpeg", "-v", "error", "-i", str(carphone), "-vf", f"{vf},crop=128:128:24:8",
+                          "-f", "rawvideo", "-pix_fmt", "rgb24", "-"], check=True, capture_output=True).stdout
+    return np.frombuffer(raw, np.uint8).reshape(-1, 128, 128, 3)
+
+
+@pytest.fixture(scope="module")
+def crops(carphone) -> dict[str, tuple[np.ndarray, pd.DataFrame]]:
+    """Per split, 30 real and 30 "fake" 128² crops (train: frames 0–59, test: 60–119) with metadata."""
+    real, fake = _frames(carphone, "null"), _frames(carphone, "hue=h=40")
+    out = {}
+    for split, frames in (("train", range(0, 60, 2)), ("test", range(60, 120, 2))):
+        idx = list(frames)
+        images = np.concatenate([real[idx], fake[idx]])
+        meta = pd.DataFrame({"label": [0] * len(idx) + [1] * len(idx),
+                             "method": ["original"] * len(idx) + ["hue"] * len(idx),
+                             "video_id": [f"f{i:03d}" for i in idx] * 2, "frame_index": idx * 2})
+        out[split] = (images, meta)
+    return out
+
+
+@pytest.fixture(scope="module")
+def spec() -> probes.BackboneSpec:
+    return probes.backbone_spec("mobilenetv2", {"input_size": SIZE})
+
+
+@pytest.fixture(scope="module")
+def features(crops, spec, tmp_path_factory) -> dict[str, probes.FeatureSet]:
+    cache = tmp_path_factory.mktemp("features")
+    return {split: probes.array_features(spec, images, meta, dataset="carphone", split=split, cache_dir=cache)
+            for split, (images, meta) in crops.items()}
+
+
+def test_features_are_the_backbones_pooled_output(features, crops, spec):
+    """One row per crop; equal to a plain forward of the offline ImageNet weights on the same pixels."""
+    train = features["train"]
+    assert train.features.shape == (60, 1280) and train.features.dtype == np.float32
+    assert train.info["weights_source"].startswith("packaged file mobilenet_v2")
+    backbone = probes.build_backbone(spec)
+    x = probes.normalise(probes.resize_batch(crops["train"][0][:4], SIZE), backbone.mean, backbone.std)
+    with torch.inference_mode():
+        direct = backbone.module(x).numpy()
+    np.testing.assert_allclose(train.features[:4], direct, rtol=1e-4, atol=1e-4)
+    assert list(train.meta["label"]) == list(crops["train"][1]["label"])
+
+
+@pytest.mark.parametrize("name", probes.CLASSIFIERS)
+def test_every_classifier_separates_real_features(features, name):
+    """Each of the twelve classifiers fits the real features and ranks the test crops above chance."""
+    train, test = features["train"], features["test"]
+    red = probes.Reduction("none").fit(train.features)
+    clf = probes.make_classifier(name).fit(red.transform(train.features), train.labels)
+    scores, how = probes.fake_scores(clf, red.transform(test.features))
+    assert how == ("decision_function" if name == "svm" else "predict_proba")
+    m = probes.evaluate_scores(test.labels, scores, clf.predict(red.transform(test.features)),
+                               test.meta["video_key"].to_numpy(), n_boot=50, seed=0)
+    # one unpruned tree on 60 samples × 1280 features is the weakest learner; the rest clear 0.75
+    assert m["auc"] > (0.6 if name == "decision_tree" else 0.75), (name, m)
+    assert 0 <= m["auc_lo"] <= m["auc"] <= m["auc_hi"] <= 1
+
+
+def test_decision_function_only_classifier_is_scored_not_dropped(features):
+    """LinearSVC has no predict_proba: its decision_function orients towards label 1 and gives the AUC."""
+    from sklearn.svm import LinearSVC
+
+    train, test = features["train"], features["test"]
+    red = probes.Reduction("pca", components=8).fit(train.features)
+    clf = LinearSVC().fit(red.transform(train.features), train.labels)
+    assert not hasattr(clf, "predict_proba")
+    scores, how = probes.fake_scores(clf, red.transform(test.features))
+    assert how == "decision_function"
+    flipped, _ = probes.fake_scores(LinearSVC().fit(red.transform(train.features), 1 - train.labels),
+                                    red.transform(test.features))
+    from sklearn.metrics import roc_auc_score
+
+    assert roc_auc_score(test.labels, scores) > 0.75
+    assert roc_auc_score(1 - test.labels, flipped) > 0.75  # oriented to its own label 1, whatever classes_ says
+
+    class NoScores:
+        classes_ = np.array([0, 1])
+
+    with pytest.raises(TypeError, match="neither predict_proba nor decision_function"):
+        probes.fake_scores(NoScores(), test.features)
+
+
+@pytest.mark.parametrize("kind", probes.REDUCTIONS)
+def test_reductions_fit_on_train_only(features, kind):
+    """none keeps the width, PCA and the autoencoder reduce it; a fit depends on the train features alone, is
+    deterministic, and the reduced features still separate the classes."""
+    train, test = features["train"], features["test"]
+    a = probes.Reduction(kind, components=8, epochs=30).fit(train.features)
+    b = probes.Reduction(kind, components=8, epochs=30).fit(train.features)
+    za, zb = a.transform(test.features), b.transform(test.features)
+    assert za.shape == (len(test.features), 1280 if kind == "none" else 8)
+    np.testing.assert_allclose(za, zb, rtol=1e-5, atol=1e-5)
+    clf = probes.make_classifier("linear_probe").fit(a.transform(train.features), train.labels)
+    scores, _ = probes.fake_scores(clf, za)
+    from sklearn.metrics import roc_auc_score
+
+    assert roc_auc_score(test.labels, scores) > 0.75
+    if kind != "none":  # another train set gives another fit: nothing of the test features leaks in
+        c = probes.Reduction(kind, components=8, epochs=30).fit(train.features[::-1][:20])
+        assert not np.allclose(c.transform(test.features), za)
+
+
+def test_transforms_change_pixels_deterministically(crops, spec, tmp_path):
+    """blur/jitter/both change the features, the same seed gives the same features, and `none` is untouched."""
+    images, meta = crops["test"]
+    images, meta = images[::4], meta.iloc[::4]
+    got = {t: probes.array_features(spec, images, meta, dataset="d", split="test", cache_dir=tmp_path, transform=t,
+                                    seed=3).features for t in probes.TRANSFORMS}
+    for t in ("blur", "jitter", "both"):
+        assert not np.allclose(got[t], got["none"]), t
+    again = probes.array_features(spec, images, meta, dataset="d2", split="test", cache_dir=tmp_path,
+                                  transform="both", seed=3).features
+    np.testing.assert_array_equal(again, got["both"])
+
+
+def _shards(crops, root, quality=77):
+    for split, (images, meta) in crops.items():
+        jpegs = []
+        for img in images:
+            buf = io.BytesIO()
+            Image.fromarray(img).save(buf, format="JPEG", quality=quality)
+            jpegs.append(buf.getvalue())
+        table = meta.assign(key=meta["method"] + "/" + meta["video_id"], split=split, quality=quality, jpeg=jpegs)
+        write_split([table], quality, split, 2, root / f"q{quality}")
+    return {split: sorted((root / f"q{quality}").glob(f"{split}-*.tar")) for split in crops}
+
+
+def test_shard_features_cached_and_reused_without_the_backbone(crops, spec, tmp_path, monkeypatch):
+    """Features from real shards are cached (.npy + .parquet + manifest); a second call loads them without
+    building the backbone; other shard bytes (another fingerprint) compute afresh."""
+    shards = _shards(crops, tmp_path / "shards")
+    cache = tmp_path / "cache"
+    first = probes.shard_features(spec, shards["test"], dataset="demo", quality=77, split="test", cache_dir=cache)
+    npy, parquet, manifest = probes.cache_paths(cache, "demo", "mobilenetv2", 77, "test", "none")
+    assert npy.is_file() and parquet.is_file() and manifest.is_file()
+    assert first.features.shape == (60, 1280) and set(first.meta["label"]) == {0, 1}
+    assert str(tmp_path) not in manifest.read_text()  # nothing absolute in the artefact
+
+    def no_backbone(*_a, **_k):
+        raise AssertionError("backbone built although the cache holds these features")
+
+    monkeypatch.setattr(probes, "build_backbone", no_backbone)
+    second = probes.shard_features(spec, shards["test"], dataset="demo", quality=77, split="test", cache_dir=cache)
+    np.testing.assert_array_equal(second.features, first.features)
+    pd.testing.assert_frame_equal(second.meta, first.meta)
+
+    changed = _shards({"test": (crops["test"][0][::-1].copy(), crops["test"][1])}, tmp_path / "shards2")
+    with pytest.raises(AssertionError, match="backbone built"):
+        probes.shard_features(spec, changed["test"], dataset="demo", quality=77, split="test", cache_dir=cache)
+
+
+def test_weights_from_a_file(tmp_path, crops):
+    """A backbone whose weights come from a file (as CLIP/DINO do offline): a small randomly initialised timm
+    model saved with torch.save loads exactly; a missing or foreign file names itself and the fix."""
+    torch.manual_seed(0)
+    model = timm.create_model("resnet10t", num_classes=0)
+    path = tmp_path / "resnet10t_random.pth"
+    torch.save(model.state_dict(), path)
+    spec = probes.backbone_spec("dino_resnet50", {"model": "resnet10t", "weights": str(path), "input_size": 64})
+    backbone = probes.build_backbone(spec)
+    assert backbone.weights_source.startswith("file:resnet10t_random.pth:sha256:")
+    x = probes.normalise(probes.resize_batch(crops["test"][0][:3], 64), backbone.mean, backbone.std)
+    with torch.inference_mode():
+        np.testing.assert_array_equal(backbone.module(x).numpy(), model.eval()(x).numpy())
+
+    missing = probes.backbone_spec("dino_vitb16", {"weights": str(tmp_path / "absent.pth")})
+    with pytest.raises(FileNotFoundError, match=r"absent\.pth does not exist; give the weights as a file"):
+        probes.build_backbone(missing)
+    other = tmp_path / "mobilenet.pth"
+    torch.save(timm.create_model("mobilenetv2_050", num_classes=0).state_dict(), other)
+    with pytest.raises(ValueError, match="do not fit this model"):
+        probes.build_backbone(probes.backbone_spec("x", {"model": "resnet10t", "weights": str(other)}))
+
+
+def test_unreachable_weights_say_how_to_give_a_file(monkeypatch):
+    """Offline, the DINO URL and the timm hub tag fail at once with the file hint; CLIP without open_clip says
+    how to install it."""
+    monkeypatch.setattr(probes.W, "_reachable", lambda *_a, **_k: False)
+    with pytest.raises(LookupError, match="unreachable.*give the weights as a file"):
+        probes.build_backbone(probes.backbone_spec("dino_resnet50"))
+    monkeypatch.setattr(probes.W, "imagenet", lambda m: (_ for _ in ()).throw(LookupError(f"{m}: hub failed")))
+    with pytest.raises(LookupError, match="dino_vitb16.*give the weights as a file"):
+        probes.build_backbone(probes.backbone_spec("dino_vitb16"))
+    monkeypatch.setitem(__import__("sys").modules, "open_clip", None)
+    with pytest.raises(ImportError, match="pip install open_clip_torch"):
+        probes.build_backbone(probes.backbone_spec("clip_vitb16"))
+
+
+def test_probe_table_and_plot(features, tmp_path):
+    """The table has a row for every combination asked (with a concatenated backbone), AUC intervals, and a
+    failing classifier keeps its row with the error; the CSV, markdown and plot are written."""
+    store = {("mobilenetv2", 77, s, "none"): fs for s, fs in features.items()}
+    half = {k: probes.FeatureSet(v.features[:, :640], v.meta, {"backbone": "half"}) for k, v in store.items()}
+    store.update({("half",) + k[1:]: v for k, v in half.items()})
+
+    def get(backbone, quality, split, transform):
+        return store[(backbone, quality, split, transform)]
+
+    table = probes.probe_table(get, backbones=["mobilenetv2", "mobilenetv2+half"], train_qualities=[77],
+                               test_qualities=[77], reductions=["none", "pca"],
+                               classifiers=["lda", "svm", "knn3"], transforms=["none"], n_boot=50,
+                               components=8, log=lambda _m: None)
+    assert len(table) == 2 * 2 * 3
+    assert list(table.columns) == probes.PROBE_COLUMNS
+    assert (table["error"] == "").all() and table["auc"].between(0.5, 1).all()
+    assert set(table.loc[table["classifier"] == "svm", "score_by"]) == {"decision_function"}
+    assert (table["auc_lo"] <= table["auc"]).all() and (table["auc"] <= table["auc_hi"]).all()
+
+    bad = {k: probes.FeatureSet(np.where(np.arange(v.features.shape[1]) == 0, np.nan, v.features), v.meta)
+           for k, v in store.items() if k[0] == "mobilenetv2"}
+    logged = []
+    failed = probes.probe_table(lambda b, q, s, t: bad[(b, q, s, t)], backbones=["mobilenetv2"],
+                                train_qualities=[77], test_qualities=[77], reductions=["none"],
+                                classifiers=["naive_bayes"], transforms=["none"], n_boot=0, log=logged.append)
+    assert len(failed) == 1 and failed["error"].iloc[0].startswith("fit: ValueError") and logged
+
+    written = probes.write_probe_results(pd.concat([table, failed], ignore_index=True), tmp_path)
+    assert [p.name for p in written] == ["probe_table.csv", "probe_table.md", "probe_effects.png"]
+    assert all(p.stat().st_size > 0 for p in written)
+    assert "rows without metrics" in (tmp_path / "probe_table.md").read_text()
