@@ -1,0 +1,238 @@
+"""The image-folder source: labelled image datasets (real vs GAN / diffusion images) laid out as
+
+    <root>/real/**/<image>              label 0, method "original"
+    <root>/fake/<generator>/**/<image>  label 1, method = the generator's name made key-safe
+
+at any depth, as .jpg/.jpeg/.png/.webp. `scan` lists them into a manifest-like table (`TABLE_COLUMNS`), one row
+per readable image; a file that does not decode is reported and skipped, a file of any other type is
+ignored with a log line.
+
+Splits come from a stable hash of each image's name (its path inside real/ or fake/<generator>/, so a
+generator's `0001.png` and the real `0001.png` of a paired dataset land together), or from a split file.
+Adding files never moves another file to another split.
+
+Images are never re-encoded before MozJPEG except to decode them: `compress_images` decodes each file and
+hands the pixels straight to the jpeg stage's encoder (`dfpipe.compress.encode`), the same call for real and
+fake. The original encoding of each file is recorded (format; for JPEG a quality estimate from its
+quantisation tables) because a detector could otherwise learn "PNG vs JPEG history" instead of the forgery.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from ..compress import JPEG_COLUMNS, decode_rgb, encode, encoder_id
+from ..io import write_json, write_parquet
+
+Log = Callable[[str], None]
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
+REAL, FAKE = "real", "fake"
+ORIGINAL = "original"
+SPLITS = ("train", "val", "test")
+DEFAULT_FRACTIONS = {"train": 0.7, "val": 0.15, "test": 0.15}
+TABLE_COLUMNS = ["key", "video_id", "method", "generator", "label", "split", "path", "encoding", "quality_estimate",
+                 "width", "height", "bytes"]
+
+# The IJG (libjpeg) base tables in natural order, which PIL's `.quantization` also uses.
+IJG_LUMA = np.array([
+    16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55, 14, 13, 16, 24, 40, 57, 69, 56,
+    14, 17, 22, 29, 51, 87, 80, 62, 18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113, 92,
+    49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99])
+IJG_CHROMA = np.array([17, 18, 24, 47, *[99] * 4, 18, 21, 26, 66, *[99] * 4, 24, 26, 56, *[99] * 5, 47, 66,
+                       *[99] * 6, *[99] * 32])
+
+
+def ijg_tables(quality: int) -> tuple[np.ndarray, np.ndarray]:
+    """The luminance and chrominance tables libjpeg writes at `quality` (baseline: entries within 1..255)."""
+    scale = 5000 // quality if quality < 50 else 200 - 2 * quality
+    return tuple(np.clip((t * scale + 50) // 100, 1, 255) for t in (IJG_LUMA, IJG_CHROMA))
+
+
+_IJG = {q: ijg_tables(q) for q in range(1, 101)}
+
+
+def jpeg_quality(qtables: Mapping[int, Sequence[int]]) -> float:
+    """The IJG quality whose tables are closest to a file's (luminance, and chrominance when present).
+
+    Exact for files written by libjpeg/libjpeg-turbo/PIL at a quality setting; an estimate for encoders
+    with other base tables (MozJPEG, cameras, Photoshop). NaN without tables."""
+    if not qtables or 0 not in qtables:
+        return float("nan")
+    luma = np.asarray(qtables[0], dtype=int)
+    chroma = np.asarray(qtables[1], dtype=int) if 1 in qtables else None
+
+    def distance(q: int) -> int:
+        ref_l, ref_c = _IJG[q]
+        return int(np.abs(luma - ref_l).sum() + (np.abs(chroma - ref_c).sum() if chroma is not None else 0))
+
+    return float(min(range(1, 101), key=lambda q: (distance(q), -q)))
+
+
+def safe_name(text: str) -> str:
+    """A key-safe form: only letters, digits and _ (sample keys split at '-' and '.', paths at '/')."""
+    return re.sub(r"[^A-Za-z0-9_]", "_", text)
+
+
+def split_of(name: str, fractions: Mapping[str, float] = DEFAULT_FRACTIONS) -> str:
+    """The split of an image name from a stable hash (sha1, not Python's salted hash): the same name gets the
+    same split on every run and machine, whatever other files exist."""
+    u = int.from_bytes(hashlib.sha1(name.encode("utf-8")).digest()[:8], "big") / 2 ** 64
+    edge = 0.0
+    for split in SPLITS:
+        edge += fractions.get(split, 0.0)
+        if u < edge:
+            return split
+    return SPLITS[-1]
+
+
+def read_split_file(path: Path) -> dict[str, str]:
+    """{image name: split} from a JSON file {"train": [names], "val": [...], "test": [...]}; a name is a path
+    inside real/ or fake/<generator>/ (applies to every class folder) or a path from the root."""
+    try:
+        obj = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exn:
+        raise ValueError(f"{path}: not a readable split file ({exn}); expected JSON "
+                         '{"train": [names], "val": [...], "test": [...]}') from exn
+    if not isinstance(obj, dict) or not set(obj) <= set(SPLITS) or \
+            not all(isinstance(v, list) and all(isinstance(n, str) for n in v) for v in obj.values()):
+        raise ValueError(f"{path}: expected a JSON object with lists of names under {list(SPLITS)}")
+    out: dict[str, str] = {}
+    for split, names in obj.items():
+        for name in names:
+            if name in out and out[name] != split:
+                raise ValueError(f"{path}: {name!r} is listed in both {out[name]} and {split}; keep it in one")
+            out[name] = split
+    return out
+
+
+@dataclass
+class Scan:
+    """The image table and what was left out of it (paths relative to the root, with the reason)."""
+
+    table: pd.DataFrame
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # images that do not decode
+    ignored: list[str] = field(default_factory=list)  # files that are not images
+
+
+def _class_of(rel: Path) -> tuple[str, str, Path] | None:
+    """(generator, label kind, path inside the class folder) of a file path relative to the root, or None."""
+    parts = rel.parts
+    if parts[0] == REAL and len(parts) >= 2:
+        return ORIGINAL, REAL, Path(*parts[1:])
+    if parts[0] == FAKE and len(parts) >= 3:
+        return parts[1], FAKE, Path(*parts[2:])
+    return None
+
+
+def _inspect(path: Path) -> tuple[str, float, int, int]:
+    """(encoding, JPEG quality estimate, width, height) of an image file; decodes it fully, so a damaged file
+    raises here."""
+    with Image.open(path) as im:
+        fmt = (im.format or "?").lower()
+        qtables = getattr(im, "quantization", None) if fmt == "jpeg" else None
+        im.load()
+        return fmt, jpeg_quality(qtables) if qtables else float("nan"), im.width, im.height
+
+
+def scan(root: Path, *, split_file: Path | None = None, fractions: Mapping[str, float] = DEFAULT_FRACTIONS,
+         log: Log = print) -> Scan:
+    """Every image under `root`/real and `root`/fake/<generator> (see the module docstring), sorted by path."""
+    root = Path(root)
+    if not (root / REAL).is_dir() and not (root / FAKE).is_dir():
+        raise FileNotFoundError(f"{root}: no real/ or fake/<generator>/ folder; an image-folder dataset keeps "
+                                "real images under real/ and each generator's under fake/<generator>/")
+    if abs(sum(fractions.values()) - 1.0) > 1e-9 or set(fractions) - set(SPLITS):
+        raise ValueError(f"split fractions {dict(fractions)}: need {list(SPLITS)} summing to 1")
+    listed = read_split_file(split_file) if split_file is not None else None
+    rows, skipped, ignored = [], [], []
+    methods: dict[str, str] = {}
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        rel = path.relative_to(root)
+        where = _class_of(rel)
+        if rel.name.startswith(".") or where is None:
+            continue  # hidden files and anything outside real/ and fake/<generator>/ are not dataset files
+        if path.suffix.lower() not in IMAGE_SUFFIXES:
+            ignored.append(rel.as_posix())
+            log(f"images: ignored {rel.as_posix()} (not a {'/'.join(IMAGE_SUFFIXES)} file)")
+            continue
+        generator, kind, inner = where
+        method = ORIGINAL if kind == REAL else safe_name(generator)
+        if kind == FAKE and (method == ORIGINAL or methods.setdefault(method, generator) != generator):
+            raise ValueError(f"{root / FAKE / generator}: generator name {generator!r} becomes method {method!r}, "
+                             f"which {'names the real images' if method == ORIGINAL else 'another generator folder also becomes'}; "
+                             "rename the folder")
+        try:
+            encoding, quality, width, height = _inspect(path)
+        except Exception as exn:  # PIL raises many types for damaged files (OSError, SyntaxError, ValueError...)
+            reason = f"{type(exn).__name__}: {exn}"
+            skipped.append((rel.as_posix(), reason))
+            log(f"images: skipped {rel.as_posix()}: not a readable image ({reason}); replace or delete the file")
+            continue
+        name = inner.as_posix()
+        if listed is not None:
+            split = listed.get(rel.as_posix(), listed.get(name))
+        else:
+            split = split_of(name, fractions)
+        rows.append({
+            "video_id": f"{safe_name(inner.with_suffix('').as_posix())[:80]}_{hashlib.sha1(name.encode()).hexdigest()[:8]}",
+            "method": method, "generator": generator, "label": int(kind == FAKE), "split": split,
+            "path": rel.as_posix(), "encoding": encoding, "quality_estimate": quality, "width": width,
+            "height": height, "bytes": path.stat().st_size,
+        })
+    table = pd.DataFrame(rows, columns=[c for c in TABLE_COLUMNS if c != "key"])
+    table.insert(0, "key", table["method"] + "/" + table["video_id"])
+    if listed is not None:
+        unused = (table["split"].isna()).sum()
+        if unused:
+            log(f"images: {unused} images are in no split of {Path(split_file).name}: kept in the table, not in the shards")
+    log(f"images: {len(table)} images ({(table['label'] == 0).sum()} real, {(table['label'] == 1).sum()} fake "
+        f"from {table.loc[table['label'] == 1, 'method'].nunique()} generators), {len(skipped)} unreadable, "
+        f"{len(ignored)} other files ignored")
+    return Scan(table.astype({"label": "int64", "width": "int64", "height": "int64", "bytes": "int64"}),
+                skipped, ignored)
+
+
+def write_scan(result: Scan, table_path: Path, report_path: Path | None = None) -> None:
+    """The table as parquet and, optionally, a JSON report of skipped and ignored files (both atomic)."""
+    write_parquet(table_path, result.table)
+    if report_path is not None:
+        write_json(report_path, {"images": len(result.table),
+                                 "skipped": [{"path": p, "reason": r} for p, r in result.skipped],
+                                 "ignored": result.ignored})
+
+
+def read_rgb(root: Path, rel: str) -> np.ndarray:
+    """The decoded pixels of one image (RGB uint8; EXIF orientation ignored, as the jpeg stage does)."""
+    path = Path(root) / rel
+    return decode_rgb(path.read_bytes(), rel, field="file")
+
+
+def compress_images(table: pd.DataFrame, root: Path, quality: int, flags: Sequence[str], cjpeg: Path,
+                    threads: int = 1) -> pd.DataFrame:
+    """The jpeg stage's table (`dfpipe.compress.JPEG_COLUMNS`, frame_index 0) for the images of `table` that
+    have a split: each file decoded once and its pixels encoded by MozJPEG, the same call for every image."""
+    rows = table[table["split"].notna()].reset_index(drop=True)
+    encoder = encoder_id(cjpeg, quality, flags)
+
+    def one(rel: str) -> bytes:
+        return encode(read_rgb(root, rel), quality, flags, cjpeg, rel)
+
+    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+        jpegs = list(pool.map(one, rows["path"].tolist()))
+    out = rows[["key", "method", "video_id", "split", "label"]].copy()
+    out["frame_index"] = 0
+    out["quality"] = int(quality)
+    out["jpeg"] = pd.Series(jpegs, index=out.index, dtype=object)
+    out["bytes"] = out["jpeg"].map(len).astype("int64")
+    out["encoder"] = encoder
+    return out[JPEG_COLUMNS]

@@ -1,0 +1,126 @@
+"""The image-folder source on a tiny tree of real photos: nested folders, JPEG/PNG/WebP, a corrupt file, a
+non-image file; stable splits; straight decode → MozJPEG."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+from skimage import data
+
+from dfpipe.shards import write_split
+from dfpipe.sources import images
+
+PHOTO = data.astronaut()[100:228, 150:278]  # a real 128² face crop
+
+
+def _save(path, rgb, fmt, **kw):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(rgb).save(path, format=fmt, **kw)
+
+
+@pytest.fixture()
+def tree(tmp_path):
+    root = tmp_path / "ds"
+    _save(root / "real" / "a.jpg", PHOTO, "JPEG", quality=90)
+    _save(root / "real" / "people" / "p1" / "b.png", PHOTO[::-1], "PNG")
+    _save(root / "real" / "c.webp", PHOTO[:, ::-1], "WEBP", quality=80)
+    _save(root / "fake" / "style-gan" / "1.jpg", PHOTO[:, :, ::-1], "JPEG", quality=75)
+    _save(root / "fake" / "style-gan" / "x" / "y" / "2.png", 255 - PHOTO, "PNG")
+    _save(root / "fake" / "ldm" / "a.jpg", PHOTO // 2, "JPEG", quality=95)
+    buf = io.BytesIO()
+    Image.fromarray(PHOTO).save(buf, format="JPEG", quality=80)
+    (root / "fake" / "ldm" / "cut.jpg").write_bytes(buf.getvalue()[:len(buf.getvalue()) // 2])  # truncated
+    (root / "fake" / "ldm" / "noise.png").write_bytes(b"not a png at all")
+    (root / "real" / "notes.txt").write_text("captions")
+    return root
+
+
+def test_scan_tiny_tree(tree):
+    """Every image at any depth is listed with its class, generator, relative path and original encoding; the
+    corrupt files are reported and skipped, the text file ignored with a log line."""
+    logged = []
+    result = images.scan(tree, log=logged.append)
+    t = result.table.set_index("path")
+    assert list(result.table.columns) == images.TABLE_COLUMNS
+    assert sorted(t.index) == ["fake/ldm/a.jpg", "fake/style-gan/1.jpg", "fake/style-gan/x/y/2.png",
+                               "real/a.jpg", "real/c.webp", "real/people/p1/b.png"]
+    assert t.loc["real/people/p1/b.png", ["method", "label", "encoding"]].tolist() == ["original", 0, "png"]
+    assert t.loc["fake/style-gan/x/y/2.png", ["method", "generator", "label"]].tolist() == ["style_gan", "style-gan", 1]
+    assert t.loc["real/c.webp", "encoding"] == "webp"
+    assert t.loc["real/a.jpg", "quality_estimate"] == 90
+    assert t.loc["fake/style-gan/1.jpg", "quality_estimate"] == 75
+    assert t.loc["fake/ldm/a.jpg", "quality_estimate"] == 95
+    assert np.isnan(t.loc["real/c.webp", "quality_estimate"])
+    assert (t[["width", "height"]] == 128).all().all()
+    assert result.table["key"].is_unique and not result.table["key"].str.contains(r"[.\-]").any()
+    assert {p for p, _ in result.skipped} == {"fake/ldm/cut.jpg", "fake/ldm/noise.png"}
+    assert result.ignored == ["real/notes.txt"]
+    assert any("skipped fake/ldm/cut.jpg" in m and "replace or delete" in m for m in logged)
+    assert any("ignored real/notes.txt" in m for m in logged)
+    assert not any(str(tree) in str(v) for v in result.table.to_numpy().ravel())  # nothing absolute
+
+
+def test_jpeg_quality_estimate_is_exact_for_ijg_encoders():
+    """PIL (libjpeg-turbo) files at any quality give back that quality; a file without tables gives NaN."""
+    for q in (5, 10, 23, 50, 51, 77, 90, 99, 100):
+        buf = io.BytesIO()
+        Image.fromarray(PHOTO).save(buf, format="JPEG", quality=q)
+        assert images.jpeg_quality(Image.open(buf).quantization) == q, q
+    assert np.isnan(images.jpeg_quality({}))
+
+
+def test_splits_are_stable(tree, tmp_path):
+    """The same names get the same splits on every run and when files are added; a paired real/fake name
+    shares its split; the fractions hold on many names."""
+    first = images.scan(tree, log=lambda _m: None).table.set_index("path")["split"]
+    for i in range(40):
+        _save(tree / "fake" / "ldm" / "more" / f"{i}.png", PHOTO[i:i + 8, :8], "PNG")
+    second = images.scan(tree, log=lambda _m: None).table.set_index("path")["split"]
+    assert len(second) == len(first) + 40
+    pd.testing.assert_series_equal(second.loc[first.index], first)
+    assert images.split_of("0001.png") == images.split_of("0001.png")
+    names = [f"img_{i}.jpg" for i in range(3000)]
+    shares = pd.Series([images.split_of(n) for n in names]).value_counts(normalize=True)
+    assert abs(shares["train"] - 0.7) < 0.03 and abs(shares["val"] - 0.15) < 0.03
+    # in the tree: real/a.jpg and fake/ldm/a.jpg have the same name inside their class folder
+    assert second["real/a.jpg"] == second["fake/ldm/a.jpg"]
+
+
+def test_split_file(tree, tmp_path):
+    """A given split file decides the splits (names inside a class folder or from the root); unlisted images stay
+    in the table without a split; a name in two splits is refused naming the file."""
+    split_file = tmp_path / "splits.json"
+    split_file.write_text(json.dumps({"train": ["a.jpg", "people/p1/b.png"], "test": ["fake/style-gan/1.jpg"]}))
+    t = images.scan(tree, split_file=split_file, log=lambda _m: None).table.set_index("path")["split"]
+    assert t["real/a.jpg"] == t["fake/ldm/a.jpg"] == "train"
+    assert t["real/people/p1/b.png"] == "train" and t["fake/style-gan/1.jpg"] == "test"
+    assert t[["real/c.webp", "fake/style-gan/x/y/2.png"]].isna().all()
+    split_file.write_text(json.dumps({"train": ["a.jpg"], "val": ["a.jpg"]}))
+    with pytest.raises(ValueError, match=r"splits\.json: 'a\.jpg' is listed in both train and val"):
+        images.scan(tree, split_file=split_file)
+
+
+def test_not_an_image_folder_dataset(tmp_path):
+    """A root without real/ or fake/ is refused with the expected layout."""
+    with pytest.raises(FileNotFoundError, match="real images under real/"):
+        images.scan(tmp_path)
+
+
+def test_compress_decodes_once_and_encodes_alike(tree, tmp_path, cjpeg):
+    """Straight from the files to MozJPEG: lossless files reach the encoder with their exact pixels, every image
+    (real or fake, PNG or JPEG or WebP) gets the same encoder string, and the table packs into shards."""
+    table = images.scan(tree, log=lambda _m: None).table
+    table["split"] = "train"
+    np.testing.assert_array_equal(images.read_rgb(tree, "real/people/p1/b.png"), PHOTO[::-1])
+    out = images.compress_images(table, tree, 77, [], cjpeg, threads=2)
+    assert len(out) == len(table) and out["encoder"].nunique() == 1 and "-quality 77" in out["encoder"].iloc[0]
+    for jpg in out["jpeg"]:
+        im = Image.open(io.BytesIO(jpg))
+        assert im.format == "JPEG" and im.size == (128, 128)
+    counts = write_split([out], 77, "train", 1, tmp_path / "shards" / "q77")
+    assert counts["samples"] == len(table) and counts["by_label"] == {"0": 3, "1": 3}
