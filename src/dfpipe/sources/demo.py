@@ -180,9 +180,11 @@ def video_clip(ident: str, path: Path, lm: Landmarker, n: int, fps: float, size:
     return Clip(ident, smooth_track(found), size, frames=np.stack(out))
 
 
-def gan_faces(idents: Sequence[str], seed: int, lm: Landmarker, cache: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def gan_faces(idents: Sequence[str], seed: int, lm: Landmarker, cache: Path,
+              truncation: float = 0.6) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """One generated face (512², RGB) and its landmarks per identity, cached as PNG under `cache` (the names
-    carry the precision: a face generated otherwise is never reused)."""
+    carry the precision and any truncation other than the demo's 0.6: a face generated otherwise is never
+    reused). `truncation` pulls styles towards the mean style (1: none; dfpipe.ganfaces varies it)."""
     import openvino as ov
 
     mapping_xml, synthesis_xml = assets.gan_model_files()
@@ -191,7 +193,8 @@ def gan_faces(idents: Sequence[str], seed: int, lm: Landmarker, cache: Path) -> 
     out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for ident in idents:
         for attempt in range(10):
-            path = cache / f"s{seed}_{ident}_{attempt}_f32.png"
+            trunc = "" if truncation == 0.6 else f"_t{truncation:g}"
+            path = cache / f"s{seed}_{ident}_{attempt}{trunc}_f32.png"
             if not path.is_file():
                 if not compiled:
                     mapping = core.read_model(str(mapping_xml))
@@ -204,7 +207,7 @@ def gan_faces(idents: Sequence[str], seed: int, lm: Landmarker, cache: Path) -> 
                     compiled["mean"] = compiled["mean_map"](var)["style"].mean(0, keepdims=True)
                 rng = np.random.default_rng([seed, int(ident), attempt])
                 style = compiled["map"](rng.standard_normal((1, 512), dtype=np.float32))["style"]
-                style = compiled["mean"] + 0.6 * (style - compiled["mean"])
+                style = compiled["mean"] + truncation * (style - compiled["mean"])
                 img = compiled["synth"](style)["img"][0].transpose(1, 2, 0)
                 rgb = np.clip((img + 1.0) * 127.5 + 0.5, 0, 255).astype(np.uint8)
                 rgb = cv2.resize(rgb, (512, 512), interpolation=cv2.INTER_AREA)

@@ -1,0 +1,96 @@
+"""The GAN-face set: a tiny build (6 identities, truncations 0.6 and 1.0, 64² crops) checked for identical
+size and encoder path of real and fake images, FF++-like pair splits, determinism and idempotency."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from dfpipe import ganfaces
+from dfpipe.sources import images
+
+SETTINGS = {"identities": 6, "truncations": [0.6, 1.0], "size": 64, "seed": 0}
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> tuple[Path, Path, list[str]]:
+    root = tmp_path_factory.mktemp("ganfaces")
+    messages: list[str] = []
+    split_file = ganfaces.build(root, SETTINGS, log=messages.append)
+    return root, split_file, messages
+
+
+def _digests(root: Path) -> dict[str, str]:
+    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_real_and_fake_images_are_alike_but_for_the_generator(built):
+    """Every image, real or fake, is a 64² 8-bit RGB PNG with the same PNG metadata; the classes are balanced
+    and each truncation is its own generator."""
+    root, split_file, _ = built
+    table = images.scan(root, split_file=split_file, log=lambda _m: None).table
+    assert sorted(table["method"].unique()) == ["original", "trunc_0_6", "trunc_1"]
+    assert (table["label"] == 0).sum() == (table["label"] == 1).sum() == 12
+    assert set(table["encoding"]) == {"png"} and set(table["width"]) == set(table["height"]) == {64}
+    formats = set()
+    for rel in table["path"]:
+        with Image.open(root / rel) as im:
+            formats.add((im.format, im.mode, im.size, tuple(sorted(im.info))))
+    assert len(formats) == 1, formats
+
+
+def test_one_encoder_path_for_both_classes(built, cjpeg):
+    """Through the image-folder source into MozJPEG, real and fake crops get the same encoder string and come
+    out the same size and JPEG kind (progressive, same sampling and quantisation tables)."""
+    root, split_file, _ = built
+    table = images.scan(root, split_file=split_file, log=lambda _m: None).table
+    out = images.compress_images(table, root, 60, [], cjpeg)
+    assert len(out) == len(table) and out["encoder"].nunique() == 1
+    kinds = set()
+    for jpg, label in zip(out["jpeg"], out["label"]):
+        im = Image.open(io.BytesIO(jpg))
+        kinds.add((label, im.size, im.info.get("progressive"), tuple(map(tuple, im.layer)),
+                   tuple(tuple(t) for t in im.quantization.values())))
+    assert {k[1:] for k in kinds if k[0] == 0} == {k[1:] for k in kinds if k[0] == 1}
+    assert len({k[1:] for k in kinds}) == 1
+
+
+def test_identities_split_like_ffpp_pairs(built):
+    """Pairs stay in one split; an identity's real frames and the fakes generated under its number share it; every
+    split holds both classes."""
+    root, split_file, _ = built
+    table = images.scan(root, split_file=split_file, log=lambda _m: None).table
+    table["ident"] = table["path"].str.split("/").str[-2]
+    per_ident = table.groupby("ident")["split"].agg(set)
+    assert all(len(s) == 1 for s in per_ident)
+    record = json.loads((root / "sources.json").read_text())
+    for split, pairs in record["pairs"].items():
+        for pair in pairs:
+            assert {next(iter(per_ident[i])) for i in pair} == {split}
+    assert table.groupby("split")["label"].nunique().eq(2).all()
+    assert set(table["split"]) == {"train", "val", "test"}
+
+
+def test_build_is_deterministic_and_idempotent(built, tmp_path):
+    """A second build is a no-op; a build elsewhere gives the same bytes (f32 GAN on one thread, cached)."""
+    root, _, _ = built
+    messages: list[str] = []
+    ganfaces.build(root, SETTINGS, log=messages.append)
+    assert messages == [f"ganfaces: {root} is up to date"]
+    ganfaces.build(tmp_path / "again", SETTINGS, log=lambda _m: None)
+    assert _digests(tmp_path / "again") == _digests(root)
+
+
+def test_bad_settings_are_named():
+    with pytest.raises(ValueError, match="ganfaces.identities = 5"):
+        ganfaces.build(Path("unused"), {"identities": 5})
+    with pytest.raises(ValueError, match="unknown keys"):
+        ganfaces.build(Path("unused"), {"faces": 3})
+    with pytest.raises(ValueError, match="ganfaces.truncations"):
+        ganfaces.build(Path("unused"), {"truncations": [0.5, 0.5]})
