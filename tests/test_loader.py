@@ -228,3 +228,33 @@ def test_methods_filter_keeps_only_those_methods(tmp_path) -> None:
     assert {m for _, _, meta in batches(s) for m in meta["method"]} == {"original", "FaceSwap"}
     with pytest.raises(ValueError, match="no samples of methods \\['Face2Face'\\]"):
         stream(shards, methods=["Face2Face"])
+
+
+def test_index_finds_members_where_tarfile_does(tmp_path, train_shards) -> None:
+    """The header scanner (the loader's fast index) agrees with tarfile, long pax and GNU names included."""
+    def by_tarfile(path: Path) -> dict[str, tuple[int, int]]:
+        with tarfile.open(path) as tar:
+            return {m.name: (m.offset_data, m.size) for m in tar if not m.name.endswith(".cls")}
+
+    def by_index(path: Path) -> dict[str, tuple[int, int]]:
+        return {f"{e.key}.{ext}": place for e in index_shards([path]) for ext, place in (("jpg", e.jpg),
+                                                                                           ("json", e.json))}
+
+    for shard in train_shards:
+        assert by_index(shard) == by_tarfile(shard)
+    key = "original-" + "9" * 120 + "-00000"  # longer than a plain tar header's 100 bytes
+    meta = json.dumps({"label": 0}).encode()
+    for fmt in (tarfile.PAX_FORMAT, tarfile.GNU_FORMAT):
+        path = tmp_path / str(fmt) / "q77" / "test-0000.tar"
+        path.parent.mkdir(parents=True)
+        with tarfile.open(path, "w", format=fmt) as tar:
+            for ext, data in (("jpg", b"\xff\xd8jpeg"), ("cls", b"0"), ("json", meta)):
+                info = tarfile.TarInfo(f"{key}.{ext}")
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+        assert by_index(path) == by_tarfile(path) and len(by_index(path)) == 2
+    junk = tmp_path / "q77" / "test-0001.tar"
+    junk.parent.mkdir()
+    junk.write_bytes(b"not a tar " * 200)
+    with pytest.raises(ValueError, match=r"test-0001.tar: not a tar archive.*rerun snakemake"):
+        index_shards([junk])

@@ -177,6 +177,12 @@ def test_validation_scores_the_validation_shards(shards, uneven) -> None:
     assert abs(last_auc - roc_auc_score(on_train["label"], on_train["score"])) > 0.3
 
 
+def test_summary_times_the_start_up(reference) -> None:
+    """Start-up is reported apart from steady state: shards indexed, first batch, first step (seconds)."""
+    startup = json.loads((reference / "summary.json").read_text())["startup_s"]
+    assert 0 < startup["index"] <= startup["first_batch"] <= startup["first_step"]
+
+
 def test_step_log_has_every_step(reference) -> None:
     lines = [json.loads(ln) for ln in (reference / "train_log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in lines] == list(range(1, 7)) and [r["epoch"] for r in lines] == [1] * 3 + [2] * 3

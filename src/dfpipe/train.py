@@ -65,11 +65,12 @@ DEFAULTS: dict[str, Any] = {
     "max_steps_per_epoch": None,
     "methods": None,  # train and validate on these methods only (e.g. ["original", "Deepfakes"]); None: all
     "deterministic": None,  # None: on CPU only (deterministic CUDA kernels are slower)
+    "cudnn_benchmark": None,  # None: unless deterministic (autotuning costs the first steps, pays off in long runs)
 }
 OPTIMIZERS = ("adam", "sgd")
 SCHEDULERS = ("cosine", "step")
 # Settings that change nothing in the result, so a resumed run may differ in them.
-FREE = {"num_workers"}
+FREE = {"num_workers", "cudnn_benchmark"}
 # Progress of a run, stored at the top level of last.pt.
 STATE_KEYS = ("epoch", "position", "step", "best_val_auc", "best_epoch", "val_auc")
 
@@ -307,9 +308,12 @@ def train_one_epoch(
     steps_per_epoch: int,
     world: int = 1,
     is_main: bool = True,
+    startup: dict[str, float] | None = None,
 ) -> None:
     """The rest of epoch `epoch` (from `state["position"]`): one step per batch, a checkpoint every
-    `checkpoint_every` steps. `model` is what runs forward (DDP-wrapped or not); `detector` gives the loss."""
+    `checkpoint_every` steps. `model` is what runs forward (DDP-wrapped or not); `detector` gives the loss.
+    `startup` ({"start": perf_counter at the job's start}) gets the seconds to this process's first batch
+    and first finished step."""
     amp, channels_last = s["amp"] and device.type == "cuda", s["channels_last"] and device.type == "cuda"
     model.train()
     bar = tqdm(total=steps_per_epoch, initial=state["position"], desc=f"epoch {epoch + 1}/{s['epochs']}",
@@ -332,6 +336,8 @@ def train_one_epoch(
     tick = time.perf_counter()
     try:
         for images, labels in (loader if state["position"] < steps_per_epoch else ()):
+            if startup is not None and "first_batch" not in startup:
+                startup["first_batch"] = time.perf_counter() - startup["start"]
             images = normalize(images.to(device, non_blocking=True), detector.mean, detector.std)
             if channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
@@ -342,6 +348,10 @@ def train_one_epoch(
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
+            if startup is not None and "first_step" not in startup:
+                if device.type == "cuda":  # once: the time the first step is done, not queued
+                    torch.cuda.synchronize(device)
+                startup["first_step"] = time.perf_counter() - startup["start"]
             lr = optimizer.param_groups[0]["lr"]
             scheduler.step()
             state["step"] += 1
@@ -377,6 +387,7 @@ def train(
     each step's record as it is logged, before any checkpoint of that step (a hook for tests: raising there
     is a kill after the step, before its checkpoint).
     """
+    startup = {"start": time.perf_counter()}
     s = resolve_settings(settings)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -394,7 +405,9 @@ def train(
     if deterministic and cuda:  # cuBLAS is deterministic only with a fixed workspace (read at its first use)
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(deterministic, warn_only=True)
-    torch.backends.cudnn.benchmark = cuda and not deterministic
+    # cuDNN autotuning tries every convolution algorithm at each new shape: faster steps, a slower first one
+    benchmark = s["cudnn_benchmark"] if s["cudnn_benchmark"] is not None else not deterministic
+    torch.backends.cudnn.benchmark = cuda and benchmark
     seed_everything(s["seed"])  # every rank alike: DDP broadcasts rank 0's weights anyway
     amp = s["amp"] and cuda
 
@@ -407,6 +420,7 @@ def train(
     # every rank indexes the validation shards: they are part of the fingerprint; rank 0 alone validates
     val_stream = eval_stream(detector, val_shards, s["batch_size"], s["methods"])
     steps_per_epoch = len(stream)
+    startup["index"] = time.perf_counter() - startup["start"]
     optimizer = create_optimizer(model, s)
     scheduler = create_scheduler(optimizer, s, steps_per_epoch)
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
@@ -434,12 +448,17 @@ def train(
     step_log = StepLog(out_dir / "train_log.jsonl", state["step"], is_main)
     ddp = nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if cuda else None) if world > 1 else model
     loader = make_loader(stream, s["num_workers"], pin_memory=cuda)
+    startup_logged = False
     try:
         while state["epoch"] < s["epochs"]:
             epoch = state["epoch"]
             stream.set_epoch(epoch, state["position"])
             train_one_epoch(epoch, ddp, detector, loader, optimizer, scheduler, scaler, state, checkpoint, step_log,
-                            on_step, s, dev, steps_per_epoch, world, is_main)
+                            on_step, s, dev, steps_per_epoch, world, is_main, startup)
+            if is_main and "first_step" in startup and not startup_logged:
+                startup_logged = True
+                log(f"start-up: shards indexed at {startup['index']:.1f} s, first batch at "
+                    f"{startup['first_batch']:.1f} s, first step done at {startup['first_step']:.1f} s")
             if is_main:
                 auc = validate(model, val_stream, dev, s["num_workers"], amp)
                 saver.update_best(state, auc, epoch + 1, model)
@@ -459,5 +478,6 @@ def train(
             "detector": detector_name(detector), "settings": s, "device": str(dev), "world_size": world,
             "train_samples_per_label": stream.counts, "steps_per_epoch": steps_per_epoch, "steps": state["step"],
             "val_auc": state["val_auc"], "best_epoch": state["best_epoch"], "best_val_auc": state["best_val_auc"],
+            "startup_s": {k: round(v, 3) for k, v in startup.items() if k != "start"},
         })
     return saver.best
