@@ -5,8 +5,9 @@ enhancement of a shallow stage (the residual after subtracting a local average, 
 conv block); bilinear attention pooling of the texture features under each map (signed square root, L2
 norm per map); concatenation with the globally pooled deep features; one logit. The regional independence
 loss pulls each map's pooled feature to a running centre for that map and pushes the centres apart; a
-training forward computes it (it moves the centres) and `loss()` adds it to the cross-entropy. In training, attention-guided augmentation erases (sets to
-the mean colour) the region where one randomly chosen attention map exceeds a random threshold.
+training forward computes it (it moves the centres) and `loss()` adds it to the cross-entropy. In training,
+attention-guided augmentation erases (sets to the mean colour) the region where one randomly chosen
+attention map exceeds a random threshold.
 
 Defaults follow the paper's EfficientNet-B4 set-up as we read it (texture from the stride-4 stage,
 attention from the stride-16 stage, 4 maps); margins, weights and probabilities are ours.
