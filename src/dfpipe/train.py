@@ -224,16 +224,16 @@ class CheckpointSaver:
                         "fingerprint": self.fingerprint, "best_model": self.best_model, "best_meta": self.best_meta,
                         **state}, self.last)
 
-    def update_best(self, state: dict[str, Any], auc: float, epoch: int, model: nn.Module) -> bool:
-        """Record epoch `epoch`'s validation AUC; keep and write its weights when it beats every earlier one."""
+    def update_best(self, state: dict[str, Any], auc: float, epoch: int, model: nn.Module) -> None:
+        """Record epoch `epoch`'s validation AUC; keep and write its weights when it beats every earlier one
+        (the earliest of equal epochs stays)."""
         state["val_auc"] = [*state["val_auc"][:epoch - 1], auc]
         if state["best_val_auc"] is not None and auc <= state["best_val_auc"]:
-            return False
+            return
         state["best_val_auc"], state["best_epoch"] = auc, epoch
         self.best_model = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
         self.best_meta = {"epoch": epoch, "val_auc": auc}
         self._write_best()
-        return True
 
     def ensure_best(self) -> None:
         """A finished run's best.pt: written again when missing or not of this run (e.g. removed by Snakemake
@@ -370,6 +370,24 @@ def train_one_epoch(
         bar.close()
 
 
+def set_up_device(device: str, s: dict[str, Any], world: int) -> torch.device:
+    """This process's device (its rank's GPU under torchrun), the process group, and the kernel choices."""
+    dev = pick_device(device, int(os.environ.get("LOCAL_RANK", "0")))
+    cuda = dev.type == "cuda"
+    if world > 1:
+        if cuda:
+            torch.cuda.set_device(dev)
+        dist.init_process_group("nccl" if cuda else "gloo")
+    deterministic = s["deterministic"] if s["deterministic"] is not None else not cuda
+    if deterministic and cuda:  # cuBLAS is deterministic only with a fixed workspace (read at its first use)
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(deterministic, warn_only=True)
+    # cuDNN autotuning tries every convolution algorithm at each new shape: faster steps, a slower first one
+    benchmark = s["cudnn_benchmark"] if s["cudnn_benchmark"] is not None else not deterministic
+    torch.backends.cudnn.benchmark = cuda and benchmark
+    return dev
+
+
 def train(
     detector: nn.Module,
     train_shards: Sequence[Path],
@@ -393,21 +411,9 @@ def train(
     out_dir.mkdir(parents=True, exist_ok=True)
     on_step = on_step or (lambda record: None)
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
-    dev = pick_device(device, local_rank)
-    if world > 1:
-        if dev.type == "cuda":
-            torch.cuda.set_device(dev)
-        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
-    is_main = rank == 0
-    cuda = dev.type == "cuda"
-    deterministic = s["deterministic"] if s["deterministic"] is not None else not cuda
-    if deterministic and cuda:  # cuBLAS is deterministic only with a fixed workspace (read at its first use)
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.use_deterministic_algorithms(deterministic, warn_only=True)
-    # cuDNN autotuning tries every convolution algorithm at each new shape: faster steps, a slower first one
-    benchmark = s["cudnn_benchmark"] if s["cudnn_benchmark"] is not None else not deterministic
-    torch.backends.cudnn.benchmark = cuda and benchmark
+    rank = int(os.environ.get("RANK", "0"))
+    dev = set_up_device(device, s, world)
+    is_main, cuda = rank == 0, dev.type == "cuda"
     seed_everything(s["seed"])  # every rank alike: DDP broadcasts rank 0's weights anyway
     amp = s["amp"] and cuda
 
