@@ -145,3 +145,18 @@ def test_int8_needs_onnx(tmp_path, capsys) -> None:
     _, path = model_file(tmp_path, "meso4")
     assert main(["export", str(path), "--format", "torchscript", "--int8"]) == 2
     assert "--int8 quantises an ONNX export" in capsys.readouterr().err
+
+
+def test_meso_at_32_px_cannot_go_to_onnx_and_says_so(tmp_path, crops) -> None:
+    """Meso's last pool is adaptive to 8×8; at 32 px its input is 4×4, which ONNX's pooling cannot express."""
+    torch.manual_seed(0)
+    path = write_model_file(tmp_path / "best.pt", create_detector("meso4", input_size=32),
+                            spec={"name": "meso32", "model": "meso4", "input_size": 32})
+    with pytest.raises(ExportError, match=r"best\.pt: meso32 cannot be exported to onnx \(SymbolicValueError: "
+                                          r"Unsupported: ONNX export of operator adaptive_max_pool2d.*try --format "
+                                          r"torchscript"):
+        export(path, "onnx")
+    (ts_path,) = export(path, "torchscript")  # the other format works, as the message says
+    model = load_model(path)
+    x = inputs(model, crops)
+    assert np.abs(torchscript_scores(ts_path, x)[0] - reference(model, x)).max() <= TORCHSCRIPT_TOLERANCE

@@ -144,7 +144,12 @@ def load_model(path: Path, device: str | torch.device = "cpu") -> Model:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: model file not found; pass a trained model, e.g. "
                                 f"data/models/<detector>/<run>/best.pt")
-    ckpt = load_checkpoint(path)
+    try:
+        ckpt = load_checkpoint(path)
+    except ValueError as err:  # the trainer's fix ("delete it to train afresh") is not predict's
+        problem = str(err).split("; delete it")[0]
+        raise ValueError(f"{problem}; use an intact model file (copy best.pt again from its run folder, or retrain "
+                         f"that run)") from err
     detector, spec = _build(ckpt, path)
     try:
         detector.load_state_dict(ckpt["model"])
@@ -191,7 +196,7 @@ def prepare(crop: np.ndarray, model: Model, quality: int | None = None, cjpeg: P
     return np.asarray(image)
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def score_inputs(model: Model, inputs: np.ndarray, batch_size: int = 32) -> np.ndarray:
     """Sigmoid scores of uint8 N×H×W×3 inputs at the model's input size."""
     from .loader import normalize
@@ -379,13 +384,15 @@ def run_predict(paths: Sequence[Path], model_path: Path, out_dir: Path, frames_p
     from .tools import find_cjpeg
 
     model = load_model(model_path, pick_device(device))
-    cjpeg = find_cjpeg() if quality is not None else None
     if quality is not None and not 1 <= int(quality) <= 100:
         raise ValueError(f"--quality {quality}: use 1..100")
+    cjpeg = find_cjpeg() if quality is not None else None
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"{out_dir}: --out must be a folder, and this is a file; pass another --out")
     files = collect_files(paths)
     if not files:
         raise ValueError("no files to predict: pass videos, images or folders holding them")
-    out_dir = Path(out_dir)
     say = echo or (lambda line: tqdm.write(line, file=sys.stdout))
     say(f"model {model.name} ({model_path}): input {model.input_size} px, threshold {model.threshold:.3f} from "
         f"{model.threshold_source}" + (f", ELA q{model.ela.quality}" if model.ela else "")
