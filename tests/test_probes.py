@@ -68,9 +68,12 @@ def test_features_are_the_backbones_pooled_output(features, crops, spec):
 @pytest.mark.parametrize("name", probes.CLASSIFIERS)
 def test_every_classifier_separates_real_features(features, name):
     """Each of the twelve classifiers fits the real features and ranks the test crops above chance."""
+    from threadpoolctl import threadpool_limits
+
     train, test = features["train"], features["test"]
     red = probes.Reduction("none").fit(train.features)
-    clf = probes.make_classifier(name).fit(red.transform(train.features), train.labels)
+    with threadpool_limits(1):  # as probe_table fits (QDA's eigendecompositions crawl on contended threads)
+        clf = probes.make_classifier(name).fit(red.transform(train.features), train.labels)
     scores, how = probes.fake_scores(clf, red.transform(test.features))
     assert how == ("decision_function" if name == "svm" else "predict_proba")
     m = probes.evaluate_scores(test.labels, scores, clf.predict(red.transform(test.features)),
@@ -150,27 +153,36 @@ def _shards(crops, root, quality=77):
 
 
 def test_shard_features_cached_and_reused_without_the_backbone(crops, spec, tmp_path, monkeypatch):
-    """Features from real shards are cached (.npy + .parquet + manifest); a second call loads them without
-    building the backbone; other shard bytes (another fingerprint) compute afresh."""
-    shards = _shards(crops, tmp_path / "shards")
+    """Features from real shards are cached (.npy + .parquet + manifest); a second call and a probe table over
+    them load the files without building the backbone; other shard bytes (another fingerprint) compute afresh."""
+    _shards(crops, tmp_path / "shards")
     cache = tmp_path / "cache"
-    first = probes.shard_features(spec, shards["test"], dataset="demo", quality=77, split="test", cache_dir=cache)
+    get = probes.shard_getter(tmp_path / "shards", dataset="demo", cache_dir=cache, specs={"mobilenetv2": spec})
+    first = get("mobilenetv2", 77, "test", "none")
+    get("mobilenetv2", 77, "train", "none")
     npy, parquet, manifest = probes.cache_paths(cache, "demo", "mobilenetv2", 77, "test", "none")
     assert npy.is_file() and parquet.is_file() and manifest.is_file()
     assert first.features.shape == (60, 1280) and set(first.meta["label"]) == {0, 1}
+    assert first.meta["video_key"].str.startswith(("original/q77/", "hue/q77/")).all()
     assert str(tmp_path) not in manifest.read_text()  # nothing absolute in the artefact
 
     def no_backbone(*_a, **_k):
         raise AssertionError("backbone built although the cache holds these features")
 
+    probes._BUILT.clear()  # no backbone in memory either: the second call must come from the files
     monkeypatch.setattr(probes, "build_backbone", no_backbone)
-    second = probes.shard_features(spec, shards["test"], dataset="demo", quality=77, split="test", cache_dir=cache)
+    second = get("mobilenetv2", 77, "test", "none")
     np.testing.assert_array_equal(second.features, first.features)
     pd.testing.assert_frame_equal(second.meta, first.meta)
+    table = probes.probe_table(get, backbones=["mobilenetv2"], train_qualities=[77], test_qualities=[77],
+                               reductions=["none"], classifiers=["lda"], transforms=["none"], n_boot=0)
+    assert table["auc"].iloc[0] > 0.75
 
     changed = _shards({"test": (crops["test"][0][::-1].copy(), crops["test"][1])}, tmp_path / "shards2")
     with pytest.raises(AssertionError, match="backbone built"):
         probes.shard_features(spec, changed["test"], dataset="demo", quality=77, split="test", cache_dir=cache)
+    with pytest.raises(FileNotFoundError, match=r"q60: no test shards; build them first"):
+        get("mobilenetv2", 60, "test", "none")
 
 
 def test_weights_from_a_file(tmp_path, crops):
@@ -229,6 +241,12 @@ def test_probe_table_and_plot(features, tmp_path):
     assert (table["error"] == "").all() and table["auc"].between(0.5, 1).all()
     assert set(table.loc[table["classifier"] == "svm", "score_by"]) == {"decision_function"}
     assert (table["auc_lo"] <= table["auc"]).all() and (table["auc"] <= table["auc_hi"]).all()
+
+    # another dataset's test features (here: the training crops themselves) through test_get
+    crossed = probes.probe_table(get, backbones=["mobilenetv2"], train_qualities=[77], test_qualities=[77],
+                                 reductions=["none"], classifiers=["lda"], transforms=["none"], n_boot=0,
+                                 test_get=lambda b, q, s, t: store[(b, q, "train", t)])
+    assert crossed["n"].iloc[0] == len(features["train"].labels) and crossed["acc"].iloc[0] == 1.0
 
     bad = {k: probes.FeatureSet(np.where(np.arange(v.features.shape[1]) == 0, np.nan, v.features), v.meta)
            for k, v in store.items() if k[0] == "mobilenetv2"}

@@ -186,15 +186,28 @@ def build_backbone(spec: BackboneSpec, device: str | torch.device = "cpu") -> Ba
     else:
         import timm
 
-        module = timm.create_model(spec.model, num_classes=0, pretrained=False)
         try:
-            state, source = _timm_weights(spec)
+            state, source = _timm_weights(spec)  # first: unreachable weights fail before a ViT-B is built
+            module = timm.create_model(spec.model, num_classes=0, pretrained=False)
             if state is not None:
                 W.load_into(module, state, f"{spec.name} ({source})")
         except (ValueError, OSError) as exn:  # dfpipe.weights words its hint for detectors' `pretrained:`
             raise type(exn)(str(exn).replace(W.FILE_HINT, WEIGHTS_HINT)) from exn
     module = module.eval().requires_grad_(False).to(device, memory_format=torch.channels_last)
     return Backbone(spec, module, size, mean, std, source)
+
+
+_BUILT: dict[tuple, Backbone] = {}
+
+
+def shared_backbone(spec: BackboneSpec, device: str | torch.device = "cpu") -> Backbone:
+    """`build_backbone`, remembering the last backbone built: one extraction run asks for the same backbone
+    once per split, quality and transform, and building one (weights load included) costs seconds."""
+    key = (spec, weights_id(spec), str(device))
+    if key not in _BUILT:
+        _BUILT.clear()  # one at a time: a ViT-B holds ~350 MB
+        _BUILT[key] = build_backbone(spec, device)
+    return _BUILT[key]
 
 
 def _build_open_clip(spec: BackboneSpec) -> tuple[nn.Module, str]:
@@ -307,6 +320,9 @@ class FeatureSet:
         return self.meta["label"].to_numpy(dtype=int)
 
 
+Getter = Callable[[str, Any, str, str], FeatureSet]  # (backbone, quality, split, transform) -> features
+
+
 def shards_fingerprint(shards: Sequence[Path]) -> str:
     """Identity of a shard set from the tar headers (the loader's index: every sample's shard, key, label and
     member sizes) and the index/counts files the shards stage writes beside them; no JPEG is read."""
@@ -382,7 +398,7 @@ def shard_features(spec: BackboneSpec, shards: Sequence[Path], *, dataset: str, 
     hit = _cached(cache_dir, key)
     if hit is not None:
         return hit
-    backbone = (builder or build_backbone)(spec, device)
+    backbone = (builder or shared_backbone)(spec, device)
     stream = ShardStream(shards, batch_size=batch_size, input_size=backbone.input_size, train=False,
                          quality=quality, split=split)
     metas: list[pd.DataFrame] = []
@@ -422,10 +438,28 @@ def array_features(spec: BackboneSpec, images: np.ndarray, meta: pd.DataFrame, *
     hit = _cached(cache_dir, key)
     if hit is not None:
         return hit
-    backbone = (builder or build_backbone)(spec, device)
+    backbone = (builder or shared_backbone)(spec, device)
     batches = (resize_batch(images[a:a + batch_size], backbone.input_size) for a in range(0, len(images), batch_size))
     feats = extract_features(backbone, batches, transform, seed, device)
     return _store(cache_dir, key, FeatureSet(feats, meta[META_COLUMNS]), backbone)
+
+
+def shard_getter(shards_dir: Path, *, dataset: str, cache_dir: Path, specs: Mapping[str, BackboneSpec],
+                 seed: int = 0, batch_size: int = 64, device: str = "cpu", num_workers: int = 0) -> Getter:
+    """A `probe_table` getter over `{shards_dir}/q{Q}/{split}-NNNN.tar`: (backbone, quality, split, transform)
+    -> cached `shard_features` with the backbone's spec from `specs`."""
+    def get(backbone: str, quality: Any, split: str, transform: str) -> FeatureSet:
+        if backbone not in specs:
+            raise KeyError(f"probes: backbone {backbone!r} is not configured; configured: {sorted(specs)}")
+        shards = sorted((Path(shards_dir) / f"q{quality}").glob(f"{split}-*.tar"))
+        if not shards:
+            raise FileNotFoundError(f"{Path(shards_dir) / f'q{quality}'}: no {split} shards; build them first "
+                                    "(`snakemake data`)")
+        return shard_features(specs[backbone], shards, dataset=dataset, quality=int(quality), split=split,
+                              cache_dir=cache_dir, transform=transform, seed=seed, batch_size=batch_size,
+                              device=device, num_workers=num_workers)
+
+    return get
 
 
 def concat(sets: Sequence[FeatureSet]) -> FeatureSet:
@@ -493,12 +527,18 @@ def _train_autoencoder(z: np.ndarray, k: int, seed: int, epochs: int, hidden: in
     opt = torch.optim.Adam(model.parameters(), lr=1e-3, weight_decay=1e-5)
     data = torch.from_numpy(z)
     batch = min(64, len(data))
-    for _ in range(epochs):
-        for ix in torch.randperm(len(data), generator=gen).split(batch):
-            loss = nn.functional.mse_loss(model(data[ix]), data[ix])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+    threads = torch.get_num_threads()
+    # Steps this small gain nothing from threads, and on a busy machine contended threads made them ~15x slower.
+    torch.set_num_threads(1)
+    try:
+        for _ in range(epochs):
+            for ix in torch.randperm(len(data), generator=gen).split(batch):
+                loss = nn.functional.mse_loss(model(data[ix]), data[ix])
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+    finally:
+        torch.set_num_threads(threads)
     return encoder.eval()
 
 
@@ -558,7 +598,6 @@ def fake_scores(clf: Any, x: np.ndarray) -> tuple[np.ndarray, str]:
 PROBE_COLUMNS = ["backbone", "reduction", "classifier", "train_transform", "test_transform", "train_quality",
                  "test_quality", "n", "n_pos", "n_neg", "acc", "bacc", "auc", "auc_lo", "auc_hi", "score_by",
                  "error"]
-Getter = Callable[[str, Any, str, str], FeatureSet]  # (backbone, quality, split, transform) -> features
 
 
 def _getter_with_concat(get: Getter) -> Getter:
@@ -593,14 +632,31 @@ def probe_table(get: Getter, *, backbones: Sequence[str], train_qualities: Seque
                 test_qualities: Sequence[Any], reductions: Sequence[str] = REDUCTIONS,
                 classifiers: Sequence[str] = CLASSIFIERS, transforms: Sequence[str] = tuple(TRANSFORMS),
                 test_transforms: Sequence[str] = ("none",), components: int = 64, ae_epochs: int = 60,
-                n_boot: int = 1000, seed: int = 0, log: Callable[[str], None] = print) -> pd.DataFrame:
+                n_boot: int = 1000, seed: int = 0, log: Callable[[str], None] = print,
+                test_get: Getter | None = None, blas_threads: int | None = 1) -> pd.DataFrame:
     """One row per backbone × reduction × classifier × train transform × test transform × train quality ×
     test quality (`PROBE_COLUMNS`). Trained on the "train" split of the train quality with the train transform,
     tested on the "test" split. `get` returns cached features; a backbone "a+b" concatenates a's and b's.
+    `test_get` (default `get`) gives the test features: another dataset's for a cross-dataset table.
 
     A classifier that fails to fit or score keeps its row, with NaN metrics and the exception in `error`
-    (and a log line): nothing is dropped silently."""
-    get = _getter_with_concat(get)
+    (and a log line): nothing is dropped silently.
+
+    The fits run with `blas_threads` BLAS threads (None: the library's default). One is the default: these
+    matrices are small, and on a busy 2-core machine contended BLAS threads made QDA's fit 7x and LDA's 30x
+    slower; parallelism belongs to the jobs running several tables at once."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(blas_threads):
+        return _probe_table(_getter_with_concat(get), _getter_with_concat(test_get or get), backbones,
+                            train_qualities, test_qualities, reductions, classifiers, transforms, test_transforms,
+                            components, ae_epochs, n_boot, seed, log)
+
+
+def _probe_table(get: Getter, test_get: Getter, backbones: Sequence[str], train_qualities: Sequence[Any],
+                 test_qualities: Sequence[Any], reductions: Sequence[str], classifiers: Sequence[str],
+                 transforms: Sequence[str], test_transforms: Sequence[str], components: int, ae_epochs: int,
+                 n_boot: int, seed: int, log: Callable[[str], None]) -> pd.DataFrame:
     rows = []
     for backbone in backbones:
         for tq in train_qualities:
@@ -612,34 +668,46 @@ def probe_table(get: Getter, *, backbones: Sequence[str], train_qualities: Seque
                 for red in reductions:
                     reducer = Reduction(red, components, seed, ae_epochs).fit(train.features)
                     x_train = reducer.transform(train.features)
-                    tests = {(q, te): get(backbone, q, "test", te) for q in test_qualities for te in test_transforms}
+                    tests = {(q, te): test_get(backbone, q, "test", te) for q in test_qualities
+                             for te in test_transforms}
                     reduced = {k: reducer.transform(v.features) for k, v in tests.items()}
                     for name in classifiers:
                         base = {"backbone": backbone, "reduction": red, "classifier": name, "train_transform": tt,
                                 "train_quality": tq}
-                        try:
-                            with warnings.catch_warnings():
-                                warnings.simplefilter("ignore")  # collinearity and convergence chatter
-                                clf = make_classifier(name, seed).fit(x_train, train.labels)
-                            error = ""
-                        except Exception as exn:  # any estimator failure is reported in the row
-                            clf, error = None, f"fit: {type(exn).__name__}: {exn}"
-                        for (q, te), fs in tests.items():
-                            row = {**base, "test_transform": te, "test_quality": q, "score_by": "", "error": error}
-                            if clf is not None:
-                                try:
-                                    with warnings.catch_warnings():
-                                        warnings.simplefilter("ignore")
-                                        scores, row["score_by"] = fake_scores(clf, reduced[(q, te)])
-                                        predicted = clf.predict(reduced[(q, te)])
-                                    row.update(evaluate_scores(fs.labels, scores, predicted,
-                                                               fs.meta["video_key"].to_numpy(), n_boot, seed))
-                                except Exception as exn:  # as above: kept and named, not dropped
-                                    row["error"] = f"score: {type(exn).__name__}: {exn}"
-                            if row["error"]:
-                                log(f"probes: {backbone}/{red}/{name} train q{tq} {tt}, test q{q} {te}: {row['error']}")
-                            rows.append(row)
+                        rows += _classifier_rows(name, x_train, train.labels, tests, reduced, base, n_boot, seed,
+                                                 log)
     return pd.DataFrame(rows).reindex(columns=PROBE_COLUMNS)
+
+
+def _classifier_rows(name: str, x_train: np.ndarray, y_train: np.ndarray, tests: Mapping[tuple, FeatureSet],
+                     reduced: Mapping[tuple, np.ndarray], base: dict[str, Any], n_boot: int, seed: int,
+                     log: Callable[[str], None]) -> list[dict[str, Any]]:
+    """One classifier fitted once and scored on every test set; a failure is kept in `error`, not dropped."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # collinearity and convergence chatter
+            clf = make_classifier(name, seed).fit(x_train, y_train)
+        error = ""
+    except Exception as exn:  # any estimator failure is reported in its rows
+        clf, error = None, f"fit: {type(exn).__name__}: {exn}"
+    rows = []
+    for (q, te), fs in tests.items():
+        row = {**base, "test_transform": te, "test_quality": q, "score_by": "", "error": error}
+        if clf is not None:
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    scores, row["score_by"] = fake_scores(clf, reduced[(q, te)])
+                    predicted = clf.predict(reduced[(q, te)])
+                row.update(evaluate_scores(fs.labels, scores, predicted, fs.meta["video_key"].to_numpy(), n_boot,
+                                           seed))
+            except Exception as exn:  # as above
+                row["error"] = f"score: {type(exn).__name__}: {exn}"
+        if row["error"]:
+            log(f"probes: {base['backbone']}/{base['reduction']}/{name} train q{base['train_quality']} "
+                f"{base['train_transform']}, test q{q} {te}: {row['error']}")
+        rows.append(row)
+    return rows
 
 
 def plot_probe_effects(table: pd.DataFrame, path: str | Path) -> None:
