@@ -3,14 +3,29 @@
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import sys
 import time
 
+import pytest
+
 from dfpipe import runlog
 
 
-def test_a_job_log_starts_afresh_and_collects_module_loggers(tmp_path):
+@pytest.fixture
+def restore_logging():
+    """to_file takes over the root logger and sys.excepthook, as a job should; give them back to pytest."""
+    root = logging.getLogger()
+    handlers, level, hook = root.handlers[:], root.level, sys.excepthook
+    yield
+    for handler in root.handlers:
+        handler.close()
+    root.handlers[:], sys.excepthook = handlers, hook
+    root.setLevel(level)
+
+
+def test_a_job_log_starts_afresh_and_collects_module_loggers(tmp_path, restore_logging):
     path = tmp_path / "logs" / "job.log"
     path.parent.mkdir()
     path.write_text("FAILED:\nTraceback of an earlier run\n")
@@ -29,7 +44,7 @@ def test_a_job_stops_when_the_snakemake_that_started_it_is_killed(tmp_path):
     job = subprocess.Popen([sys.executable, "-c", (
         "import time; from dfpipe import runlog; "
         f"runlog.stop_when_orphaned(print, poll_s=0.05); time.sleep(3); open({str(out)!r}, 'w').write('x')")],
-        env={**__import__("os").environ, runlog.SNAKEMAKE_PID: str(parent.pid)})
+        env={**os.environ, runlog.SNAKEMAKE_PID: str(parent.pid)})
     time.sleep(1)
     parent.kill()
     parent.wait()

@@ -20,6 +20,8 @@ _FORMAT = "%(asctime)s %(message)s"
 _DATEFMT = "%Y-%m-%d %H:%M:%S"
 # How often an orphan check runs: a job outlives a killed Snakemake by at most this long.
 ORPHAN_POLL_S = 0.5
+# Set by the workflow (common.smk) in every Snakemake process that parses it, so its jobs know who runs them.
+SNAKEMAKE_PID = "DFPIPE_SNAKEMAKE_PID"
 
 
 def to_file(path: str | Path | None) -> Callable[[str], None]:
@@ -50,10 +52,6 @@ def to_file(path: str | Path | None) -> Callable[[str], None]:
     if hasattr(sys.modules.get("__main__"), "snakemake"):  # a Snakemake `script:` job
         stop_when_orphaned(log)
     return log
-
-
-# Set by the workflow (common.smk) in every Snakemake process that parses it, so its jobs know who runs them.
-SNAKEMAKE_PID = "DFPIPE_SNAKEMAKE_PID"
 
 
 def stop_when_orphaned(log: Callable[[str], None], poll_s: float = ORPHAN_POLL_S) -> threading.Thread:
