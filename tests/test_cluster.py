@@ -141,7 +141,7 @@ def test_slurm_renders_a_training_job_with_its_gpu(slurm_run, slurm_env, tmp_pat
     proc = run(work, {**config, **TRAIN}, *args, env=env, check=False)
     assert proc.returncode != 0
     calls = [c for c in sbatch_calls(env)[before:] if option(c, "--comment").startswith("rule_train")
-             and "tm=all" in option(c, "--comment")]
+             and option(c, "--comment").endswith("_all")]  # the model trained on all methods
     assert calls, (proc.stdout + proc.stderr)[-3000:]
     train = calls[0]
     assert option(train, "--gpus") == "a100:1" and option(train, "-p") == "gpu"
