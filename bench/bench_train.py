@@ -2,11 +2,12 @@
 loader against bare PIL decoding.
 
     PYTHONPATH=src .venv/bin/python bench/bench_train.py [--detectors meso4 efficientnet_b4 ...] [--size N]
-        [--batch 32] [--steps 40] [--warmup 10] [--n 1280] [--workers 4] [--device auto] [--loader]
+        [--batch B] [--steps S] [--warmup W] [--n 1280] [--workers 4] [--device auto] [--loader]
 
 Shards of `--n` 256² crops of real photos (JPEG q77, half labelled fake) are written once to `--workdir`.
-For each detector (default: every registered one, at its own input size, i.e. the paper's; `--size`
-overrides it, e.g. to fit a CPU):
+For each detector (default on a GPU: every registered one at its own input size, i.e. the paper's, batch 32,
+40 steps; on a CPU, where that would take hours: meso4 and mesoinception4, batch 8, 12 steps; `--size`
+overrides the input size):
 - trainer: `dfpipe.train.train` for `--steps` steps (one epoch, hflip, checkpoints and step log included).
   Start-up: the seconds from the call to the shards indexed, the first batch, and the first step done
   (`summary.json` `startup_s`); steady state: images/s over the steps after `--warmup`;
@@ -143,20 +144,24 @@ def bench_bare_decode(args, jpegs: list[bytes]) -> float:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--detectors", nargs="+", default=list_detectors())
+    p.add_argument("--detectors", nargs="+")
     p.add_argument("--size", type=int, default=None, help="input size for every detector (default: its own)")
-    p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--steps", type=int, default=40)
-    p.add_argument("--warmup", type=int, default=10)
+    p.add_argument("--batch", type=int)
+    p.add_argument("--steps", type=int)
+    p.add_argument("--warmup", type=int)
     p.add_argument("--n", type=int, default=1280)
     p.add_argument("--workers", type=int, default=4)
     p.add_argument("--device", default="auto")
     p.add_argument("--loader", action="store_true", help="also the loader against bare decoding")
     p.add_argument("--workdir", type=Path, default=Path("/tmp/dfpipe-bench-train"))
     args = p.parse_args()
+    dev = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
+    gpu = dev.type == "cuda"
+    args.detectors = args.detectors or (list_detectors() if gpu else ["meso4", "mesoinception4"])
+    args.batch, args.steps = args.batch or (32 if gpu else 8), args.steps or (40 if gpu else 12)
+    args.warmup = args.warmup or (10 if gpu else 4)
     if not 0 < args.warmup < args.steps:
         p.error("need 0 < --warmup < --steps")
-    dev = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
     train_shards, val_shards, jpegs = make_shards(args.workdir, args.n)
     print(f"batch {args.batch}, {args.steps} steps (steady state after {args.warmup}), {args.workers} workers, "
           f"{dev}; {len(jpegs)} training JPEGs (256², q{Q})")
