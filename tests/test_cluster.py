@@ -52,8 +52,10 @@ def test_profiles_name_only_rules_of_the_workflow(tmp_path, ffpp_tree):
     for name in ("slurm", "cluster-generic"):
         unknown = profile_rules(REPO / "profiles" / name) - rules
         assert not unknown, f"profiles/{name}/config.yaml names rules the workflow lacks: {sorted(unknown)}"
-    settings = yaml.safe_load((REPO / "profiles/slurm/config.yaml").read_text())
-    assert {"faces", "compress"} <= {r for r, g in settings["groups"].items() if g == "batches"}
+    slurm, generic = (yaml.safe_load((REPO / f"profiles/{n}/config.yaml").read_text()) for n in ("slurm", "cluster-generic"))
+    assert {"faces", "compress"} <= {r for r, g in slurm["groups"].items() if g == "batches"}
+    for key in ("groups", "group-components", "set-threads"):
+        assert slurm[key] == generic[key], f"profiles/slurm and profiles/cluster-generic differ in {key}"
 
 
 @pytest.fixture(scope="module")
@@ -170,3 +172,17 @@ def test_cluster_generic_runs_the_whole_workflow_through_its_submit_command(tmp_
     assert train["resources"]["gpu"] == 1 and train["resources"]["mem_mb"] == 64000
     assert list((work / ".snakemake/cluster-generic-logs").glob("*.log"))
     assert planned(run(work, config, *GENERIC, "-n", env=env)) == {}
+
+
+def test_conda_environment_names_files_that_exist():
+    """envs/pipeline.yaml (untested with conda here) must at least point at the real pip files and script."""
+    env = yaml.safe_load((REPO / "envs/pipeline.yaml").read_text())
+    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    for entry in pip:
+        flag, name = entry.split()
+        assert flag in ("-r", "-c") and (REPO / "envs" / name).is_file(), entry
+    deploy = REPO / "envs/pipeline.post-deploy.sh"
+    assert os.access(deploy, os.X_OK)
+    subprocess.run(["bash", "-n", str(deploy)], check=True)
+    for name in re.findall(r'"\$here/([^"]+)"', deploy.read_text()):
+        assert (REPO / "envs" / name).exists(), name
