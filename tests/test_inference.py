@@ -200,3 +200,15 @@ def test_missing_or_foreign_model_file_is_named(tmp_path, media) -> None:
 def test_face_defaults_are_the_schemas() -> None:
     schema = yaml.safe_load(SCHEMA_PATH.read_text())["properties"]["faces"]["properties"]
     assert FACE_DEFAULTS == {k: schema[k]["default"] for k in FACE_DEFAULTS}
+
+
+def test_heatmaps_of_a_multi_attention_model_show_its_attention_beside(media, tmp_path) -> None:
+    torch.manual_seed(0)
+    detector = create_detector("multi_attention", backbone="tf_efficientnet_lite0", input_size=SIZE)
+    path = write_model_file(tmp_path / "m.pt", detector, spec={"name": "mat", "model": "multi_attention",
+                                                               "backbone": "tf_efficientnet_lite0", "input_size": SIZE})
+    run_predict([media / "astronaut.png"], path, tmp_path / "out", heatmap=True, device="cpu")
+    (png,) = (tmp_path / "out" / "heatmaps" / "astronaut.png").glob("f*.png")
+    with Image.open(png) as image:
+        assert image.size == (2 * 2 * SIZE, 2 * SIZE)  # Grad-CAM and attention side by side, upscaled ×2
+    assert not (tmp_path / "out" / "heatmaps" / "astronaut.png" / "heatmap.mp4").exists()  # an image: no MP4
