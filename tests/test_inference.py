@@ -5,6 +5,7 @@ exactly as training shards do; the threshold comes from the model file, the vali
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -33,7 +34,7 @@ SIZE = 32  # the models' input size here: small, so the tests stay fast
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """A best.pt written by the trainer itself (its format: no detector spec, no threshold), in the workflow's
+    """A best.pt written by the trainer itself (its format: the detector spec, no threshold), in the workflow's
     layout data/models/<detector>/<run>/best.pt."""
     root = tmp_path_factory.mktemp("run")
     train_shards = make_shards(root / "shards", "train", videos(3, 3))
@@ -42,7 +43,7 @@ def trained(tmp_path_factory):
     detector = create_detector("meso4", input_size=SIZE)
     best = train(detector, train_shards, val_shards, root / "data" / "models" / "meso_small" / "q77-all",
                  {"epochs": 1, "batch_size": 4, "max_steps_per_epoch": 2, "num_workers": 0}, device="cpu",
-                 log=lambda _: None)
+                 log=lambda _: None, spec={"name": "meso_small", "model": "meso4", "input_size": SIZE})
     assert best.is_file()
     return best
 
@@ -61,9 +62,10 @@ def media(tmp_path_factory, carphone):
 
 def test_the_trainers_model_file_alone_is_enough(trained) -> None:
     ckpt = torch.load(trained, map_location="cpu", weights_only=True)
-    assert "spec" not in ckpt and "threshold" not in ckpt  # what train.py writes today
+    assert ckpt["spec"] == {"name": "meso_small", "model": "meso4", "input_size": SIZE}
+    assert "threshold" not in ckpt  # the workflow's validation predictions hold it
     model = load_model(trained)
-    assert model.name == "meso4" and model.input_size == SIZE and not model.detector.training
+    assert model.name == "meso_small" and model.input_size == SIZE and not model.detector.training
     assert model.threshold == 0.5 and "no validation threshold" in model.threshold_source
     for key, value in ckpt["model"].items():
         assert torch.equal(model.detector.state_dict()[key], value)
@@ -99,6 +101,13 @@ def test_scores_are_those_of_the_crops_as_training_sees_them(trained, carphone, 
     assert np.array_equal(ours, from_shards)
     # and "as decoded" (no --quality) differs from them: the JPEG step is really skipped
     assert not np.array_equal(np.stack([prepare(c, model) for c in crops]), from_shards)
+    # with ELA: the loader's ELA (after decode, before resize) gives predict's ELA crops, byte for byte
+    ela = ELA(quality=85, scale=10)
+    stream = ShardStream([tmp_path / "q77" / "test-0000.tar"], batch_size=2, input_size=SIZE, train=False, ela=ela)
+    (images, _, meta), = list(make_loader(stream, 0))
+    from_ela_shards = images.permute(0, 2, 3, 1).numpy()[np.argsort(meta["frame_index"])]
+    ours = np.stack([prepare(c, replace(model, ela=ela), quality=77, cjpeg=cjpeg) for c in crops])
+    assert np.array_equal(ours, from_ela_shards) and not np.array_equal(from_ela_shards, from_shards)
 
 
 def test_image_is_scored_as_one_frame(trained, media) -> None:
@@ -212,3 +221,34 @@ def test_heatmaps_of_a_multi_attention_model_show_its_attention_beside(media, tm
     with Image.open(png) as image:
         assert image.size == (2 * 2 * SIZE, 2 * SIZE)  # Grad-CAM and attention side by side, upscaled ×2
     assert not (tmp_path / "out" / "heatmaps" / "astronaut.png" / "heatmap.mp4").exists()  # an image: no MP4
+
+
+def test_ela_in_a_detector_spec_reaches_training_evaluation_and_predict(tmp_path, monkeypatch) -> None:
+    """`ela: true` in a detector spec is an input setting (not a model argument): the training and validation
+    streams apply it, best.pt keeps it in its spec, and predict reads it from the file alone."""
+    import dfpipe.train as train_module
+    from dfpipe.evaluate import eval_stream
+    from dfpipe.experiments import build_detector
+
+    spec = {"name": "meso_ela", "model": "meso4", "input_size": SIZE, "ela": True}
+    torch.manual_seed(0)
+    detector = build_detector(spec)
+    assert detector.ela == ELA()
+    shards = make_shards(tmp_path / "shards", "train", videos(2, 2))
+    seen = []
+    real = train_module.ShardStream
+
+    def recording(*args, **kwargs):
+        stream = real(*args, **kwargs)
+        seen.append((stream.train, stream.ela))
+        return stream
+
+    monkeypatch.setattr(train_module, "ShardStream", recording)
+    best = train(detector, shards, shards, tmp_path / "run", {"epochs": 1, "batch_size": 4, "max_steps_per_epoch": 1,
+                                                               "num_workers": 0}, device="cpu", log=lambda _: None,
+                 spec=spec)
+    assert seen == [(True, ELA())] and eval_stream(detector, shards).ela == ELA()
+    model = load_model(best)
+    assert model.name == "meso_ela" and model.ela == ELA()
+    with pytest.raises(ValueError, match=r"ela: 'yes'; give true, false or a mapping"):
+        build_detector({**spec, "ela": "yes"})

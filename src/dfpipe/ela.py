@@ -47,10 +47,15 @@ class ELA:
             raise ValueError(f"ela.scale {self.scale} must be > 0")
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any] | None) -> ELA | None:
-        """Settings from a config/model-file dict ({"quality": 90, "scale": 15}); None or {} means no ELA."""
+    def from_dict(cls, d: dict[str, Any] | bool | None) -> ELA | None:
+        """Settings from a config/model-file dict ({"quality": 90, "scale": 15}); `true` means the defaults;
+        None, false or {} means no ELA."""
+        if d is True:
+            return cls()
         if not d:
             return None
+        if not isinstance(d, dict):
+            raise ValueError(f"ela: {d!r}; give true, false or a mapping like {{quality: 90, scale: 15}}")
         unknown = sorted(set(d) - {"quality", "scale"})
         if unknown:
             raise ValueError(f"ela: unknown keys {unknown}; known: quality, scale")

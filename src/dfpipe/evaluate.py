@@ -23,7 +23,8 @@ def pick_device(device: str, local_rank: int = 0) -> torch.device:
 def eval_stream(detector: nn.Module, shards: Sequence[Path], batch_size: int = 64,
                 methods: Sequence[str] | None = None) -> ShardStream:
     """The evaluation stream of `shards` at the detector's input size (index once, score many times)."""
-    return ShardStream(shards, batch_size=batch_size, input_size=detector.input_size, train=False, methods=methods)
+    return ShardStream(shards, batch_size=batch_size, input_size=detector.input_size, train=False, methods=methods,
+                       ela=getattr(detector, "ela", None))
 
 
 @torch.no_grad()

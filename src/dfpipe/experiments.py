@@ -23,7 +23,7 @@ SETTING_KEYS = ("epochs", "max_steps_per_epoch", "batch_size", "lr", "weight_dec
 # arguments
 SPEC_SETTING_KEYS = ("batch_size", "lr")
 # detector spec keys create_detector takes by name; everything else is an argument of the model
-SPEC_BUILD_KEYS = ("name", "model", "pretrained", "input_size")
+SPEC_BUILD_KEYS = ("name", "model", "pretrained", "input_size", "ela")
 
 
 @dataclass(frozen=True)
@@ -59,9 +59,14 @@ def training_settings(config: dict[str, Any], spec: dict[str, Any]) -> dict[str,
 def build_detector(spec: dict[str, Any]):
     from .detectors import create_detector
 
+    from .ela import ELA
+
     kwargs = {k: v for k, v in spec.items() if k not in SPEC_BUILD_KEYS + SPEC_SETTING_KEYS}
-    return create_detector(spec["model"], pretrained=spec.get("pretrained", "none"),
-                           input_size=spec.get("input_size"), **kwargs)
+    detector = create_detector(spec["model"], pretrained=spec.get("pretrained", "none"),
+                               input_size=spec.get("input_size"), **kwargs)
+    # an input transform, not a model argument: the loader (training, evaluation) reads it off the detector
+    detector.ela = ELA.from_dict(spec.get("ela"))
+    return detector
 
 
 def train_job(job: dict[str, Any], log: Callable[[str], Any] = print) -> Path:

@@ -126,9 +126,8 @@ def _build(ckpt: dict[str, Any], path: Path) -> tuple[nn.Module, dict[str, Any] 
     spec = ckpt.get("spec")
     try:
         if spec is not None:
-            # the weights come from the file: never fetch pretrained ones; `ela` is an input setting
-            model_spec = {k: v for k, v in spec.items() if k != "ela"}
-            return build_detector({**model_spec, "pretrained": "none"}), spec
+            # the weights come from the file: never fetch pretrained ones
+            return build_detector({**spec, "pretrained": "none"}), spec
         return create_detector(str(ckpt["detector"]), input_size=ckpt.get("input_size")), None
     except (TypeError, ValueError, KeyError) as err:
         raise ValueError(f"{path}: cannot rebuild its detector {ckpt.get('detector')!r} ({err}); the file needs the "

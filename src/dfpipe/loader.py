@@ -45,6 +45,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from torchvision.transforms import v2
 
 from .augment import Augment
+from .ela import ELA, error_level
 
 META_FIELDS = ("label", "method", "video_key", "video_id", "frame_index", "quality", "split")
 SHARD_NAME = re.compile(r"(?:^|/)q(?P<quality>\d+)/(?P<split>[A-Za-z]+)-\d{4}\.tar$")
@@ -279,6 +280,7 @@ class ShardStream(IterableDataset):
         augment: Augment | None = None,
         max_batches: int | None = None,
         methods: Sequence[str] | None = None,
+        ela: ELA | None = None,
         quality: int | None = None,
         split: str | None = None,
         rank: int = 0,
@@ -298,6 +300,7 @@ class ShardStream(IterableDataset):
         self.by_label = {c: np.flatnonzero(labels == c) for c in (0, 1) if (labels == c).any()}
         self.counts = {c: len(ix) for c, ix in self.by_label.items()}
         self.batch_size, self.train, self.seed = batch_size, train, seed
+        self.ela = ela
         self.size = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
         self.augment = (augment or Augment()) if train else NO_AUGMENT
         self._transform = self.augment.transform()
@@ -379,6 +382,9 @@ class ShardStream(IterableDataset):
             image = decode_image(sample["jpg"])
         except OSError as exn:
             raise shard_error(sample["__url__"], f"sample {sample['__key__']} is not a readable JPEG ({exn})") from exn
+        if self.ela is not None:
+            # on the decoded crop at shard resolution, before resizing: what predict does (inference.prepare)
+            image = error_level(image, self.ela)
         # Resize first (less to augment); everything stays a PIL image until the batch: PIL's kernels are
         # single-threaded SIMD, while per-image torch ops on small tensors contend for threads.
         if image.size != self.size[::-1]:  # PIL sizes are (w, h); resizing to the same size would copy

@@ -190,8 +190,9 @@ class CheckpointSaver:
     must match, the best epoch's weights (kept in last.pt too, so a finished run can always give best.pt)."""
 
     def __init__(self, out_dir: Path, fingerprint: dict[str, str], settings: dict[str, Any], detector: nn.Module,
-                 is_main: bool, log: Callable[[str], Any]) -> None:
+                 is_main: bool, log: Callable[[str], Any], spec: dict[str, Any] | None = None) -> None:
         self.last, self.best = out_dir / "last.pt", out_dir / "best.pt"
+        self.spec = spec  # saved in best.pt: predict and export rebuild the model (and its ELA) from it alone
         self.fingerprint, self.settings, self.detector = fingerprint, settings, detector
         self.is_main, self.log = is_main, log
         self.best_model: dict[str, torch.Tensor] | None = None
@@ -254,7 +255,7 @@ class CheckpointSaver:
             d = self.detector
             self._save({"model": self.best_model, "detector": detector_name(d), "settings": self.settings,
                         "fingerprint": self.fingerprint, "input_size": d.input_size, "mean": d.mean, "std": d.std,
-                        **self.best_meta}, self.best)
+                        **({"spec": dict(self.spec)} if self.spec is not None else {}), **self.best_meta}, self.best)
 
     @staticmethod
     def _save(obj: dict[str, Any], path: Path) -> None:
@@ -421,7 +422,7 @@ def train(
     stream = ShardStream(
         train_shards, batch_size=s["batch_size"], input_size=detector.input_size, train=True, seed=s["seed"],
         augment=Augment.from_dict(s["augment"]), max_batches=s["max_steps_per_epoch"], methods=s["methods"],
-        rank=rank, world_size=world,
+        rank=rank, world_size=world, ela=getattr(detector, "ela", None),
     )
     # every rank indexes the validation shards: they are part of the fingerprint; rank 0 alone validates
     val_stream = eval_stream(detector, val_shards, s["batch_size"], s["methods"])
@@ -435,7 +436,7 @@ def train(
     kept = {k: v for k, v in s.items() if k not in FREE}
     fingerprint = {"data": data_fingerprint(stream, val_stream), "settings": _digest(kept),
                    "detector": detector_fingerprint(detector, spec)}
-    saver = CheckpointSaver(out_dir, fingerprint, s, detector, is_main, log)
+    saver = CheckpointSaver(out_dir, fingerprint, s, detector, is_main, log, spec)
     ckpt = saver.resume_point()
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
