@@ -14,6 +14,8 @@ scores = metrics.evaluate(test[metrics.PRED_COLUMNS], val[metrics.PRED_COLUMNS],
 record = provenance.collect(dict(snakemake.config), snakemake.input.manifest,
                             tools.cjpeg_version(tools.find_cjpeg()), list(snakemake.params.flags))
 tables.write_results(scores, Path(out.auc).parent, record)
+if snakemake.params.ablation:
+    tables.write_augmentation_table(scores, Path(out.augmentation).parent, snakemake.params.ablation, record)
 
 tables.plot_auc_vs_quality(scores, out.auc_plot)
 first_quality = snakemake.config["train"]["qualities"][0]

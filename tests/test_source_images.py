@@ -37,12 +37,15 @@ def tree(tmp_path):
     (root / "fake" / "ldm" / "cut.jpg").write_bytes(buf.getvalue()[:len(buf.getvalue()) // 2])  # truncated
     (root / "fake" / "ldm" / "noise.png").write_bytes(b"not a png at all")
     (root / "real" / "notes.txt").write_text("captions")
+    _save(root / "fake" / "loose.png", PHOTO, "PNG")  # no generator folder
+    (root / "real" / ".DS_Store").write_bytes(b"\0")
     return root
 
 
 def test_scan_tiny_tree(tree):
     """Every image at any depth is listed with its class, generator, relative path and original encoding; the
-    corrupt files are reported and skipped, the text file ignored with a log line."""
+    corrupt files are reported and skipped, the text file and an image outside a class folder ignored with a
+    log line, hidden files passed over."""
     logged = []
     result = images.scan(tree, log=logged.append)
     t = result.table.set_index("path")
@@ -59,9 +62,10 @@ def test_scan_tiny_tree(tree):
     assert (t[["width", "height"]] == 128).all().all()
     assert result.table["key"].is_unique and not result.table["key"].str.contains(r"[.\-]").any()
     assert {p for p, _ in result.skipped} == {"fake/ldm/cut.jpg", "fake/ldm/noise.png"}
-    assert result.ignored == ["real/notes.txt"]
+    assert result.ignored == ["fake/loose.png", "real/notes.txt"]
     assert any("skipped fake/ldm/cut.jpg" in m and "replace or delete" in m for m in logged)
     assert any("ignored real/notes.txt" in m for m in logged)
+    assert any("ignored fake/loose.png (outside real/ and fake/<generator>/)" in m for m in logged)
     assert not any(str(tree) in str(v) for v in result.table.to_numpy().ravel())  # nothing absolute
 
 

@@ -345,3 +345,25 @@ def test_a_job_gives_the_same_weights_in_any_process(shards, tmp_path) -> None:
         weights.append(torch.load(best, weights_only=False)["model"])
     assert weights[0].keys() == weights[1].keys()
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
+def test_frames_per_method_thins_the_training_split_only(shards, tmp_path, monkeypatch) -> None:
+    """frames_per_method (the frame-rate ablation's setting) reaches the training stream (1 of 3 frames per
+    Deepfakes video) and not validation, which scores every frame."""
+    import dfpipe.evaluate
+    import dfpipe.train
+
+    made = []
+
+    class Recording(dfpipe.train.ShardStream):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    monkeypatch.setattr(dfpipe.train, "ShardStream", Recording)
+    monkeypatch.setattr(dfpipe.evaluate, "ShardStream", Recording)
+    settings = {**SETTINGS, "epochs": 1, "max_steps_per_epoch": 1, "frames_per_method": {"Deepfakes": 1}}
+    train(fresh(), *shards, tmp_path, settings, device="cpu", log=lambda _: None)
+    fakes = {s.train: sum(e.key.startswith("Deepfakes") for e in s.entries) for s in made}
+    assert fakes == {True: 3, False: 4}  # 3 videos × 1 frame; val: 2 videos × 2 frames
+    assert json.loads((tmp_path / "summary.json").read_text())["settings"]["frames_per_method"] == {"Deepfakes": 1}

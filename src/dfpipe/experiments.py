@@ -20,8 +20,10 @@ SETTING_KEYS = ("epochs", "max_steps_per_epoch", "batch_size", "lr", "weight_dec
                 "scheduler", "step_epochs", "step_gamma", "seed", "checkpoint_every", "augment", "amp", "channels_last",
                 "deterministic")
 # detector spec keys that are training settings of that detector (they override config["train"]), not model
-# arguments
-SPEC_SETTING_KEYS = ("batch_size", "lr")
+# arguments. frames_per_method is set by the frame-rate ablation's variant (frame_rate_ablation).
+SPEC_SETTING_KEYS = ("batch_size", "lr", "epochs", "max_steps_per_epoch", "frames_per_method")
+# name of the frame-rate ablation's model: the detector trained on fewer frames of the augmented methods
+ABLATION_SUFFIX = "_fewer_frames"
 # detector spec keys create_detector takes by name; everything else is an argument of the model
 SPEC_BUILD_KEYS = ("name", "model", "pretrained", "input_size", "ela")
 
@@ -40,13 +42,39 @@ def runs(config: dict[str, Any]) -> list[Run]:
     gen = config["train"]["generalization"]
     methods = [m for m in config["dataset"]["methods"] if m in METHODS]
     out += [Run(name, gen["quality"], m) for name in gen["detectors"] for m in methods]
+    ablation = frame_rate_ablation(config)
+    if ablation:
+        out.append(Run(ablation["variant"], ablation["quality"], ALL))
     return out
+
+
+def frame_rate_ablation(config: dict[str, Any]) -> dict[str, Any] | None:
+    """The augmented-frame-rate ablation config (evaluate.frame_rate_ablation) with its variant's name, or None.
+
+    The detector as configured is the "after" model (every extracted frame); the variant is the same detector
+    trained at the same quality on `frames_per_method` frames per video of the named methods (a subsample of
+    the training split's frames by frame order), the "before" model. Validation and test keep every frame."""
+    ablation = (config.get("evaluate") or {}).get("frame_rate_ablation")
+    if not ablation or not ablation.get("detector"):
+        return None
+    name, quality = ablation["detector"], ablation["quality"]
+    where = "config evaluate.frame_rate_ablation"
+    if name not in [d["name"] for d in config["detectors"]]:
+        raise ValueError(f"{where}.detector: {name!r} is not in config detectors; name one of them")
+    if quality not in config["train"]["qualities"]:
+        raise ValueError(f"{where}.quality: {quality} is not in train.qualities {config['train']['qualities']}; "
+                         "the ablation compares with the detector trained there")
+    return {**ablation, "variant": name + ABLATION_SUFFIX}
 
 
 def detector_spec(config: dict[str, Any], name: str) -> dict[str, Any]:
     for spec in config["detectors"]:
         if spec["name"] == name:
             return spec
+    ablation = frame_rate_ablation(config)
+    if ablation and name == ablation["variant"]:
+        base = detector_spec(config, ablation["detector"])
+        return {**base, "name": name, "frames_per_method": dict(ablation["frames_per_method"])}
     raise KeyError(f"detector {name!r} is not in config detectors")
 
 

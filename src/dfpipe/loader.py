@@ -261,6 +261,26 @@ def normalize(images: torch.Tensor, mean: Sequence[float], std: Sequence[float])
     return images.float().sub_(m * 255).div_(s * 255)
 
 
+def subsample_frames(entries: list[Entry], frames_per_method: dict[str, int]) -> list[Entry]:
+    """Keep at most n frames of each video of a method ({method: n}): of its k frames in frame order, those at
+    positions i·k//n (every 2nd when n = k/2), so a model trains as if fewer frames had been extracted
+    (the augmented-frame-rate ablation) without a second faces pass. Other methods are kept whole."""
+    videos: dict[str, list[tuple[int, int]]] = {}
+    for i, e in enumerate(entries):
+        method = e.key.split("-", 1)[0]
+        if method in frames_per_method:
+            video, _, frame = e.key.rpartition("-")  # keys are {method}-{video_id}-{frame:05d}
+            videos.setdefault(video, []).append((int(frame), i))
+    drop = set()
+    for video, frames in videos.items():
+        n, k = int(frames_per_method[video.split("-", 1)[0]]), len(frames)
+        if n < 1:
+            raise ValueError(f"frames_per_method: {video.split('-', 1)[0]}: {n} frames per video; give at least 1")
+        keep = {i * k // n for i in range(min(n, k))}
+        drop.update(idx for pos, (_, idx) in enumerate(sorted(frames)) if pos not in keep)
+    return [e for i, e in enumerate(entries) if i not in drop]
+
+
 class ShardStream(IterableDataset):
     """Batches from shards; iterate with `make_loader` (workers) and call `set_epoch` before each epoch.
 
@@ -280,6 +300,7 @@ class ShardStream(IterableDataset):
         augment: Augment | None = None,
         max_batches: int | None = None,
         methods: Sequence[str] | None = None,
+        frames_per_method: dict[str, int] | None = None,
         ela: ELA | None = None,
         quality: int | None = None,
         split: str | None = None,
@@ -296,6 +317,8 @@ class ShardStream(IterableDataset):
             self.entries = [e for e in self.entries if e.key.split("-", 1)[0] in self.methods]
             if not self.entries:
                 raise ValueError(f"no samples of methods {sorted(self.methods)} in: {', '.join(self.shards)}")
+        if frames_per_method:
+            self.entries = subsample_frames(self.entries, frames_per_method)
         labels = np.array([e.label for e in self.entries])
         self.by_label = {c: np.flatnonzero(labels == c) for c in (0, 1) if (labels == c).any()}
         self.counts = {c: len(ix) for c, ix in self.by_label.items()}

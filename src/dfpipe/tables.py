@@ -88,6 +88,50 @@ def generalization_matrix(metrics_df: pd.DataFrame, level: str = "frame") -> pd.
     return out
 
 
+def augmentation_table(metrics_df: pd.DataFrame, detector: str, variant: str, train_quality: int,
+                       level: str = "frame") -> pd.DataFrame:
+    """The seed's Table 3 (the augmented-frame-rate ablation) per test quality: AUC of `variant` (trained on
+    fewer frames of the augmented methods: "before") and of `detector` (every extracted frame: "after"), both
+    trained on all methods at `train_quality`, per method set and on the whole test set, and the change in
+    percent of the "before" AUC. One row per test quality (high to low) × test set."""
+    sel = _select(metrics_df, level, train_methods="all", train_quality=train_quality)
+    auc = {}
+    for name in (variant, detector):
+        rows = sel[sel["detector"] == name]
+        if rows.empty:
+            raise ValueError(f"augmentation table: no {level}-level metrics of {name!r} trained at q{train_quality} "
+                             "on all methods; its predictions are missing from the tables rule's input")
+        auc[name] = rows.set_index(["test_quality", "test_set"])["auc"]
+    out = pd.DataFrame({"auc_before": auc[variant], "auc_after": auc[detector]}).reset_index()
+    out = out[out["test_set"].isin([*METHOD_SETS, "all"])]
+    out["change_pct"] = 100 * (out["auc_after"] - out["auc_before"]) / out["auc_before"]
+    order = {s: i for i, s in enumerate([*METHOD_SETS, "all"])}
+    out = out.sort_values(["test_quality", "test_set"], ascending=[False, True], key=lambda c: c.map(order)
+                          if c.name == "test_set" else c, ignore_index=True)
+    return out[["test_quality", "test_set", "auc_before", "auc_after", "change_pct"]]
+
+
+def write_augmentation_table(metrics_df: pd.DataFrame, out_dir: str | os.PathLike, ablation: dict,
+                             provenance: dict) -> list[Path]:
+    """augmentation_table.csv and .md (frame level) for `ablation` (experiments.frame_rate_ablation), atomic,
+    each with a provenance sidecar."""
+    out_dir = Path(out_dir)
+    table = augmentation_table(metrics_df, ablation["detector"], ablation["variant"], ablation["quality"])
+    frames = ", ".join(f"{m}: {n}" for m, n in sorted(ablation["frames_per_method"].items()))
+    markdown = (f"## Augmented frame rate: {ablation['detector']} trained at q{ablation['quality']} on every "
+                f"extracted frame (after) vs on fewer frames per video ({frames}; before)\n\n"
+                f"Change in % of the AUC before.\n\n{to_markdown(table)}\n")
+    write_csv(out_dir / "augmentation_table.csv", table)
+    with atomic_path(out_dir / "augmentation_table.md") as tmp:
+        tmp.write_text(markdown + _provenance_footer(provenance))
+    written = [out_dir / "augmentation_table.csv", out_dir / "augmentation_table.md"]
+    for path in list(written):
+        write_json(path.with_name(f"{path.name}.provenance.json"),
+                   {"file": path.name, "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+                    "provenance": provenance})
+    return written
+
+
 def to_markdown(df: pd.DataFrame, floatfmt: str = ".4f") -> str:
     """GitHub markdown table of `df` (columns as header, index dropped); NaN shows as "–"."""
     def cell(v) -> str:

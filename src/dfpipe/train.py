@@ -64,6 +64,7 @@ DEFAULTS: dict[str, Any] = {
     "num_workers": None,  # None: min(4, CPUs this process may use) loader workers
     "max_steps_per_epoch": None,
     "methods": None,  # train and validate on these methods only (e.g. ["original", "Deepfakes"]); None: all
+    "frames_per_method": None,  # {method: n}: train on n frames per video of that method (val/test keep all)
     "deterministic": None,  # None: on CPU only (deterministic CUDA kernels are slower)
     "cudnn_benchmark": None,  # None: unless deterministic (autotuning costs the first steps, pays off in long runs)
 }
@@ -422,7 +423,7 @@ def train(
     stream = ShardStream(
         train_shards, batch_size=s["batch_size"], input_size=detector.input_size, train=True, seed=s["seed"],
         augment=Augment.from_dict(s["augment"]), max_batches=s["max_steps_per_epoch"], methods=s["methods"],
-        rank=rank, world_size=world, ela=getattr(detector, "ela", None),
+        frames_per_method=s["frames_per_method"], rank=rank, world_size=world, ela=getattr(detector, "ela", None),
     )
     # every rank indexes the validation shards: they are part of the fingerprint; rank 0 alone validates
     val_stream = eval_stream(detector, val_shards, s["batch_size"], s["methods"])

@@ -1,3 +1,11 @@
+from dfpipe.experiments import frame_rate_ablation
+
+# The augmented-frame-rate ablation's table, when evaluate.frame_rate_ablation names a detector.
+ABLATION = frame_rate_ablation(config)
+ABLATION_OUTPUTS = {"augmentation": f"{RESULTS}/augmentation_table.csv",
+                    "augmentation_md": f"{RESULTS}/augmentation_table.md"} if ABLATION else {}
+
+
 rule tables:
     input:
         predictions=model_files(rules.predict.output.table),
@@ -12,10 +20,12 @@ rule tables:
         auc_plot=f"{RESULTS}/plots/auc_vs_quality.png",
         roc_plot=f"{RESULTS}/plots/roc.png",
         tsne_plot=f"{RESULTS}/plots/tsne.png",
+        **ABLATION_OUTPUTS,
     params:
         code=CODE["tables"],
         bootstrap=config["evaluate"]["bootstrap"],
         flags=config["jpeg"]["cjpeg_flags"],
+        ablation=ABLATION,
     log:
         f"{OUT}/logs/tables.log",
     message:

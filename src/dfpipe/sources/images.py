@@ -159,8 +159,12 @@ def scan(root: Path, *, split_file: Path | None = None, fractions: Mapping[str, 
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
         rel = path.relative_to(root)
         where = _class_of(rel)
-        if rel.name.startswith(".") or where is None:
-            continue  # hidden files and anything outside real/ and fake/<generator>/ are not dataset files
+        if any(part.startswith(".") for part in rel.parts):
+            continue  # hidden files and folders (.DS_Store, .git) are nobody's data
+        if where is None:
+            ignored.append(rel.as_posix())
+            log(f"images: ignored {rel.as_posix()} (outside real/ and fake/<generator>/)")
+            continue
         if path.suffix.lower() not in IMAGE_SUFFIXES:
             ignored.append(rel.as_posix())
             log(f"images: ignored {rel.as_posix()} (not a {'/'.join(IMAGE_SUFFIXES)} file)")

@@ -1,0 +1,108 @@
+"""The experiment grid: per-detector training settings and the augmented-frame-rate ablation (issue 11.6)."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from dfpipe import experiments, tables
+from dfpipe.experiments import ALL, Run
+from dfpipe.loader import ShardStream
+from test_loader import make_shards, videos
+
+CONFIG = {
+    "detectors": [{"name": "meso4", "model": "meso4", "pretrained": "none", "input_size": 128, "lr": 1e-3,
+                   "epochs": 8, "max_steps_per_epoch": 40, "batch_size": 16},
+                  {"name": "lite0", "model": "tf_efficientnet_lite0", "pretrained": "none", "input_size": 64}],
+    "train": {"qualities": [95, 10], "generalization": {"detectors": [], "quality": 95}, "epochs": 2,
+              "max_steps_per_epoch": 25, "batch_size": 32, "lr": 3e-4, "weight_decay": 0.0, "optimizer": "adam",
+              "momentum": 0.9, "scheduler": "cosine", "step_epochs": 3, "step_gamma": 0.1, "seed": 1,
+              "checkpoint_every": 500, "augment": {}, "amp": True, "channels_last": True, "deterministic": None},
+    "dataset": {"methods": ["Deepfakes", "NeuralTextures"]},
+    "evaluate": {"bootstrap": 10,
+                 "frame_rate_ablation": {"detector": "lite0", "quality": 95,
+                                         "frames_per_method": {"NeuralTextures": 2}}},
+}
+
+
+def test_detector_overrides_epochs_steps_batch_and_lr_and_they_do_not_reach_the_model() -> None:
+    """A detector's epochs / max_steps_per_epoch / batch_size / lr override train's; the model is built."""
+    meso = experiments.detector_spec(CONFIG, "meso4")
+    settings = experiments.training_settings(CONFIG, meso)
+    assert (settings["epochs"], settings["max_steps_per_epoch"], settings["batch_size"], settings["lr"]) == (
+        8, 40, 16, 1e-3)
+    other = experiments.training_settings(CONFIG, experiments.detector_spec(CONFIG, "lite0"))
+    assert (other["epochs"], other["max_steps_per_epoch"], other["batch_size"]) == (2, 25, 32)
+    assert experiments.build_detector(meso).input_size == 128  # TypeError if a setting reached the model
+
+
+def test_ablation_adds_one_run_whose_spec_trains_on_fewer_frames() -> None:
+    """The ablation variant: one more run at the ablation quality, same model, frames_per_method a setting."""
+    runs = experiments.runs(CONFIG)
+    assert runs[-1] == Run("lite0" + experiments.ABLATION_SUFFIX, 95, ALL)
+    assert len(runs) == 5
+    spec = experiments.detector_spec(CONFIG, runs[-1].detector)
+    assert spec["model"] == "tf_efficientnet_lite0" and spec["input_size"] == 64
+    assert experiments.training_settings(CONFIG, spec)["frames_per_method"] == {"NeuralTextures": 2}
+    assert "frames_per_method" not in experiments.training_settings(CONFIG, experiments.detector_spec(CONFIG, "lite0"))
+    experiments.build_detector(spec)
+    off = copy.deepcopy(CONFIG)
+    off["evaluate"]["frame_rate_ablation"] = None
+    assert len(experiments.runs(off)) == 4
+
+
+@pytest.mark.parametrize("key, value, names", [("detector", "nope", "detector"), ("quality", 77, "train.qualities")])
+def test_ablation_config_errors_name_the_key(key, value, names) -> None:
+    """An ablation detector not in detectors, or a quality not trained, stops with the key named."""
+    bad = copy.deepcopy(CONFIG)
+    bad["evaluate"]["frame_rate_ablation"][key] = value
+    with pytest.raises(ValueError, match=f"frame_rate_ablation.{key}.*{names}"):
+        experiments.runs(bad)
+
+
+def test_frames_per_method_keeps_every_kth_frame_of_that_method_only(tmp_path) -> None:
+    """frames_per_method: NT videos keep 2 of their 4 frames (positions 0 and 2), other methods all."""
+    vids = videos(2, 2) + [("NeuralTextures", "000_001", 1), ("NeuralTextures", "001_002", 1)]
+    shards = make_shards(tmp_path, "train", vids, frames=4)
+    full = ShardStream(shards, batch_size=2, input_size=16, train=True)
+    fewer = ShardStream(shards, batch_size=2, input_size=16, train=True, frames_per_method={"NeuralTextures": 2})
+    keys = lambda s, m: sorted(e.key for e in s.entries if e.key.startswith(m))  # noqa: E731
+    assert keys(fewer, "NeuralTextures") == ["NeuralTextures-000_001-00000", "NeuralTextures-000_001-00020",
+                                             "NeuralTextures-001_002-00000", "NeuralTextures-001_002-00020"]
+    for method in ("original", "Deepfakes"):
+        assert keys(fewer, method) == keys(full, method) and len(keys(full, method)) == 8
+    assert len(full.entries) - len(fewer.entries) == 4
+    with pytest.raises(ValueError, match="frames_per_method: NeuralTextures"):
+        ShardStream(shards, batch_size=2, input_size=16, train=True, frames_per_method={"NeuralTextures": 0})
+
+
+def metrics_rows(detector: str, aucs: dict[str, float]) -> list[dict]:
+    return [{"level": "frame", "detector": detector, "train_quality": 95, "train_methods": "all", "test_quality": q,
+             "test_set": s, "auc": a - (95 - q) / 1000} for q in (95, 10) for s, a in aucs.items()]
+
+
+def test_augmentation_table_reports_before_after_and_change_per_test_quality(tmp_path) -> None:
+    """Augmentation table: per test quality × method, AUC before (fewer frames) and after, % of before."""
+    sets = ["FF-DF", "FF-F2F", "FF-FS", "FF-NT", "all"]
+    before = dict(zip(sets, [0.9, 0.8, 0.8, 0.5, 0.75]))
+    after = dict(zip(sets, [0.9, 0.8, 0.8, 0.6, 0.78]))
+    variant = "lite0" + experiments.ABLATION_SUFFIX
+    df = pd.DataFrame(metrics_rows(variant, before) + metrics_rows("lite0", after)
+                      + metrics_rows("meso4", {s: 0.1 for s in sets}))
+    table = tables.augmentation_table(df, "lite0", variant, 95)
+    assert list(table.test_quality) == [95] * 5 + [10] * 5
+    assert list(table.test_set[:5]) == tables.METHOD_SETS + ["all"]
+    nt = table[(table.test_quality == 95) & (table.test_set == "FF-NT")].iloc[0]
+    assert (nt.auc_before, nt.auc_after) == (0.5, 0.6) and np.isclose(nt.change_pct, 20.0)
+    assert np.allclose(table[table.test_set == "FF-DF"].change_pct, 0.0)
+    ablation = experiments.frame_rate_ablation(CONFIG)
+    written = tables.write_augmentation_table(df, tmp_path, ablation, {"k": "v"})
+    assert {p.name for p in written} == {"augmentation_table.csv", "augmentation_table.md"}
+    assert pd.read_csv(tmp_path / "augmentation_table.csv").shape == (10, 5)
+    assert "NeuralTextures: 2" in (tmp_path / "augmentation_table.md").read_text()
+    assert (tmp_path / "augmentation_table.md.provenance.json").exists()
+    with pytest.raises(ValueError, match="no frame-level metrics of 'lite0'"):
+        tables.augmentation_table(df[df.detector != "lite0"], "lite0", variant, 95)
