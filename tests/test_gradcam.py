@@ -123,3 +123,35 @@ def test_grid_from_evaluation_shards(tmp_path) -> None:
     detector = create_detector("meso4", input_size=16)
     out = grid_from_shards(detector, shards, tmp_path / "q77.png", "meso4 q77", threshold=0.5, k=2, device="cpu")
     assert out.is_file() and out.stat().st_size > 1000
+
+
+def test_model_grids_of_a_trained_model_per_test_quality(tmp_path, monkeypatch) -> None:
+    """The workflow's gradcam job: best.pt + its spec -> one grid per test quality, threshold and caption said."""
+    import dfpipe.gradcam as gradcam
+    from dfpipe.experiments import build_detector
+    from dfpipe.train import train
+
+    spec = {"name": "meso_ela", "model": "meso4", "input_size": 16, "ela": {"quality": 90, "scale": 15}}
+    torch.manual_seed(0)
+    best = train(build_detector(spec), make_shards(tmp_path / "train", "train", videos(2, 2)),
+                 make_shards(tmp_path / "val", "val", videos(2, 2), n_shards=1),
+                 tmp_path / "data" / "models" / "meso_ela" / "q77-all",
+                 {"epochs": 1, "batch_size": 4, "max_steps_per_epoch": 1, "num_workers": 0}, device="cpu",
+                 log=lambda _: None, spec=spec)
+    test = {q: make_shards(tmp_path / "data" / "shards", "test", videos(2, 2), frames=2, n_shards=1, quality=q)
+            for q in (77, 10)}
+    calls = []
+    real = gradcam.grid_from_shards
+
+    def recording(detector, shards, out_path, caption, **kwargs):
+        calls.append((detector.ela, caption, kwargs["threshold"]))
+        return real(detector, shards, out_path, caption, **kwargs)
+
+    monkeypatch.setattr(gradcam, "grid_from_shards", recording)
+    outs = {q: tmp_path / "results" / "gradcam" / "meso_ela" / "q77-all" / f"q{q}.png" for q in test}
+    written = gradcam.model_grids(spec, best, test, outs, 77, k=2, device="cpu")
+    assert written == [outs[77], outs[10]] and all(p.stat().st_size > 1000 for p in written)
+    assert [c[1] for c in calls] == [f"meso_ela trained at q77, ELA q90, test q{q} (default 0.5)" for q in (77, 10)]
+    assert all(c[0] is not None and c[0].quality == 90 and c[2] == 0.5 for c in calls)  # the model's ELA, scored
+    with pytest.raises(ValueError, match=r"test shards of qualities \[10, 77\] but outputs for \[77\]"):
+        gradcam.model_grids(spec, best, test, {77: outs[77]}, 77, device="cpu")

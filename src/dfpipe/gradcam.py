@@ -213,3 +213,25 @@ def grid_from_shards(detector: nn.Module, shards: Sequence[Path], out_path: Path
         raise ValueError(f"Grad-CAM grid: no samples in {', '.join(map(str, shards))}")
     return gradcam_grid(detector, out_path, np.stack([p[0] for p in keep]), [p[1] for p in keep],
                         [p[2] for p in keep], caption, threshold, k)
+
+
+def model_grids(spec: dict[str, Any], model_path: Path, test_shards: dict[int, Sequence[Path]],
+                out_paths: dict[int, Path], train_quality: int, k: int = 3, device: str = "auto") -> list[Path]:
+    """The Grad-CAM grid of one trained model (the workflow's best.pt and its detector `spec`) on the test shards
+    of each quality, written to `out_paths[quality]`. The model is built once; each quality costs one scoring
+    pass over its test shards plus Grad-CAM on the ≤ 3·k crops picked. The threshold is the one chosen on the
+    model's validation predictions (inference.validation_threshold), 0.5 when there are none."""
+    from .experiments import build_detector
+    from .inference import DEFAULT_THRESHOLD, validation_threshold
+
+    if set(test_shards) != set(out_paths):
+        raise ValueError(f"Grad-CAM grids: test shards of qualities {sorted(test_shards)} but outputs for "
+                         f"{sorted(out_paths)}; give one output per test quality")
+    detector = build_detector({**spec, "pretrained": str(model_path)})
+    found = validation_threshold(Path(model_path))
+    threshold, source = found if found else (DEFAULT_THRESHOLD, "default 0.5")
+    ela = f", ELA q{detector.ela.quality}" if getattr(detector, "ela", None) else ""
+    return [grid_from_shards(detector, test_shards[q], out_paths[q],
+                             f"{spec['name']} trained at q{train_quality}{ela}, test q{q} ({source})",
+                             threshold=threshold, k=k, device=device)
+            for q in sorted(out_paths, reverse=True)]

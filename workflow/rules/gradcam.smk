@@ -1,0 +1,25 @@
+# Grad-CAM grids of every model trained on all methods, one per test quality: the most confident reals and
+# fakes and the worst errors at the model's validation threshold (hence the predictions as input).
+rule gradcam:
+    input:
+        model=rules.train.output.best,
+        predictions=rules.predict.output.table,
+        test=[shard for q in QUALITIES for shard in shard_files(q, "test")],
+    output:
+        grids=[f"{RESULTS}/gradcam/{{detector}}/q{{train_q}}-{{train_methods}}/q{q}.png" for q in QUALITIES],
+    params:
+        code=CODE["gradcam"],
+        spec=lambda wc: detector_spec(config, wc.detector),
+        qualities=QUALITIES,
+        device=TRAIN_DEVICE,
+    log:
+        f"{OUT}/logs/gradcam/{{detector}}/q{{train_q}}-{{train_methods}}.log",
+    message:
+        "Grad-CAM grids of {wildcards.detector} (trained at q{wildcards.train_q}, {wildcards.train_methods})"
+    threads: 2
+    resources:
+        gpu=0 if TRAIN_DEVICE == "cpu" else 1,
+    conda:
+        ENV
+    script:
+        "../../scripts/gradcam.py"
