@@ -15,10 +15,10 @@ include: "workflow/rules/common.smk"
 wildcard_constraints:
     method="|".join((ORIGINAL, *METHODS)),
     batch=r"\d{4}",
-    q=r"\d{1,3}",
+    quality=r"\d{1,3}",
     split="|".join(SPLITS),
-    tq=r"\d{1,3}",
-    tm="|".join(("all", *METHODS)),
+    train_q=r"\d{1,3}",
+    train_methods="|".join(("all", *METHODS)),
     detector="|".join(DETECTORS),
 
 
@@ -38,7 +38,7 @@ rule data:
     input:
         rules.face_summary.output.csv,
         rules.quality_report.output.csv,
-        expand(rules.shard_index.output.json, q=QUALITIES),
+        expand(rules.shard_index.output.json, quality=QUALITIES),
 
 
 rule all:

@@ -10,7 +10,7 @@ from dfpipe.io import write_parquet
 log = runlog.to_file(snakemake.log[0])
 w = snakemake.wildcards
 detector = experiments.build_detector({**snakemake.params.spec, "pretrained": snakemake.input.model})
-tq = int(w.tq)
+tq = int(w.train_q)
 # shards of quality q live in .../shards/q{q}/ (match the folder name: the output root may itself hold "q95")
 test_shards = {q: [s for s in snakemake.input.test if Path(s).parent.name == f"q{q}"]
                for q in snakemake.params.qualities}
@@ -26,7 +26,7 @@ for split, q, shards in jobs:
     parts.append(part)
     log(f"{split} q{q}: {len(part)} samples scored")
 table = pd.concat(parts, ignore_index=True)
-table.insert(0, "train_methods", w.tm)
+table.insert(0, "train_methods", w.train_methods)
 table.insert(0, "train_quality", tq)
 table.insert(0, "detector", w.detector)
 write_parquet(snakemake.output.table, table)

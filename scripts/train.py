@@ -8,7 +8,7 @@ p = snakemake.params
 job = {
     "spec": p.spec,
     "settings": p.settings,
-    "methods": snakemake.wildcards.tm,
+    "methods": snakemake.wildcards.train_methods,
     "train": list(snakemake.input.train),
     "val": list(snakemake.input.val),
     "out_dir": str(Path(snakemake.output.best).parent),

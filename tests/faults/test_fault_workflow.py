@@ -197,7 +197,7 @@ def test_read_only_output_disk(reference, tmp_path):
 def test_full_output_disk(reference, tmp_path):
     """Full output disk: the job fails with 'No space left on device'; no partial file, old outputs intact."""
     proj = copy_of(reference, tmp_path)
-    new = proj.work / "data/jpeg/q50"  # where a new quality's files go, on a disk that is full
+    new = proj.work / "data/compress/q50"  # where a new quality's files go, on a disk that is full
     new.mkdir()
     mount("-t", "tmpfs", "-o", "size=256k", "tmpfs", str(new))
     try:
@@ -214,7 +214,7 @@ def test_full_output_disk(reference, tmp_path):
         filler.unlink()  # the fault removed
         after = snapshot(proj, "data")
         assert {k: v for k, v in after.items() if "/logs/" not in k} == {
-            k: v for k, v in before.items() if "/logs/" not in k and k != "data/jpeg/q50/filler"}
+            k: v for k, v in before.items() if "/logs/" not in k and k != "data/compress/q50/filler"}
         changed.run(None, "data")
         assert planned(changed.run(None, "-n", "data")) == {}
         assert len(list(new.rglob("*.parquet"))) == 4

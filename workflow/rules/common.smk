@@ -98,4 +98,4 @@ def shard_files(q, split):
 
 def model_files(pattern):
     """`pattern` expanded over every trained model (detector × training quality × training methods)."""
-    return [pattern.format(detector=r.detector, tq=r.quality, tm=r.methods) for r in RUNS]
+    return [pattern.format(detector=r.detector, train_q=r.quality, train_methods=r.methods) for r in RUNS]

@@ -3,19 +3,19 @@
 rule predict:
     input:
         model=rules.train.output.best,
-        val=lambda wc: shard_files(wc.tq, "val"),
+        val=lambda wc: shard_files(wc.train_q, "val"),
         test=[shard for q in QUALITIES for shard in shard_files(q, "test")],
     output:
-        table=f"{OUT}/predictions/{{detector}}/q{{tq}}-{{tm}}.parquet",
+        table=f"{OUT}/predictions/{{detector}}/q{{train_q}}-{{train_methods}}.parquet",
     params:
         code=CODE["predict"],
         spec=lambda wc: detector_spec(config, wc.detector),
         qualities=QUALITIES,
         device=TRAIN_DEVICE,
     log:
-        f"{OUT}/logs/predict/{{detector}}/q{{tq}}-{{tm}}.log",
+        f"{OUT}/logs/predict/{{detector}}/q{{train_q}}-{{train_methods}}.log",
     message:
-        "Scoring {wildcards.detector} (trained at q{wildcards.tq}, {wildcards.tm}) on every test quality"
+        "Scoring {wildcards.detector} (trained at q{wildcards.train_q}, {wildcards.train_methods}) on every test quality"
     threads: 2
     resources:
         gpu=0 if TRAIN_DEVICE == "cpu" else 1,

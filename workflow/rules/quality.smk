@@ -3,16 +3,16 @@
 rule quality:
     input:
         faces=lambda wc: batch_files(rules.faces.output.table, method=wc.method),
-        jpeg=lambda wc: batch_files(rules.compress.output.table, method=wc.method, q=wc.q),
+        jpeg=lambda wc: batch_files(rules.compress.output.table, method=wc.method, quality=wc.quality),
     output:
-        table=f"{OUT}/quality/q{{q}}/{{method}}.parquet",
+        table=f"{OUT}/quality/q{{quality}}/{{method}}.parquet",
     params:
         code=CODE["quality"],
         frames_per_video=config["quality"]["frames_per_video"],
     log:
-        f"{OUT}/logs/quality/q{{q}}/{{method}}.log",
+        f"{OUT}/logs/quality/q{{quality}}/{{method}}.log",
     message:
-        "PSNR/SSIM of {wildcards.method} at quality {wildcards.q}"
+        "PSNR/SSIM of {wildcards.method} at quality {wildcards.quality}"
     conda:
         ENV
     script:
@@ -21,7 +21,7 @@ rule quality:
 
 rule quality_report:
     input:
-        tables=expand(rules.quality.output.table, q=QUALITIES, method=(ORIGINAL, *config["dataset"]["methods"])),
+        tables=expand(rules.quality.output.table, quality=QUALITIES, method=(ORIGINAL, *config["dataset"]["methods"])),
     output:
         csv=f"{RESULTS}/quality/psnr_ssim.csv",
         plot=f"{RESULTS}/quality/psnr_ssim.png",

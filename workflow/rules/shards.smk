@@ -5,17 +5,17 @@ for _split, _n in config["shards"]["per_split"].items():
         name:
             f"shards_{_split}"
         input:
-            tables=lambda wc: batch_files(rules.compress.output.table, q=wc.q),
+            tables=lambda wc: batch_files(rules.compress.output.table, quality=wc.quality),
         output:
-            tars=expand(f"{OUT}/shards/q{{{{q}}}}/{_split}-{{i:04d}}.tar", i=range(_n)),
-            counts=f"{OUT}/shards/q{{q}}/{_split}.counts.json",
+            tars=expand(f"{OUT}/shards/q{{{{quality}}}}/{_split}-{{i:04d}}.tar", i=range(_n)),
+            counts=f"{OUT}/shards/q{{quality}}/{_split}.counts.json",
         params:
             code=CODE["shards"],
             split=_split,
         log:
-            f"{OUT}/logs/shards/q{{q}}/{_split}.log",
+            f"{OUT}/logs/shards/q{{quality}}/{_split}.log",
         message:
-            f"Writing {_n} WebDataset shards of the {_split} split at quality {{wildcards.q}}"
+            f"Writing {_n} WebDataset shards of the {_split} split at quality {{wildcards.quality}}"
         conda:
             ENV
         script:
@@ -24,15 +24,15 @@ for _split, _n in config["shards"]["per_split"].items():
 
 rule shard_index:
     input:
-        counts=expand(f"{OUT}/shards/q{{{{q}}}}/{{split}}.counts.json", split=SPLITS),
+        counts=expand(f"{OUT}/shards/q{{{{quality}}}}/{{split}}.counts.json", split=SPLITS),
     output:
-        json=f"{OUT}/shards/q{{q}}/index.json",
+        json=f"{OUT}/shards/q{{quality}}/index.json",
     params:
         code=CODE["shard_index"],
     log:
-        f"{OUT}/logs/shards/q{{q}}/index.log",
+        f"{OUT}/logs/shards/q{{quality}}/index.log",
     message:
-        "Indexing the shards of quality {wildcards.q}"
+        "Indexing the shards of quality {wildcards.quality}"
     conda:
         ENV
     script:

@@ -2,10 +2,10 @@
 # A killed job restarted by Snakemake resumes from models/.../last.pt (not a declared output, so kept).
 rule train:
     input:
-        train=lambda wc: shard_files(wc.tq, "train"),
-        val=lambda wc: shard_files(wc.tq, "val"),
+        train=lambda wc: shard_files(wc.train_q, "train"),
+        val=lambda wc: shard_files(wc.train_q, "val"),
     output:
-        best=f"{OUT}/models/{{detector}}/q{{tq}}-{{tm}}/best.pt",
+        best=f"{OUT}/models/{{detector}}/q{{train_q}}-{{train_methods}}/best.pt",
     params:
         code=CODE["train"],
         spec=lambda wc: detector_spec(config, wc.detector),
@@ -13,9 +13,9 @@ rule train:
         device=TRAIN_DEVICE,
         gpus=config["train"]["gpus"],
     log:
-        f"{OUT}/logs/train/{{detector}}/q{{tq}}-{{tm}}.log",
+        f"{OUT}/logs/train/{{detector}}/q{{train_q}}-{{train_methods}}.log",
     message:
-        "Training {wildcards.detector} on quality {wildcards.tq} ({wildcards.tm})"
+        "Training {wildcards.detector} on quality {wildcards.train_q} ({wildcards.train_methods})"
     threads: 2
     resources:
         gpu=0 if TRAIN_DEVICE == "cpu" else config["train"]["gpus"],
