@@ -3,6 +3,8 @@ loss and augmentation; unfreeze_last."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
@@ -139,3 +141,43 @@ def test_unfreeze_last() -> None:
     assert all(n.startswith("backbone.blocks.6.") for n in _trainable(ma) if n.startswith("backbone."))
     with pytest.raises(ValueError, match="has 5 backbone blocks"):
         create_detector("resnet18", unfreeze_last=6)
+
+
+def test_mobilenet_v1_seed_options() -> None:
+    """The MobileNet seed's options: dropout rate, unfreeze the last k blocks (timm's 5 stages + stem)."""
+    det = create_detector("mobilenet_v1", dropout=0.3, unfreeze_last=1)
+    assert det.dropout.p == 0.3 and det.mean == (0.5,) * 3 and len(det.backbone_groups()) == 6
+    assert {".".join(n.split(".")[:3]) for n in _trainable(det)} == {"backbone.blocks.4", "head.weight", "head.bias"}
+    assert _trainable(create_detector("mobilenet_v1", unfreeze_last=0)) == {"head.weight", "head.bias"}
+
+
+def test_mobilenet_v1_imagenet_offline_names_the_packaged_mobilenet(monkeypatch) -> None:
+    from dfpipe import weights
+
+    def no_hub(model_name: str):
+        raise OSError("stand-in: hub unreachable")
+
+    monkeypatch.setattr(weights, "hub_state_dict", no_hub)
+    with pytest.raises(LookupError, match=r"mobilenetv1_100: the timm hub failed .*offline, use model: mobilenet_v2"):
+        create_detector("mobilenet_v1", pretrained="imagenet")
+    assert create_detector("mobilenet_v2", pretrained="imagenet").input_size == 224  # the packaged weights load
+
+
+def test_config_mobilenet_rows_with_and_without_ela() -> None:
+    """config.yaml's two MobileNet entries validate and build offline; only the ELA one carries ELA settings;
+    the schema takes `ela: true` and refuses a quality out of range, naming the key."""
+    import yaml
+
+    from dfpipe import config as dfconfig
+    from dfpipe.ela import ELA
+    from dfpipe.experiments import build_detector
+
+    raw = yaml.safe_load((Path(__file__).parents[1] / "config.yaml").read_text())
+    specs = {d["name"]: d for d in dfconfig.validate(raw, source="config.yaml")["detectors"]}
+    plain, ela = build_detector(specs["mobilenet"]), build_detector(specs["mobilenet_ela"])
+    assert plain.ela is None and ela.ela == ELA(90, 15) and plain.input_size == ela.input_size == 128
+    raw["detectors"].append({"name": "m", "model": "mobilenet_v2", "ela": True})
+    dfconfig.validate(raw, source="config.yaml")
+    raw["detectors"][-1]["ela"] = {"quality": 0}
+    with pytest.raises(dfconfig.ConfigError, match=r"detectors\.\d+\.ela"):
+        dfconfig.validate(raw, source="config.yaml")

@@ -27,6 +27,9 @@ REGISTRY: dict[str, Callable[..., Detector]] = {
     "mobilenet_v1": partial(TimmDetector, "mobilenetv1_100"),
     "mobilenet_v2": partial(TimmDetector, "mobilenetv2_100"),
 }
+# registered name -> a registered model whose ImageNet weights ship offline (dfpipe.weights.PACKAGED), named when
+# `pretrained: imagenet` cannot reach the timm hub: the MobileNet seed's V1 has hub weights only
+OFFLINE_ALTERNATIVES = {"mobilenet_v1": "mobilenet_v2"}
 
 
 def list_detectors() -> list[str]:
@@ -44,7 +47,13 @@ def create_detector(name: str, *, pretrained: str = "none", input_size: int | No
     factory = REGISTRY.get(name) or partial(TimmDetector, name)
     detector = factory(input_size=input_size, dropout=dropout, **kwargs)
     detector.name = name
-    state = resolve(pretrained, detector.weights_name)
+    try:
+        state = resolve(pretrained, detector.weights_name)
+    except LookupError as err:
+        if name not in OFFLINE_ALTERNATIVES:
+            raise
+        raise LookupError(f"{err}; offline, use model: {OFFLINE_ALTERNATIVES[name]} (ImageNet weights packaged "
+                          f"with this pipeline)") from err
     if state is not None:
         detector.load_pretrained(state, source=pretrained)
     if unfreeze_last is not None:
