@@ -31,6 +31,7 @@ include: "workflow/rules/shards.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/tables.smk"
+include: "workflow/rules/gradcam.smk"
 
 
 # The data path alone: everything up to the shards and the quality report (no training).
@@ -46,3 +47,6 @@ rule all:
     input:
         rules.tables.output.auc,
         rules.data.input,
+        # Grad-CAM grids of every model trained on all methods (not the ablation's variants)
+        [grid for r in RUNS if r.methods == "all" and r.detector in DETECTORS
+         for grid in expand(rules.gradcam.output.grids, detector=r.detector, train_q=r.quality, train_methods="all")],
