@@ -11,15 +11,14 @@ preds = metrics.read_predictions(snakemake.input.predictions, extra=["features"]
 test, val = preds[preds.split == "test"], preds[preds.split == "val"]
 scores = metrics.evaluate(test[metrics.PRED_COLUMNS], val[metrics.PRED_COLUMNS],
                           n_boot=snakemake.params.bootstrap, n_jobs=snakemake.threads)
-record = provenance.collect(dict(snakemake.config), snakemake.input.manifest,
+record = provenance.collect(dict(snakemake.params.config), snakemake.input.manifest,
                             tools.cjpeg_version(tools.find_cjpeg()), list(snakemake.params.flags))
 tables.write_results(scores, Path(out.auc).parent, record)
 if snakemake.params.ablation:
     tables.write_augmentation_table(scores, Path(out.augmentation).parent, snakemake.params.ablation, record)
 
 tables.plot_auc_vs_quality(scores, out.auc_plot)
-first_quality = snakemake.config["train"]["qualities"][0]
-tables.plot_roc(test[test.train_methods == "all"], out.roc_plot, test_quality=first_quality)
+tables.plot_roc(test[test.train_methods == "all"], out.roc_plot, test_quality=snakemake.params.roc_quality)
 own = test[(test.train_methods == "all") & (test.test_quality == test.train_quality)]
 # t-SNE of the best detector: highest frame-level AUC on the whole test set at its own training quality.
 best = (scores[(scores.level == "frame") & (scores.test_set == "all") & (scores.train_methods == "all")

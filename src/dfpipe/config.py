@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 import os
 import re
 from pathlib import Path
@@ -130,10 +131,59 @@ def _describe(error: jsonschema.ValidationError) -> str:
     return f"{key}: {error.message}"
 
 
+@functools.cache
+def _schema() -> dict[str, Any]:
+    return yaml.safe_load(SCHEMA_PATH.read_text())
+
+
+def schema_defaults(section: str) -> dict[str, Any]:
+    """The schema's default of every key of `section` (e.g. "train", "demo") that has one: the one place
+    defaults are kept, so code that also runs outside the workflow (dfpipe.train, the demo source) uses these."""
+    props = _schema()["properties"][section]["properties"]
+    return {key: copy.deepcopy(sub["default"]) for key, sub in props.items() if "default" in sub}
+
+
+def _types(schema: dict[str, Any]) -> set[str]:
+    """JSON types a (sub)schema allows; from its enum when it has no `type`."""
+    kind = schema.get("type")
+    if kind is not None:
+        return {kind} if isinstance(kind, str) else set(kind)
+    if "enum" in schema:  # only whether strings are allowed matters here
+        return {"string" if isinstance(v, str) else "null" if v is None else "other" for v in schema["enum"]}
+    return set()
+
+
+def coerce(value: Any, schema: dict[str, Any]) -> Any:
+    """`value` with strings read as YAML where `schema` wants no string there.
+
+    Snakemake parses a nested `--config` value with YAML's BaseLoader, so `--config "jpeg={qualities: [95, 50]}"`
+    arrives as ["95", "50"]; reading such strings as YAML gives what the same text in config.yaml would."""
+    types = _types(schema)
+    if isinstance(value, str) and types and "string" not in types:
+        try:
+            value = yaml.safe_load(value)
+        except yaml.YAMLError:
+            return value  # left as it is: validation then names the key
+        if isinstance(value, str) and "number" in types:
+            try:  # YAML 1.1 reads "1e-3" as a string; Python's float does not
+                value = float(value)
+            except ValueError:
+                pass
+    elif isinstance(value, str) and "null" in types and value in ("null", "~"):
+        return None
+    if isinstance(value, dict):
+        props, extra = schema.get("properties", {}), schema.get("additionalProperties")
+        return {k: coerce(v, props.get(k, extra if isinstance(extra, dict) else {})) for k, v in value.items()}
+    if isinstance(value, list) and isinstance(schema.get("items"), dict):
+        return [coerce(v, schema["items"]) for v in value]
+    return value
+
+
 def validate(config: dict[str, Any], source: str = "config") -> dict[str, Any]:
-    """Return a validated copy of `config` with schema defaults filled in; raise ConfigError otherwise."""
-    schema = yaml.safe_load(SCHEMA_PATH.read_text())
-    config = copy.deepcopy(config)
+    """Return a validated copy of `config` with schema defaults filled in; raise ConfigError otherwise.
+    Strings where the schema wants a number, list, … (as `--config` passes nested values) are read as YAML."""
+    schema = _schema()
+    config = coerce(copy.deepcopy(config), schema)
     validator = _with_defaults(jsonschema.Draft202012Validator)(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
     if errors:

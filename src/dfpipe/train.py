@@ -40,32 +40,22 @@ from sklearn.metrics import roc_auc_score
 from torch import nn
 from tqdm import tqdm
 
+from .config import schema_defaults
 from .evaluate import eval_stream, pick_device, score
+from .experiments import SETTING_KEYS
 from .io import atomic_path, write_json
 from .loader import Augment, ShardStream, make_loader, normalize
 from .weights import code_in_pickle
 
-# DeepfakeBench's EfficientNet-B4 recipe (Adam lr 2e-4, wd 5e-4, 10 epochs, seed 1024); the rest is ours.
+# The config's training settings take their defaults from config.schema.yaml's train section (DeepfakeBench's
+# EfficientNet-B4 recipe: Adam lr 2e-4, wd 5e-4, 10 epochs, seed 1024); the settings below them are set per job
+# by the workflow (dfpipe.experiments), never in the config.
+_TRAIN_DEFAULTS = schema_defaults("train")
 DEFAULTS: dict[str, Any] = {
-    "epochs": 10,
-    "batch_size": 32,
-    "lr": 2e-4,
-    "weight_decay": 5e-4,
-    "optimizer": "adam",  # or "sgd" (with `momentum`)
-    "momentum": 0.9,
-    "scheduler": "cosine",  # or "step": multiply the LR by step_gamma every step_epochs epochs
-    "step_epochs": 3,
-    "step_gamma": 0.1,
-    "seed": 1024,
-    "checkpoint_every": 500,
-    "augment": {},
-    "amp": True,
-    "channels_last": True,
+    **{key: _TRAIN_DEFAULTS[key] for key in SETTING_KEYS},
     "num_workers": None,  # None: min(4, CPUs this process may use) loader workers
-    "max_steps_per_epoch": None,
     "methods": None,  # train and validate on these methods only (e.g. ["original", "Deepfakes"]); None: all
     "frames_per_method": None,  # {method: n}: train on n frames per video of that method (val/test keep all)
-    "deterministic": None,  # None: on CPU only (deterministic CUDA kernels are slower)
     "cudnn_benchmark": None,  # None: unless deterministic (autotuning costs the first steps, pays off in long runs)
 }
 OPTIMIZERS = ("adam", "sgd")

@@ -26,6 +26,8 @@ rule tables:
         bootstrap=config["evaluate"]["bootstrap"],
         flags=config["jpeg"]["cjpeg_flags"],
         ablation=ABLATION,
+        roc_quality=config["train"]["qualities"][0],
+        config=config,  # what the provenance records and hashes: a changed config reruns the tables
     log:
         f"{OUT}/logs/tables.log",
     message:

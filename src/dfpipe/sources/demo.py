@@ -29,12 +29,13 @@ import cv2
 import numpy as np
 
 from .. import assets
+from ..config import schema_defaults
 from ..io import atomic_path, write_json
 from ..landmarks import Landmarker, face_size, find_faces, smooth_track
 from ..layout import ORIGINAL, SPLITS, mask_dir, video_dir, write_splits
 from ..manipulations import MANIPULATIONS, delaunay
 
-DEFAULTS: dict[str, Any] = {"identities": 24, "seconds": 3.2, "fps": 25, "frame_size": 256, "seed": 0}
+DEFAULTS: dict[str, Any] = schema_defaults("demo")  # the config schema owns them
 FACE_FRACTION = 0.42  # face side / frame side in every clip (room for the ×1.3 crops the faces stage takes)
 MIN_FACE_PX = 80  # faces smaller than this in their photo are not used (too blurry once enlarged)
 GROUP_PHOTOS = ("insightface/t1.jpg",) + tuple(f"vladmandic-face-api/sample{i}.jpg" for i in range(1, 7))
