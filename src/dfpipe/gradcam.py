@@ -215,23 +215,22 @@ def grid_from_shards(detector: nn.Module, shards: Sequence[Path], out_path: Path
                         [p[2] for p in keep], caption, threshold, k)
 
 
-def model_grids(spec: dict[str, Any], model_path: Path, test_shards: dict[int, Sequence[Path]],
-                out_paths: dict[int, Path], train_quality: int, k: int = 3, device: str = "auto") -> list[Path]:
-    """The Grad-CAM grid of one trained model (the workflow's best.pt and its detector `spec`) on the test shards
-    of each quality, written to `out_paths[quality]`. The model is built once; each quality costs one scoring
-    pass over its test shards plus Grad-CAM on the ≤ 3·k crops picked. The threshold is the one chosen on the
-    model's validation predictions (inference.validation_threshold), 0.5 when there are none."""
-    from .experiments import build_detector
-    from .inference import DEFAULT_THRESHOLD, validation_threshold
+def model_grids(model_path: Path, test_shards: dict[int, Sequence[Path]], out_paths: dict[int, Path],
+                train_quality: int, k: int = 3, device: str = "auto") -> list[Path]:
+    """The Grad-CAM grid of one trained model (the workflow's best.pt) on the test shards of each quality,
+    written to `out_paths[quality]`. The model comes from the file alone, as predict loads it (its spec, ELA and
+    threshold: the file's, else the workflow's validation predictions beside it, else 0.5); each quality costs
+    one scoring pass over its test shards plus Grad-CAM on the <= 3·k crops picked."""
+    from .inference import load_model
 
     if set(test_shards) != set(out_paths):
         raise ValueError(f"Grad-CAM grids: test shards of qualities {sorted(test_shards)} but outputs for "
                          f"{sorted(out_paths)}; give one output per test quality")
-    detector = build_detector({**spec, "pretrained": str(model_path)})
-    found = validation_threshold(Path(model_path))
-    threshold, source = found if found else (DEFAULT_THRESHOLD, "default 0.5")
-    ela = f", ELA q{detector.ela.quality}" if getattr(detector, "ela", None) else ""
+    model = load_model(Path(model_path), "cpu")
+    detector = model.detector
+    detector.ela = model.ela  # the evaluation stream applies it (files without a spec carry it on their own)
+    ela = f", ELA q{model.ela.quality}" if model.ela else ""
     return [grid_from_shards(detector, test_shards[q], out_paths[q],
-                             f"{spec['name']} trained at q{train_quality}{ela}, test q{q} ({source})",
-                             threshold=threshold, k=k, device=device)
+                             f"{model.name} trained at q{train_quality}{ela}, test q{q} ({model.threshold_source})",
+                             threshold=model.threshold, k=k, device=device)
             for q in sorted(out_paths, reverse=True)]

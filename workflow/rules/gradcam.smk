@@ -1,5 +1,6 @@
 # Grad-CAM grids of every model trained on all methods, one per test quality: the most confident reals and
-# fakes and the worst errors at the model's validation threshold (hence the predictions as input).
+# fakes and the worst errors at the model's validation threshold (hence the predictions as input). The model
+# file alone describes the model (spec, ELA), as for predict.
 rule gradcam:
     input:
         model=rules.train.output.best,
@@ -9,7 +10,6 @@ rule gradcam:
         grids=[f"{RESULTS}/gradcam/{{detector}}/q{{train_q}}-{{train_methods}}/q{q}.png" for q in QUALITIES],
     params:
         code=CODE["gradcam"],
-        spec=lambda wc: detector_spec(config, wc.detector),
         qualities=QUALITIES,
         device=TRAIN_DEVICE,
     log:
