@@ -9,7 +9,7 @@ from dfpipe.io import write_parquet
 from dfpipe.paths import resolve
 
 log = runlog.to_file(snakemake.log[0])
-out_root = Path(snakemake.params.out_root)
+out_root = Path(snakemake.input.source).parent  # source.json paths are relative to its folder
 src = json.loads(Path(snakemake.input.source).read_text())
 m = pd.read_parquet(snakemake.input.manifest)
 w = snakemake.wildcards

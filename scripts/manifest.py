@@ -8,7 +8,7 @@ from dfpipe.paths import resolve
 
 p = snakemake.params
 log = runlog.to_file(snakemake.log[0])
-out_root = Path(snakemake.params.out_root)
+out_root = Path(snakemake.input.source).parent  # source.json paths are relative to its folder
 src = json.loads(Path(snakemake.input.source).read_text())
 table = manifest.build(
     resolve(src["dataset_root"], out_root), resolve(src["splits_dir"], out_root),

@@ -7,7 +7,7 @@ from dfpipe.paths import portable
 
 p = snakemake.params
 log = runlog.to_file(snakemake.log[0])
-out_root = Path(snakemake.params.out_root)
+out_root = Path(snakemake.output.json).parent  # output_root: source.json lies at its top
 cfg = {"source": p.source, p.source: p.settings, "dataset": p.dataset, "splits": p.splits}
 info = sources.prepare(cfg, out_root, log)
 write_json(snakemake.output.json, {

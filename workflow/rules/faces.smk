@@ -6,7 +6,6 @@ rule faces:
         table=f"{OUT}/faces/{{method}}/b{{batch}}.parquet",
     params:
         code=CODE["faces"],
-        out_root=OUT,
         videos=batch_signature,
         frames_per_video=frames_for,
         settings=config["faces"],

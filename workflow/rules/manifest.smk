@@ -5,7 +5,6 @@ checkpoint manifest:
         table=MANIFEST,
     params:
         code=CODE["manifest"],
-        out_root=OUT,
         methods=config["dataset"]["methods"],
         compression=config["dataset"]["compression"],
         videos_per_job=config["batching"]["videos_per_job"],

@@ -3,7 +3,6 @@ rule source:
         json=f"{OUT}/source.json",
     params:
         code=CODE["source"],
-        out_root=OUT,
         source=config["source"],
         settings=config[config["source"]],
         dataset=config["dataset"],
