@@ -21,7 +21,6 @@ import time
 from pathlib import Path
 
 import yaml
-
 from bench_dag import synthetic_manifest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -44,23 +43,51 @@ def main() -> None:
         time.sleep(0.01)
         synthetic_manifest(args.ids, args.videos_per_job).to_parquet(work / "data/manifest.parquet")
         settings = yaml.safe_load(args.configfile.read_text()) if args.configfile else {}
-        settings.update({"source": "local", "local": {"root": "."}, "output_root": "data", "results_dir": "results",
-                         "batching": {"videos_per_job": args.videos_per_job}})
+        settings.update(
+            {
+                "source": "local",
+                "local": {"root": "."},
+                "output_root": "data",
+                "results_dir": "results",
+                "batching": {"videos_per_job": args.videos_per_job},
+            }
+        )
         (work / "config.yaml").write_text(yaml.safe_dump(settings))
         base = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--configfile", "config.yaml"]
-        summary = subprocess.run([*base, "--cores", "1", "--summary"], cwd=work, capture_output=True, text=True,
-                                 check=True).stdout
+        summary = subprocess.run(
+            [*base, "--cores", "1", "--summary"], cwd=work, capture_output=True, text=True, check=True
+        ).stdout
         for line in summary.splitlines()[1:]:
             name = line.split("\t")[0]
             if "\t" in line and not (work / name).exists():
                 (work / name).parent.mkdir(parents=True, exist_ok=True)
                 (work / name).touch()
-        env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "SLURM_STANDIN_DIR": str(state),
-               "SLURM_STANDIN_TOUCH": "1", "SLURM_STANDIN_ACCOUNT": "myproject"}
+        env = {
+            **os.environ,
+            "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+            "SLURM_STANDIN_DIR": str(state),
+            "SLURM_STANDIN_TOUCH": "1",
+            "SLURM_STANDIN_ACCOUNT": "myproject",
+        }
         start = time.perf_counter()
-        proc = subprocess.run([*base, "--profile", str(REPO / "profiles/slurm"), "--workflow-profile", "none",
-                               "--forceall", "--slurm-init-seconds-before-status-checks", "1",
-                               "--slurm-status-command", "sacct"], cwd=work, env=env, capture_output=True, text=True)
+        proc = subprocess.run(
+            [
+                *base,
+                "--profile",
+                str(REPO / "profiles/slurm"),
+                "--workflow-profile",
+                "none",
+                "--forceall",
+                "--slurm-init-seconds-before-status-checks",
+                "1",
+                "--slurm-status-command",
+                "sacct",
+            ],
+            cwd=work,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
         elapsed = time.perf_counter() - start
         if proc.returncode != 0:
             sys.exit(f"snakemake failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
@@ -69,8 +96,10 @@ def main() -> None:
     for call in calls:
         comment = call[call.index("--comment") + 1]
         kinds[comment.removeprefix("rule_").split("_wildcards_")[0].split("_")[0]] += 1
-    print(f"videos: {args.ids * 5}, videos per job: {args.videos_per_job}, cluster jobs submitted: {len(calls)} "
-          f"({elapsed:.0f} s)")
+    print(
+        f"videos: {args.ids * 5}, videos per job: {args.videos_per_job}, cluster jobs submitted: {len(calls)} "
+        f"({elapsed:.0f} s)"
+    )
     for kind, n in kinds.most_common():
         print(f"  {kind:12s} {n}")
 

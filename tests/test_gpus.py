@@ -26,8 +26,13 @@ while not Path(sys.argv[3]).exists():
 def start(tmp_path: Path, n: int = 1, wait_s: float = 0.0, **env) -> subprocess.Popen:
     environ = {**os.environ, "DFPIPE_GPUS": "0,1,2", "DFPIPE_GPU_LOCK_DIR": str(tmp_path / "locks"), **env}
     environ.pop("SLURM_JOB_ID", None)
-    return subprocess.Popen([sys.executable, "-c", JOB, str(n), str(wait_s), str(tmp_path / "stop")], env=environ,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-c", JOB, str(n), str(wait_s), str(tmp_path / "stop")],
+        env=environ,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def seen(proc: subprocess.Popen) -> str:

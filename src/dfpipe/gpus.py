@@ -85,8 +85,14 @@ def _try_lock(path: Path) -> int | None:
     return fd
 
 
-def claim(n: int = 1, *, device: str = "auto", wait_s: float = 600.0, poll_s: float = 1.0,
-          env: os._Environ | dict = os.environ) -> Claim:
+def claim(
+    n: int = 1,
+    *,
+    device: str = "auto",
+    wait_s: float = 600.0,
+    poll_s: float = 1.0,
+    env: os._Environ | dict = os.environ,
+) -> Claim:
     """Claim `n` free devices and set env["CUDA_VISIBLE_DEVICES"] to them; waits up to `wait_s` for them.
 
     Claims nothing (an empty Claim) for device "cpu", inside a SLURM job, or on a machine without GPUs.
@@ -99,8 +105,10 @@ def claim(n: int = 1, *, device: str = "auto", wait_s: float = 600.0, poll_s: fl
     if not devices:
         return Claim([])
     if n > len(devices):
-        raise GpuBusy(f"The job asks for {n} GPUs but this machine offers {len(devices)} ({','.join(devices)}): "
-                      f"lower train.gpus in config.yaml, or set {POOL_ENV} to the devices to use.")
+        raise GpuBusy(
+            f"The job asks for {n} GPUs but this machine offers {len(devices)} ({','.join(devices)}): "
+            f"lower train.gpus in config.yaml, or set {POOL_ENV} to the devices to use."
+        )
     folder = lock_dir(env)
     deadline = time.monotonic() + wait_s
     while True:
@@ -122,5 +130,6 @@ def claim(n: int = 1, *, device: str = "auto", wait_s: float = 600.0, poll_s: fl
             raise GpuBusy(
                 f"No {n} free GPU(s) among {','.join(devices)} after {wait_s:.0f} s: other jobs hold the locks in "
                 f"{folder}. Run Snakemake with --resources gpu=<number of GPUs> so that no more GPU jobs start "
-                f"than there are devices.")
+                f"than there are devices."
+            )
         time.sleep(poll_s)

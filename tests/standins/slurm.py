@@ -61,8 +61,15 @@ def sbatch(args: list[str]) -> int:
     (folder / f"{job_id}.state").write_text("RUNNING")
     env = {**os.environ, "SLURM_JOB_ID": job_id, "SLURM_JOBID": job_id}
     with open(output, "w") as out:
-        subprocess.Popen([sys.executable, __file__, "--run-job", job_id, wrap], cwd=option(args, "-D"), env=env,
-                         stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        subprocess.Popen(
+            [sys.executable, __file__, "--run-job", job_id, wrap],
+            cwd=option(args, "-D"),
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
     print(job_id)
     return 0
 
