@@ -727,7 +727,7 @@ def plot_probe_effects(table: pd.DataFrame, path: str | Path) -> None:
             ax.bar(pos + i * width - 0.4 + width / 2, means[col].to_numpy(), width, label=str(col))
         ax.set_xticks(pos, means.index, rotation=35, ha="right")
         ax.set_ylabel("mean test AUC")
-        ax.set_ylim(0.4, 1.0)
+        ax.set_ylim(min(0.4, float(np.nanmin(means.to_numpy(), initial=1.0)) - 0.05), 1.0)
         ax.axhline(0.5, color="grey", lw=0.8, ls=":")
         ax.set_title(f"{x} effect")
         ax.legend(fontsize=7, title=hue, title_fontsize=7)
