@@ -36,7 +36,7 @@ QUALITIES = config["jpeg"]["qualities"]
 ENV = "../../envs/pipeline.yaml"
 MANIFEST = f"{OUT}/manifest.parquet"
 RUNS = runs(config)
-DETECTORS = [d["name"] for d in config["detectors"]]
+DETECTORS = sorted({r.detector for r in RUNS})  # config detectors and derived runs (the frame-rate ablation)
 TRAIN_DEVICE = config["train"]["device"]
 # Per rule script: a hash of the dfpipe source it runs, given to each rule as its `code` param, so that editing
 # a stage's module reruns that stage and what depends on it (Snakemake's code trigger sees the script only).
