@@ -32,7 +32,7 @@ def crops(n: int, size: int, seed: int = 0) -> np.ndarray:
         side = min(photo.shape[:2])
         c = int(rng.integers(side // 3, side))
         y, x = rng.integers(0, photo.shape[0] - c + 1), rng.integers(0, photo.shape[1] - c + 1)
-        out[i] = probes.resize_batch(photo[None, y:y + c, x:x + c], size)[0].permute(1, 2, 0).numpy()
+        out[i] = probes.resize_batch(photo[None, y : y + c, x : x + c], size)[0].permute(1, 2, 0).numpy()
     return out
 
 
@@ -50,8 +50,11 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--device", default="auto")
     args = ap.parse_args()
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
-                          else ("cpu" if args.device == "auto" else args.device))
+    device = torch.device(
+        "cuda"
+        if args.device == "auto" and torch.cuda.is_available()
+        else ("cpu" if args.device == "auto" else args.device)
+    )
     backbone = probes.build_backbone(probes.backbone_spec(args.backbone, {"input_size": args.size}), device)
     images = probes.resize_batch(crops(args.n, args.size), args.size)
     batches = list(images.split(args.batch))
@@ -77,8 +80,10 @@ def main() -> None:
             sync(device)
             times[name].append(time.perf_counter() - t0)
     rate = {k: args.n / min(v) for k, v in times.items()}
-    print(f"backbone {args.backbone} ({backbone.spec.model}, {backbone.weights_source}) at {args.size}², "
-          f"batch {args.batch}, {args.n} images, device {device}, torch threads {torch.get_num_threads()}")
+    print(
+        f"backbone {args.backbone} ({backbone.spec.model}, {backbone.weights_source}) at {args.size}², "
+        f"batch {args.batch}, {args.n} images, device {device}, torch threads {torch.get_num_threads()}"
+    )
     print(f"bare batched forward:  {rate['bare']:8.1f} images/s")
     print(f"probe extract_features: {rate['features']:8.1f} images/s")
     print(f"ratio features / bare: {rate['features'] / rate['bare']:.3f} (target >= 0.9)")

@@ -26,8 +26,11 @@ def built(tmp_path_factory) -> tuple[Path, Path, list[str]]:
 
 
 def _digests(root: Path) -> dict[str, str]:
-    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_real_and_fake_images_are_alike_but_for_the_generator(built):
@@ -55,8 +58,15 @@ def test_one_encoder_path_for_both_classes(built, cjpeg):
     kinds = set()
     for jpg, label in zip(out["jpeg"], out["label"]):
         im = Image.open(io.BytesIO(jpg))
-        kinds.add((label, im.size, im.info.get("progressive"), tuple(map(tuple, im.layer)),
-                   tuple(tuple(t) for t in im.quantization.values())))
+        kinds.add(
+            (
+                label,
+                im.size,
+                im.info.get("progressive"),
+                tuple(map(tuple, im.layer)),
+                tuple(tuple(t) for t in im.quantization.values()),
+            )
+        )
     assert {k[1:] for k in kinds if k[0] == 0} == {k[1:] for k in kinds if k[0] == 1}
     assert len({k[1:] for k in kinds}) == 1
 

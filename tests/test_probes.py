@@ -20,8 +20,24 @@ SIZE = 96  # backbone input: small keeps the CPU forward passes quick
 
 
 def _frames(carphone, vf: str) -> np.ndarray:
-    raw = subprocess.run(["ffmpeg", "-v", "error", "-i", str(carphone), "-vf", f"{vf},crop=128:128:24:8",
-                          "-f", "rawvideo", "-pix_fmt", "rgb24", "-"], check=True, capture_output=True).stdout
+    raw = subprocess.run(
+        [
+            "ffmpeg",
+            "-v",
+            "error",
+            "-i",
+            str(carphone),
+            "-vf",
+            f"{vf},crop=128:128:24:8",
+            "-f",
+            "rawvideo",
+            "-pix_fmt",
+            "rgb24",
+            "-",
+        ],
+        check=True,
+        capture_output=True,
+    ).stdout
     return np.frombuffer(raw, np.uint8).reshape(-1, 128, 128, 3)
 
 
@@ -33,9 +49,14 @@ def crops(carphone) -> dict[str, tuple[np.ndarray, pd.DataFrame]]:
     for split, frames in (("train", range(0, 60, 2)), ("test", range(60, 120, 2))):
         idx = list(frames)
         images = np.concatenate([real[idx], fake[idx]])
-        meta = pd.DataFrame({"label": [0] * len(idx) + [1] * len(idx),
-                             "method": ["original"] * len(idx) + ["hue"] * len(idx),
-                             "video_id": [f"f{i:03d}" for i in idx] * 2, "frame_index": idx * 2})
+        meta = pd.DataFrame(
+            {
+                "label": [0] * len(idx) + [1] * len(idx),
+                "method": ["original"] * len(idx) + ["hue"] * len(idx),
+                "video_id": [f"f{i:03d}" for i in idx] * 2,
+                "frame_index": idx * 2,
+            }
+        )
         out[split] = (images, meta)
     return out
 
@@ -48,8 +69,10 @@ def spec() -> probes.BackboneSpec:
 @pytest.fixture(scope="module")
 def features(crops, spec, tmp_path_factory) -> dict[str, probes.FeatureSet]:
     cache = tmp_path_factory.mktemp("features")
-    return {split: probes.array_features(spec, images, meta, dataset="carphone", split=split, cache_dir=cache)
-            for split, (images, meta) in crops.items()}
+    return {
+        split: probes.array_features(spec, images, meta, dataset="carphone", split=split, cache_dir=cache)
+        for split, (images, meta) in crops.items()
+    }
 
 
 def test_features_are_the_backbones_pooled_output(features, crops, spec):
@@ -76,8 +99,14 @@ def test_every_classifier_separates_real_features(features, name):
         clf = probes.make_classifier(name).fit(red.transform(train.features), train.labels)
     scores, how = probes.fake_scores(clf, red.transform(test.features))
     assert how == ("decision_function" if name == "svm" else "predict_proba")
-    m = probes.evaluate_scores(test.labels, scores, clf.predict(red.transform(test.features)),
-                               test.meta["video_key"].to_numpy(), n_boot=50, seed=0)
+    m = probes.evaluate_scores(
+        test.labels,
+        scores,
+        clf.predict(red.transform(test.features)),
+        test.meta["video_key"].to_numpy(),
+        n_boot=50,
+        seed=0,
+    )
     # one unpruned tree on 60 samples × 1280 features is the weakest learner; the rest clear 0.75
     assert m["auc"] > (0.6 if name == "decision_tree" else 0.75), (name, m)
     assert 0 <= m["auc_lo"] <= m["auc"] <= m["auc_hi"] <= 1
@@ -93,8 +122,9 @@ def test_decision_function_only_classifier_is_scored_not_dropped(features):
     assert not hasattr(clf, "predict_proba")
     scores, how = probes.fake_scores(clf, red.transform(test.features))
     assert how == "decision_function"
-    flipped, _ = probes.fake_scores(LinearSVC().fit(red.transform(train.features), 1 - train.labels),
-                                    red.transform(test.features))
+    flipped, _ = probes.fake_scores(
+        LinearSVC().fit(red.transform(train.features), 1 - train.labels), red.transform(test.features)
+    )
     from sklearn.metrics import roc_auc_score
 
     assert roc_auc_score(test.labels, scores) > 0.75
@@ -131,12 +161,17 @@ def test_transforms_change_pixels_deterministically(crops, spec, tmp_path):
     """blur/jitter/both change the features, the same seed gives the same features, and `none` is untouched."""
     images, meta = crops["test"]
     images, meta = images[::4], meta.iloc[::4]
-    got = {t: probes.array_features(spec, images, meta, dataset="d", split="test", cache_dir=tmp_path, transform=t,
-                                    seed=3).features for t in probes.TRANSFORMS}
+    got = {
+        t: probes.array_features(
+            spec, images, meta, dataset="d", split="test", cache_dir=tmp_path, transform=t, seed=3
+        ).features
+        for t in probes.TRANSFORMS
+    }
     for t in ("blur", "jitter", "both"):
         assert not np.allclose(got[t], got["none"]), t
-    again = probes.array_features(spec, images, meta, dataset="d2", split="test", cache_dir=tmp_path,
-                                  transform="both", seed=3).features
+    again = probes.array_features(
+        spec, images, meta, dataset="d2", split="test", cache_dir=tmp_path, transform="both", seed=3
+    ).features
     np.testing.assert_array_equal(again, got["both"])
 
 
@@ -174,8 +209,16 @@ def test_shard_features_cached_and_reused_without_the_backbone(crops, spec, tmp_
     second = get("mobilenetv2", 77, "test", "none")
     np.testing.assert_array_equal(second.features, first.features)
     pd.testing.assert_frame_equal(second.meta, first.meta)
-    table = probes.probe_table(get, backbones=["mobilenetv2"], train_qualities=[77], test_qualities=[77],
-                               reductions=["none"], classifiers=["lda"], transforms=["none"], n_boot=0)
+    table = probes.probe_table(
+        get,
+        backbones=["mobilenetv2"],
+        train_qualities=[77],
+        test_qualities=[77],
+        reductions=["none"],
+        classifiers=["lda"],
+        transforms=["none"],
+        n_boot=0,
+    )
     assert table["auc"].iloc[0] > 0.75
 
     changed = _shards({"test": (crops["test"][0][::-1].copy(), crops["test"][1])}, tmp_path / "shards2")
@@ -232,10 +275,18 @@ def test_probe_table_and_plot(features, tmp_path):
     def get(backbone, quality, split, transform):
         return store[(backbone, quality, split, transform)]
 
-    table = probes.probe_table(get, backbones=["mobilenetv2", "mobilenetv2+half"], train_qualities=[77],
-                               test_qualities=[77], reductions=["none", "pca"],
-                               classifiers=["lda", "svm", "knn3"], transforms=["none"], n_boot=50,
-                               components=8, log=lambda _m: None)
+    table = probes.probe_table(
+        get,
+        backbones=["mobilenetv2", "mobilenetv2+half"],
+        train_qualities=[77],
+        test_qualities=[77],
+        reductions=["none", "pca"],
+        classifiers=["lda", "svm", "knn3"],
+        transforms=["none"],
+        n_boot=50,
+        components=8,
+        log=lambda _m: None,
+    )
     assert len(table) == 2 * 2 * 3
     assert list(table.columns) == probes.PROBE_COLUMNS
     assert (table["error"] == "").all() and table["auc"].between(0.5, 1).all()
@@ -243,17 +294,36 @@ def test_probe_table_and_plot(features, tmp_path):
     assert (table["auc_lo"] <= table["auc"]).all() and (table["auc"] <= table["auc_hi"]).all()
 
     # another dataset's test features (here: the training crops themselves) through test_get
-    crossed = probes.probe_table(get, backbones=["mobilenetv2"], train_qualities=[77], test_qualities=[77],
-                                 reductions=["none"], classifiers=["lda"], transforms=["none"], n_boot=0,
-                                 test_get=lambda b, q, s, t: store[(b, q, "train", t)])
+    crossed = probes.probe_table(
+        get,
+        backbones=["mobilenetv2"],
+        train_qualities=[77],
+        test_qualities=[77],
+        reductions=["none"],
+        classifiers=["lda"],
+        transforms=["none"],
+        n_boot=0,
+        test_get=lambda b, q, s, t: store[(b, q, "train", t)],
+    )
     assert crossed["n"].iloc[0] == len(features["train"].labels) and crossed["acc"].iloc[0] == 1.0
 
-    bad = {k: probes.FeatureSet(np.where(np.arange(v.features.shape[1]) == 0, np.nan, v.features), v.meta)
-           for k, v in store.items() if k[0] == "mobilenetv2"}
+    bad = {
+        k: probes.FeatureSet(np.where(np.arange(v.features.shape[1]) == 0, np.nan, v.features), v.meta)
+        for k, v in store.items()
+        if k[0] == "mobilenetv2"
+    }
     logged = []
-    failed = probes.probe_table(lambda b, q, s, t: bad[(b, q, s, t)], backbones=["mobilenetv2"],
-                                train_qualities=[77], test_qualities=[77], reductions=["none"],
-                                classifiers=["naive_bayes"], transforms=["none"], n_boot=0, log=logged.append)
+    failed = probes.probe_table(
+        lambda b, q, s, t: bad[(b, q, s, t)],
+        backbones=["mobilenetv2"],
+        train_qualities=[77],
+        test_qualities=[77],
+        reductions=["none"],
+        classifiers=["naive_bayes"],
+        transforms=["none"],
+        n_boot=0,
+        log=logged.append,
+    )
     assert len(failed) == 1 and failed["error"].iloc[0].startswith("fit: ValueError") and logged
 
     written = probes.write_probe_results(pd.concat([table, failed], ignore_index=True), tmp_path)

@@ -34,7 +34,7 @@ def tree(tmp_path):
     _save(root / "fake" / "ldm" / "a.jpg", PHOTO // 2, "JPEG", quality=95)
     buf = io.BytesIO()
     Image.fromarray(PHOTO).save(buf, format="JPEG", quality=80)
-    (root / "fake" / "ldm" / "cut.jpg").write_bytes(buf.getvalue()[:len(buf.getvalue()) // 2])  # truncated
+    (root / "fake" / "ldm" / "cut.jpg").write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])  # truncated
     (root / "fake" / "ldm" / "noise.png").write_bytes(b"not a png at all")
     (root / "real" / "notes.txt").write_text("captions")
     _save(root / "fake" / "loose.png", PHOTO, "PNG")  # no generator folder
@@ -50,8 +50,14 @@ def test_scan_tiny_tree(tree):
     result = images.scan(tree, log=logged.append)
     t = result.table.set_index("path")
     assert list(result.table.columns) == images.TABLE_COLUMNS
-    assert sorted(t.index) == ["fake/ldm/a.jpg", "fake/style-gan/1.jpg", "fake/style-gan/x/y/2.png",
-                               "real/a.jpg", "real/c.webp", "real/people/p1/b.png"]
+    assert sorted(t.index) == [
+        "fake/ldm/a.jpg",
+        "fake/style-gan/1.jpg",
+        "fake/style-gan/x/y/2.png",
+        "real/a.jpg",
+        "real/c.webp",
+        "real/people/p1/b.png",
+    ]
     assert t.loc["real/people/p1/b.png", ["method", "label", "encoding"]].tolist() == ["original", 0, "png"]
     assert t.loc["fake/style-gan/x/y/2.png", ["method", "generator", "label"]].tolist() == ["style_gan", "style-gan", 1]
     assert t.loc["real/c.webp", "encoding"] == "webp"
@@ -83,7 +89,7 @@ def test_splits_are_stable(tree, tmp_path):
     shares its split; the fractions hold on many names."""
     first = images.scan(tree, log=lambda _m: None).table.set_index("path")["split"]
     for i in range(40):
-        _save(tree / "fake" / "ldm" / "more" / f"{i}.png", PHOTO[i:i + 8, :8], "PNG")
+        _save(tree / "fake" / "ldm" / "more" / f"{i}.png", PHOTO[i : i + 8, :8], "PNG")
     second = images.scan(tree, log=lambda _m: None).table.set_index("path")["split"]
     assert len(second) == len(first) + 40
     pd.testing.assert_series_equal(second.loc[first.index], first)

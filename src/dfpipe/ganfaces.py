@@ -34,8 +34,7 @@ from .sources import demo
 
 Log = Callable[[str], None]
 FORMAT_VERSION = 1
-DEFAULTS: dict[str, Any] = {"identities": 24, "truncations": [0.6, 0.8, 1.0], "size": 256, "margin": 1.3,
-                            "seed": 0}
+DEFAULTS: dict[str, Any] = {"identities": 24, "truncations": [0.6, 0.8, 1.0], "size": 256, "margin": 1.3, "seed": 0}
 # Latents are drawn apart from the demo's own (seed 0 there): the demo's Deepfakes paste GAN faces of the same
 # numbers, and a probe tested across the two datasets must not meet the very faces it was trained on.
 GAN_SEED_OFFSET = 1000
@@ -58,7 +57,7 @@ def crop_face(rgb: np.ndarray, points: np.ndarray, size: int, margin: float) -> 
     side = max(1, int(round(2 * half)))
     pad = max(0, -x0, -y0, x0 + side - rgb.shape[1], y0 + side - rgb.shape[0])
     padded = cv2.copyMakeBorder(rgb, pad, pad, pad, pad, cv2.BORDER_REFLECT101) if pad else rgb
-    square = padded[y0 + pad:y0 + pad + side, x0 + pad:x0 + pad + side]
+    square = padded[y0 + pad : y0 + pad + side, x0 + pad : x0 + pad + side]
     interp = cv2.INTER_AREA if side >= size else cv2.INTER_CUBIC
     return cv2.resize(square, (size, size), interpolation=interp)
 
@@ -72,8 +71,11 @@ def _settings(settings: dict[str, Any] | None) -> dict[str, Any]:
     out["truncations"] = [float(t) for t in out["truncations"]]
     if out["identities"] < 2 or out["identities"] % 2:
         raise ValueError(f"ganfaces.identities = {out['identities']}: an even number >= 2 (identities are paired)")
-    if not out["truncations"] or not all(0 < t <= 1.5 for t in out["truncations"]) \
-            or len(set(out["truncations"])) != len(out["truncations"]):
+    if (
+        not out["truncations"]
+        or not all(0 < t <= 1.5 for t in out["truncations"])
+        or len(set(out["truncations"])) != len(out["truncations"])
+    ):
         raise ValueError(f"ganfaces.truncations = {out['truncations']}: distinct values in (0, 1.5]")
     return out
 
@@ -88,8 +90,9 @@ def _up_to_date(dest: Path, expected: dict[str, Any]) -> bool:
         record = json.loads((dest / "sources.json").read_text())
     except (OSError, ValueError):
         return False
-    return all(record.get(k) == v for k, v in expected.items()) and \
-        all((dest / rel).is_file() for rel in record.get("files", []))
+    return all(record.get(k) == v for k, v in expected.items()) and all(
+        (dest / rel).is_file() for rel in record.get("files", [])
+    )
 
 
 def build(dest: Path, settings: dict[str, Any] | None = None, log: Log = print, gan_cache: Path | None = None) -> Path:
@@ -116,8 +119,10 @@ def _build(dest: Path, cfg: dict[str, Any], expected: dict[str, Any], log: Log, 
     media = {m.name: m for m in assets.demo_media()}
     candidates = demo.find_candidates(media, log)
     if len(candidates) < n_ids:
-        raise ValueError(f"ganfaces.identities = {n_ids}, but the bundled media hold only {len(candidates)} usable "
-                         "real faces; lower ganfaces.identities")
+        raise ValueError(
+            f"ganfaces.identities = {n_ids}, but the bundled media hold only {len(candidates)} usable "
+            "real faces; lower ganfaces.identities"
+        )
     idents = [f"{i:03d}" for i in range(n_ids)]
     files: list[str] = []
     n_frames = CLIP_FPS  # one second of clip; real images are spread evenly over it
@@ -129,8 +134,9 @@ def _build(dest: Path, cfg: dict[str, Any], expected: dict[str, Any], log: Log, 
                 clip = demo.video_clip(ident, media[demo.VIDEO].path, lm, n_frames, CLIP_FPS, CLIP_SIZE)
             else:
                 rng = np.random.default_rng([seed, int(ident), 7])
-                clip = demo.photo_clip(ident, demo._read_rgb(media[cand.media].path), cand.box, lm, n_frames,
-                                       CLIP_FPS, CLIP_SIZE, rng)
+                clip = demo.photo_clip(
+                    ident, demo._read_rgb(media[cand.media].path), cand.box, lm, n_frames, CLIP_FPS, CLIP_SIZE, rng
+                )
             for k, t in enumerate(picks):
                 rel = f"real/{ident}/{k}.png"
                 _write_png(dest / rel, crop_face(clip.frame(int(t)), clip.points[int(t)], size, margin))
@@ -145,21 +151,37 @@ def _build(dest: Path, cfg: dict[str, Any], expected: dict[str, Any], log: Log, 
 
     pairs = [[idents[i], idents[i + 1]] for i in range(0, n_ids, 2)]
     by_split = demo.split_pairs(pairs, seed)
-    names = {split: sorted(f"{ident}/{k}.png" for pair in ps for ident in pair for k in range(per_real))
-             for split, ps in by_split.items()}
+    names = {
+        split: sorted(f"{ident}/{k}.png" for pair in ps for ident in pair for k in range(per_real))
+        for split, ps in by_split.items()
+    }
     write_json(dest / "splits.json", names)
-    write_json(dest / "sources.json", {
-        **expected,
-        "identities": {i: {"input": c.media, "face_box": list(c.box)} for i, c in zip(idents, candidates)},
-        "pairs": by_split,
-        "generators": {generator_name(t): {"generator": "MobileStyleGAN (random-face package, OpenVINO IR)",
-                                           "truncation": t, "latents": f"first detectable draw of default_rng("
-                                           f"[{GAN_SEED_OFFSET + seed}, identity, k]), k = 0, 1, …"}
-                       for t in truncs},
-        "inputs": [{"name": m.name, "origin": m.origin, "licence": m.licence} for m in media.values()]
-        + [{"name": "random-face/MobileStyleGAN", "origin": demo.GAN_ORIGIN.split(",")[0], "licence": demo.GAN_LICENCE}],
-        "files": sorted([*files, "splits.json"]),
-    })
+    write_json(
+        dest / "sources.json",
+        {
+            **expected,
+            "identities": {i: {"input": c.media, "face_box": list(c.box)} for i, c in zip(idents, candidates)},
+            "pairs": by_split,
+            "generators": {
+                generator_name(t): {
+                    "generator": "MobileStyleGAN (random-face package, OpenVINO IR)",
+                    "truncation": t,
+                    "latents": f"first detectable draw of default_rng("
+                    f"[{GAN_SEED_OFFSET + seed}, identity, k]), k = 0, 1, …",
+                }
+                for t in truncs
+            },
+            "inputs": [{"name": m.name, "origin": m.origin, "licence": m.licence} for m in media.values()]
+            + [
+                {
+                    "name": "random-face/MobileStyleGAN",
+                    "origin": demo.GAN_ORIGIN.split(",")[0],
+                    "licence": demo.GAN_LICENCE,
+                }
+            ],
+            "files": sorted([*files, "splits.json"]),
+        },
+    )
     log(f"ganfaces: {len(files)} images ({n_ids * per_real} real, {n_ids * len(truncs)} fake) under {dest}")
 
 

@@ -42,11 +42,14 @@ from .metrics import binary_metrics, bootstrap_auc_ci, video_weights
 
 FORMAT_VERSION = 1
 META_COLUMNS = ["video_key", "method", "video_id", "frame_index", "label"]
-WEIGHTS_HINT = ("give the weights as a file: `weights: /path/to/file.pth` in the backbone's entry "
-                "(a state dict saved with torch.save, or .safetensors)")
+WEIGHTS_HINT = (
+    "give the weights as a file: `weights: /path/to/file.pth` in the backbone's entry "
+    "(a state dict saved with torch.save, or .safetensors)"
+)
 
 
 # -- backbones ---------------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class BackboneSpec:
@@ -70,8 +73,10 @@ BACKBONES: dict[str, BackboneSpec] = {
     "dino_vitb16": BackboneSpec("dino_vitb16", "vit_base_patch16_224.dino", "hub"),
     # DINO's ResNet-50 is a torchvision-layout ResNet-50 (the same keys as timm's resnet50); timm has no tag for it
     "dino_resnet50": BackboneSpec(
-        "dino_resnet50", "resnet50",
-        "https://dl.fbaipublicfiles.com/dino/dino_resnet50_pretrain/dino_resnet50_pretrain.pth"),
+        "dino_resnet50",
+        "resnet50",
+        "https://dl.fbaipublicfiles.com/dino/dino_resnet50_pretrain/dino_resnet50_pretrain.pth",
+    ),
 }
 
 
@@ -88,8 +93,9 @@ def backbone_spec(name: str, overrides: Mapping[str, Any] | None = None) -> Back
     base = BACKBONES.get(name)
     if base is None:
         if "model" not in overrides or "weights" not in overrides:
-            raise ValueError(f"backbone {name!r}: not one of {sorted(BACKBONES)}; give `model` (a timm name) "
-                             f"and `weights` for it")
+            raise ValueError(
+                f"backbone {name!r}: not one of {sorted(BACKBONES)}; give `model` (a timm name) and `weights` for it"
+            )
         base = BackboneSpec(name, overrides["model"], overrides["weights"])
     spec = BackboneSpec(**{**asdict(base), **overrides, "name": name})
     if spec.kind not in ("timm", "open_clip"):
@@ -146,8 +152,10 @@ class Backbone:
 
 def _url_state_dict(spec: BackboneSpec) -> W.StateDict:
     if not W._reachable(spec.weights):
-        raise LookupError(f"backbone {spec.name}: weights at {spec.weights} are unreachable (offline?); download "
-                          f"the file elsewhere and {WEIGHTS_HINT}")
+        raise LookupError(
+            f"backbone {spec.name}: weights at {spec.weights} are unreachable (offline?); download "
+            f"the file elsewhere and {WEIGHTS_HINT}"
+        )
     state = torch.hub.load_state_dict_from_url(spec.weights, map_location="cpu", weights_only=True)
     for key in ("model", "state_dict", "teacher"):
         if isinstance(state, Mapping) and isinstance(state.get(key), Mapping):
@@ -214,14 +222,18 @@ def _build_open_clip(spec: BackboneSpec) -> tuple[nn.Module, str]:
     try:
         import open_clip
     except ImportError as exn:
-        raise ImportError(f"backbone {spec.name}: needs open_clip, which is not installed; "
-                          f"`.venv/bin/pip install open_clip_torch`, or drop {spec.name} from the probe backbones") from exn
+        raise ImportError(
+            f"backbone {spec.name}: needs open_clip, which is not installed; "
+            f"`.venv/bin/pip install open_clip_torch`, or drop {spec.name} from the probe backbones"
+        ) from exn
     if spec.weights in ("hub", "imagenet"):
         try:
             model = open_clip.create_model(spec.model, pretrained=spec.pretrained_tag or "openai")
         except Exception as exn:  # hub and network errors have no common base class
-            raise LookupError(f"backbone {spec.name}: open_clip could not fetch {spec.model} "
-                              f"{spec.pretrained_tag} ({type(exn).__name__}); {WEIGHTS_HINT}") from exn
+            raise LookupError(
+                f"backbone {spec.name}: open_clip could not fetch {spec.model} "
+                f"{spec.pretrained_tag} ({type(exn).__name__}); {WEIGHTS_HINT}"
+            ) from exn
         source = f"open_clip hub {spec.pretrained_tag}"
     else:
         path = Path(spec.weights).expanduser()
@@ -271,6 +283,7 @@ def _transformer(transform: str, seed: int) -> Callable[[Tensor, int], Tensor] |
 
 # -- feature extraction ------------------------------------------------------------------------------------
 
+
 def normalise(images: Tensor, mean: Sequence[float], std: Sequence[float]) -> Tensor:
     """uint8 N×3×H×W → float (x/255 - mean)/std, channels_last, on the images' device."""
     m = torch.tensor(mean, dtype=torch.float32, device=images.device).view(1, -1, 1, 1) * 255
@@ -278,8 +291,13 @@ def normalise(images: Tensor, mean: Sequence[float], std: Sequence[float]) -> Te
     return images.float().sub_(m).div_(s).contiguous(memory_format=torch.channels_last)
 
 
-def extract_features(backbone: Backbone, batches: Iterable[Tensor], transform: str = "none", seed: int = 0,
-                     device: str | torch.device | None = None) -> np.ndarray:
+def extract_features(
+    backbone: Backbone,
+    batches: Iterable[Tensor],
+    transform: str = "none",
+    seed: int = 0,
+    device: str | torch.device | None = None,
+) -> np.ndarray:
     """N×D float32 features of uint8 N×3×H×W batches (already at the backbone's input size), one forward
     pass per image. `transform` is applied to each image first, seeded by its place in the stream."""
     device = device or next(backbone.module.parameters()).device
@@ -302,8 +320,14 @@ def resize_batch(images: np.ndarray, size: int) -> Tensor:
     """N×H×W×3 uint8 → uint8 N×3×size×size (bilinear with antialias, as the shard loader's resize)."""
     x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2)
     if x.shape[-2:] != (size, size):
-        x = torch.nn.functional.interpolate(x.float(), size=(size, size), mode="bilinear", antialias=True,
-                                            align_corners=False).round_().clamp_(0, 255).to(torch.uint8)
+        x = (
+            torch.nn.functional.interpolate(
+                x.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False
+            )
+            .round_()
+            .clamp_(0, 255)
+            .to(torch.uint8)
+        )
     return x
 
 
@@ -338,16 +362,18 @@ def shards_fingerprint(shards: Sequence[Path]) -> str:
     return digest.hexdigest()[:16]
 
 
-def cache_paths(cache_dir: Path, dataset: str, backbone: str, quality: int | str, split: str,
-                transform: str) -> tuple[Path, Path, Path]:
+def cache_paths(
+    cache_dir: Path, dataset: str, backbone: str, quality: int | str, split: str, transform: str
+) -> tuple[Path, Path, Path]:
     """(features .npy, metadata .parquet, manifest .json) of one cached feature set."""
     stem = Path(cache_dir) / dataset / backbone / f"q{quality}" / f"{split}-{transform}"
     return stem.with_suffix(".npy"), stem.with_suffix(".parquet"), stem.with_suffix(".json")
 
 
 def _cached(cache_dir: Path, key: dict[str, Any]) -> FeatureSet | None:
-    npy, meta, manifest = cache_paths(cache_dir, key["dataset"], key["backbone"], key["quality"], key["split"],
-                                      key["transform"])
+    npy, meta, manifest = cache_paths(
+        cache_dir, key["dataset"], key["backbone"], key["quality"], key["split"], key["transform"]
+    )
     try:
         record = json.loads(manifest.read_text())
     except (OSError, ValueError):
@@ -365,32 +391,59 @@ def _cached(cache_dir: Path, key: dict[str, Any]) -> FeatureSet | None:
 
 
 def _store(cache_dir: Path, key: dict[str, Any], fs: FeatureSet, backbone: Backbone) -> FeatureSet:
-    npy, meta, manifest = cache_paths(cache_dir, key["dataset"], key["backbone"], key["quality"], key["split"],
-                                      key["transform"])
+    npy, meta, manifest = cache_paths(
+        cache_dir, key["dataset"], key["backbone"], key["quality"], key["split"], key["transform"]
+    )
     with atomic_path(npy) as tmp, open(tmp, "wb") as f:
         np.save(f, fs.features.astype(np.float32), allow_pickle=False)
     write_parquet(meta, fs.meta[META_COLUMNS])
-    record = {**key, "shape": list(fs.features.shape), "model": backbone.spec.model,
-              "weights_source": backbone.weights_source}
+    record = {
+        **key,
+        "shape": list(fs.features.shape),
+        "model": backbone.spec.model,
+        "weights_source": backbone.weights_source,
+    }
     write_json(manifest, record)  # last: a manifest only ever describes complete arrays
     fs.info = record
     return fs
 
 
-def _cache_key(spec: BackboneSpec, dataset: str, quality: int | str, split: str, transform: str, seed: int,
-               fingerprint: str) -> dict[str, Any]:
+def _cache_key(
+    spec: BackboneSpec, dataset: str, quality: int | str, split: str, transform: str, seed: int, fingerprint: str
+) -> dict[str, Any]:
     if transform not in TRANSFORMS:
         raise ValueError(f"transform {transform!r}: allowed {sorted(TRANSFORMS)}")
     size, _, _ = input_config(spec)
-    return {"format": FORMAT_VERSION, "dataset": dataset, "backbone": spec.name, "kind": spec.kind,
-            "weights": weights_id(spec), "input_size": size, "quality": quality, "split": split,
-            "transform": transform, "seed": seed if transform != "none" else 0, "fingerprint": fingerprint}
+    return {
+        "format": FORMAT_VERSION,
+        "dataset": dataset,
+        "backbone": spec.name,
+        "kind": spec.kind,
+        "weights": weights_id(spec),
+        "input_size": size,
+        "quality": quality,
+        "split": split,
+        "transform": transform,
+        "seed": seed if transform != "none" else 0,
+        "fingerprint": fingerprint,
+    }
 
 
-def shard_features(spec: BackboneSpec, shards: Sequence[Path], *, dataset: str, quality: int, split: str,
-                   cache_dir: Path, transform: str = "none", seed: int = 0, batch_size: int = 64,
-                   device: str = "cpu", num_workers: int = 0,
-                   builder: Callable[[BackboneSpec, str], Backbone] | None = None) -> FeatureSet:
+def shard_features(
+    spec: BackboneSpec,
+    shards: Sequence[Path],
+    *,
+    dataset: str,
+    quality: int,
+    split: str,
+    cache_dir: Path,
+    transform: str = "none",
+    seed: int = 0,
+    batch_size: int = 64,
+    device: str = "cpu",
+    num_workers: int = 0,
+    builder: Callable[[BackboneSpec, str], Backbone] | None = None,
+) -> FeatureSet:
     """Features of every sample of `shards` (one quality and split, in shard order), cached; see module doc."""
     from .loader import ShardStream, make_loader
 
@@ -399,8 +452,9 @@ def shard_features(spec: BackboneSpec, shards: Sequence[Path], *, dataset: str, 
     if hit is not None:
         return hit
     backbone = (builder or shared_backbone)(spec, device)
-    stream = ShardStream(shards, batch_size=batch_size, input_size=backbone.input_size, train=False,
-                         quality=quality, split=split)
+    stream = ShardStream(
+        shards, batch_size=batch_size, input_size=backbone.input_size, train=False, quality=quality, split=split
+    )
     metas: list[pd.DataFrame] = []
 
     def images() -> Iterator[Tensor]:
@@ -414,10 +468,21 @@ def shard_features(spec: BackboneSpec, shards: Sequence[Path], *, dataset: str, 
     return _store(cache_dir, key, FeatureSet(feats, meta), backbone)
 
 
-def array_features(spec: BackboneSpec, images: np.ndarray, meta: pd.DataFrame, *, dataset: str, split: str,
-                   cache_dir: Path, quality: int | str = "na", transform: str = "none", seed: int = 0,
-                   batch_size: int = 64, device: str = "cpu",
-                   builder: Callable[[BackboneSpec, str], Backbone] | None = None) -> FeatureSet:
+def array_features(
+    spec: BackboneSpec,
+    images: np.ndarray,
+    meta: pd.DataFrame,
+    *,
+    dataset: str,
+    split: str,
+    cache_dir: Path,
+    quality: int | str = "na",
+    transform: str = "none",
+    seed: int = 0,
+    batch_size: int = 64,
+    device: str = "cpu",
+    builder: Callable[[BackboneSpec, str], Backbone] | None = None,
+) -> FeatureSet:
     """Features of RGB uint8 `images` (N×H×W×3) with metadata `meta` (needs `label`; other `META_COLUMNS`
     are filled from the row number when absent), cached; the fingerprint is a hash of the pixels and labels."""
     if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
@@ -425,8 +490,11 @@ def array_features(spec: BackboneSpec, images: np.ndarray, meta: pd.DataFrame, *
     if len(meta) != len(images) or "label" not in meta:
         raise ValueError(f"array_features: meta needs a `label` column and one row per image ({len(images)})")
     meta = meta.reset_index(drop=True).copy()
-    for col, default in (("video_id", meta.index.astype(str)), ("method", np.where(meta["label"] == 1, "fake", "original")),
-                         ("frame_index", 0)):
+    for col, default in (
+        ("video_id", meta.index.astype(str)),
+        ("method", np.where(meta["label"] == 1, "fake", "original")),
+        ("frame_index", 0),
+    ):
         if col not in meta:
             meta[col] = default
     if "video_key" not in meta:
@@ -439,25 +507,46 @@ def array_features(spec: BackboneSpec, images: np.ndarray, meta: pd.DataFrame, *
     if hit is not None:
         return hit
     backbone = (builder or shared_backbone)(spec, device)
-    batches = (resize_batch(images[a:a + batch_size], backbone.input_size) for a in range(0, len(images), batch_size))
+    batches = (resize_batch(images[a : a + batch_size], backbone.input_size) for a in range(0, len(images), batch_size))
     feats = extract_features(backbone, batches, transform, seed, device)
     return _store(cache_dir, key, FeatureSet(feats, meta[META_COLUMNS]), backbone)
 
 
-def shard_getter(shards_dir: Path, *, dataset: str, cache_dir: Path, specs: Mapping[str, BackboneSpec],
-                 seed: int = 0, batch_size: int = 64, device: str = "cpu", num_workers: int = 0) -> Getter:
+def shard_getter(
+    shards_dir: Path,
+    *,
+    dataset: str,
+    cache_dir: Path,
+    specs: Mapping[str, BackboneSpec],
+    seed: int = 0,
+    batch_size: int = 64,
+    device: str = "cpu",
+    num_workers: int = 0,
+) -> Getter:
     """A `probe_table` getter over `{shards_dir}/q{Q}/{split}-NNNN.tar`: (backbone, quality, split, transform)
     -> cached `shard_features` with the backbone's spec from `specs`."""
+
     def get(backbone: str, quality: Any, split: str, transform: str) -> FeatureSet:
         if backbone not in specs:
             raise KeyError(f"probes: backbone {backbone!r} is not configured; configured: {sorted(specs)}")
         shards = sorted((Path(shards_dir) / f"q{quality}").glob(f"{split}-*.tar"))
         if not shards:
-            raise FileNotFoundError(f"{Path(shards_dir) / f'q{quality}'}: no {split} shards; build them first "
-                                    "(`snakemake data`)")
-        return shard_features(specs[backbone], shards, dataset=dataset, quality=int(quality), split=split,
-                              cache_dir=cache_dir, transform=transform, seed=seed, batch_size=batch_size,
-                              device=device, num_workers=num_workers)
+            raise FileNotFoundError(
+                f"{Path(shards_dir) / f'q{quality}'}: no {split} shards; build them first (`snakemake data`)"
+            )
+        return shard_features(
+            specs[backbone],
+            shards,
+            dataset=dataset,
+            quality=int(quality),
+            split=split,
+            cache_dir=cache_dir,
+            transform=transform,
+            seed=seed,
+            batch_size=batch_size,
+            device=device,
+            num_workers=num_workers,
+        )
 
     return get
 
@@ -470,13 +559,18 @@ def concat(sets: Sequence[FeatureSet]) -> FeatureSet:
     first = sets[0].meta[["video_key", "frame_index"]].reset_index(drop=True)
     for other in sets[1:]:
         if not first.equals(other.meta[["video_key", "frame_index"]].reset_index(drop=True)):
-            raise ValueError("concat: feature sets hold different samples (or another order); extract them from "
-                             "the same shards")
-    return FeatureSet(np.hstack([s.features for s in sets]), sets[0].meta,
-                      {"backbone": "+".join(str(s.info.get("backbone", "?")) for s in sets)})
+            raise ValueError(
+                "concat: feature sets hold different samples (or another order); extract them from the same shards"
+            )
+    return FeatureSet(
+        np.hstack([s.features for s in sets]),
+        sets[0].meta,
+        {"backbone": "+".join(str(s.info.get("backbone", "?")) for s in sets)},
+    )
 
 
 # -- reductions --------------------------------------------------------------------------------------------
+
 
 class Reduction:
     """Standardise (train statistics), then reduce; fitted on the training features only."""
@@ -544,6 +638,7 @@ def _train_autoencoder(z: np.ndarray, k: int, seed: int, epochs: int, hidden: in
 
 # -- classifiers -------------------------------------------------------------------------------------------
 
+
 def _classifiers() -> dict[str, Callable[[int], Any]]:
     from sklearn.discriminant_analysis import LinearDiscriminantAnalysis, QuadraticDiscriminantAnalysis
     from sklearn.ensemble import BaggingClassifier, GradientBoostingClassifier, RandomForestClassifier
@@ -595,9 +690,25 @@ def fake_scores(clf: Any, x: np.ndarray) -> tuple[np.ndarray, str]:
 
 # -- the probe table ---------------------------------------------------------------------------------------
 
-PROBE_COLUMNS = ["backbone", "reduction", "classifier", "train_transform", "test_transform", "train_quality",
-                 "test_quality", "n", "n_pos", "n_neg", "acc", "bacc", "auc", "auc_lo", "auc_hi", "score_by",
-                 "error"]
+PROBE_COLUMNS = [
+    "backbone",
+    "reduction",
+    "classifier",
+    "train_transform",
+    "test_transform",
+    "train_quality",
+    "test_quality",
+    "n",
+    "n_pos",
+    "n_neg",
+    "acc",
+    "bacc",
+    "auc",
+    "auc_lo",
+    "auc_hi",
+    "score_by",
+    "error",
+]
 
 
 def _getter_with_concat(get: Getter) -> Getter:
@@ -607,33 +718,60 @@ def _getter_with_concat(get: Getter) -> Getter:
         key = (backbone, quality, split, transform)
         if key not in memo:
             parts = backbone.split("+")
-            memo[key] = get(parts[0], quality, split, transform) if len(parts) == 1 else \
-                concat([fetch(p, quality, split, transform) for p in parts])
+            memo[key] = (
+                get(parts[0], quality, split, transform)
+                if len(parts) == 1
+                else concat([fetch(p, quality, split, transform) for p in parts])
+            )
         return memo[key]
 
     return fetch
 
 
-def evaluate_scores(labels: np.ndarray, scores: np.ndarray, predicted: np.ndarray, video_keys: np.ndarray,
-                    n_boot: int, seed: int) -> dict[str, Any]:
+def evaluate_scores(
+    labels: np.ndarray, scores: np.ndarray, predicted: np.ndarray, video_keys: np.ndarray, n_boot: int, seed: int
+) -> dict[str, Any]:
     """ACC and balanced ACC of the classifier's own decisions, AUC of its scores with a bootstrap interval
     over videos, all from dfpipe.metrics with every video weighing 1 (its module docstring)."""
     w = video_weights(video_keys)
     ranked = binary_metrics(labels, scores, weights=w)
     # the decisions are 0/1, so binary_metrics' accuracy "at 0.5" is the accuracy of the decisions
     decided = binary_metrics(labels, np.asarray(predicted, dtype=float), weights=w)
-    lo, hi = (np.nan, np.nan) if ranked["single_class"] or not n_boot else bootstrap_auc_ci(
-        labels, scores, n=n_boot, seed=seed, groups=video_keys, weights=w)
-    return {"n": ranked["n"], "n_pos": ranked["n_pos"], "n_neg": ranked["n_neg"], "acc": decided["acc_05"],
-            "bacc": decided["bacc_05"], "auc": ranked["auc"], "auc_lo": lo, "auc_hi": hi}
+    lo, hi = (
+        (np.nan, np.nan)
+        if ranked["single_class"] or not n_boot
+        else bootstrap_auc_ci(labels, scores, n=n_boot, seed=seed, groups=video_keys, weights=w)
+    )
+    return {
+        "n": ranked["n"],
+        "n_pos": ranked["n_pos"],
+        "n_neg": ranked["n_neg"],
+        "acc": decided["acc_05"],
+        "bacc": decided["bacc_05"],
+        "auc": ranked["auc"],
+        "auc_lo": lo,
+        "auc_hi": hi,
+    }
 
 
-def probe_table(get: Getter, *, backbones: Sequence[str], train_qualities: Sequence[Any],
-                test_qualities: Sequence[Any], reductions: Sequence[str] = REDUCTIONS,
-                classifiers: Sequence[str] = CLASSIFIERS, transforms: Sequence[str] = tuple(TRANSFORMS),
-                test_transforms: Sequence[str] = ("none",), components: int = 64, ae_epochs: int = 60,
-                n_boot: int = 1000, seed: int = 0, log: Callable[[str], None] = print,
-                test_get: Getter | None = None, blas_threads: int | None = 1) -> pd.DataFrame:
+def probe_table(
+    get: Getter,
+    *,
+    backbones: Sequence[str],
+    train_qualities: Sequence[Any],
+    test_qualities: Sequence[Any],
+    reductions: Sequence[str] = REDUCTIONS,
+    classifiers: Sequence[str] = CLASSIFIERS,
+    transforms: Sequence[str] = tuple(TRANSFORMS),
+    test_transforms: Sequence[str] = ("none",),
+    components: int = 64,
+    ae_epochs: int = 60,
+    n_boot: int = 1000,
+    seed: int = 0,
+    log: Callable[[str], None] = print,
+    test_get: Getter | None = None,
+    blas_threads: int | None = 1,
+) -> pd.DataFrame:
     """One row per backbone × reduction × classifier × train transform × test transform × train quality ×
     test quality (`PROBE_COLUMNS`). Trained on the "train" split of the train quality with the train transform,
     tested on the "test" split. `get` returns cached features; a backbone "a+b" concatenates a's and b's.
@@ -648,40 +786,80 @@ def probe_table(get: Getter, *, backbones: Sequence[str], train_qualities: Seque
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(blas_threads):
-        return _probe_table(_getter_with_concat(get), _getter_with_concat(test_get or get), backbones,
-                            train_qualities, test_qualities, reductions, classifiers, transforms, test_transforms,
-                            components, ae_epochs, n_boot, seed, log)
+        return _probe_table(
+            _getter_with_concat(get),
+            _getter_with_concat(test_get or get),
+            backbones,
+            train_qualities,
+            test_qualities,
+            reductions,
+            classifiers,
+            transforms,
+            test_transforms,
+            components,
+            ae_epochs,
+            n_boot,
+            seed,
+            log,
+        )
 
 
-def _probe_table(get: Getter, test_get: Getter, backbones: Sequence[str], train_qualities: Sequence[Any],
-                 test_qualities: Sequence[Any], reductions: Sequence[str], classifiers: Sequence[str],
-                 transforms: Sequence[str], test_transforms: Sequence[str], components: int, ae_epochs: int,
-                 n_boot: int, seed: int, log: Callable[[str], None]) -> pd.DataFrame:
+def _probe_table(
+    get: Getter,
+    test_get: Getter,
+    backbones: Sequence[str],
+    train_qualities: Sequence[Any],
+    test_qualities: Sequence[Any],
+    reductions: Sequence[str],
+    classifiers: Sequence[str],
+    transforms: Sequence[str],
+    test_transforms: Sequence[str],
+    components: int,
+    ae_epochs: int,
+    n_boot: int,
+    seed: int,
+    log: Callable[[str], None],
+) -> pd.DataFrame:
     rows = []
     for backbone in backbones:
         for tq in train_qualities:
             for tt in transforms:
                 train = get(backbone, tq, "train", tt)
                 if len(np.unique(train.labels)) < 2:
-                    raise ValueError(f"probes: the train split of {backbone} q{tq} holds one label only; a probe "
-                                     "needs real and fake training samples")
+                    raise ValueError(
+                        f"probes: the train split of {backbone} q{tq} holds one label only; a probe "
+                        "needs real and fake training samples"
+                    )
                 for red in reductions:
                     reducer = Reduction(red, components, seed, ae_epochs).fit(train.features)
                     x_train = reducer.transform(train.features)
-                    tests = {(q, te): test_get(backbone, q, "test", te) for q in test_qualities
-                             for te in test_transforms}
+                    tests = {
+                        (q, te): test_get(backbone, q, "test", te) for q in test_qualities for te in test_transforms
+                    }
                     reduced = {k: reducer.transform(v.features) for k, v in tests.items()}
                     for name in classifiers:
-                        base = {"backbone": backbone, "reduction": red, "classifier": name, "train_transform": tt,
-                                "train_quality": tq}
-                        rows += _classifier_rows(name, x_train, train.labels, tests, reduced, base, n_boot, seed,
-                                                 log)
+                        base = {
+                            "backbone": backbone,
+                            "reduction": red,
+                            "classifier": name,
+                            "train_transform": tt,
+                            "train_quality": tq,
+                        }
+                        rows += _classifier_rows(name, x_train, train.labels, tests, reduced, base, n_boot, seed, log)
     return pd.DataFrame(rows).reindex(columns=PROBE_COLUMNS)
 
 
-def _classifier_rows(name: str, x_train: np.ndarray, y_train: np.ndarray, tests: Mapping[tuple, FeatureSet],
-                     reduced: Mapping[tuple, np.ndarray], base: dict[str, Any], n_boot: int, seed: int,
-                     log: Callable[[str], None]) -> list[dict[str, Any]]:
+def _classifier_rows(
+    name: str,
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    tests: Mapping[tuple, FeatureSet],
+    reduced: Mapping[tuple, np.ndarray],
+    base: dict[str, Any],
+    n_boot: int,
+    seed: int,
+    log: Callable[[str], None],
+) -> list[dict[str, Any]]:
     """One classifier fitted once and scored on every test set; a failure is kept in `error`, not dropped."""
     try:
         with warnings.catch_warnings():
@@ -699,13 +877,14 @@ def _classifier_rows(name: str, x_train: np.ndarray, y_train: np.ndarray, tests:
                     warnings.simplefilter("ignore")
                     scores, row["score_by"] = fake_scores(clf, reduced[(q, te)])
                     predicted = clf.predict(reduced[(q, te)])
-                row.update(evaluate_scores(fs.labels, scores, predicted, fs.meta["video_key"].to_numpy(), n_boot,
-                                           seed))
+                row.update(evaluate_scores(fs.labels, scores, predicted, fs.meta["video_key"].to_numpy(), n_boot, seed))
             except Exception as exn:  # as above
                 row["error"] = f"score: {type(exn).__name__}: {exn}"
         if row["error"]:
-            log(f"probes: {base['backbone']}/{base['reduction']}/{name} train q{base['train_quality']} "
-                f"{base['train_transform']}, test q{q} {te}: {row['error']}")
+            log(
+                f"probes: {base['backbone']}/{base['reduction']}/{name} train q{base['train_quality']} "
+                f"{base['train_transform']}, test q{q} {te}: {row['error']}"
+            )
         rows.append(row)
     return rows
 
@@ -748,10 +927,20 @@ def write_probe_results(table: pd.DataFrame, out_dir: str | Path, top: int = 20)
     text = f"# Probe table: best {len(best)} of {len(table)} rows by AUC\n\n" + to_markdown(best[cols])
     if len(failed):
         text += f"\n## {len(failed)} rows without metrics\n\n" + to_markdown(
-            failed[["backbone", "reduction", "classifier", "train_transform", "test_transform", "train_quality",
-                    "test_quality", "error"]])
+            failed[
+                [
+                    "backbone",
+                    "reduction",
+                    "classifier",
+                    "train_transform",
+                    "test_transform",
+                    "train_quality",
+                    "test_quality",
+                    "error",
+                ]
+            ]
+        )
     with atomic_path(out_dir / "probe_table.md") as tmp:
         tmp.write_text(text)
     plot_probe_effects(table, out_dir / "probe_effects.png")
     return [out_dir / "probe_table.csv", out_dir / "probe_table.md", out_dir / "probe_effects.png"]
-

@@ -17,8 +17,12 @@ PHOTO = data.astronaut()[100:164, 150:214]
 
 
 def _tree(root):
-    for rel, fmt in (("real/a.jpg", "JPEG"), ("real/sub/b.png", "PNG"), ("fake/gan/a.jpg", "JPEG"),
-                     ("fake/gan/deep/c.png", "PNG")):
+    for rel, fmt in (
+        ("real/a.jpg", "JPEG"),
+        ("real/sub/b.png", "PNG"),
+        ("fake/gan/a.jpg", "JPEG"),
+        ("fake/gan/deep/c.png", "PNG"),
+    ):
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(PHOTO).save(root / rel, format=fmt)
     return root
@@ -28,13 +32,14 @@ def test_corrupt_image_is_reported_and_skipped(tmp_path):
     """A JPEG cut in half in an image-folder dataset: reported by name and skipped, every other image listed; replaced, it is listed."""
     root = _tree(tmp_path / "ds")
     whole = (root / "fake/gan/a.jpg").read_bytes()
-    (root / "fake/gan/a.jpg").write_bytes(whole[:len(whole) // 2])
+    (root / "fake/gan/a.jpg").write_bytes(whole[: len(whole) // 2])
     logged = []
     result = images.scan(root, log=logged.append)
     assert [p for p, _ in result.skipped] == ["fake/gan/a.jpg"]
     assert sorted(result.table["path"]) == ["fake/gan/deep/c.png", "real/a.jpg", "real/sub/b.png"]
-    assert any("skipped fake/gan/a.jpg: not a readable image" in m and "replace or delete the file" in m
-               for m in logged)
+    assert any(
+        "skipped fake/gan/a.jpg: not a readable image" in m and "replace or delete the file" in m for m in logged
+    )
     images.write_scan(result, tmp_path / "images.parquet", tmp_path / "report.json")
     assert json.loads((tmp_path / "report.json").read_text())["skipped"][0]["path"] == "fake/gan/a.jpg"
     (root / "fake/gan/a.jpg").write_bytes(whole)
@@ -66,7 +71,9 @@ def test_generator_folders_that_collide(tmp_path):
     for name in ("gan-a", "gan_a"):
         (root / "fake" / name).mkdir(parents=True)
         Image.fromarray(PHOTO).save(root / "fake" / name / "x.png")
-    with pytest.raises(ValueError, match=r"fake/gan_a: generator name 'gan_a' becomes method 'gan_a'.*rename the folder"):
+    with pytest.raises(
+        ValueError, match=r"fake/gan_a: generator name 'gan_a' becomes method 'gan_a'.*rename the folder"
+    ):
         images.scan(root, log=lambda _m: None)
     shutil.rmtree(root / "fake" / "gan_a")
     assert set(images.scan(root, log=lambda _m: None).table["method"]) == {"original", "gan", "gan_a"}

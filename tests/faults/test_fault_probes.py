@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import timm
 import torch
+from test_loader import Q, make_shards, videos
 
 from dfpipe import probes
-from test_loader import Q, make_shards, videos
 
 
 @pytest.fixture()
@@ -36,7 +36,7 @@ def test_shard_cut_under_extraction(setup, tmp_path):
     spec, shards, cache = setup
     reference = _features(spec, shards, tmp_path / "reference").features
     whole = shards[0].read_bytes()
-    shards[0].write_bytes(whole[:len(whole) // 2])
+    shards[0].write_bytes(whole[: len(whole) // 2])
     with pytest.raises(ValueError, match=rf"{shards[0].name}: truncated.*delete it and rerun snakemake"):
         _features(spec, shards, cache)
     assert not cache.exists() or not list(cache.rglob("*.*"))

@@ -40,16 +40,93 @@ REAL, FAKE = "real", "fake"
 ORIGINAL = "original"
 SPLITS = ("train", "val", "test")
 DEFAULT_FRACTIONS = {"train": 0.7, "val": 0.15, "test": 0.15}
-TABLE_COLUMNS = ["key", "video_id", "method", "generator", "label", "split", "path", "encoding", "quality_estimate",
-                 "width", "height", "bytes"]
+TABLE_COLUMNS = [
+    "key",
+    "video_id",
+    "method",
+    "generator",
+    "label",
+    "split",
+    "path",
+    "encoding",
+    "quality_estimate",
+    "width",
+    "height",
+    "bytes",
+]
 
 # The IJG (libjpeg) base tables in natural order, which PIL's `.quantization` also uses.
-IJG_LUMA = np.array([
-    16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55, 14, 13, 16, 24, 40, 57, 69, 56,
-    14, 17, 22, 29, 51, 87, 80, 62, 18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113, 92,
-    49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99])
-IJG_CHROMA = np.array([17, 18, 24, 47, *[99] * 4, 18, 21, 26, 66, *[99] * 4, 24, 26, 56, *[99] * 5, 47, 66,
-                       *[99] * 6, *[99] * 32])
+IJG_LUMA = np.array(
+    [
+        16,
+        11,
+        10,
+        16,
+        24,
+        40,
+        51,
+        61,
+        12,
+        12,
+        14,
+        19,
+        26,
+        58,
+        60,
+        55,
+        14,
+        13,
+        16,
+        24,
+        40,
+        57,
+        69,
+        56,
+        14,
+        17,
+        22,
+        29,
+        51,
+        87,
+        80,
+        62,
+        18,
+        22,
+        37,
+        56,
+        68,
+        109,
+        103,
+        77,
+        24,
+        35,
+        55,
+        64,
+        81,
+        104,
+        113,
+        92,
+        49,
+        64,
+        78,
+        87,
+        103,
+        121,
+        120,
+        101,
+        72,
+        92,
+        95,
+        98,
+        112,
+        100,
+        103,
+        99,
+    ]
+)
+IJG_CHROMA = np.array(
+    [17, 18, 24, 47, *[99] * 4, 18, 21, 26, 66, *[99] * 4, 24, 26, 56, *[99] * 5, 47, 66, *[99] * 6, *[99] * 32]
+)
 
 
 def ijg_tables(quality: int) -> tuple[np.ndarray, np.ndarray]:
@@ -86,7 +163,7 @@ def safe_name(text: str) -> str:
 def split_of(name: str, fractions: Mapping[str, float] = DEFAULT_FRACTIONS) -> str:
     """The split of an image name from a stable hash (sha1, not Python's salted hash): the same name gets the
     same split on every run and machine, whatever other files exist."""
-    u = int.from_bytes(hashlib.sha1(name.encode("utf-8")).digest()[:8], "big") / 2 ** 64
+    u = int.from_bytes(hashlib.sha1(name.encode("utf-8")).digest()[:8], "big") / 2**64
     edge = 0.0
     for split in SPLITS:
         edge += fractions.get(split, 0.0)
@@ -101,10 +178,15 @@ def read_split_file(path: Path) -> dict[str, str]:
     try:
         obj = json.loads(Path(path).read_text())
     except (OSError, ValueError) as exn:
-        raise ValueError(f"{path}: not a readable split file ({exn}); expected JSON "
-                         '{"train": [names], "val": [...], "test": [...]}') from exn
-    if not isinstance(obj, dict) or not set(obj) <= set(SPLITS) or \
-            not all(isinstance(v, list) and all(isinstance(n, str) for n in v) for v in obj.values()):
+        raise ValueError(
+            f"{path}: not a readable split file ({exn}); expected JSON "
+            '{"train": [names], "val": [...], "test": [...]}'
+        ) from exn
+    if (
+        not isinstance(obj, dict)
+        or not set(obj) <= set(SPLITS)
+        or not all(isinstance(v, list) and all(isinstance(n, str) for n in v) for v in obj.values())
+    ):
         raise ValueError(f"{path}: expected a JSON object with lists of names under {list(SPLITS)}")
     out: dict[str, str] = {}
     for split, names in obj.items():
@@ -144,13 +226,16 @@ def _inspect(path: Path) -> tuple[str, float, int, int]:
         return fmt, jpeg_quality(qtables) if qtables else float("nan"), im.width, im.height
 
 
-def scan(root: Path, *, split_file: Path | None = None, fractions: Mapping[str, float] = DEFAULT_FRACTIONS,
-         log: Log = print) -> Scan:
+def scan(
+    root: Path, *, split_file: Path | None = None, fractions: Mapping[str, float] = DEFAULT_FRACTIONS, log: Log = print
+) -> Scan:
     """Every image under `root`/real and `root`/fake/<generator> (see the module docstring), sorted by path."""
     root = Path(root)
     if not (root / REAL).is_dir() and not (root / FAKE).is_dir():
-        raise FileNotFoundError(f"{root}: no real/ or fake/<generator>/ folder; an image-folder dataset keeps "
-                                "real images under real/ and each generator's under fake/<generator>/")
+        raise FileNotFoundError(
+            f"{root}: no real/ or fake/<generator>/ folder; an image-folder dataset keeps "
+            "real images under real/ and each generator's under fake/<generator>/"
+        )
     if abs(sum(fractions.values()) - 1.0) > 1e-9 or set(fractions) - set(SPLITS):
         raise ValueError(f"split fractions {dict(fractions)}: need {list(SPLITS)} summing to 1")
     listed = read_split_file(split_file) if split_file is not None else None
@@ -172,9 +257,11 @@ def scan(root: Path, *, split_file: Path | None = None, fractions: Mapping[str, 
         generator, kind, inner = where
         method = ORIGINAL if kind == REAL else safe_name(generator)
         if kind == FAKE and (method == ORIGINAL or methods.setdefault(method, generator) != generator):
-            raise ValueError(f"{root / FAKE / generator}: generator name {generator!r} becomes method {method!r}, "
-                             f"which {'names the real images' if method == ORIGINAL else 'another generator folder also becomes'}; "
-                             "rename the folder")
+            raise ValueError(
+                f"{root / FAKE / generator}: generator name {generator!r} becomes method {method!r}, "
+                f"which {'names the real images' if method == ORIGINAL else 'another generator folder also becomes'}; "
+                "rename the folder"
+            )
         try:
             encoding, quality, width, height = _inspect(path)
         except Exception as exn:  # PIL raises many types for damaged files (OSError, SyntaxError, ValueError...)
@@ -187,32 +274,51 @@ def scan(root: Path, *, split_file: Path | None = None, fractions: Mapping[str, 
             split = listed.get(rel.as_posix(), listed.get(name))
         else:
             split = split_of(name, fractions)
-        rows.append({
-            "video_id": f"{safe_name(inner.with_suffix('').as_posix())[:80]}_{hashlib.sha1(name.encode()).hexdigest()[:8]}",
-            "method": method, "generator": generator, "label": int(kind == FAKE), "split": split,
-            "path": rel.as_posix(), "encoding": encoding, "quality_estimate": quality, "width": width,
-            "height": height, "bytes": path.stat().st_size,
-        })
+        rows.append(
+            {
+                "video_id": f"{safe_name(inner.with_suffix('').as_posix())[:80]}_{hashlib.sha1(name.encode()).hexdigest()[:8]}",
+                "method": method,
+                "generator": generator,
+                "label": int(kind == FAKE),
+                "split": split,
+                "path": rel.as_posix(),
+                "encoding": encoding,
+                "quality_estimate": quality,
+                "width": width,
+                "height": height,
+                "bytes": path.stat().st_size,
+            }
+        )
     table = pd.DataFrame(rows, columns=[c for c in TABLE_COLUMNS if c != "key"])
     table.insert(0, "key", table["method"] + "/" + table["video_id"])
     if listed is not None:
         unused = (table["split"].isna()).sum()
         if unused:
-            log(f"images: {unused} images are in no split of {Path(split_file).name}: kept in the table, not in the shards")
-    log(f"images: {len(table)} images ({(table['label'] == 0).sum()} real, {(table['label'] == 1).sum()} fake "
+            log(
+                f"images: {unused} images are in no split of {Path(split_file).name}: kept in the table, not in the shards"
+            )
+    log(
+        f"images: {len(table)} images ({(table['label'] == 0).sum()} real, {(table['label'] == 1).sum()} fake "
         f"from {table.loc[table['label'] == 1, 'method'].nunique()} generators), {len(skipped)} unreadable, "
-        f"{len(ignored)} other files ignored")
-    return Scan(table.astype({"label": "int64", "width": "int64", "height": "int64", "bytes": "int64"}),
-                skipped, ignored)
+        f"{len(ignored)} other files ignored"
+    )
+    return Scan(
+        table.astype({"label": "int64", "width": "int64", "height": "int64", "bytes": "int64"}), skipped, ignored
+    )
 
 
 def write_scan(result: Scan, table_path: Path, report_path: Path | None = None) -> None:
     """The table as parquet and, optionally, a JSON report of skipped and ignored files (both atomic)."""
     write_parquet(table_path, result.table)
     if report_path is not None:
-        write_json(report_path, {"images": len(result.table),
-                                 "skipped": [{"path": p, "reason": r} for p, r in result.skipped],
-                                 "ignored": result.ignored})
+        write_json(
+            report_path,
+            {
+                "images": len(result.table),
+                "skipped": [{"path": p, "reason": r} for p, r in result.skipped],
+                "ignored": result.ignored,
+            },
+        )
 
 
 def read_rgb(root: Path, rel: str) -> np.ndarray:
@@ -221,8 +327,9 @@ def read_rgb(root: Path, rel: str) -> np.ndarray:
     return decode_rgb(path.read_bytes(), rel, field="file")
 
 
-def compress_images(table: pd.DataFrame, root: Path, quality: int, flags: Sequence[str], cjpeg: Path,
-                    threads: int = 1) -> pd.DataFrame:
+def compress_images(
+    table: pd.DataFrame, root: Path, quality: int, flags: Sequence[str], cjpeg: Path, threads: int = 1
+) -> pd.DataFrame:
     """The jpeg stage's table (`dfpipe.compress.JPEG_COLUMNS`, frame_index 0) for the images of `table` that
     have a split: each file decoded once and its pixels encoded by MozJPEG, the same call for every image."""
     rows = table[table["split"].notna()].reset_index(drop=True)
