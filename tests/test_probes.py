@@ -112,6 +112,29 @@ def test_every_classifier_separates_real_features(features, name):
     assert 0 <= m["auc_lo"] <= m["auc"] <= m["auc_hi"] <= 1
 
 
+def test_scores_match_dfpipe_metrics():
+    """evaluate_scores' ACC, balanced ACC and AUC equal dfpipe.metrics.binary_metrics with video weights (frames
+    of one video weigh 1 together), also with one class only."""
+    from dfpipe.metrics import binary_metrics, video_weights
+
+    rng = np.random.default_rng(0)
+    videos = np.repeat(np.arange(24), np.arange(24) % 4 + 1)[:60]  # 1 to 4 frames per video: weights matter
+    keys = np.array([f"v{v}" for v in videos])
+    labels = (videos % 3 == 0).astype(int)  # a third of the videos fake
+    scores = rng.random(60) + 0.3 * labels
+    predicted = (rng.random(60) < 0.5).astype(int)
+    got = probes.evaluate_scores(labels, scores, predicted, keys, n_boot=0, seed=0)
+    w = video_weights(keys)
+    ranked, decided = binary_metrics(labels, scores, weights=w), binary_metrics(labels, predicted * 1.0, weights=w)
+    assert got["auc"] == pytest.approx(ranked["auc"]) and got["acc"] == pytest.approx(decided["acc_05"])
+    assert got["bacc"] == pytest.approx(decided["bacc_05"]) and (got["n"], got["n_pos"]) == (60, int(labels.sum()))
+    one = probes.evaluate_scores(
+        labels[labels == 0], scores[labels == 0], predicted[labels == 0], keys[labels == 0], n_boot=10, seed=0
+    )
+    assert np.isnan(one["auc"]) and np.isnan(one["auc_lo"])
+    assert one["bacc"] == pytest.approx(binary_metrics(labels[labels == 0], predicted[labels == 0] * 1.0)["bacc_05"])
+
+
 def test_decision_function_only_classifier_is_scored_not_dropped(features):
     """LinearSVC has no predict_proba: its decision_function orients towards label 1 and gives the AUC."""
     from sklearn.svm import LinearSVC
