@@ -47,7 +47,7 @@ def main() -> None:
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[64, 128])
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--threads", type=int, default=2, help="torch threads (the rules' `threads`)")
-    parser.add_argument("--train-steps", type=int, default=8)
+    parser.add_argument("--train-steps", type=int, default=8, help="0: skip the training measurement")
     parser.add_argument("--train-batch", type=int, default=32)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -61,8 +61,8 @@ def main() -> None:
     images = torch.cat([batch[0] for batch in make_loader(stream, 0)])
     print(f"{args.model} at {args.size} px, {len(images)} test images of {args.shards}, {args.threads} threads")
     for bs in args.batch_sizes:
-        bare = bare_forward(detector, images, bs)
         for workers in args.workers:
+            bare = bare_forward(detector, images, bs)  # right before each predict: load on shared cores drifts
             start = time.perf_counter()
             with torch.inference_mode():
                 n = len(evaluate.predict(detector, test, device="cpu", batch_size=bs, num_workers=workers))
@@ -70,6 +70,8 @@ def main() -> None:
             print(f"predict batch {bs:4d} workers {workers}: {rate:7.1f} img/s; bare forward {bare:7.1f} img/s; "
                   f"ratio {rate / bare:.2f}")
 
+    if not args.train_steps:
+        return
     train_shards = sorted(args.shards.glob("train-*.tar"))
     val = sorted(args.shards.glob("val-*.tar"))
     with tempfile.TemporaryDirectory() as out:
