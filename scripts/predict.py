@@ -8,6 +8,9 @@ from dfpipe import evaluate, experiments, runlog
 from dfpipe.io import write_parquet
 
 log = runlog.to_file(snakemake.log[0])
+# torch takes every core of the host by default: with Snakemake running jobs side by side that oversubscribes
+# the cores; the rule's `threads` is this job's share
+torch.set_num_threads(snakemake.threads)
 w = snakemake.wildcards
 detector = experiments.build_detector({**snakemake.params.spec, "pretrained": snakemake.input.model})
 tq = int(w.train_q)

@@ -1,9 +1,14 @@
 # Rule `train`: one detector at one training quality (and methods), resuming from last.pt after a kill.
 from pathlib import Path
 
+import torch
+
 from dfpipe import experiments, runlog
 
 log = runlog.to_file(snakemake.log[0])
+# torch takes every core of the host by default: with Snakemake running jobs side by side that oversubscribes
+# the cores; the rule's `threads` is this job's share
+torch.set_num_threads(snakemake.threads)
 p = snakemake.params
 job = {
     "spec": p.spec,
