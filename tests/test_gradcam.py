@@ -152,8 +152,7 @@ def test_model_grids_of_a_trained_model_per_test_quality(tmp_path, monkeypatch) 
     outs = {q: tmp_path / "results" / "gradcam" / "meso_ela" / "q77-all" / f"q{q}.png" for q in test}
     written = gradcam.model_grids(best, test, outs, 77, k=2, device="cpu")
     assert written == [outs[77], outs[10]] and all(p.stat().st_size > 1000 for p in written)
-    assert [c[1] for c in calls] == [f"meso_ela trained at q77, ELA q90, test q{q} (default 0.5 (no validation "
-                                     f"threshold found))" for q in (77, 10)]
+    assert [c[1] for c in calls] == [f"meso_ela trained at q77, ELA q90, test q{q}, default threshold" for q in (77, 10)]
     assert all(c[0] is not None and c[0].quality == 90 and c[2] == 0.5 for c in calls)  # the model's ELA, scored
     with pytest.raises(ValueError, match=r"test shards of qualities \[10, 77\] but outputs for \[77\]"):
         gradcam.model_grids(best, test, {77: outs[77]}, 77, device="cpu")

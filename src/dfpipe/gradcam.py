@@ -166,7 +166,8 @@ def grid_figure(out_path: Path, images: np.ndarray, labels: np.ndarray, scores: 
             else:
                 ax.imshow(overlay(images[i], attention[i]))
                 ax.set_title("attention maps", fontsize=7)
-    fig.suptitle(caption, fontsize=8)
+    # one line that fits the figure's width (~0.55 em per character), down to 5 pt for long captions
+    fig.suptitle(caption, fontsize=max(5.0, min(8.0, fig.get_figwidth() * 72 / (0.55 * max(1, len(caption))))))
     fig.tight_layout(rect=(0, 0, 1, 0.97))
     with atomic_path(out_path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
@@ -230,7 +231,9 @@ def model_grids(model_path: Path, test_shards: dict[int, Sequence[Path]], out_pa
     detector = model.detector
     detector.ela = model.ela  # the evaluation stream applies it (files without a spec carry it on their own)
     ela = f", ELA q{model.ela.quality}" if model.ela else ""
+    source = next((short for long, short in (("validation", "validation"), ("the model file", "model file"))
+                   if model.threshold_source.startswith(long)), "default")
     return [grid_from_shards(detector, test_shards[q], out_paths[q],
-                             f"{model.name} trained at q{train_quality}{ela}, test q{q} ({model.threshold_source})",
+                             f"{model.name} trained at q{train_quality}{ela}, test q{q}, {source} threshold",
                              threshold=model.threshold, k=k, device=device)
             for q in sorted(out_paths, reverse=True)]
