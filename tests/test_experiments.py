@@ -106,3 +106,20 @@ def test_augmentation_table_reports_before_after_and_change_per_test_quality(tmp
     assert (tmp_path / "augmentation_table.md.provenance.json").exists()
     with pytest.raises(ValueError, match="no frame-level metrics of 'lite0'"):
         tables.augmentation_table(df[df.detector != "lite0"], "lite0", variant, 95)
+
+
+def test_workflow_plans_the_ablation_run_and_its_table(ffpp_tree, tmp_path) -> None:
+    """Workflow with frame_rate_ablation: the variant is trained and scored, the table is a tables output."""
+    import subprocess
+
+    from test_workflow import planned, snakemake_command, tiny_config
+
+    config = {**tiny_config(ffpp_tree), "detectors": [{"name": "m", "model": "meso4", "input_size": 32}],
+              "train": {"qualities": [77, 10], "generalization": {"detectors": []}},
+              "evaluate": {"frame_rate_ablation": {"detector": "m", "quality": 77,
+                                                   "frames_per_method": {"Deepfakes": 2}}}}
+    proc = subprocess.run(snakemake_command(tmp_path, config, "-n", "--forceall", "results/augmentation_table.csv"),
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    jobs = planned(proc)
+    assert jobs["train"] == 3 and jobs["predict"] == 3  # m at q77 and q10, and m_fewer_frames at q77
