@@ -10,6 +10,9 @@ min_version("9.0")
 configfile: "config.yaml"
 
 
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
 
 wildcard_constraints:
@@ -32,6 +35,7 @@ include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/tables.smk"
 include: "workflow/rules/gradcam.smk"
+include: "workflow/rules/report.smk"
 
 
 # The data path alone: everything up to the shards and the quality report (no training).
@@ -47,6 +51,9 @@ rule all:
     input:
         rules.tables.output.auc,
         rules.data.input,
+        # the result tables as pages the report shows inline
+        rules.report_data.output,
+        rules.report_results.output,
         # Grad-CAM grids of every model trained on all methods (not the ablation's variants)
         [grid for r in RUNS if r.methods == "all" and r.detector in DETECTORS
          for grid in expand(rules.gradcam.output.grids, detector=r.detector, train_q=r.quality, train_methods="all")],

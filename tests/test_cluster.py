@@ -199,7 +199,7 @@ def test_slurm_renders_a_training_job_with_its_gpu(slurm_run, slurm_env, code, t
     shutil.copytree(REPO / "profiles/slurm", profile)
     text = (profile / "config.yaml").read_text()
     site = re.sub(r"# gpu_model: \"a100\"", 'gpu_model: "a100"', text)
-    assert site.count('\n    gpu_model: "a100"') == 2, "profiles/slurm: the commented gpu_model lines moved"
+    assert site.count('\n    gpu_model: "a100"') == 3, "profiles/slurm: the commented gpu_model lines moved"
     (profile / "config.yaml").write_text(site)
     args = ["--profile", str(profile), *SLURM[2:]]
     env = {**slurm_env, "SLURM_STANDIN_REFUSE": "rule_model"}  # record the job, do not run it

@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -99,7 +100,7 @@ def project(tmp_path_factory, ffpp_tree) -> Project:
 
 
 def test_outputs_of_a_full_run(project):
-    work, config = project.work, project.config
+    work = project.work
     m = pd.read_parquet(work / "data/manifest.parquet")
     assert len(m) == 12
     src = json.loads((work / "data/source.json").read_text())
@@ -122,13 +123,13 @@ def test_outputs_of_a_full_run(project):
 
 
 def test_rerun_is_a_no_op(project):
-    work, config = project.work, project.config
+    config = project.config
     proc = project.run(config, "-n", "data")
     assert planned(proc) == {}, proc.stdout[-2000:]
 
 
 def test_changing_the_face_margin_reruns_faces_and_below_only(project):
-    work, config = project.work, project.config
+    config = project.config
     changed = {**config, "faces": {**config["faces"], "margin": 1.5}}
     jobs = planned(project.run(changed, "-n", "data"))
     assert "source" not in jobs and "manifest" not in jobs
@@ -137,7 +138,7 @@ def test_changing_the_face_margin_reruns_faces_and_below_only(project):
 
 
 def test_adding_a_quality_runs_only_that_quality(project):
-    work, config = project.work, project.config
+    config = project.config
     changed = {**config, "jpeg": {"qualities": [77, 10, 50]}}
     jobs = planned(project.run(changed, "-n", "data"))
     assert "faces" not in jobs
@@ -146,7 +147,7 @@ def test_adding_a_quality_runs_only_that_quality(project):
 
 
 def test_more_frames_for_one_method_reruns_only_its_batches(project):
-    work, config = project.work, project.config
+    config = project.config
     changed = {**config, "frames": {"per_video": 4, "per_method": {"Deepfakes": 6}}}
     jobs = planned(project.run(changed, "-n", "data"))
     assert jobs["faces"] == 2, jobs  # the two Deepfakes batches, not the originals
@@ -163,7 +164,7 @@ def test_a_smaller_quality_sample_reruns_only_the_quality_jobs(project):
 
 
 def test_key_order_in_the_config_changes_nothing(project):
-    work, config = project.work, project.config
+    config = project.config
     reordered = {k: (dict(reversed(list(v.items()))) if isinstance(v, dict) else v) for k, v in reversed(config.items())}
     assert planned(project.run(reordered, "-n", "data")) == {}
 
@@ -216,13 +217,18 @@ def test_an_output_a_killed_snakemake_never_recorded_is_rebuilt(project):
     assert planned(project.run(None, "-n", "data")) == {}
 
 
-def test_training_evaluation_and_tables_end_to_end(project):
-    work, config = project.work, project.config
-    full = {**config,
+def trained_config(config: dict) -> dict:
+    """`config` plus one tiny Meso-4, trained at q77 on all methods and on each one (the generalization runs)."""
+    return {**config,
             "detectors": [{"name": "meso4", "model": "meso4", "pretrained": "none", "input_size": 64}],
             "train": {"qualities": [77], "epochs": 1, "max_steps_per_epoch": 2, "batch_size": 8,
                       "checkpoint_every": 1, "generalization": {"detectors": ["meso4"]}},
             "evaluate": {"bootstrap": 10}}
+
+
+def test_training_evaluation_and_tables_end_to_end(project):
+    work, config = project.work, project.config
+    full = trained_config(config)
     project.run(full)
     auc = pd.read_csv(work / "results/auc_table.csv")
     assert {"q77/FF-DF", "q77/Avg", "q10/FF-DF"} <= set(auc.columns)
@@ -237,8 +243,73 @@ def test_training_evaluation_and_tables_end_to_end(project):
     assert planned(project.run(full, "-n")) == {}
 
 
+# What `snakemake --report` of the tiny trained run must hold: result file -> its caption (workflow/report/).
+REPORTED = {
+    "faces/summary.csv": "face_summary.rst",
+    "quality/psnr_ssim.csv": "psnr_ssim_table.rst",
+    "quality/psnr_ssim.png": "psnr_ssim_plot.rst",
+    "auc_table.csv": "auc_table.rst",
+    "auc_table.md": "auc_table.rst",
+    "metrics.csv": "metrics.rst",
+    "robustness_matrix.csv": "robustness.rst",
+    "generalization_matrix.csv": "generalization.rst",
+    "plots/auc_vs_quality.png": "auc_plot.rst",
+    "plots/roc.png": "roc.rst",
+    "plots/tsne.png": "tsne.rst",
+    "provenance.json": "provenance.rst",
+    "report/face_summary.html": "face_summary.rst",
+    "report/psnr_ssim.html": "psnr_ssim_table.rst",
+    "report/auc_table.html": "auc_table.rst",
+    "report/robustness_matrix.html": "robustness.rst",
+    "report/generalization_matrix.html": "generalization.rst",
+}
+
+
+def caption_phrase(caption: str) -> str:
+    """The caption's first plain words (up to six, before any rst markup or non-ASCII sign the page escapes)."""
+    words = []
+    for word in (REPO / "workflow/report" / caption).read_text().split()[:6]:
+        if "`" in word or not word.isascii():
+            break
+        words.append(word)
+    assert len(words) >= 3, f"{caption}: start the caption with a few plain words"
+    return " ".join(words)
+
+
+def test_every_report_caption_named_in_the_rules_exists():
+    named = {m for smk in (REPO / "workflow/rules").glob("*.smk")
+             for m in re.findall(r'caption="\.\./report/([^"]+)"', smk.read_text())}
+    assert set(REPORTED.values()) <= named
+    assert not [c for c in named if not (REPO / "workflow/report" / c).is_file()]
+
+
+def test_report_holds_every_result_with_its_caption(project):
+    work = project.work
+    full = trained_config(project.config)
+    project.run(full)  # a no-op after the end-to-end test
+    project.run(full, "--report", "report.zip")
+    with zipfile.ZipFile(work / "report.zip") as zf:
+        names = zf.namelist()
+        html = zf.read(next(n for n in names if n.endswith("report.html"))).decode()
+    stored = {Path(n).name for n in names}  # the zip keeps each result under data/raw/<hash>/<file name>
+    for result, caption in REPORTED.items():
+        assert Path(result).name in stored, f"{result} not in report.zip: {names}"
+        assert caption_phrase(caption) in html, f"caption {caption} of {result} not in the report"
+    # Whatever else the run wrote to results/ (Grad-CAM grids, ablation tables, …) is in the report too.
+    written = [f.relative_to(work / "results").as_posix() for f in (work / "results").rglob("*")
+               if f.is_file() and not f.name.endswith(".provenance.json")]
+    assert [r for r in written if Path(r).name not in stored] == []
+    # The workflow page says what was run, from the config itself.
+    assert "Deepfake detection under JPEG compression" in html and "77, 10" in html
+    # The single-file variant embeds the same results.
+    project.run(full, "--report", "report.html")
+    single = (work / "report.html").read_text()
+    for result, caption in REPORTED.items():
+        assert Path(result).name in single and caption_phrase(caption) in single, result
+
+
 def test_invalid_config_stops_with_the_key_and_allowed_values(project, tmp_path):
-    work, config = project.work, project.config
+    config = project.config
     proc = snakemake(tmp_path, {**config, "dataset": {"methods": ["Deepfakes"], "compression": "c99"}}, "-n", check=False)
     assert proc.returncode != 0
     out = proc.stdout + proc.stderr

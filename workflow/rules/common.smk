@@ -38,7 +38,7 @@ MANIFEST = f"{OUT}/manifest.parquet"
 RUNS = runs(config)
 DETECTORS = sorted({r.detector for r in RUNS})  # config detectors and derived runs (the frame-rate ablation)
 TRAIN_DEVICE = config["train"]["device"]
-# Per rule script: a hash of the dfpipe source it runs, given to each rule as its `code` param, so that editing
+# A hash per rule script (of the dfpipe source it runs), given to each rule as its `code` param, so that editing
 # a stage's module reruns that stage and what depends on it (Snakemake's code trigger sees the script only).
 CODE = codehash.script_hashes(Path(workflow.basedir) / "scripts", Path(dfpipe.__file__).parent)
 
@@ -94,6 +94,12 @@ def shard_files(q, split):
     """The fixed set of shard tars of one quality and split."""
     n = config["shards"]["per_split"][split]
     return [f"{OUT}/shards/q{q}/{split}-{i:04d}.tar" for i in range(n)]
+
+
+def report_page(name, caption, category, subcategory=None):
+    """results/report/<name>.html, shown in `snakemake --report` under `category` with workflow/report/<caption>."""
+    return report(f"{RESULTS}/report/{name}.html", caption=f"../report/{caption}", category=category,
+                  subcategory=subcategory)
 
 
 def model_files(pattern):

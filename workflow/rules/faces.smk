@@ -27,7 +27,7 @@ rule face_summary:
         tables=lambda wc: batch_files(rules.faces.output.table),
         manifest=MANIFEST,
     output:
-        csv=f"{RESULTS}/faces/summary.csv",
+        csv=report(f"{RESULTS}/faces/summary.csv", caption="../report/face_summary.rst", category="1. Faces"),
     params:
         code=CODE["face_summary"],
         min_faces=config["faces"]["min_faces_per_video"],

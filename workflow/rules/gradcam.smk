@@ -7,7 +7,9 @@ rule gradcam:
         predictions=rules.predict.output.table,
         test=[shard for q in QUALITIES for shard in shard_files(q, "test")],
     output:
-        grids=[f"{RESULTS}/gradcam/{{detector}}/q{{train_q}}-{{train_methods}}/q{q}.png" for q in QUALITIES],
+        grids=[report(f"{RESULTS}/gradcam/{{detector}}/q{{train_q}}-{{train_methods}}/q{q}.png",
+                      caption="../report/gradcam.rst", category="3. Detection", subcategory="Grad-CAM")
+               for q in QUALITIES],
     params:
         code=CODE["gradcam"],
         qualities=QUALITIES,

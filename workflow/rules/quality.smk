@@ -23,8 +23,10 @@ rule quality_report:
     input:
         tables=expand(rules.quality.output.table, quality=QUALITIES, method=(ORIGINAL, *config["dataset"]["methods"])),
     output:
-        csv=f"{RESULTS}/quality/psnr_ssim.csv",
-        plot=f"{RESULTS}/quality/psnr_ssim.png",
+        csv=report(f"{RESULTS}/quality/psnr_ssim.csv", caption="../report/psnr_ssim_table.rst",
+                   category="2. Compression", subcategory="PSNR/SSIM"),
+        plot=report(f"{RESULTS}/quality/psnr_ssim.png", caption="../report/psnr_ssim_plot.rst",
+                    category="2. Compression", subcategory="PSNR/SSIM"),
     params:
         code=CODE["quality_report"],
     log:

@@ -2,8 +2,9 @@ from dfpipe.experiments import frame_rate_ablation
 
 # The augmented-frame-rate ablation's table, when evaluate.frame_rate_ablation names a detector.
 ABLATION = frame_rate_ablation(config)
-ABLATION_OUTPUTS = {"augmentation": f"{RESULTS}/augmentation_table.csv",
-                    "augmentation_md": f"{RESULTS}/augmentation_table.md"} if ABLATION else {}
+AUGMENTATION = {"caption": "../report/augmentation.rst", "category": "3. Detection", "subcategory": "Augmentation"}
+ABLATION_OUTPUTS = {"augmentation": report(f"{RESULTS}/augmentation_table.csv", **AUGMENTATION),
+                    "augmentation_md": report(f"{RESULTS}/augmentation_table.md", **AUGMENTATION)} if ABLATION else {}
 
 
 rule tables:
@@ -12,14 +13,19 @@ rule tables:
         models=model_files(rules.train.output.best),
         manifest=MANIFEST,
     output:
-        auc=f"{RESULTS}/auc_table.csv",
-        auc_md=f"{RESULTS}/auc_table.md",
-        robustness=f"{RESULTS}/robustness_matrix.csv",
-        generalization=f"{RESULTS}/generalization_matrix.csv",
-        metrics=f"{RESULTS}/metrics.csv",
-        auc_plot=f"{RESULTS}/plots/auc_vs_quality.png",
-        roc_plot=f"{RESULTS}/plots/roc.png",
-        tsne_plot=f"{RESULTS}/plots/tsne.png",
+        auc=report(f"{RESULTS}/auc_table.csv", caption="../report/auc_table.rst", category="3. Detection", subcategory="AUC"),
+        auc_md=report(f"{RESULTS}/auc_table.md", caption="../report/auc_table.rst", category="3. Detection", subcategory="AUC"),
+        robustness=report(f"{RESULTS}/robustness_matrix.csv", caption="../report/robustness.rst", category="3. Detection",
+                          subcategory="Robustness"),
+        generalization=report(f"{RESULTS}/generalization_matrix.csv", caption="../report/generalization.rst", category="3. Detection",
+                              subcategory="Generalization"),
+        metrics=report(f"{RESULTS}/metrics.csv", caption="../report/metrics.rst", category="3. Detection", subcategory="AUC"),
+        auc_plot=report(f"{RESULTS}/plots/auc_vs_quality.png", caption="../report/auc_plot.rst", category="3. Detection",
+                        subcategory="Robustness"),
+        roc_plot=report(f"{RESULTS}/plots/roc.png", caption="../report/roc.rst", category="3. Detection", subcategory="ROC"),
+        tsne_plot=report(f"{RESULTS}/plots/tsne.png", caption="../report/tsne.rst", category="3. Detection", subcategory="t-SNE"),
+        # written by tables.write_results beside the tables: config hash, code version, encoder
+        provenance=report(f"{RESULTS}/provenance.json", caption="../report/provenance.rst", category="5. Run"),
         **ABLATION_OUTPUTS,
     params:
         code=CODE["tables"],
