@@ -1,0 +1,25 @@
+# Rule `cross_dataset`: results/cross_dataset_matrix.csv (train dataset x test dataset x quality -> AUC, balanced
+# ACC per model) from the detectors' own predictions, their scores on each test source and the probes' rows.
+import pandas as pd
+
+from dfpipe import crossdataset, runlog
+from dfpipe.io import write_csv
+
+log = runlog.to_file(snakemake.log[0])
+p = snakemake.params
+rows = []
+own = {(r["detector"], int(r["train_q"])): path for r, path in zip(p.runs, snakemake.input.own, strict=True)}
+for name, path in zip(p.sources, snakemake.input.detectors, strict=True):
+    cross = pd.read_parquet(path)
+    for (detector, tq), part in cross.groupby(["detector", "train_quality"], sort=True):
+        predictions = pd.read_parquet(own[(detector, int(tq))])
+        rows += crossdataset.detector_rows(predictions, part, p.dataset, name, f"{detector}@q{tq}")
+frames = [pd.DataFrame(rows, columns=crossdataset.MATRIX_COLUMNS)]
+frames += [pd.read_parquet(f) for f in snakemake.input.probes]
+matrix = pd.concat(frames, ignore_index=True).drop_duplicates()
+matrix = matrix.sort_values(["kind", "train_dataset", "test_dataset", "model", "train_quality", "test_quality"])
+if matrix["auc"].notna().sum() == 0:
+    raise ValueError(f"{snakemake.output.csv}: no row has an AUC; check evaluate.test_sources and the logs above")
+write_csv(snakemake.output.csv, matrix)
+crossdataset.plot_matrix(matrix, snakemake.output.plot)
+log(f"cross-dataset matrix: {len(matrix)} rows")

@@ -1,0 +1,11 @@
+# Rule `test_source`: one test source's image table (the GAN-face set is built first, under its output folder).
+from pathlib import Path
+
+from dfpipe import crossdataset, runlog
+from dfpipe.sources import images
+
+log = runlog.to_file(snakemake.log[0])
+entry = snakemake.params.entry
+result = crossdataset.scan_source(entry, Path(snakemake.output.table).parent, log=log)
+images.write_scan(result, Path(snakemake.output.table), Path(snakemake.output.report))
+log(f"{entry['name']}: {len(result.table)} images, {len(result.skipped)} skipped")

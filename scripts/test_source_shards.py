@@ -1,0 +1,15 @@
+# Rule `test_source_shards`: one test source's images through MozJPEG at one quality, into train/test shards.
+from pathlib import Path
+
+import pandas as pd
+
+from dfpipe import crossdataset, runlog, tools
+
+log = runlog.to_file(snakemake.log[0])
+entry = snakemake.params.entry
+table = pd.read_parquet(snakemake.input.table)
+root = crossdataset.source_root(entry, Path(snakemake.input.table).parent)
+index = crossdataset.write_source_shards(table, root, int(snakemake.wildcards.quality), snakemake.params.flags,
+                                         tools.find_cjpeg(), Path(snakemake.output.index).parent,
+                                         threads=snakemake.threads)
+log(f"{entry['name']} q{snakemake.wildcards.quality}: {index['samples']} samples, by label {index['by_label']}")

@@ -1,0 +1,221 @@
+"""Test sources and the cross-dataset matrix (issue 9): extra datasets scored by models trained on another.
+
+A test source (config `evaluate.test_sources`) is an image-folder dataset (`dfpipe.sources.images`): a given
+`root`, or the offline GAN-face set (`dfpipe.ganfaces`) built under the output root. Its images go through the
+same MozJPEG encoder at every configured quality into shards of the main shards' format
+(`{dest}/q<Q>/{split}-0000.tar`, `{split}.counts.json`, `index.json`), so the loader, predict and the probes
+read them like the main dataset's.
+
+`detector_rows` / `probe_rows` turn scores into rows of one long table (`MATRIX_COLUMNS`): train dataset ×
+test dataset × test quality → AUC and balanced ACC, per model; `plot_matrix` draws it as a heat map.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from . import ganfaces, probes, shards
+from .io import write_json
+from .metrics import choose_threshold, video_weights
+from .sources import images
+
+KINDS = ("ganfaces", "images")
+# train: for probes trained on the source; test: what every model is scored on. A test source's val images join
+# its test split: it chooses no threshold, and a few dozen images more steady its AUCs.
+SPLITS = ("train", "test")
+MATRIX_COLUMNS = [
+    "train_dataset",
+    "test_dataset",
+    "model",
+    "kind",
+    "train_quality",
+    "test_quality",
+    "n",
+    "auc",
+    "bacc",
+]
+
+
+def source_root(entry: Mapping[str, Any], dest: Path) -> Path:
+    """Where the images of a test source are: its `root`, or `dest/images` for a built GAN-face set."""
+    if entry["kind"] == "ganfaces":
+        return Path(dest) / "images"
+    if not entry.get("root"):
+        raise ValueError(
+            f"evaluate.test_sources[{entry['name']}]: kind images needs `root` (a folder with real/ and fake/<generator>/)"
+        )
+    return Path(entry["root"])
+
+
+def scan_source(entry: Mapping[str, Any], dest: Path, log: Callable[[str], None] = print) -> images.Scan:
+    """Build the GAN-face set if that is the kind, then scan the image folder (with the set's pair splits)."""
+    if entry["kind"] not in KINDS:
+        raise ValueError(f"evaluate.test_sources[{entry['name']}]: kind {entry['kind']!r}; allowed {list(KINDS)}")
+    root = source_root(entry, dest)
+    split_file = None
+    if entry["kind"] == "ganfaces":
+        split_file = ganfaces.build(root, entry.get("ganfaces") or {}, log=log)
+    return images.scan(root, split_file=split_file, log=log)
+
+
+def write_source_shards(
+    table: pd.DataFrame, root: Path, quality: int, flags: Sequence[str], cjpeg: Path, out_dir: Path, threads: int = 1
+) -> dict[str, Any]:
+    """MozJPEG at `quality` of every image with a split, one shard per split in `SPLITS` plus counts and
+    index.json, as the shards stage writes them; returns the index."""
+    jpegs = images.compress_images(table, root, quality, flags, cjpeg, threads=threads)
+    jpegs["split"] = jpegs["split"].replace({"val": "test"})
+    counts = []
+    for split in SPLITS:
+        c = shards.write_split([jpegs], quality, split, 1, out_dir)
+        write_json(Path(out_dir) / f"{split}.counts.json", c)
+        counts.append(c)
+    return shards.write_index(counts, Path(out_dir) / "index.json")
+
+
+def _scores_row(labels, scores, predicted, video_keys) -> dict[str, Any]:
+    m = probes.evaluate_scores(labels, scores, predicted, video_keys, n_boot=0, seed=0)
+    return {"n": m["n"], "auc": m["auc"], "bacc": m["bacc"]}
+
+
+def detector_rows(
+    predictions: pd.DataFrame, cross: pd.DataFrame, train_dataset: str, test_dataset: str, model: str
+) -> list[dict[str, Any]]:
+    """Rows of one detector: on its own test split (`predictions`, the predict rule's table) and on a test
+    source (`cross`: test_quality, label, score, video_key). Balanced ACC at the threshold chosen on the
+    model's own validation split (as the AUC table does)."""
+    val = predictions[predictions["split"] == "val"]
+    w = video_weights(val["video_key"].to_numpy())
+    threshold = choose_threshold(val["label"].to_numpy(), val["score"].to_numpy(), w)
+    tq = int(predictions["train_quality"].iloc[0])
+    rows = []
+    for dataset, table in ((train_dataset, predictions[predictions["split"] == "test"]), (test_dataset, cross)):
+        for q, part in table.groupby("test_quality", sort=True):
+            scores = part["score"].to_numpy()
+            rows.append(
+                {
+                    "train_dataset": train_dataset,
+                    "test_dataset": dataset,
+                    "model": model,
+                    "kind": "detector",
+                    "train_quality": tq,
+                    "test_quality": int(q),
+                    **_scores_row(part["label"].to_numpy(), scores, scores >= threshold, part["video_key"].to_numpy()),
+                }
+            )
+    return rows
+
+
+def probe_rows(table: pd.DataFrame, train_dataset: str, test_dataset: str) -> pd.DataFrame:
+    """Matrix rows from a probe table (untransformed test images), one per probe and test quality; a probe is
+    named backbone/reduction/classifier/train transform."""
+    sel = table[(table["test_transform"] == "none") & table["auc"].notna()]
+    out = pd.DataFrame(
+        {
+            "train_dataset": train_dataset,
+            "test_dataset": test_dataset,
+            "model": sel["backbone"] + "/" + sel["reduction"] + "/" + sel["classifier"] + "/" + sel["train_transform"],
+            "kind": "probe",
+            "train_quality": sel["train_quality"].astype(int),
+            "test_quality": sel["test_quality"].astype(int),
+            "n": sel["n"],
+            "auc": sel["auc"],
+            "bacc": sel["bacc"],
+        }
+    )
+    return out.reindex(columns=MATRIX_COLUMNS)
+
+
+def plot_matrix(matrix: pd.DataFrame, path: str | Path) -> None:
+    """Heat map of mean AUC: rows train dataset → test dataset per kind of model, columns test quality."""
+    from .tables import _pyplot, _save
+
+    plt = _pyplot()
+    m = matrix.assign(pair=matrix["kind"] + ": " + matrix["train_dataset"] + " → " + matrix["test_dataset"])
+    grid = m.pivot_table(index="pair", columns="test_quality", values="auc", aggfunc="mean")
+    grid = grid[sorted(grid.columns, reverse=True)]
+    fig, ax = plt.subplots(figsize=(1.2 * grid.shape[1] + 4, 0.5 * grid.shape[0] + 1.5))
+    im = ax.imshow(grid.to_numpy(), vmin=0.0, vmax=1.0, cmap="RdYlGn", aspect="auto")
+    ax.set_xticks(range(grid.shape[1]), [f"q{q}" for q in grid.columns])
+    ax.set_yticks(range(grid.shape[0]), grid.index)
+    for (i, j), v in np.ndenumerate(grid.to_numpy()):
+        if np.isfinite(v):
+            ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=8)
+    ax.set_xlabel("test quality")
+    ax.set_title("cross-dataset mean AUC (over models)")
+    fig.colorbar(im, ax=ax, fraction=0.04)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def shards_getter(
+    shards_dir: Path,
+    *,
+    dataset: str,
+    cache_dir: Path,
+    specs: Mapping[str, probes.BackboneSpec],
+    train_shards: int | None = None,
+    seed: int = 0,
+    batch_size: int = 64,
+    device: str = "cpu",
+) -> probes.Getter:
+    """A probe-table getter over `{shards_dir}/q{Q}/{split}-NNNN.tar` (cached `probes.shard_features`) that
+    trains on only the first `train_shards` train shards when given: a subsample of whole videos, which is
+    what keeps the demo's probes to a minute or two."""
+
+    def get(backbone: str, quality: Any, split: str, transform: str) -> probes.FeatureSet:
+        if backbone not in specs:
+            raise KeyError(f"probes: backbone {backbone!r} is not configured; configured: {sorted(specs)}")
+        folder = Path(shards_dir) / f"q{quality}"
+        found = sorted(folder.glob(f"{split}-*.tar"))
+        if split == "train" and train_shards:
+            found = found[:train_shards]
+        if not found:
+            raise FileNotFoundError(f"{folder}: no {split} shards; build them first (`snakemake data`)")
+        return probes.shard_features(
+            specs[backbone],
+            found,
+            dataset=dataset,
+            quality=int(quality),
+            split=split,
+            cache_dir=cache_dir,
+            transform=transform,
+            seed=seed,
+            batch_size=batch_size,
+            device=device,
+        )
+
+    return get
+
+
+def routed_getter(default: probes.Getter, others: Mapping[str, probes.Getter]) -> probes.Getter:
+    """A getter whose quality may name another dataset, "name:Q": one probe fit then scores the main test
+    split and every test source's (probe_table fits once per setting and scores every test quality)."""
+
+    def get(backbone: str, quality: Any, split: str, transform: str) -> probes.FeatureSet:
+        if isinstance(quality, str) and ":" in quality:
+            name, q = quality.rsplit(":", 1)
+            return others[name](backbone, int(q), split, transform)
+        return default(backbone, quality, split, transform)
+
+    return get
+
+
+def split_routed(table: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
+    """A probe table scored through `routed_getter` → (rows of the main test split, {source name: its rows}),
+    test qualities back to integers."""
+    routed = table["test_quality"].astype(str).str.contains(":")
+    own = table[~routed].copy()
+    own["test_quality"] = own["test_quality"].astype(int)
+    names = table.loc[routed, "test_quality"].astype(str).str.rsplit(":", n=1).str[0]
+    out = {}
+    for name in names.unique():
+        part = table[routed & (table["test_quality"].astype(str).str.rsplit(":", n=1).str[0] == name)].copy()
+        part["test_quality"] = part["test_quality"].astype(str).str.rsplit(":", n=1).str[1].astype(int)
+        out[name] = part
+    return own, out

@@ -1,0 +1,32 @@
+# Frozen-backbone probes (config probes; issue 9): one job, features cached per backbone x dataset x quality x
+# split x transform under {OUT}/probes/features, so a rerun with other classifiers needs no backbone pass.
+rule probes:
+    input:
+        train=[s for q in PROBES.get("train_qualities", []) for s in shard_files(q, "train")],
+        test=[s for q in QUALITIES for s in shard_files(q, "test")],
+        sources=[s for n in TEST_SOURCES for split in TEST_SOURCE_SPLITS for s in test_source_shards(n, split)],
+    output:
+        csv=report(f"{RESULTS}/probe_table.csv", caption="../report/probes.rst", category="4. Probes"),
+        md=f"{RESULTS}/probe_table.md",
+        plot=report(f"{RESULTS}/probe_effects.png", caption="../report/probes.rst", category="4. Probes"),
+        cross=f"{OUT}/probes/cross_dataset.parquet",
+    params:
+        code=CODE["probes"],
+        probes=PROBES,
+        qualities=QUALITIES,
+        sources=TEST_SOURCES,
+        output_root=OUT,
+        dataset=config["source"],
+        seed=config["train"]["seed"],
+        device=TRAIN_DEVICE,
+    log:
+        f"{OUT}/logs/probes.log",
+    message:
+        "Frozen-backbone probes: {params.probes[backbones]} x {params.probes[classifiers]}"
+    threads: 2
+    resources:
+        gpu=0 if TRAIN_DEVICE == "cpu" else 1,
+    conda:
+        ENV
+    script:
+        "../../scripts/probes.py"

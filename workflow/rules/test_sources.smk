@@ -1,0 +1,123 @@
+# Test sources (evaluate.test_sources): extra image datasets, e.g. the offline GAN-face set, through the same
+# MozJPEG qualities into shards of the main format, {OUT}/test_sources/<name>/shards/q<Q>/{train,test}-0000.tar.
+# Every model trained on all methods is scored on them (cross_detectors); the probes use them too (probes.smk).
+from dfpipe import crossdataset
+
+TEST_SOURCES = [s["name"] for s in config["evaluate"].get("test_sources") or []]
+TEST_SOURCE_NAMES = "|".join(TEST_SOURCES) or "(?!)"  # no source: a pattern nothing matches
+TEST_SOURCE_SPLITS = crossdataset.SPLITS
+PROBES = config.get("probes") or {}
+# the models scored across datasets: every one trained on all methods
+ALL_METHOD_RUNS = [r for r in RUNS if r.methods == "all" and r.detector in DETECTORS]
+_bad = sorted(set(PROBES.get("train_qualities", [])) - set(QUALITIES))
+if _bad:
+    raise WorkflowError(f"config probes.train_qualities: {_bad} not in jpeg.qualities {QUALITIES}; add them there "
+                        "or train the probes at one of those")
+
+
+def test_source(name):
+    """The config entry of a test source."""
+    return next(s for s in config["evaluate"]["test_sources"] if s["name"] == name)
+
+
+def test_source_shards(name, split):
+    """The shard tars of one test source and split at every quality."""
+    return [f"{OUT}/test_sources/{name}/shards/q{q}/{split}-0000.tar" for q in QUALITIES]
+
+
+
+rule test_source:
+    output:
+        table=f"{OUT}/test_sources/{{name}}/images.parquet",
+        report=f"{OUT}/test_sources/{{name}}/scan.json",
+    params:
+        code=CODE["test_source"],
+        entry=lambda wc: test_source(wc.name),
+    log:
+        f"{OUT}/logs/test_sources/{{name}}/scan.log",
+    message:
+        "Test source {wildcards.name}: building (GAN-face set) and scanning its images"
+    wildcard_constraints:
+        name=TEST_SOURCE_NAMES,
+    conda:
+        ENV
+    script:
+        "../../scripts/test_source.py"
+
+
+rule test_source_shards:
+    input:
+        table=rules.test_source.output.table,
+    output:
+        tars=[f"{OUT}/test_sources/{{name}}/shards/q{{quality}}/{s}-0000.tar" for s in TEST_SOURCE_SPLITS],
+        counts=[f"{OUT}/test_sources/{{name}}/shards/q{{quality}}/{s}.counts.json" for s in TEST_SOURCE_SPLITS],
+        index=f"{OUT}/test_sources/{{name}}/shards/q{{quality}}/index.json",
+    params:
+        code=CODE["test_source_shards"],
+        entry=lambda wc: test_source(wc.name),
+        flags=config["jpeg"]["cjpeg_flags"],
+    log:
+        f"{OUT}/logs/test_sources/{{name}}/q{{quality}}.log",
+    message:
+        "Test source {wildcards.name}: MozJPEG quality {wildcards.quality} and shards"
+    wildcard_constraints:
+        name=TEST_SOURCE_NAMES,
+    threads: 2
+    conda:
+        ENV
+    script:
+        "../../scripts/test_source_shards.py"
+
+
+rule cross_detectors:
+    input:
+        models=[m for r in ALL_METHOD_RUNS for m in expand(rules.train.output.best, detector=r.detector,
+                                                            train_q=r.quality, train_methods="all")],
+        test=lambda wc: test_source_shards(wc.name, "test"),
+    output:
+        table=f"{OUT}/test_sources/{{name}}/predictions.parquet",
+    params:
+        code=CODE["cross_detectors"],
+        runs=[{"detector": r.detector, "train_q": r.quality, "spec": detector_spec(config, r.detector)}
+              for r in ALL_METHOD_RUNS],
+        qualities=QUALITIES,
+        device=TRAIN_DEVICE,
+    log:
+        f"{OUT}/logs/test_sources/{{name}}/predictions.log",
+    message:
+        "Scoring every model trained on all methods on test source {wildcards.name}"
+    wildcard_constraints:
+        name=TEST_SOURCE_NAMES,
+    threads: 2
+    resources:
+        gpu=0 if TRAIN_DEVICE == "cpu" else 1,
+    conda:
+        ENV
+    script:
+        "../../scripts/cross_detectors.py"
+
+
+rule cross_dataset:
+    input:
+        detectors=expand(rules.cross_detectors.output.table, name=TEST_SOURCES),
+        own=[expand(rules.predict.output.table, detector=r.detector, train_q=r.quality, train_methods="all")[0]
+             for r in ALL_METHOD_RUNS],
+        probes=[f"{OUT}/probes/cross_dataset.parquet"] if PROBES else [],
+    output:
+        csv=report(f"{RESULTS}/cross_dataset_matrix.csv", caption="../report/cross_dataset.rst",
+                   category="3. Detection", subcategory="Cross-dataset"),
+        plot=report(f"{RESULTS}/plots/cross_dataset.png", caption="../report/cross_dataset.rst",
+                    category="3. Detection", subcategory="Cross-dataset"),
+    params:
+        code=CODE["cross_dataset"],
+        sources=TEST_SOURCES,
+        runs=[{"detector": r.detector, "train_q": r.quality} for r in ALL_METHOD_RUNS],
+        dataset=config["source"],
+    log:
+        f"{OUT}/logs/cross_dataset.log",
+    message:
+        "Cross-dataset matrix over {params.sources}"
+    conda:
+        ENV
+    script:
+        "../../scripts/cross_dataset.py"
