@@ -13,9 +13,6 @@ configfile: "config.yaml"
 report: "workflow/report/workflow.rst"
 
 
-report: "workflow/report/workflow.rst"
-
-
 include: "workflow/rules/common.smk"
 
 wildcard_constraints:
@@ -39,7 +36,6 @@ include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/tables.smk"
 include: "workflow/rules/gradcam.smk"
 include: "workflow/rules/report.smk"
-include: "workflow/rules/report.smk"
 
 
 # The data path alone: everything up to the shards and the quality report (no training).
@@ -55,9 +51,6 @@ rule all:
     input:
         rules.tables.output.auc,
         rules.data.input,
-        # the result tables as pages the report shows inline
-        rules.report_data.output,
-        rules.report_results.output,
         # the result tables as pages the report shows inline
         rules.report_data.output,
         rules.report_results.output,
