@@ -35,6 +35,8 @@ include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/tables.smk"
 include: "workflow/rules/gradcam.smk"
+include: "workflow/rules/test_sources.smk"
+include: "workflow/rules/probes.smk"
 include: "workflow/rules/report.smk"
 
 
@@ -57,3 +59,6 @@ rule all:
         # Grad-CAM grids of every model trained on all methods (not the ablation's variants)
         [grid for r in RUNS if r.methods == "all" and r.detector in DETECTORS
          for grid in expand(rules.gradcam.output.grids, detector=r.detector, train_q=r.quality, train_methods="all")],
+        # probes and the cross-dataset matrix, when configured (probes, evaluate.test_sources)
+        rules.probes.output if PROBES else [],
+        rules.cross_dataset.output if TEST_SOURCES or PROBES else [],
