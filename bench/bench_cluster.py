@@ -90,7 +90,9 @@ def main() -> None:
         )
         elapsed = time.perf_counter() - start
         if proc.returncode != 0:
-            sys.exit(f"snakemake failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+            text = proc.stdout + proc.stderr
+            errors = [text[i : i + 1500] for i in range(len(text)) if text.startswith("Error in", i)][:3]
+            sys.exit("snakemake failed:\n" + ("\n".join(errors) or text[-3000:]))
         calls = [json.loads(line)["args"] for line in (state / "calls.jsonl").read_text().splitlines()]
     kinds = collections.Counter()
     for call in calls:
