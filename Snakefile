@@ -59,6 +59,6 @@ rule all:
         # Grad-CAM grids of every model trained on all methods (not the ablation's variants)
         [grid for r in RUNS if r.methods == "all" and r.detector in DETECTORS
          for grid in expand(rules.gradcam.output.grids, detector=r.detector, train_q=r.quality, train_methods="all")],
-        # probes and the cross-dataset matrix, when configured (probes, evaluate.test_sources)
+        # the probe table when probes are configured; the cross-dataset matrix when evaluate.test_sources are
         rules.probes.output if PROBES else [],
-        rules.cross_dataset.output if TEST_SOURCES or PROBES else [],
+        rules.cross_dataset.output if TEST_SOURCES else [],
