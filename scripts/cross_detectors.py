@@ -9,7 +9,9 @@ from dfpipe.io import write_parquet
 
 log = runlog.to_file(snakemake.log[0])
 # shards of quality q live in .../q{q}/ (match the folder name: the output root may itself hold "q95")
-test_shards = {q: [s for s in snakemake.input.test if Path(s).parent.name == f"q{q}"] for q in snakemake.params.qualities}
+test_shards = {
+    q: [s for s in snakemake.input.test if Path(s).parent.name == f"q{q}"] for q in snakemake.params.qualities
+}
 parts = []
 for run, model in zip(snakemake.params.runs, snakemake.input.models, strict=True):
     detector = experiments.build_detector({**run["spec"], "pretrained": model})

@@ -15,19 +15,33 @@ for entry in cfg["backbones"]:
     entry = {"name": entry} if isinstance(entry, str) else dict(entry)
     name = entry.pop("name")
     specs[name] = probes.backbone_spec(name, {"input_size": cfg["input_size"], **entry})
-cache = Path(p.output_root) / "probes" / "features"
+out_root = Path(snakemake.output.cross).parent.parent  # the output root: cross is {root}/probes/...
+cache = out_root / "probes" / "features"
 device = str(evaluate.pick_device(p.device))
 common = dict(cache_dir=cache, specs=specs, seed=p.seed, batch_size=cfg["batch_size"], device=device)
-main = crossdataset.shards_getter(Path(p.output_root) / "shards", dataset="main", train_shards=cfg["train_shards"],
-                                  **common)
-sources = {s: crossdataset.shards_getter(Path(p.output_root) / "test_sources" / s / "shards", dataset=s, **common)
-           for s in p.sources}
-settings = dict(backbones=[*specs, *cfg["combinations"]], train_qualities=cfg["train_qualities"],
-                reductions=cfg["reductions"], classifiers=cfg["classifiers"], transforms=cfg["transforms"],
-                test_transforms=cfg["test_transforms"], components=cfg["components"], ae_epochs=cfg["ae_epochs"],
-                n_boot=cfg["bootstrap"], seed=p.seed, log=log)
-table = probes.probe_table(main, test_qualities=[*p.qualities, *(f"{s}:{q}" for s in sources for q in p.qualities)],
-                           test_get=crossdataset.routed_getter(main, sources), **settings)
+main = crossdataset.shards_getter(out_root / "shards", dataset="main", train_shards=cfg["train_shards"], **common)
+sources = {
+    s: crossdataset.shards_getter(out_root / "test_sources" / s / "shards", dataset=s, **common) for s in p.sources
+}
+settings = dict(
+    backbones=[*specs, *cfg["combinations"]],
+    train_qualities=cfg["train_qualities"],
+    reductions=cfg["reductions"],
+    classifiers=cfg["classifiers"],
+    transforms=cfg["transforms"],
+    test_transforms=cfg["test_transforms"],
+    components=cfg["components"],
+    ae_epochs=cfg["ae_epochs"],
+    n_boot=cfg["bootstrap"],
+    seed=p.seed,
+    log=log,
+)
+table = probes.probe_table(
+    main,
+    test_qualities=[*p.qualities, *(f"{s}:{q}" for s in sources for q in p.qualities)],
+    test_get=crossdataset.routed_getter(main, sources),
+    **settings,
+)
 own, routed = crossdataset.split_routed(table)
 probes.write_probe_results(own, Path(snakemake.output.csv).parent)
 log(f"probe table: {len(own)} rows, {int(own['auc'].notna().sum())} with an AUC")

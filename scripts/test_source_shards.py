@@ -9,7 +9,13 @@ log = runlog.to_file(snakemake.log[0])
 entry = snakemake.params.entry
 table = pd.read_parquet(snakemake.input.table)
 root = crossdataset.source_root(entry, Path(snakemake.input.table).parent)
-index = crossdataset.write_source_shards(table, root, int(snakemake.wildcards.quality), snakemake.params.flags,
-                                         tools.find_cjpeg(), Path(snakemake.output.index).parent,
-                                         threads=snakemake.threads)
+index = crossdataset.write_source_shards(
+    table,
+    root,
+    int(snakemake.wildcards.quality),
+    snakemake.params.flags,
+    tools.find_cjpeg(),
+    Path(snakemake.output.index).parent,
+    threads=snakemake.threads,
+)
 log(f"{entry['name']} q{snakemake.wildcards.quality}: {index['samples']} samples, by label {index['by_label']}")

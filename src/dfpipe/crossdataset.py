@@ -219,3 +219,13 @@ def split_routed(table: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, pd.DataFr
         part["test_quality"] = part["test_quality"].astype(str).str.rsplit(":", n=1).str[1].astype(int)
         out[name] = part
     return own, out
+
+
+def source_entry(config: Mapping[str, Any], name: str) -> dict[str, Any]:
+    """The `evaluate.test_sources` entry called `name`."""
+    return next(s for s in config["evaluate"]["test_sources"] if s["name"] == name)
+
+
+def source_shards(output_root: str, name: str, split: str, qualities: Sequence[int]) -> list[str]:
+    """The shard tars of one test source and split at every quality."""
+    return [f"{output_root}/test_sources/{name}/shards/q{q}/{split}-0000.tar" for q in qualities]

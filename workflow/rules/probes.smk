@@ -4,7 +4,7 @@ rule probes:
     input:
         train=[s for q in PROBES.get("train_qualities", []) for s in shard_files(q, "train")],
         test=[s for q in QUALITIES for s in shard_files(q, "test")],
-        sources=[s for n in TEST_SOURCES for split in TEST_SOURCE_SPLITS for s in test_source_shards(n, split)],
+        sources=[s for n in TEST_SOURCES for split in TEST_SOURCE_SPLITS for s in crossdataset.source_shards(OUT, n, split, QUALITIES)],
     output:
         csv=report(f"{RESULTS}/probe_table.csv", caption="../report/probes.rst", category="4. Probes"),
         md=f"{RESULTS}/probe_table.md",
@@ -15,7 +15,6 @@ rule probes:
         probes=PROBES,
         qualities=QUALITIES,
         sources=TEST_SOURCES,
-        output_root=OUT,
         dataset=config["source"],
         seed=config["train"]["seed"],
         device=TRAIN_DEVICE,

@@ -15,24 +15,13 @@ if _bad:
                         "or train the probes at one of those")
 
 
-def test_source(name):
-    """The config entry of a test source."""
-    return next(s for s in config["evaluate"]["test_sources"] if s["name"] == name)
-
-
-def test_source_shards(name, split):
-    """The shard tars of one test source and split at every quality."""
-    return [f"{OUT}/test_sources/{name}/shards/q{q}/{split}-0000.tar" for q in QUALITIES]
-
-
-
 rule test_source:
     output:
         table=f"{OUT}/test_sources/{{name}}/images.parquet",
         report=f"{OUT}/test_sources/{{name}}/scan.json",
     params:
         code=CODE["test_source"],
-        entry=lambda wc: test_source(wc.name),
+        entry=lambda wc: crossdataset.source_entry(config, wc.name),
     log:
         f"{OUT}/logs/test_sources/{{name}}/scan.log",
     message:
@@ -54,7 +43,7 @@ rule test_source_shards:
         index=f"{OUT}/test_sources/{{name}}/shards/q{{quality}}/index.json",
     params:
         code=CODE["test_source_shards"],
-        entry=lambda wc: test_source(wc.name),
+        entry=lambda wc: crossdataset.source_entry(config, wc.name),
         flags=config["jpeg"]["cjpeg_flags"],
     log:
         f"{OUT}/logs/test_sources/{{name}}/q{{quality}}.log",
@@ -73,7 +62,7 @@ rule cross_detectors:
     input:
         models=[m for r in ALL_METHOD_RUNS for m in expand(rules.train.output.best, detector=r.detector,
                                                             train_q=r.quality, train_methods="all")],
-        test=lambda wc: test_source_shards(wc.name, "test"),
+        test=lambda wc: crossdataset.source_shards(OUT, wc.name, "test", QUALITIES),
     output:
         table=f"{OUT}/test_sources/{{name}}/predictions.parquet",
     params:
