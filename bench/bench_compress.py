@@ -47,8 +47,18 @@ def faces_table(crops: list[np.ndarray]) -> pd.DataFrame:
     for i, crop in enumerate(crops):
         buf = io.BytesIO()
         Image.fromarray(crop).save(buf, format="PNG")
-        rows.append({"key": f"original/{i // 32:03d}", "method": "original", "video_id": f"{i // 32:03d}",
-                     "split": "train", "label": 0, "frame_index": i % 32, "status": "ok", "crop_png": buf.getvalue()})
+        rows.append(
+            {
+                "key": f"original/{i // 32:03d}",
+                "method": "original",
+                "video_id": f"{i // 32:03d}",
+                "split": "train",
+                "label": 0,
+                "frame_index": i % 32,
+                "status": "ok",
+                "crop_png": buf.getvalue(),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -104,7 +114,9 @@ def main() -> None:
     for k, r in rate.items():
         print(f"{k:>15}: {r:7.1f} images/s ({best[k]:.3f} s)")
     print(f"{'ratio':>15}: {rate['compress_batch'] / rate['bare cjpeg']:.3f} (compress_batch / bare; target >= 0.8)")
-    print(f"{'':>15}  {rate['encode() only'] / rate['bare cjpeg']:.3f} (encode() only / bare: plumbing without PNG decode)")
+    print(
+        f"{'':>15}  {rate['encode() only'] / rate['bare cjpeg']:.3f} (encode() only / bare: plumbing without PNG decode)"
+    )
     print(f"{'same bytes':>15}: {same} (stdin/stdout path vs files path)")
     print(f"{'mean size':>15}: {out['bytes'].mean():.0f} bytes, {8 * out['bytes'].mean() / args.size**2:.3f} bpp")
 

@@ -30,10 +30,25 @@ def synthetic_manifest(n_ids: int, videos_per_job: int) -> pd.DataFrame:
     for method in (ORIGINAL, *METHODS):
         for i in range(n_ids):
             vid = f"{i:03d}" if method == ORIGINAL else f"{i:03d}_{(i + 1) % n_ids:03d}"
-            rows.append({"video_id": vid, "method": method, "compression": "c23", "split": "train",
-                         "label": int(method != ORIGINAL), "path": f"{method}/{vid}.mp4", "mask_path": None,
-                         "fps": 30.0, "n_frames": 300, "duration": 10.0, "bytes": 1, "width": 1280, "height": 720,
-                         "status": "ok", "error": None})
+            rows.append(
+                {
+                    "video_id": vid,
+                    "method": method,
+                    "compression": "c23",
+                    "split": "train",
+                    "label": int(method != ORIGINAL),
+                    "path": f"{method}/{vid}.mp4",
+                    "mask_path": None,
+                    "fps": 30.0,
+                    "n_frames": 300,
+                    "duration": 10.0,
+                    "bytes": 1,
+                    "width": 1280,
+                    "height": 720,
+                    "status": "ok",
+                    "error": None,
+                }
+            )
     df = pd.DataFrame(rows)
     df["key"] = df.method + "/" + df.video_id
     df["batch"] = df.groupby("method").cumcount() // videos_per_job
@@ -61,9 +76,22 @@ def main() -> None:
         time.sleep(0.01)
         synthetic_manifest(args.ids, args.videos_per_job).to_parquet(work / "data/manifest.parquet")
         cfg = work / "config.yaml"
-        cfg.write_text(yaml.safe_dump({"source": "local", "local": {"root": "."},
-                                       "batching": {"videos_per_job": args.videos_per_job}}))
-        base = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--configfile", str(cfg), "--cores", "2"]
+        cfg.write_text(
+            yaml.safe_dump(
+                {"source": "local", "local": {"root": "."}, "batching": {"videos_per_job": args.videos_per_job}}
+            )
+        )
+        base = [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "-s",
+            str(REPO / "Snakefile"),
+            "--configfile",
+            str(cfg),
+            "--cores",
+            "2",
+        ]
         dry, out = timed([*base, "-n", "--quiet", "rules"], work)
         total = next((line.split()[-1] for line in out.splitlines() if line.startswith("total")), "?")
         # Stand-in outputs for every job, then --touch to record them as up to date in the right order.

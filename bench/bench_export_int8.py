@@ -28,17 +28,41 @@ from dfpipe.loader import make_loader, normalize
 
 
 def train_demo_mobilenet(shards: Path, out_dir: Path, input_size: int, epochs: int, steps: int, ela: bool) -> Path:
-    spec = {"name": "mobilenet_ela" if ela else "mobilenet", "model": "mobilenet_v2", "pretrained": "imagenet",
-            "input_size": input_size, "dropout": 0.2, **({"ela": True} if ela else {})}
-    settings = {"epochs": epochs, "max_steps_per_epoch": steps, "batch_size": 32, "lr": 1e-3, "weight_decay": 5e-4,
-                "seed": 1024, "checkpoint_every": 500, "augment": {}}
+    spec = {
+        "name": "mobilenet_ela" if ela else "mobilenet",
+        "model": "mobilenet_v2",
+        "pretrained": "imagenet",
+        "input_size": input_size,
+        "dropout": 0.2,
+        **({"ela": True} if ela else {}),
+    }
+    settings = {
+        "epochs": epochs,
+        "max_steps_per_epoch": steps,
+        "batch_size": 32,
+        "lr": 1e-3,
+        "weight_decay": 5e-4,
+        "seed": 1024,
+        "checkpoint_every": 500,
+        "augment": {},
+    }
     start = time.perf_counter()
-    best = experiments.train_job({"spec": spec, "settings": settings, "methods": "all",
-                                  "train": sorted(map(str, shards.glob("train-*.tar"))),
-                                  "val": sorted(map(str, shards.glob("val-*.tar"))), "out_dir": str(out_dir),
-                                  "device": "cpu"}, log=lambda _: None)
-    print(f"trained {spec['name']} at {input_size} px, {epochs}x{steps} steps of 32: "
-          f"{time.perf_counter() - start:.0f} s (CPU)")
+    best = experiments.train_job(
+        {
+            "spec": spec,
+            "settings": settings,
+            "methods": "all",
+            "train": sorted(map(str, shards.glob("train-*.tar"))),
+            "val": sorted(map(str, shards.glob("val-*.tar"))),
+            "out_dir": str(out_dir),
+            "device": "cpu",
+        },
+        log=lambda _: None,
+    )
+    print(
+        f"trained {spec['name']} at {input_size} px, {epochs}x{steps} steps of 32: "
+        f"{time.perf_counter() - start:.0f} s (CPU)"
+    )
     return best
 
 
@@ -62,8 +86,9 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=25)
     ap.add_argument("--ela", action="store_true", help="train the ELA variant")
     args = ap.parse_args()
-    best = args.model or train_demo_mobilenet(args.shards, args.workdir / "model", args.input_size, args.epochs,
-                                              args.steps, args.ela)
+    best = args.model or train_demo_mobilenet(
+        args.shards, args.workdir / "model", args.input_size, args.epochs, args.steps, args.ela
+    )
     model = load_model(best, "cpu")
     images, labels = test_inputs(best, args.shards)
     with torch.no_grad():
@@ -72,10 +97,15 @@ def main() -> None:
     int8_path = quantize_int8(float_path)
     float_scores, int8_scores = onnx_scores(float_path, images), onnx_scores(int8_path, images)
     print(f"{len(labels)} test crops ({int(labels.sum())} fake) of {args.shards}, model {model.name}")
-    for what, scores, path in (("pytorch", torch_scores, best), ("onnx float", float_scores, float_path),
-                               ("onnx int8", int8_scores, int8_path)):
-        print(f"{what:11s} AUC {roc_auc_score(labels, scores):.4f}  max |score - pytorch| "
-              f"{np.abs(scores - torch_scores).max():.4f}  file {path.stat().st_size / 1e6:.1f} MB")
+    for what, scores, path in (
+        ("pytorch", torch_scores, best),
+        ("onnx float", float_scores, float_path),
+        ("onnx int8", int8_scores, int8_path),
+    ):
+        print(
+            f"{what:11s} AUC {roc_auc_score(labels, scores):.4f}  max |score - pytorch| "
+            f"{np.abs(scores - torch_scores).max():.4f}  file {path.stat().st_size / 1e6:.1f} MB"
+        )
 
 
 if __name__ == "__main__":

@@ -25,9 +25,9 @@ import os
 import resource
 import subprocess
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable
 
 import cv2
 import pandas as pd
@@ -36,8 +36,14 @@ from dfpipe import assets
 from dfpipe.faces import crop_batch
 from dfpipe.frames import iter_frames, plan_batch, sample_indices
 
-SETTINGS = {"size": 256, "margin": 1.3, "align": True, "min_confidence": 0.5, "min_face_size": 32,
-            "min_faces_per_video": 8}
+SETTINGS = {
+    "size": 256,
+    "margin": 1.3,
+    "align": True,
+    "min_confidence": 0.5,
+    "min_face_size": 32,
+    "min_faces_per_video": 8,
+}
 
 
 def carphone() -> Path:
@@ -55,18 +61,56 @@ def make_clips(workdir: Path, n: int, seconds: float) -> list[Path]:
         if not dest.is_file():
             tmp = dest.with_suffix(".part.mp4")
             subprocess.run(
-                ["ffmpeg", "-v", "error", "-y", "-stream_loop", "-1", "-i", str(carphone()), "-t", f"{seconds}",
-                 "-vf", f"scale=880:720,pad=1280:720:200:0,hue=h={40 * i}", "-r", "30", "-c:v", "libx264",
-                 "-crf", "23", "-pix_fmt", "yuv420p", "-an", str(tmp)], check=True)
+                [
+                    "ffmpeg",
+                    "-v",
+                    "error",
+                    "-y",
+                    "-stream_loop",
+                    "-1",
+                    "-i",
+                    str(carphone()),
+                    "-t",
+                    f"{seconds}",
+                    "-vf",
+                    f"scale=880:720,pad=1280:720:200:0,hue=h={40 * i}",
+                    "-r",
+                    "30",
+                    "-c:v",
+                    "libx264",
+                    "-crf",
+                    "23",
+                    "-pix_fmt",
+                    "yuv420p",
+                    "-an",
+                    str(tmp),
+                ],
+                check=True,
+            )
             tmp.rename(dest)
         clips.append(dest)
     return clips
 
 
 def n_frames(path: Path) -> int:
-    out = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "v:0", "-count_packets", "-show_entries",
-                          "stream=nb_read_packets", "-of", "csv=p=0", str(path)], capture_output=True, text=True,
-                         check=True)
+    out = subprocess.run(
+        [
+            "ffprobe",
+            "-v",
+            "error",
+            "-select_streams",
+            "v:0",
+            "-count_packets",
+            "-show_entries",
+            "stream=nb_read_packets",
+            "-of",
+            "csv=p=0",
+            str(path),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return int(out.stdout.strip())
 
 
@@ -104,9 +148,30 @@ def baseline_video(path: str, indices: list[int], size: int = 256, margin: float
 
 def decode_to_null(path: Path, indices: list[int], threads: int) -> None:
     select = "+".join(f"eq(n\\,{i})" for i in indices)
-    subprocess.run(["ffmpeg", "-v", "error", "-nostdin", "-threads", str(threads), "-i", str(path),
-                    "-vf", f"select={select}", "-fps_mode", "passthrough", "-frames:v", str(len(indices)),
-                    "-pix_fmt", "rgb24", "-f", "null", "-"], check=True)
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-v",
+            "error",
+            "-nostdin",
+            "-threads",
+            str(threads),
+            "-i",
+            str(path),
+            "-vf",
+            f"select={select}",
+            "-fps_mode",
+            "passthrough",
+            "-frames:v",
+            str(len(indices)),
+            "-pix_fmt",
+            "rgb24",
+            "-f",
+            "null",
+            "-",
+        ],
+        check=True,
+    )
 
 
 def decode_to_pipe(path: Path, indices: list[int], threads: int) -> None:
@@ -128,9 +193,11 @@ def timed(work: Callable[[], object]) -> tuple[float, float]:
     return time.perf_counter() - wall, cpu_seconds() - cpu
 
 
-def best_parallel_layout(work: Callable[[Path, list[int], int], None], jobs: list[tuple[Path, list[int]]],
-                         threads: int) -> tuple[float, float]:
+def best_parallel_layout(
+    work: Callable[[Path, list[int], int], None], jobs: list[tuple[Path, list[int]]], threads: int
+) -> tuple[float, float]:
     """(wall, CPU) of the faster of: one job at a time with `threads` decoder threads; `threads` jobs at once."""
+
     def sequential() -> None:
         for path, idx in jobs:
             work(path, idx, threads)
@@ -154,23 +221,46 @@ def main() -> None:
 
     t = time.perf_counter()
     clips = make_clips(args.workdir, args.videos, args.seconds)
-    print(f"clips: {len(clips)} × 1280×720 H.264 CRF 23, {args.seconds:g} s each "
-          f"(ready in {time.perf_counter() - t:.1f} s)")
-    videos = pd.DataFrame([{"key": f"original/{p.stem}", "video_id": p.stem, "method": "original", "split": "test",
-                            "label": 0, "path": p.name, "mask_path": None, "n_frames": n_frames(p), "status": "ok",
-                            "error": None} for p in clips])
+    print(
+        f"clips: {len(clips)} × 1280×720 H.264 CRF 23, {args.seconds:g} s each "
+        f"(ready in {time.perf_counter() - t:.1f} s)"
+    )
+    videos = pd.DataFrame(
+        [
+            {
+                "key": f"original/{p.stem}",
+                "video_id": p.stem,
+                "method": "original",
+                "split": "test",
+                "label": 0,
+                "path": p.name,
+                "mask_path": None,
+                "n_frames": n_frames(p),
+                "status": "ok",
+                "error": None,
+            }
+            for p in clips
+        ]
+    )
     plan = plan_batch(videos, args.frames, {})
     jobs = [(p, sample_indices(int(n), args.frames)) for p, n in zip(clips, videos.n_frames)]
     planned = len(plan)
-    print(f"{planned} planned frames of {int(videos.n_frames.sum())} in the videos; threads = {args.threads}; "
-          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    print(
+        f"{planned} planned frames of {int(videos.n_frames.sum())} in the videos; threads = {args.threads}; "
+        f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
+    )
     model = assets.face_detector_model()
 
     tables: list[pd.DataFrame] = []
     rounds: dict[str, list[tuple[float, float]]] = {"ours": [], "null": [], "pipe": []}
     for _ in range(args.rounds):
-        rounds["ours"].append(timed(lambda: tables.append(
-            crop_batch(plan, videos, args.workdir, SETTINGS, model, threads=args.threads, log=lambda _: None))))
+        rounds["ours"].append(
+            timed(
+                lambda: tables.append(
+                    crop_batch(plan, videos, args.workdir, SETTINGS, model, threads=args.threads, log=lambda _: None)
+                )
+            )
+        )
         rounds["null"].append(best_parallel_layout(decode_to_null, jobs, args.threads))
         rounds["pipe"].append(best_parallel_layout(decode_to_pipe, jobs, args.threads))
     found: list[int] = []
@@ -183,18 +273,25 @@ def main() -> None:
 
     ours, null, pipe = (min(rounds[k]) for k in ("ours", "null", "pipe"))
     ok = int((tables[-1].status == "ok").sum())
-    for name, (wall, cpu), note in (("ours (crop_batch)", ours, f"faces ok {ok}/{planned}"),
-                                    ("baseline (cv2 + dlib HOG)", base, f"faces {sum(found)}/{planned}"),
-                                    ("bare decode, select → null", null, ""),
-                                    ("bare decode, iter_frames", pipe, "")):
-        print(f"{name:28} {wall:7.2f} s wall {planned / wall:7.1f} frames/s | {cpu:7.2f} s CPU "
-              f"{planned / cpu:7.1f} frames/CPU-s  {note}")
+    for name, (wall, cpu), note in (
+        ("ours (crop_batch)", ours, f"faces ok {ok}/{planned}"),
+        ("baseline (cv2 + dlib HOG)", base, f"faces {sum(found)}/{planned}"),
+        ("bare decode, select → null", null, ""),
+        ("bare decode, iter_frames", pipe, ""),
+    ):
+        print(
+            f"{name:28} {wall:7.2f} s wall {planned / wall:7.1f} frames/s | {cpu:7.2f} s CPU "
+            f"{planned / cpu:7.1f} frames/CPU-s  {note}"
+        )
     print(f"speed-up over baseline: {base[0] / ours[0]:.1f}× wall, {base[1] / ours[1]:.1f}× CPU (target ≥ 10×)")
-    print(f"ours / bare decode (null): {ours[0] / null[0]:.2f}× wall, {ours[1] / null[1]:.2f}× CPU "
-          f"(target ≤ 1.3×); ours / iter_frames: {ours[0] / pipe[0]:.2f}× wall, {ours[1] / pipe[1]:.2f}× CPU")
+    print(
+        f"ours / bare decode (null): {ours[0] / null[0]:.2f}× wall, {ours[1] / null[1]:.2f}× CPU "
+        f"(target ≤ 1.3×); ours / iter_frames: {ours[0] / pipe[0]:.2f}× wall, {ours[1] / pipe[1]:.2f}× CPU"
+    )
     for key, values in rounds.items():
         print(f"rounds {key}: " + "  ".join(f"{w:.2f}s/{c:.2f}cpu" for w, c in values))
     print(f"mean PNG crop: {tables[-1].crop_png.dropna().map(len).mean() / 1024:.0f} KiB")
+
 
 if __name__ == "__main__":
     main()

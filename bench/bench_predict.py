@@ -46,20 +46,60 @@ def make_clip(workdir: Path, seconds: float) -> Path:
     if not dest.is_file():
         workdir.mkdir(parents=True, exist_ok=True)
         tmp = dest.with_suffix(".part.mp4")
-        subprocess.run(["ffmpeg", "-v", "error", "-y", "-stream_loop", "-1", "-i", str(carphone()), "-t", f"{seconds}",
-                        "-vf", "scale=880:720,pad=1280:720:200:0", "-r", "30", "-c:v", "libx264", "-crf", "23",
-                        "-pix_fmt", "yuv420p", "-an", str(tmp)], check=True)
+        subprocess.run(
+            [
+                "ffmpeg",
+                "-v",
+                "error",
+                "-y",
+                "-stream_loop",
+                "-1",
+                "-i",
+                str(carphone()),
+                "-t",
+                f"{seconds}",
+                "-vf",
+                "scale=880:720,pad=1280:720:200:0",
+                "-r",
+                "30",
+                "-c:v",
+                "libx264",
+                "-crf",
+                "23",
+                "-pix_fmt",
+                "yuv420p",
+                "-an",
+                str(tmp),
+            ],
+            check=True,
+        )
         tmp.rename(dest)
     return dest
 
 
 def faces_alone(clip: Path, frames: int, info: dict) -> int:
-    row = {"key": "original/clip", "method": "original", "video_id": "clip", "split": "test", "label": 0,
-           "path": clip.name, "mask_path": None, "error": None, "status": "ok", "n_frames": info["n_frames"]}
+    row = {
+        "key": "original/clip",
+        "method": "original",
+        "video_id": "clip",
+        "split": "test",
+        "label": 0,
+        "path": clip.name,
+        "mask_path": None,
+        "error": None,
+        "status": "ok",
+        "n_frames": info["n_frames"],
+    }
     videos = pd.DataFrame([row])
     plan = plan_batch(videos, frames, {})
-    table = crop_batch(plan, videos, clip.parent, {**FACE_DEFAULTS, "min_faces_per_video": 0},
-                       assets.face_detector_model(), log=lambda _: None)
+    table = crop_batch(
+        plan,
+        videos,
+        clip.parent,
+        {**FACE_DEFAULTS, "min_faces_per_video": 0},
+        assets.face_detector_model(),
+        log=lambda _: None,
+    )
     return int((table["status"] == "ok").sum())
 
 
@@ -79,11 +119,15 @@ def main() -> None:
     model_path = args.model
     if model_path is None:
         torch.manual_seed(0)
-        model_path = write_model_file(args.workdir / f"{args.detector}_{args.input_size}.pt",
-                                      create_detector(args.detector, input_size=args.input_size))
+        model_path = write_model_file(
+            args.workdir / f"{args.detector}_{args.input_size}.pt",
+            create_detector(args.detector, input_size=args.input_size),
+        )
     model = load_model(model_path)
-    print(f"clip {clip.name}: {info['width']}×{info['height']}, {info['n_frames']} frames; {args.frames} frames "
-          f"planned; model {model.name} at {model.input_size} px")
+    print(
+        f"clip {clip.name}: {info['width']}×{info['height']}, {info['n_frames']} frames; {args.frames} frames "
+        f"planned; model {model.name} at {model.input_size} px"
+    )
 
     faces_alone(clip, args.frames, info)  # warm-up: mediapipe, ffmpeg and the page cache
     predict_file(clip, model, args.frames)
@@ -101,11 +145,15 @@ def main() -> None:
         best["detector"] = min(best["detector"], time.perf_counter() - t)
     scored = int((result.frames["status"] == "ok").sum())
     print(f"faces stage alone: {best['faces']:.2f} s ({found} faces)")
-    print(f"predict:           {best['predict']:.2f} s ({scored} frames scored, video score {result.video_score:.3f}); "
-          f"of which the detector on {scored} crops ({model.name}, CPU, {torch.get_num_threads()} threads): "
-          f"{best['detector']:.2f} s")
-    print(f"ratio predict / faces: {best['predict'] / best['faces']:.2f}x (target <= 1.5x); without the detector's "
-          f"forward pass: {(best['predict'] - best['detector']) / best['faces']:.2f}x")
+    print(
+        f"predict:           {best['predict']:.2f} s ({scored} frames scored, video score {result.video_score:.3f}); "
+        f"of which the detector on {scored} crops ({model.name}, CPU, {torch.get_num_threads()} threads): "
+        f"{best['detector']:.2f} s"
+    )
+    print(
+        f"ratio predict / faces: {best['predict'] / best['faces']:.2f}x (target <= 1.5x); without the detector's "
+        f"forward pass: {(best['predict'] - best['detector']) / best['faces']:.2f}x"
+    )
 
 
 if __name__ == "__main__":

@@ -33,8 +33,9 @@ def bare_forward(detector, images: torch.Tensor, batch_size: int) -> float:
     start = time.perf_counter()
     with torch.inference_mode():
         for i in range(0, len(images), batch_size):
-            x = normalize(images[i:i + batch_size].contiguous(memory_format=torch.channels_last), detector.mean,
-                          detector.std)
+            x = normalize(
+                images[i : i + batch_size].contiguous(memory_format=torch.channels_last), detector.mean, detector.std
+            )
             detector(x)
     return len(images) / (time.perf_counter() - start)
 
@@ -67,23 +68,44 @@ def main() -> None:
             with torch.inference_mode():
                 n = len(evaluate.predict(detector, test, device="cpu", batch_size=bs, num_workers=workers))
             rate = n / (time.perf_counter() - start)
-            print(f"predict batch {bs:4d} workers {workers}: {rate:7.1f} img/s; bare forward {bare:7.1f} img/s; "
-                  f"ratio {rate / bare:.2f}")
+            print(
+                f"predict batch {bs:4d} workers {workers}: {rate:7.1f} img/s; bare forward {bare:7.1f} img/s; "
+                f"ratio {rate / bare:.2f}"
+            )
 
     if not args.train_steps:
         return
     train_shards = sorted(args.shards.glob("train-*.tar"))
     val = sorted(args.shards.glob("val-*.tar"))
     with tempfile.TemporaryDirectory() as out:
-        settings = {"epochs": 1, "max_steps_per_epoch": args.train_steps, "batch_size": args.train_batch,
-                    "lr": 1e-3, "seed": 0, "checkpoint_every": 10_000, "augment": {}}
-        experiments.train_job({"spec": spec, "settings": settings, "methods": "all", "train": train_shards,
-                               "val": val, "out_dir": out, "device": "cpu"}, log=lambda _: None)
+        settings = {
+            "epochs": 1,
+            "max_steps_per_epoch": args.train_steps,
+            "batch_size": args.train_batch,
+            "lr": 1e-3,
+            "seed": 0,
+            "checkpoint_every": 10_000,
+            "augment": {},
+        }
+        experiments.train_job(
+            {
+                "spec": spec,
+                "settings": settings,
+                "methods": "all",
+                "train": train_shards,
+                "val": val,
+                "out_dir": out,
+                "device": "cpu",
+            },
+            log=lambda _: None,
+        )
         steps = [json.loads(line) for line in (Path(out) / "train_log.jsonl").read_text().splitlines()]
         summary = json.loads((Path(out) / "summary.json").read_text())
     per_step = statistics.median(args.train_batch / s["images_per_s"] for s in steps[2:] or steps)
-    print(f"train batch {args.train_batch}: {per_step:.2f} s/step steady state over {len(steps)} steps; "
-          f"start-up {json.dumps(summary.get('startup_s', {}))}")
+    print(
+        f"train batch {args.train_batch}: {per_step:.2f} s/step steady state over {len(steps)} steps; "
+        f"start-up {json.dumps(summary.get('startup_s', {}))}"
+    )
 
 
 if __name__ == "__main__":

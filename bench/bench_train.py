@@ -55,11 +55,20 @@ def make_shards(root: Path, n: int) -> tuple[list[Path], list[Path], list[bytes]
             side = int(rng.integers(min(img.shape[:2]) // 3, min(img.shape[:2])))
             y, x = int(rng.integers(0, img.shape[0] - side + 1)), int(rng.integers(0, img.shape[1] - side + 1))
             buf = io.BytesIO()
-            Image.fromarray(img[y:y + side, x:x + side]).resize((256, 256)).save(buf, format="JPEG", quality=Q)
+            Image.fromarray(img[y : y + side, x : x + side]).resize((256, 256)).save(buf, format="JPEG", quality=Q)
             split = "train" if i < n else "val"
-            rows.append({"key": f"m{i % 2}/{i // 8:04d}", "method": ["original", "Deepfakes"][i % 2],
-                         "video_id": f"{i // 8:04d}", "split": split, "label": i % 2, "frame_index": i % 8,
-                         "quality": Q, "jpeg": buf.getvalue()})
+            rows.append(
+                {
+                    "key": f"m{i % 2}/{i // 8:04d}",
+                    "method": ["original", "Deepfakes"][i % 2],
+                    "video_id": f"{i // 8:04d}",
+                    "split": split,
+                    "label": i % 2,
+                    "frame_index": i % 8,
+                    "quality": Q,
+                    "jpeg": buf.getvalue(),
+                }
+            )
         df = pd.DataFrame(rows)
         for split, shards in (("train", 4), ("val", 1)):
             write_json(out / f"{split}.counts.json", write_split([df], Q, split, shards, out))
@@ -73,12 +82,19 @@ def make_shards(root: Path, n: int) -> tuple[list[Path], list[Path], list[bytes]
 
 def bench_trainer(args, name: str, train_shards, val_shards, dev: torch.device) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
-        settings = {"epochs": 1, "batch_size": args.batch, "max_steps_per_epoch": args.steps,
-                    "num_workers": args.workers, "checkpoint_every": 500, "augment": {"hflip": 0.5}, "seed": 0}
+        settings = {
+            "epochs": 1,
+            "batch_size": args.batch,
+            "max_steps_per_epoch": args.steps,
+            "num_workers": args.workers,
+            "checkpoint_every": 500,
+            "augment": {"hflip": 0.5},
+            "seed": 0,
+        }
         detector = create_detector(name, input_size=args.size)
         train(detector, train_shards, val_shards, Path(tmp), settings, device=str(dev), log=lambda _: None)
         summary = json.loads((Path(tmp) / "summary.json").read_text())
-        log = [json.loads(ln) for ln in (Path(tmp) / "train_log.jsonl").read_text().splitlines()][args.warmup:]
+        log = [json.loads(ln) for ln in (Path(tmp) / "train_log.jsonl").read_text().splitlines()][args.warmup :]
     steady = len(log) * args.batch / sum(args.batch / r["images_per_s"] for r in log)
     return {**summary["startup_s"], "steady": steady}
 
@@ -90,8 +106,16 @@ def bench_bare_loop(args, name: str, jpegs: list[bytes], dev: torch.device) -> d
     if cuda:
         detector = detector.to(memory_format=torch.channels_last)
     size = detector.input_size
-    x = torch.stack([torch.from_numpy(np.array(decode_image(j).resize((size, size)))).permute(2, 0, 1)
-                     for j in jpegs[:args.batch]]).contiguous(memory_format=torch.channels_last).to(dev)
+    x = (
+        torch.stack(
+            [
+                torch.from_numpy(np.array(decode_image(j).resize((size, size)))).permute(2, 0, 1)
+                for j in jpegs[: args.batch]
+            ]
+        )
+        .contiguous(memory_format=torch.channels_last)
+        .to(dev)
+    )
     x = normalize(x, detector.mean, detector.std)
     y = torch.arange(args.batch, device=dev).remainder(2).float()
     opt = torch.optim.Adam(detector.parameters(), lr=2e-4, weight_decay=5e-4)
@@ -132,7 +156,7 @@ def decode_all(jpegs: list[bytes]) -> int:
 
 
 def bench_bare_decode(args, jpegs: list[bytes]) -> float:
-    parts = [jpegs[i::max(args.workers, 1)] for i in range(max(args.workers, 1))]
+    parts = [jpegs[i :: max(args.workers, 1)] for i in range(max(args.workers, 1))]
     t = time.perf_counter()
     if args.workers:
         with ProcessPoolExecutor(args.workers) as pool:
@@ -163,20 +187,27 @@ def main() -> None:
     if not 0 < args.warmup < args.steps:
         p.error("need 0 < --warmup < --steps")
     train_shards, val_shards, jpegs = make_shards(args.workdir, args.n)
-    print(f"batch {args.batch}, {args.steps} steps (steady state after {args.warmup}), {args.workers} workers, "
-          f"{dev}; {len(jpegs)} training JPEGs (256², q{Q})")
+    print(
+        f"batch {args.batch}, {args.steps} steps (steady state after {args.warmup}), {args.workers} workers, "
+        f"{dev}; {len(jpegs)} training JPEGs (256², q{Q})"
+    )
     if args.loader:
         loader, decode = bench_loader(args, train_shards), bench_bare_decode(args, jpegs)
         print(f"loader {loader:.1f} images/s, bare decode {decode:.1f} images/s: {loader / decode:.2f} (target >= 0.9)")
-    print(f"{'detector':<16} {'size':>4} | trainer start-up s: {'index':>5} {'batch':>5} {'step':>5} | bare step s | "
-          f"images/s: {'trainer':>8} {'bare':>8} {'ratio':>5}")
+    print(
+        f"{'detector':<16} {'size':>4} | trainer start-up s: {'index':>5} {'batch':>5} {'step':>5} | bare step s | "
+        f"images/s: {'trainer':>8} {'bare':>8} {'ratio':>5}"
+    )
     for name in args.detectors:
         size = args.size or create_detector(name).input_size
         trainer = bench_trainer(args, name, train_shards, val_shards, dev)
         bare = bench_bare_loop(args, name, jpegs, dev)
-        print(f"{name:<16} {size:>4} | {'':>19}{trainer['index']:>5.2f} {trainer['first_batch']:>5.2f} "
-              f"{trainer['first_step']:>5.2f} | {bare['first_step']:>11.2f} | {'':>10}{trainer['steady']:>8.1f} "
-              f"{bare['steady']:>8.1f} {trainer['steady'] / bare['steady']:>5.2f}", flush=True)
+        print(
+            f"{name:<16} {size:>4} | {'':>19}{trainer['index']:>5.2f} {trainer['first_batch']:>5.2f} "
+            f"{trainer['first_step']:>5.2f} | {bare['first_step']:>11.2f} | {'':>10}{trainer['steady']:>8.1f} "
+            f"{bare['steady']:>8.1f} {trainer['steady'] / bare['steady']:>5.2f}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -5,7 +5,9 @@ from dfpipe import faces, runlog
 from dfpipe.io import write_csv
 
 log = runlog.to_file(snakemake.log[0])
-table = pd.concat([pd.read_parquet(t, columns=["key", "frame_index", "status"]) for t in snakemake.input.tables], ignore_index=True)
+table = pd.concat(
+    [pd.read_parquet(t, columns=["key", "frame_index", "status"]) for t in snakemake.input.tables], ignore_index=True
+)
 summary = faces.summarize(table, snakemake.params.min_faces)
 m = pd.read_parquet(snakemake.input.manifest, columns=["key", "status", "error"])
 summary = m.rename(columns={"status": "video_status"}).merge(summary, on="key", how="left")

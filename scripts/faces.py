@@ -16,8 +16,13 @@ w = snakemake.wildcards
 videos = m[(m["method"] == w.method) & (m["batch"] == int(w.batch))]
 plan = frames.plan_batch(videos, snakemake.params.frames_per_video, {})
 table = faces.crop_batch(
-    plan, videos, resolve(src["dataset_root"], out_root), snakemake.params.settings,
-    assets.face_detector_model(), threads=snakemake.threads, log=log,
+    plan,
+    videos,
+    resolve(src["dataset_root"], out_root),
+    snakemake.params.settings,
+    assets.face_detector_model(),
+    threads=snakemake.threads,
+    log=log,
 )
 log(f"{len(videos)} videos, {len(plan)} frames planned, {int((table.status == 'ok').sum())} with a usable face")
 write_parquet(snakemake.output.table, table)

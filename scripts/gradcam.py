@@ -7,7 +7,11 @@ log = runlog.to_file(snakemake.log[0])
 qualities = snakemake.params.qualities
 # shards of quality q live in .../shards/q{q}/ (match the folder name: the output root may itself hold "q95")
 test_shards = {q: [s for s in snakemake.input.test if Path(s).parent.name == f"q{q}"] for q in qualities}
-written = gradcam.model_grids(Path(snakemake.input.model), test_shards,
-                              dict(zip(qualities, map(Path, snakemake.output.grids), strict=True)),
-                              int(snakemake.wildcards.train_q), device=snakemake.params.device)
+written = gradcam.model_grids(
+    Path(snakemake.input.model),
+    test_shards,
+    dict(zip(qualities, map(Path, snakemake.output.grids), strict=True)),
+    int(snakemake.wildcards.train_q),
+    device=snakemake.params.device,
+)
 log(f"{len(written)} Grad-CAM grids: {', '.join(map(str, written))}")

@@ -15,8 +15,9 @@ w = snakemake.wildcards
 detector = experiments.build_detector({**snakemake.params.spec, "pretrained": snakemake.input.model})
 tq = int(w.train_q)
 # shards of quality q live in .../shards/q{q}/ (match the folder name: the output root may itself hold "q95")
-test_shards = {q: [s for s in snakemake.input.test if Path(s).parent.name == f"q{q}"]
-               for q in snakemake.params.qualities}
+test_shards = {
+    q: [s for s in snakemake.input.test if Path(s).parent.name == f"q{q}"] for q in snakemake.params.qualities
+}
 # Val scores only serve to choose the threshold, which is fixed at the model's own training quality; the t-SNE
 # features are those of the test split at that quality.
 jobs = [("val", tq, list(snakemake.input.val))] + [("test", q, shards) for q, shards in test_shards.items()]

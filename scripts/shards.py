@@ -7,7 +7,11 @@ from dfpipe.io import write_json
 log = runlog.to_file(snakemake.log[0])
 out_dir = Path(snakemake.output.tars[0]).parent
 counts = shards.write_split(
-    list(snakemake.input.tables), int(snakemake.wildcards.quality), snakemake.params.split, len(snakemake.output.tars), out_dir
+    list(snakemake.input.tables),
+    int(snakemake.wildcards.quality),
+    snakemake.params.split,
+    len(snakemake.output.tars),
+    out_dir,
 )
 log(str(counts))
 write_json(snakemake.output.counts, counts)

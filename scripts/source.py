@@ -10,8 +10,11 @@ log = runlog.to_file(snakemake.log[0])
 out_root = Path(snakemake.output.json).parent  # output_root: source.json lies at its top
 cfg = {"source": p.source, p.source: p.settings, "dataset": p.dataset, "splits": p.splits}
 info = sources.prepare(cfg, out_root, log)
-write_json(snakemake.output.json, {
-    "source": info.name,
-    "dataset_root": portable(info.dataset_root, out_root),
-    "splits_dir": portable(info.splits_dir, out_root),
-})
+write_json(
+    snakemake.output.json,
+    {
+        "source": info.name,
+        "dataset_root": portable(info.dataset_root, out_root),
+        "splits_dir": portable(info.splits_dir, out_root),
+    },
+)

@@ -31,8 +31,28 @@ def encode_clip(src: Path, dest: Path, start: float, seconds: float, vf: str = "
     """Cut `seconds` of `src` from `start`, filter it, and encode it like FF++ c23 (libx264 CRF 23)."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     subprocess.run(
-        ["ffmpeg", "-v", "error", "-y", "-ss", f"{start}", "-i", str(src), "-t", f"{seconds}", "-vf", vf,
-         "-c:v", "libx264", "-crf", "23", "-pix_fmt", "yuv420p", "-an", str(dest)],
+        [
+            "ffmpeg",
+            "-v",
+            "error",
+            "-y",
+            "-ss",
+            f"{start}",
+            "-i",
+            str(src),
+            "-t",
+            f"{seconds}",
+            "-vf",
+            vf,
+            "-c:v",
+            "libx264",
+            "-crf",
+            "23",
+            "-pix_fmt",
+            "yuv420p",
+            "-an",
+            str(dest),
+        ],
         check=True,
     )
     return dest
@@ -47,10 +67,20 @@ def make_ffpp_tree(root: Path, carphone: Path, seconds: float = 0.5) -> Path:
     for a, b in pairs:
         for t, s in ((a, b), (b, a)):
             name = f"{t}_{s}.mp4"
-            encode_clip(carphone, root / video_dir("Deepfakes", "c23") / name, start=0.5 * int(t), seconds=seconds,
-                        vf="hue=h=40")
-            encode_clip(carphone, root / mask_dir("Deepfakes") / name, start=0.5 * int(t), seconds=seconds,
-                        vf="geq=lum='255*between(X,50,125)*between(Y,30,120)':cb=128:cr=128")
+            encode_clip(
+                carphone,
+                root / video_dir("Deepfakes", "c23") / name,
+                start=0.5 * int(t),
+                seconds=seconds,
+                vf="hue=h=40",
+            )
+            encode_clip(
+                carphone,
+                root / mask_dir("Deepfakes") / name,
+                start=0.5 * int(t),
+                seconds=seconds,
+                vf="geq=lum='255*between(X,50,125)*between(Y,30,120)':cb=128:cr=128",
+            )
     (root / "splits").mkdir(parents=True, exist_ok=True)
     for split, pair in zip(("train", "val", "test"), pairs):
         (root / "splits" / f"{split}.json").write_text(json.dumps([pair]))

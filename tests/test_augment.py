@@ -52,8 +52,9 @@ def test_probability_is_respected(image: Image.Image) -> None:
 
 
 def test_same_rng_same_image_whatever_happened_before(image: Image.Image) -> None:
-    aug = Augment.from_dict({"hflip": 0.5, "rotate": 0.5, "blur": 0.5, "jitter": 0.5, "jpeg": 0.5,
-                             "jpeg_quality": [60, 100]})
+    aug = Augment.from_dict(
+        {"hflip": 0.5, "rotate": 0.5, "blur": 0.5, "jitter": 0.5, "jpeg": 0.5, "jpeg_quality": [60, 100]}
+    )
     first = [pixels(aug(image, random.Random(f"7/0/{k}"))) for k in range(12)]
     torch.manual_seed(123)  # the global generator's state must not leak into a sample's augmentation
     again = [pixels(aug(image, random.Random(f"7/0/{k}"))) for k in range(12)]
@@ -86,9 +87,20 @@ def test_config_keys_keep_working_and_bad_ones_are_named() -> None:
 
 
 def test_schema_accepts_the_new_keys_and_refuses_unknown_ones() -> None:
-    recipe = {"hflip": 0.5, "rotate": 0.5, "rotate_degrees": 10, "blur": 0.5, "blur_sigma": [0.1, 2.0],
-              "jitter": 0.5, "brightness": 0.2, "contrast": 0.2, "saturation": 0.2, "hue": 0.05, "jpeg": 0.5,
-              "jpeg_quality": [40, 100]}
+    recipe = {
+        "hflip": 0.5,
+        "rotate": 0.5,
+        "rotate_degrees": 10,
+        "blur": 0.5,
+        "blur_sigma": [0.1, 2.0],
+        "jitter": 0.5,
+        "brightness": 0.2,
+        "contrast": 0.2,
+        "saturation": 0.2,
+        "hue": 0.05,
+        "jpeg": 0.5,
+        "jpeg_quality": [40, 100],
+    }
     config = validate({"train": {"augment": recipe}})
     assert config["train"]["augment"] == recipe  # no defaults filled in: {} stays no augmentation
     assert Augment.from_dict(config["train"]["augment"]).rotate == 0.5

@@ -29,9 +29,20 @@ def faces_table() -> pd.DataFrame:
     for method, vid, label in (("original", "000", 0), ("Deepfakes", "000_001", 1)):
         for f in range(3):
             y, x = 40 + 9 * f, 170 + 13 * label
-            rows.append({"key": f"{method}/{vid}", "method": method, "video_id": vid, "split": "train",
-                         "label": label, "frame_index": 8 * f, "status": "ok", "reason": None,
-                         "crop_png": png(img[y : y + 72, x : x + 64]), "mask_png": None})
+            rows.append(
+                {
+                    "key": f"{method}/{vid}",
+                    "method": method,
+                    "video_id": vid,
+                    "split": "train",
+                    "label": label,
+                    "frame_index": 8 * f,
+                    "status": "ok",
+                    "reason": None,
+                    "crop_png": png(img[y : y + 72, x : x + 64]),
+                    "mask_png": None,
+                }
+            )
     rows.append({**rows[0], "frame_index": 30, "status": "no_face", "reason": "no detection", "crop_png": None})
     return pd.DataFrame(rows)
 
@@ -151,8 +162,13 @@ def test_debian_cjpeg_is_refused() -> None:
 
 def test_check_cjpeg_cli(tmp_path: Path, cjpeg: Path) -> None:
     def cli(path: Path) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "dfpipe.tools", "check-cjpeg", str(path)],
-                              check=False, capture_output=True, text=True, env={"PYTHONPATH": str(SRC)})
+        return subprocess.run(
+            [sys.executable, "-m", "dfpipe.tools", "check-cjpeg", str(path)],
+            check=False,
+            capture_output=True,
+            text=True,
+            env={"PYTHONPATH": str(SRC)},
+        )
 
     good = cli(cjpeg)
     assert good.returncode == 0 and good.stdout.startswith("mozjpeg version 5.0.0")
@@ -165,7 +181,9 @@ def test_check_cjpeg_cli(tmp_path: Path, cjpeg: Path) -> None:
 def test_find_cjpeg_missing_says_run_setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("DFPIPE_CJPEG", raising=False)
     monkeypatch.setenv("DFPIPE_TOOLS", str(tmp_path))
-    with pytest.raises(FileNotFoundError, match=rf"{re.escape(str(tmp_path))}/bin/cjpeg: cjpeg not found.*scripts/setup.sh"):
+    with pytest.raises(
+        FileNotFoundError, match=rf"{re.escape(str(tmp_path))}/bin/cjpeg: cjpeg not found.*scripts/setup.sh"
+    ):
         find_cjpeg()
 
 

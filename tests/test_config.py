@@ -113,8 +113,10 @@ def test_paper_scale_config_is_valid():
 @pytest.mark.parametrize(
     "flags, words",
     [
-        (["-quality", "-5"], ["jpeg.cjpeg_flags.0", "'-quality' is refused", "jpeg.qualities",
-                              "jpeg.cjpeg_flags.1", "'-5'"]),
+        (
+            ["-quality", "-5"],
+            ["jpeg.cjpeg_flags.0", "'-quality' is refused", "jpeg.qualities", "jpeg.cjpeg_flags.1", "'-5'"],
+        ),
         (["-q", "5"], ["'-q'", "reads it as -quality"]),
         (["--quality", "5"], ["'--quality'", "reads it as -quality"]),
         (["-optimize", "-grayscale"], ["jpeg.cjpeg_flags.1", "colour space"]),
@@ -149,10 +151,15 @@ def test_schema_pattern_is_the_allow_list_of_config_py():
     assert not set(dfconfig.CJPEG_FLAGS) & set(dfconfig.CJPEG_REFUSED)
 
 
-ALLOWED = [["-optimize", "-progressive", "-notrellis", "-noovershoot", "-quant-baseline", "-strict"],
-           ["-baseline", "-fastcrush", "-notrellis-dc", "-tune-psnr"], ["-trellis-dc", "-tune-ssim"],
-           ["-tune-ms-ssim", "-dc-scan-opt", "2", "-quant-table", "2"], ["-tune-hvs-psnr", "-dct", "float"],
-           ["-restart", "1B", "-dct", "int"], ["-restart", "2"]]
+ALLOWED = [
+    ["-optimize", "-progressive", "-notrellis", "-noovershoot", "-quant-baseline", "-strict"],
+    ["-baseline", "-fastcrush", "-notrellis-dc", "-tune-psnr"],
+    ["-trellis-dc", "-tune-ssim"],
+    ["-tune-ms-ssim", "-dc-scan-opt", "2", "-quant-table", "2"],
+    ["-tune-hvs-psnr", "-dct", "float"],
+    ["-restart", "1B", "-dct", "int"],
+    ["-restart", "2"],
+]
 
 
 def test_every_allowed_cjpeg_flag_keeps_a_colour_jpeg_at_the_labelled_quality(cjpeg):
@@ -175,8 +182,10 @@ def test_output_folder_below_a_regular_file_is_named_in_one_line(tmp_path, key):
     blocker.write_text("not a folder")
     with pytest.raises(dfconfig.ConfigError) as err:
         dfconfig.validate({key: str(blocker / "out")}, source="my.yaml")
-    assert str(err.value) == (f"my.yaml: {key}: {blocker / 'out'} cannot be created because {blocker} is a regular "
-                              f"file; set {key} to a path under a folder")
+    assert str(err.value) == (
+        f"my.yaml: {key}: {blocker / 'out'} cannot be created because {blocker} is a regular "
+        f"file; set {key} to a path under a folder"
+    )
     with pytest.raises(dfconfig.ConfigError, match=re.escape(f"{key}: {blocker} is a file, not a folder")):
         dfconfig.validate({key: str(blocker)})
     assert dfconfig.validate({key: str(tmp_path / "a" / "b")})[key] == str(tmp_path / "a" / "b")

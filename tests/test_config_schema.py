@@ -53,8 +53,12 @@ def test_code_defaults_are_the_schema_defaults():
 
 def test_strings_from_config_overrides_are_read_as_the_schema_types():
     """What `--config "jpeg={qualities: [95, 50]}"` passes (YAML BaseLoader: every scalar a string)."""
-    raw = {"jpeg": {"qualities": ["95", "50"]}, "local": {"root": "null"}, "frames": {"per_method": {"original": "8"}},
-           "train": {"amp": "false", "optimizer": "sgd", "qualities": "[95]", "lr": "1e-3"}}
+    raw = {
+        "jpeg": {"qualities": ["95", "50"]},
+        "local": {"root": "null"},
+        "frames": {"per_method": {"original": "8"}},
+        "train": {"amp": "false", "optimizer": "sgd", "qualities": "[95]", "lr": "1e-3"},
+    }
     cfg = dfconfig.validate(raw)
     assert cfg["jpeg"]["qualities"] == [95, 50] and cfg["local"]["root"] is None
     assert cfg["frames"]["per_method"] == {"original": 8}
@@ -74,13 +78,16 @@ def test_a_nested_config_override_works_through_snakemake(tmp_path):
     proc = subprocess.run(cmd, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert planned(proc)["shard_index"] == 3
-    bad = subprocess.run(snakemake_command(tmp_path, base, "-n", "--config", "jpeg={qualities: [95, x]}"),
-                         capture_output=True, text=True)
+    bad = subprocess.run(
+        snakemake_command(tmp_path, base, "-n", "--config", "jpeg={qualities: [95, x]}"), capture_output=True, text=True
+    )
     assert bad.returncode != 0 and "jpeg.qualities.1: 'x' is not of type 'integer'" in bad.stdout + bad.stderr
 
 
 def test_rule_scripts_read_the_config_through_params_only():
     scripts = dfconfig.SCHEMA_PATH.parents[2] / "scripts"
     readers = [s.name for s in scripts.glob("*.py") if "snakemake.config" in s.read_text()]
-    assert not readers, f"{readers} read snakemake.config: pass what they need as the rule's params (Snakemake then " \
-                        "reruns the job when it changes)"
+    assert not readers, (
+        f"{readers} read snakemake.config: pass what they need as the rule's params (Snakemake then "
+        "reruns the job when it changes)"
+    )

@@ -7,13 +7,14 @@ Skipped where there is no CUDA device (CI has none); on a GPU machine: `pytest t
 from __future__ import annotations
 
 import json
+
 import pytest
 import torch
+from test_train import SETTINGS, Killed, TinyDetector, fresh, kill_after, shards  # noqa: F401 (fixture)
 
 from dfpipe.detectors import create_detector, list_detectors
 from dfpipe.evaluate import predict
 from dfpipe.train import train
-from test_train import SETTINGS, Killed, TinyDetector, fresh, kill_after, shards  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 
@@ -34,8 +35,14 @@ class DtypeRecorder(TinyDetector):
 def test_amp_and_channels_last_training_learns(shards, tmp_path) -> None:
     torch.manual_seed(0)
     detector = DtypeRecorder()
-    train(detector, *shards, tmp_path, {**SETTINGS, "epochs": 5, "max_steps_per_epoch": None}, device="cuda",
-          log=lambda _: None)
+    train(
+        detector,
+        *shards,
+        tmp_path,
+        {**SETTINGS, "epochs": 5, "max_steps_per_epoch": None},
+        device="cuda",
+        log=lambda _: None,
+    )
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["device"].startswith("cuda") and summary["best_val_auc"] == 1.0
     assert torch.float16 in detector.seen  # autocast ran the convolution in half precision

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from test_loader import make_shards, videos
 
 SCRIPT = '''
@@ -66,16 +65,31 @@ train(model, [Path(p) for p in args["train"]], [Path(p) for p in args["val"]], o
 '''
 
 B = 2  # per rank; the single process gets 2 * B
-SETTINGS = {"epochs": 2, "lr": 0.01, "seed": 7, "num_workers": 0, "max_steps_per_epoch": None,
-            "checkpoint_every": 100, "augment": {"hflip": 0.5}}
+SETTINGS = {
+    "epochs": 2,
+    "lr": 0.01,
+    "seed": 7,
+    "num_workers": 0,
+    "max_steps_per_epoch": None,
+    "checkpoint_every": 100,
+    "augment": {"hflip": 0.5},
+}
 TIMEOUT = 120
 
 
 def run(cmd: list[str], out: Path, tag: str, shards: tuple[list[Path], list[Path]], batch_size: int) -> dict:
-    args = {"out": str(out), "tag": tag, "train": [str(p) for p in shards[0]], "val": [str(p) for p in shards[1]],
-            "settings": {**SETTINGS, "batch_size": batch_size}}
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
+    args = {
+        "out": str(out),
+        "tag": tag,
+        "train": [str(p) for p in shards[0]],
+        "val": [str(p) for p in shards[1]],
+        "settings": {**SETTINGS, "batch_size": batch_size},
+    }
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+    }
     env["OMP_NUM_THREADS"] = "1"
     with subprocess.Popen([*cmd, json.dumps(args)], env=env) as proc:
         try:
@@ -95,13 +109,20 @@ def run(cmd: list[str], out: Path, tag: str, shards: tuple[list[Path], list[Path
 
 def test_two_ddp_ranks_equal_one_process_with_twice_the_batch(tmp_path) -> None:
     root = tmp_path / "shards"
-    shards = (make_shards(root, "train", videos(3, 3)),  # 9 real, 9 fake: 16 samples per epoch in batches of 2 or 4
-              make_shards(root, "val", videos(2, 2, offset=100), frames=2, n_shards=1, first=100))
+    shards = (
+        make_shards(root, "train", videos(3, 3)),  # 9 real, 9 fake: 16 samples per epoch in batches of 2 or 4
+        make_shards(root, "val", videos(2, 2, offset=100), frames=2, n_shards=1, first=100),
+    )
     script = tmp_path / "train_tiny.py"
     script.write_text(SCRIPT)
     ddp_dir, single_dir = tmp_path / "ddp", tmp_path / "single"
-    ddp = run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script)],
-              ddp_dir, "ddp", shards, B)
+    ddp = run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script)],
+        ddp_dir,
+        "ddp",
+        shards,
+        B,
+    )
     single = run([sys.executable, str(script)], single_dir, "single", shards, 2 * B)
 
     assert (ddp["world_size"], single["world_size"]) == (2, 1)

@@ -31,8 +31,18 @@ def _step(detector: Detector, x: torch.Tensor) -> torch.Tensor:
 
 
 def test_registry_names() -> None:
-    assert list_detectors() == sorted(["meso4", "mesoinception4", "efficientnet_b4", "multi_attention", "resnet18",
-                                       "resnet50", "mobilenet_v1", "mobilenet_v2"])
+    assert list_detectors() == sorted(
+        [
+            "meso4",
+            "mesoinception4",
+            "efficientnet_b4",
+            "multi_attention",
+            "resnet18",
+            "resnet50",
+            "mobilenet_v1",
+            "mobilenet_v2",
+        ]
+    )
 
 
 @pytest.mark.parametrize("name", list_detectors())
@@ -53,8 +63,12 @@ def test_forward_backward_features(name: str, images: torch.Tensor) -> None:
 
 
 def test_defaults_per_model() -> None:
-    assert {n: create_detector(n).input_size for n in ("meso4", "efficientnet_b4", "resnet18", "mobilenet_v2")} == \
-        {"meso4": 256, "efficientnet_b4": 256, "resnet18": 224, "mobilenet_v2": 224}
+    assert {n: create_detector(n).input_size for n in ("meso4", "efficientnet_b4", "resnet18", "mobilenet_v2")} == {
+        "meso4": 256,
+        "efficientnet_b4": 256,
+        "resnet18": 224,
+        "mobilenet_v2": 224,
+    }
     lite = create_detector("tf_efficientnet_lite0")  # any timm name through config
     assert (lite.input_size, lite.mean, lite.std) == (224, (0.5,) * 3, (0.5,) * 3)
     assert create_detector("resnet18").mean == (0.485, 0.456, 0.406)
@@ -86,7 +100,9 @@ def test_meso4_as_in_paper() -> None:
 
 def test_mesoinception4_starts_with_inception_modules(images: torch.Tensor) -> None:
     meso = create_detector("mesoinception4")
-    dilations = [m.dilation[0] for m in meso.backbone[0].modules() if isinstance(m, nn.Conv2d) and m.kernel_size[0] == 3]
+    dilations = [
+        m.dilation[0] for m in meso.backbone[0].modules() if isinstance(m, nn.Conv2d) and m.kernel_size[0] == 3
+    ]
     assert dilations == [1, 2, 3]
     assert meso.backbone[0][0].out_channels == 11 and meso.backbone[1][0].out_channels == 12
 
@@ -134,8 +150,9 @@ def test_unfreeze_last() -> None:
     det.train()
     assert not det.backbone.layer3[0].bn1.training and det.backbone.layer4[0].bn1.training
     assert _trainable(create_detector("resnet18", unfreeze_last=0)) == {"head.weight", "head.bias"}
-    assert _trainable(create_detector("meso4", unfreeze_last=2)) == \
-        {n for n, _ in Meso4().named_parameters() if n.startswith(("backbone.3.", "backbone.4.", "head."))}
+    assert _trainable(create_detector("meso4", unfreeze_last=2)) == {
+        n for n, _ in Meso4().named_parameters() if n.startswith(("backbone.3.", "backbone.4.", "head."))
+    }
     ma = create_detector("multi_attention", backbone="tf_efficientnet_lite0", unfreeze_last=1)
     assert {n.split(".")[0] for n in _trainable(ma)} == {"backbone", "attention", "texture", "head"}
     assert all(n.startswith("backbone.blocks.6.") for n in _trainable(ma) if n.startswith("backbone."))

@@ -7,24 +7,51 @@ import copy
 import numpy as np
 import pandas as pd
 import pytest
+from test_loader import make_shards, videos
 
 from dfpipe import experiments, tables
 from dfpipe.experiments import ALL, Run
 from dfpipe.loader import ShardStream
-from test_loader import make_shards, videos
 
 CONFIG = {
-    "detectors": [{"name": "meso4", "model": "meso4", "pretrained": "none", "input_size": 128, "lr": 1e-3,
-                   "epochs": 8, "max_steps_per_epoch": 40, "batch_size": 16},
-                  {"name": "lite0", "model": "tf_efficientnet_lite0", "pretrained": "none", "input_size": 64}],
-    "train": {"qualities": [95, 10], "generalization": {"detectors": [], "quality": 95}, "epochs": 2,
-              "max_steps_per_epoch": 25, "batch_size": 32, "lr": 3e-4, "weight_decay": 0.0, "optimizer": "adam",
-              "momentum": 0.9, "scheduler": "cosine", "step_epochs": 3, "step_gamma": 0.1, "seed": 1,
-              "checkpoint_every": 500, "augment": {}, "amp": True, "channels_last": True, "deterministic": None},
+    "detectors": [
+        {
+            "name": "meso4",
+            "model": "meso4",
+            "pretrained": "none",
+            "input_size": 128,
+            "lr": 1e-3,
+            "epochs": 8,
+            "max_steps_per_epoch": 40,
+            "batch_size": 16,
+        },
+        {"name": "lite0", "model": "tf_efficientnet_lite0", "pretrained": "none", "input_size": 64},
+    ],
+    "train": {
+        "qualities": [95, 10],
+        "generalization": {"detectors": [], "quality": 95},
+        "epochs": 2,
+        "max_steps_per_epoch": 25,
+        "batch_size": 32,
+        "lr": 3e-4,
+        "weight_decay": 0.0,
+        "optimizer": "adam",
+        "momentum": 0.9,
+        "scheduler": "cosine",
+        "step_epochs": 3,
+        "step_gamma": 0.1,
+        "seed": 1,
+        "checkpoint_every": 500,
+        "augment": {},
+        "amp": True,
+        "channels_last": True,
+        "deterministic": None,
+    },
     "dataset": {"methods": ["Deepfakes", "NeuralTextures"]},
-    "evaluate": {"bootstrap": 10,
-                 "frame_rate_ablation": {"detector": "lite0", "quality": 95,
-                                         "frames_per_method": {"NeuralTextures": 2}}},
+    "evaluate": {
+        "bootstrap": 10,
+        "frame_rate_ablation": {"detector": "lite0", "quality": 95, "frames_per_method": {"NeuralTextures": 2}},
+    },
 }
 
 
@@ -33,7 +60,11 @@ def test_detector_overrides_epochs_steps_batch_and_lr_and_they_do_not_reach_the_
     meso = experiments.detector_spec(CONFIG, "meso4")
     settings = experiments.training_settings(CONFIG, meso)
     assert (settings["epochs"], settings["max_steps_per_epoch"], settings["batch_size"], settings["lr"]) == (
-        8, 40, 16, 1e-3)
+        8,
+        40,
+        16,
+        1e-3,
+    )
     other = experiments.training_settings(CONFIG, experiments.detector_spec(CONFIG, "lite0"))
     assert (other["epochs"], other["max_steps_per_epoch"], other["batch_size"]) == (2, 25, 32)
     assert experiments.build_detector(meso).input_size == 128  # TypeError if a setting reached the model
@@ -70,8 +101,12 @@ def test_frames_per_method_keeps_every_kth_frame_of_that_method_only(tmp_path) -
     full = ShardStream(shards, batch_size=2, input_size=16, train=True)
     fewer = ShardStream(shards, batch_size=2, input_size=16, train=True, frames_per_method={"NeuralTextures": 2})
     keys = lambda s, m: sorted(e.key for e in s.entries if e.key.startswith(m))  # noqa: E731
-    assert keys(fewer, "NeuralTextures") == ["NeuralTextures-000_001-00000", "NeuralTextures-000_001-00020",
-                                             "NeuralTextures-001_002-00000", "NeuralTextures-001_002-00020"]
+    assert keys(fewer, "NeuralTextures") == [
+        "NeuralTextures-000_001-00000",
+        "NeuralTextures-000_001-00020",
+        "NeuralTextures-001_002-00000",
+        "NeuralTextures-001_002-00020",
+    ]
     for method in ("original", "Deepfakes"):
         assert keys(fewer, method) == keys(full, method) and len(keys(full, method)) == 8
     assert len(full.entries) - len(fewer.entries) == 4
@@ -80,8 +115,19 @@ def test_frames_per_method_keeps_every_kth_frame_of_that_method_only(tmp_path) -
 
 
 def metrics_rows(detector: str, aucs: dict[str, float]) -> list[dict]:
-    return [{"level": "frame", "detector": detector, "train_quality": 95, "train_methods": "all", "test_quality": q,
-             "test_set": s, "auc": a - (95 - q) / 1000} for q in (95, 10) for s, a in aucs.items()]
+    return [
+        {
+            "level": "frame",
+            "detector": detector,
+            "train_quality": 95,
+            "train_methods": "all",
+            "test_quality": q,
+            "test_set": s,
+            "auc": a - (95 - q) / 1000,
+        }
+        for q in (95, 10)
+        for s, a in aucs.items()
+    ]
 
 
 def test_augmentation_table_reports_before_after_and_change_per_test_quality(tmp_path) -> None:
@@ -90,8 +136,9 @@ def test_augmentation_table_reports_before_after_and_change_per_test_quality(tmp
     before = dict(zip(sets, [0.9, 0.8, 0.8, 0.5, 0.75]))
     after = dict(zip(sets, [0.9, 0.8, 0.8, 0.6, 0.78]))
     variant = "lite0" + experiments.ABLATION_SUFFIX
-    df = pd.DataFrame(metrics_rows(variant, before) + metrics_rows("lite0", after)
-                      + metrics_rows("meso4", {s: 0.1 for s in sets}))
+    df = pd.DataFrame(
+        metrics_rows(variant, before) + metrics_rows("lite0", after) + metrics_rows("meso4", {s: 0.1 for s in sets})
+    )
     table = tables.augmentation_table(df, "lite0", variant, 95)
     assert list(table.test_quality) == [95] * 5 + [10] * 5
     assert list(table.test_set[:5]) == tables.METHOD_SETS + ["all"]
@@ -114,12 +161,17 @@ def test_workflow_plans_the_ablation_run_and_its_table(ffpp_tree, tmp_path) -> N
 
     from test_workflow import planned, snakemake_command, tiny_config
 
-    config = {**tiny_config(ffpp_tree), "detectors": [{"name": "m", "model": "meso4", "input_size": 32}],
-              "train": {"qualities": [77, 10], "generalization": {"detectors": []}},
-              "evaluate": {"frame_rate_ablation": {"detector": "m", "quality": 77,
-                                                   "frames_per_method": {"Deepfakes": 2}}}}
-    proc = subprocess.run(snakemake_command(tmp_path, config, "-n", "--forceall", "results/augmentation_table.csv"),
-                          capture_output=True, text=True)
+    config = {
+        **tiny_config(ffpp_tree),
+        "detectors": [{"name": "m", "model": "meso4", "input_size": 32}],
+        "train": {"qualities": [77, 10], "generalization": {"detectors": []}},
+        "evaluate": {"frame_rate_ablation": {"detector": "m", "quality": 77, "frames_per_method": {"Deepfakes": 2}}},
+    }
+    proc = subprocess.run(
+        snakemake_command(tmp_path, config, "-n", "--forceall", "results/augmentation_table.csv"),
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     jobs = planned(proc)
     assert jobs["train"] == 3 and jobs["predict"] == 3  # m at q77 and q10, and m_fewer_frames at q77

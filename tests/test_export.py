@@ -17,8 +17,7 @@ from dfpipe.__main__ import main
 from dfpipe.compress import decode_rgb
 from dfpipe.detectors import create_detector, list_detectors
 from dfpipe.detectors.base import HALF, Detector
-from dfpipe.export import (ExportError, export, onnx_metadata, onnx_scores, quantize_int8, to_onnx,
-                           torchscript_scores)
+from dfpipe.export import ExportError, export, onnx_metadata, onnx_scores, quantize_int8, to_onnx, torchscript_scores
 from dfpipe.inference import FACE_DEFAULTS, Model, crop_faces, load_model, prepare, write_model_file
 from dfpipe.loader import normalize
 
@@ -100,12 +99,12 @@ def test_exported_files_run_without_dfpipe(crops, tmp_path) -> None:
     script = f"""
 import json, sys
 import numpy as np, onnxruntime as ort, torch
-x = np.load({str(tmp_path / 'x.npy')!r})
-s = ort.InferenceSession({str(tmp_path / 'best.onnx')!r}, providers=["CPUExecutionProvider"])
+x = np.load({str(tmp_path / "x.npy")!r})
+s = ort.InferenceSession({str(tmp_path / "best.onnx")!r}, providers=["CPUExecutionProvider"])
 meta = json.loads(s.get_modelmeta().custom_metadata_map["dfpipe"])
 a = s.run(None, {{"image": x}})[0]
 extra = {{"dfpipe.json": ""}}
-m = torch.jit.load({str(tmp_path / 'best.torchscript.pt')!r}, _extra_files=extra)
+m = torch.jit.load({str(tmp_path / "best.torchscript.pt")!r}, _extra_files=extra)
 b = m(torch.from_numpy(x)).detach().numpy()
 assert not any(k.startswith("dfpipe") for k in sys.modules), "dfpipe was imported"
 print(json.dumps({{"onnx": a.tolist(), "ts": b.tolist(), "threshold": meta["threshold"],
@@ -135,8 +134,11 @@ class SingularValues(Detector):
 def test_a_detector_that_cannot_export_says_why_and_what_to_do(tmp_path) -> None:
     detector = SingularValues().eval()
     model = Model(detector, tmp_path / "best.pt", "singular", 16, HALF, HALF, 0.5, "default")
-    with pytest.raises(ExportError, match=r"best\.pt: singular cannot be exported to onnx .*linalg_svdvals.*"
-                                          r"try --format torchscript"):
+    with pytest.raises(
+        ExportError,
+        match=r"best\.pt: singular cannot be exported to onnx .*linalg_svdvals.*"
+        r"try --format torchscript",
+    ):
         to_onnx(model, tmp_path / "best.onnx")
     assert not (tmp_path / "best.onnx").exists() and not list(tmp_path.glob(".*part"))
 
@@ -150,11 +152,17 @@ def test_int8_needs_onnx(tmp_path, capsys) -> None:
 def test_meso_at_32_px_cannot_go_to_onnx_and_says_so(tmp_path, crops) -> None:
     """Meso's last pool is adaptive to 8×8; at 32 px its input is 4×4, which ONNX's pooling cannot express."""
     torch.manual_seed(0)
-    path = write_model_file(tmp_path / "best.pt", create_detector("meso4", input_size=32),
-                            spec={"name": "meso32", "model": "meso4", "input_size": 32})
-    with pytest.raises(ExportError, match=r"best\.pt: meso32 cannot be exported to onnx \(SymbolicValueError: "
-                                          r"Unsupported: ONNX export of operator adaptive_max_pool2d.*try --format "
-                                          r"torchscript"):
+    path = write_model_file(
+        tmp_path / "best.pt",
+        create_detector("meso4", input_size=32),
+        spec={"name": "meso32", "model": "meso4", "input_size": 32},
+    )
+    with pytest.raises(
+        ExportError,
+        match=r"best\.pt: meso32 cannot be exported to onnx \(SymbolicValueError: "
+        r"Unsupported: ONNX export of operator adaptive_max_pool2d.*try --format "
+        r"torchscript",
+    ):
         export(path, "onnx")
     (ts_path,) = export(path, "torchscript")  # the other format works, as the message says
     model = load_model(path)

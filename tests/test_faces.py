@@ -10,12 +10,28 @@ import pyarrow.parquet as pq
 import pytest
 
 from dfpipe import assets
-from dfpipe.faces import (MAX_ALIGNMENT_RESIDUAL, STATUSES, TEMPLATE, _detections, _detector, alignment_residual,
-                          crop_batch, keypoint_spread, pick_face, summarize)
+from dfpipe.faces import (
+    MAX_ALIGNMENT_RESIDUAL,
+    STATUSES,
+    TEMPLATE,
+    _detections,
+    _detector,
+    alignment_residual,
+    crop_batch,
+    keypoint_spread,
+    pick_face,
+    summarize,
+)
 from dfpipe.frames import plan_batch
 
-SETTINGS = {"size": 256, "margin": 1.3, "align": True, "min_confidence": 0.5, "min_face_size": 32,
-            "min_faces_per_video": 8}
+SETTINGS = {
+    "size": 256,
+    "margin": 1.3,
+    "align": True,
+    "min_confidence": 0.5,
+    "min_face_size": 32,
+    "min_faces_per_video": 8,
+}
 
 
 def ffmpeg(*args: str) -> None:
@@ -42,11 +58,27 @@ def root(tmp_path_factory, carphone) -> Path:
     h264(root / "rotated.mp4", "-i", c, "-t", "1", "-vf", "rotate=-25*PI/180")
     h264(root / "grey.mp4", "-f", "lavfi", "-i", "color=c=gray:s=176x144:r=30:d=1")
     # Blurred: raw white noise makes this detector report "faces" at 0.5-0.66 confidence.
-    h264(root / "noise.mp4", "-f", "lavfi", "-i", "color=c=gray:s=176x144:r=30:d=1",
-         "-vf", "noise=alls=100:allf=t,gblur=sigma=2")
+    h264(
+        root / "noise.mp4",
+        "-f",
+        "lavfi",
+        "-i",
+        "color=c=gray:s=176x144:r=30:d=1",
+        "-vf",
+        "noise=alls=100:allf=t,gblur=sigma=2",
+    )
     # A second, larger person appears in frame 15 on the right (the detector then lists that face first).
-    h264(root / "two.mp4", "-i", c, "-i", c, "-t", "1", "-filter_complex",
-         "[0]scale=352:288,pad=900:400:0:50[a];[1]scale=458:374[b];[a][b]overlay=440:10:enable='gte(n,15)'")
+    h264(
+        root / "two.mp4",
+        "-i",
+        c,
+        "-i",
+        c,
+        "-t",
+        "1",
+        "-filter_complex",
+        "[0]scale=352:288,pad=900:400:0:50[a];[1]scale=458:374[b];[a][b]overlay=440:10:enable='gte(n,15)'",
+    )
     # Turned pixels whose display matrix turns them back, and upright pixels with a stray "rotate 90" tag.
     h264(root / "turned_raw.mp4", "-i", c, "-t", "1", "-vf", "transpose=clock")
     ffmpeg("-i", str(root / "turned_raw.mp4"), "-c", "copy", "-metadata:s:v:0", "rotate=90", str(root / "turned.mp4"))
@@ -59,12 +91,23 @@ def root(tmp_path_factory, carphone) -> Path:
 
 def manifest(*rows: tuple[str, str | None, int, str]) -> pd.DataFrame:
     """Manifest rows (path, mask_path, n_frames, status) with the columns crop_batch reads."""
-    return pd.DataFrame([
-        {"key": f"original/{Path(p).stem}", "video_id": Path(p).stem, "method": "original", "split": "train",
-         "label": 0, "path": p, "mask_path": m, "n_frames": n, "status": s,
-         "error": None if s == "ok" else f"{p}: unreadable"}
-        for p, m, n, s in rows
-    ])
+    return pd.DataFrame(
+        [
+            {
+                "key": f"original/{Path(p).stem}",
+                "video_id": Path(p).stem,
+                "method": "original",
+                "split": "train",
+                "label": 0,
+                "path": p,
+                "mask_path": m,
+                "n_frames": n,
+                "status": s,
+                "error": None if s == "ok" else f"{p}: unreadable",
+            }
+            for p, m, n, s in rows
+        ]
+    )
 
 
 def run(root: Path, model: Path, videos: pd.DataFrame, per_video: int = 8, **overrides) -> pd.DataFrame:
@@ -115,12 +158,14 @@ def test_alignment_levels_the_eyes_of_a_rotated_face(root, model):
     assert all(abs(eye_angle(k)) > 20 for k in aligned.keypoints)  # the input really is tilted
     # Re-detect on the crops: the detector's eye keypoints wobble by a few degrees, so judge the mean.
     with _detector(model, 0.5) as det:
+
         def crop_angles(table: pd.DataFrame) -> np.ndarray:
             out = []
             for png in table.crop_png:
                 found = _detections(det, cv2.cvtColor(decode_png(png), cv2.COLOR_BGR2RGB))
                 out.append(eye_angle(max(found, key=lambda f: f[0])[2]))
             return np.abs(out)
+
         levelled, tilted = crop_angles(aligned), crop_angles(boxed)
     assert levelled.mean() < 7 and levelled.max() < 12, levelled
     assert tilted.mean() > 20 and tilted.mean() > 3 * levelled.mean(), tilted
@@ -152,14 +197,19 @@ def test_second_face_never_takes_over(root, model):
 def test_pick_face_largest_then_nearest():
     def face(x, size):
         return (0.9, np.array([x, 0, size, size], float), np.zeros((6, 2)))
+
     small, big = face(0, 40), face(300, 80)
     assert pick_face([small, big], None) is big
     assert pick_face([big, face(20, 40)], small[1])[1][0] == 20
 
 
 def test_mixed_batch_loses_nothing(root, model):
-    videos = manifest(("good.mp4", None, 30, "ok"), ("truncated.mp4", None, 30, "ok"),
-                      ("notes.mp4", None, 30, "ok"), ("gone.mp4", None, 0, "unreadable"))
+    videos = manifest(
+        ("good.mp4", None, 30, "ok"),
+        ("truncated.mp4", None, 30, "ok"),
+        ("notes.mp4", None, 30, "ok"),
+        ("gone.mp4", None, 0, "unreadable"),
+    )
     table = run(root, model, videos, per_video=8)
     by = {k: g for k, g in table.groupby("key")}
     assert (by["original/good"].status == "ok").all()
@@ -214,8 +264,11 @@ def test_keypoint_sanity_measures():
 def test_rotation_metadata_right_and_wrong(root, model):
     """A display matrix that turns turned pixels upright gives good crops; a stray rotate=90 tag on upright
     pixels turns the face sideways, and its frames are flagged, never stored as ok crops."""
-    table = run(root, model, manifest(("turned.mp4", None, 30, "ok"), ("wrong_tag.mp4", None, 30, "ok"),
-                                      ("good.mp4", None, 30, "ok")))
+    table = run(
+        root,
+        model,
+        manifest(("turned.mp4", None, 30, "ok"), ("wrong_tag.mp4", None, 30, "ok"), ("good.mp4", None, 30, "ok")),
+    )
     turned, wrong, good = (table[table.key == f"original/{k}"] for k in ("turned", "wrong_tag", "good"))
     assert (turned.status == "ok").all()
     # the same head tilt as the upright original, frame by frame: the turned pixels were turned back

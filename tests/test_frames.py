@@ -7,8 +7,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dfpipe.frames import (UNREADABLE, damaged_frames, display_size, iter_frames, plan_batch, sample_indices,
-                           select_expression, video_rotation, video_size)
+from dfpipe.frames import (
+    UNREADABLE,
+    damaged_frames,
+    display_size,
+    iter_frames,
+    plan_batch,
+    sample_indices,
+    select_expression,
+    video_rotation,
+    video_size,
+)
 
 
 def cv2_frames(path: Path) -> list[np.ndarray]:
@@ -29,8 +38,31 @@ def clip(tmp_path_factory, carphone) -> Path:
     """2 s of carphone as H.264 with B-frames (decode order ≠ storage order), moov first so a truncated copy
     still opens."""
     dest = tmp_path_factory.mktemp("frames") / "clip.mp4"
-    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(carphone), "-t", "2", "-c:v", "libx264", "-crf", "23",
-                    "-bf", "3", "-pix_fmt", "yuv420p", "-movflags", "+faststart", "-an", str(dest)], check=True)
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-v",
+            "error",
+            "-y",
+            "-i",
+            str(carphone),
+            "-t",
+            "2",
+            "-c:v",
+            "libx264",
+            "-crf",
+            "23",
+            "-bf",
+            "3",
+            "-pix_fmt",
+            "yuv420p",
+            "-movflags",
+            "+faststart",
+            "-an",
+            str(dest),
+        ],
+        check=True,
+    )
     return dest
 
 
@@ -47,12 +79,14 @@ def test_sample_indices_spread_over_whole_video():
 
 
 def test_plan_batch_counts_overrides_and_unreadable():
-    videos = pd.DataFrame([
-        {"key": "original/000", "method": "original", "n_frames": 100, "status": "ok"},
-        {"key": "NeuralTextures/000_001", "method": "NeuralTextures", "n_frames": 100, "status": "ok"},
-        {"key": "original/002", "method": "original", "n_frames": 10, "status": "ok"},
-        {"key": "original/003", "method": "original", "n_frames": 0, "status": "unreadable"},
-    ])
+    videos = pd.DataFrame(
+        [
+            {"key": "original/000", "method": "original", "n_frames": 100, "status": "ok"},
+            {"key": "NeuralTextures/000_001", "method": "NeuralTextures", "n_frames": 100, "status": "ok"},
+            {"key": "original/002", "method": "original", "n_frames": 10, "status": "ok"},
+            {"key": "original/003", "method": "original", "n_frames": 0, "status": "unreadable"},
+        ]
+    )
     plan = plan_batch(videos, 32, {"NeuralTextures": 64})
     assert list(plan.columns) == ["key", "frame_index", "n_planned"]
     sizes = plan.groupby("key").size().to_dict()
@@ -119,13 +153,28 @@ def corrupt_packet(src: Path, dest: Path, frame_pts_rank: int) -> None:
     """Copy `src` with one packet overwritten by noise after its first 8 bytes: the packet of the frame
     shown `frame_pts_rank`-th. Its size field stays intact, so the frame is still output, concealed. (Noise
     deeper inside a CABAC slice often decodes without any complaint: such damage no decoder reports.)"""
-    out = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries",
-                          "packet=pts,pos,size", "-of", "json", str(src)], capture_output=True, check=True, text=True)
+    out = subprocess.run(
+        [
+            "ffprobe",
+            "-v",
+            "error",
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "packet=pts,pos,size",
+            "-of",
+            "json",
+            str(src),
+        ],
+        capture_output=True,
+        check=True,
+        text=True,
+    )
     packets = sorted(json.loads(out.stdout)["packets"], key=lambda p: int(p["pts"]))
     target = packets[frame_pts_rank]
     pos, size = int(target["pos"]), int(target["size"])
     data = bytearray(src.read_bytes())
-    data[pos + 8: pos + size - 20] = np.random.default_rng(1).integers(0, 256, size - 28, dtype=np.uint8).tobytes()
+    data[pos + 8 : pos + size - 20] = np.random.default_rng(1).integers(0, 256, size - 28, dtype=np.uint8).tobytes()
     dest.write_bytes(bytes(data))
 
 
@@ -133,9 +182,33 @@ def corrupt_packet(src: Path, dest: Path, frame_pts_rank: int) -> None:
 def gop_clip(tmp_path_factory, carphone) -> Path:
     """2 s of carphone with a key frame every 15 frames and B-frames."""
     dest = tmp_path_factory.mktemp("gop") / "gop.mp4"
-    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(carphone), "-t", "2", "-c:v", "libx264", "-crf", "23",
-                    "-bf", "3", "-x264-params", "keyint=15:min-keyint=15:scenecut=0", "-pix_fmt", "yuv420p",
-                    "-movflags", "+faststart", "-an", str(dest)], check=True)
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-v",
+            "error",
+            "-y",
+            "-i",
+            str(carphone),
+            "-t",
+            "2",
+            "-c:v",
+            "libx264",
+            "-crf",
+            "23",
+            "-bf",
+            "3",
+            "-x264-params",
+            "keyint=15:min-keyint=15:scenecut=0",
+            "-pix_fmt",
+            "yuv420p",
+            "-movflags",
+            "+faststart",
+            "-an",
+            str(dest),
+        ],
+        check=True,
+    )
     return dest
 
 
@@ -160,19 +233,37 @@ def test_frames_after_a_decoder_error_are_named_until_the_next_key_frame(gop_cli
 def test_damaged_frames_reads_the_decoding_order_from_the_log():
     """Unit check of the log reading: errors belong to the packet just read, demuxer errors to the next;
     packets of another video stream (a cover picture) do not count."""
+
     def packet(pts, stream=0):
         return f"[info] demuxer -> ist_index:{stream} type:video next_dts:0 pkt_pts:{pts} pkt_pts_time:0"
 
     def frame(n, pts, key=0):
         return f"[Parsed_showinfo_0 @ 0x1] [info] n:{n:4d} pts:{pts:7d} pts_time:0 iskey:{key} type:P"
-    log = "\n".join([
-        "[info] Input #0, mov,mp4, from 'x.mp4':",
-        "[info]   Stream #0:0 (h264) -> showinfo:default",
-        packet(0), frame(0, 0, 1), packet(2), packet(1), frame(1, 1),
-        "[NULL @ 0x2] [error] parser complaint about the next packet",
-        frame(2, 2), packet(4), "[h264 @ 0x3] [error] broken macroblock", packet(0, stream=1), packet(3), frame(3, 3),
-        frame(4, 4), packet(5), frame(5, 5, 1), "[mov,mp4 @ 0x4] [error] partial file", packet(6), frame(6, 6),
-    ])
+
+    log = "\n".join(
+        [
+            "[info] Input #0, mov,mp4, from 'x.mp4':",
+            "[info]   Stream #0:0 (h264) -> showinfo:default",
+            packet(0),
+            frame(0, 0, 1),
+            packet(2),
+            packet(1),
+            frame(1, 1),
+            "[NULL @ 0x2] [error] parser complaint about the next packet",
+            frame(2, 2),
+            packet(4),
+            "[h264 @ 0x3] [error] broken macroblock",
+            packet(0, stream=1),
+            packet(3),
+            frame(3, 3),
+            frame(4, 4),
+            packet(5),
+            frame(5, 5, 1),
+            "[mov,mp4 @ 0x4] [error] partial file",
+            packet(6),
+            frame(6, 6),
+        ]
+    )
     assert damaged_frames(log) == {3: "broken macroblock", 4: "broken macroblock", 6: "partial file"}
 
 
@@ -180,14 +271,56 @@ def test_rotation_metadata_is_applied_with_matching_frame_size(carphone, tmp_pat
     """Pixels turned with a display matrix turning them back come out upright; upright pixels with a stray
     rotation tag come out turned, as any player shows them. Either way the frame size is the decoded one."""
     upright = tmp_path / "upright.mp4"
-    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(carphone), "-t", "0.5", "-c:v", "libx264", "-crf", "18",
-                    "-pix_fmt", "yuv420p", "-an", str(upright)], check=True)
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-v",
+            "error",
+            "-y",
+            "-i",
+            str(carphone),
+            "-t",
+            "0.5",
+            "-c:v",
+            "libx264",
+            "-crf",
+            "18",
+            "-pix_fmt",
+            "yuv420p",
+            "-an",
+            str(upright),
+        ],
+        check=True,
+    )
     turned = tmp_path / "turned.mp4"
-    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(carphone), "-t", "0.5", "-vf", "transpose=clock",
-                    "-c:v", "libx264", "-crf", "18", "-pix_fmt", "yuv420p", "-an", str(tmp_path / "t.mp4")], check=True)
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-v",
+            "error",
+            "-y",
+            "-i",
+            str(carphone),
+            "-t",
+            "0.5",
+            "-vf",
+            "transpose=clock",
+            "-c:v",
+            "libx264",
+            "-crf",
+            "18",
+            "-pix_fmt",
+            "yuv420p",
+            "-an",
+            str(tmp_path / "t.mp4"),
+        ],
+        check=True,
+    )
     for src, dest in ((tmp_path / "t.mp4", turned), (upright, tmp_path / "wrong.mp4")):
-        subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(src), "-c", "copy", "-metadata:s:v:0", "rotate=90",
-                        str(dest)], check=True)
+        subprocess.run(
+            ["ffmpeg", "-v", "error", "-y", "-i", str(src), "-c", "copy", "-metadata:s:v:0", "rotate=90", str(dest)],
+            check=True,
+        )
     reference = dict(iter_frames(upright, [3]))[3]
     assert video_size(turned) == (176, 144) and video_rotation(turned) == 90
     restored = dict(iter_frames(turned, [3]))[3]

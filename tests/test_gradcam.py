@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from test_loader import make_shards, videos
 from torch import nn
 
 from dfpipe.detectors import create_detector
 from dfpipe.detectors.base import HALF, Detector
-from dfpipe.gradcam import GROUPS, grid_from_shards, gradcam_grid, heatmaps, pick_examples, target_layer
-from test_loader import make_shards, videos
+from dfpipe.gradcam import GROUPS, gradcam_grid, grid_from_shards, heatmaps, pick_examples, target_layer
 
 SIZE = 64
 PATCH = 12
@@ -26,8 +26,14 @@ class PatchDetector(Detector):
 
     def __init__(self) -> None:
         conv = nn.Conv2d(3, 2, 3, padding=1)
-        super().__init__(nn.Sequential(conv, nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten()), 2,
-                         input_size=SIZE, mean=HALF, std=HALF, dropout=0.0)
+        super().__init__(
+            nn.Sequential(conv, nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten()),
+            2,
+            input_size=SIZE,
+            mean=HALF,
+            std=HALF,
+            dropout=0.0,
+        )
         with torch.no_grad():
             conv.weight.zero_()
             conv.bias.zero_()
@@ -44,14 +50,14 @@ class PatchDetector(Detector):
 def planted(top: int, left: int, seed: int) -> np.ndarray:
     """Grey noise with a red PATCH² square at (top, left)."""
     image = np.random.default_rng(seed).integers(100, 156, (SIZE, SIZE, 3)).astype(np.uint8)
-    image[top:top + PATCH, left:left + PATCH] = (230, 20, 20)
+    image[top : top + PATCH, left : left + PATCH] = (230, 20, 20)
     return image
 
 
 def test_heatmap_peaks_on_the_planted_patch() -> None:
     model = PatchDetector().eval()
     spots = [(4, 4), (40, 10), (20, 44), (46, 46)]
-    images = np.stack([planted(t, l, i) for i, (t, l) in enumerate(spots)])
+    images = np.stack([planted(top, left, i) for i, (top, left) in enumerate(spots)])
     with torch.no_grad():
         logits = model((torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5) - 1)
     assert (logits > 0).all(), "the toy model must call every patched image fake"
@@ -59,7 +65,7 @@ def test_heatmap_peaks_on_the_planted_patch() -> None:
     assert attention is None and cams.shape == (len(spots), SIZE, SIZE)
     for cam, (top, left) in zip(cams, spots):
         inside = np.zeros(cam.shape, bool)
-        inside[top:top + PATCH, left:left + PATCH] = True
+        inside[top : top + PATCH, left : left + PATCH] = True
         peak = np.unravel_index(np.argmax(cam), cam.shape)
         assert inside[peak], f"peak {peak} outside the patch at {(top, left)}"
         assert cam[inside].mean() > 5 * cam[~inside].mean()
@@ -71,17 +77,20 @@ def test_heatmap_of_the_opposite_decision_does_not_point_at_the_patch() -> None:
     image = planted(20, 20, 0)[None]
     cam = heatmaps(model, image, [False])[0][0]
     inside = np.zeros(cam.shape, bool)
-    inside[20:20 + PATCH, 20:20 + PATCH] = True
+    inside[20 : 20 + PATCH, 20 : 20 + PATCH] = True
     assert cam[inside].mean() <= cam[~inside].mean() + 1e-6
 
 
-@pytest.mark.parametrize("model, kwargs, layer", [
-    ("meso4", {}, "backbone.3.2"),
-    ("mobilenet_v1", {}, "backbone.bn2"),
-    ("resnet18", {}, "backbone.layer4"),
-    ("tf_efficientnet_lite0", {}, "backbone.bn2"),
-    ("multi_attention", {"backbone": "tf_efficientnet_lite0"}, "backbone.blocks.6"),
-])
+@pytest.mark.parametrize(
+    "model, kwargs, layer",
+    [
+        ("meso4", {}, "backbone.3.2"),
+        ("mobilenet_v1", {}, "backbone.bn2"),
+        ("resnet18", {}, "backbone.layer4"),
+        ("tf_efficientnet_lite0", {}, "backbone.bn2"),
+        ("multi_attention", {"backbone": "tf_efficientnet_lite0"}, "backbone.blocks.6"),
+    ],
+)
 def test_every_family_gives_a_finite_heatmap_of_the_input_size(model, kwargs, layer) -> None:
     torch.manual_seed(0)
     detector = create_detector(model, input_size=SIZE, **kwargs)
@@ -109,8 +118,16 @@ def test_examples_are_the_confident_ones_and_the_worst_errors() -> None:
 def test_grid_png_has_a_row_per_group_and_the_caption(tmp_path) -> None:
     model = PatchDetector().eval()
     images = np.stack([planted(8 * i, 8 * i, i) for i in range(6)])
-    out = gradcam_grid(model, tmp_path / "grid" / "q95.png", images, [0, 0, 1, 1, 0, 1],
-                       [0.1, 0.2, 0.9, 0.8, 0.7, 0.3], "patch detector, q95", threshold=0.5, k=2)
+    out = gradcam_grid(
+        model,
+        tmp_path / "grid" / "q95.png",
+        images,
+        [0, 0, 1, 1, 0, 1],
+        [0.1, 0.2, 0.9, 0.8, 0.7, 0.3],
+        "patch detector, q95",
+        threshold=0.5,
+        k=2,
+    )
     assert out.is_file() and not list(out.parent.glob(".*.part"))
     with Image.open(out) as png:
         width, height = png.size
@@ -134,13 +151,20 @@ def test_model_grids_of_a_trained_model_per_test_quality(tmp_path, monkeypatch) 
 
     spec = {"name": "meso_ela", "model": "meso4", "input_size": 16, "ela": {"quality": 90, "scale": 15}}
     torch.manual_seed(0)
-    best = train(build_detector(spec), make_shards(tmp_path / "train", "train", videos(2, 2)),
-                 make_shards(tmp_path / "val", "val", videos(2, 2), n_shards=1),
-                 tmp_path / "data" / "models" / "meso_ela" / "q77-all",
-                 {"epochs": 1, "batch_size": 4, "max_steps_per_epoch": 1, "num_workers": 0}, device="cpu",
-                 log=lambda _: None, spec=spec)
-    test = {q: make_shards(tmp_path / "data" / "shards", "test", videos(2, 2), frames=2, n_shards=1, quality=q)
-            for q in (77, 10)}
+    best = train(
+        build_detector(spec),
+        make_shards(tmp_path / "train", "train", videos(2, 2)),
+        make_shards(tmp_path / "val", "val", videos(2, 2), n_shards=1),
+        tmp_path / "data" / "models" / "meso_ela" / "q77-all",
+        {"epochs": 1, "batch_size": 4, "max_steps_per_epoch": 1, "num_workers": 0},
+        device="cpu",
+        log=lambda _: None,
+        spec=spec,
+    )
+    test = {
+        q: make_shards(tmp_path / "data" / "shards", "test", videos(2, 2), frames=2, n_shards=1, quality=q)
+        for q in (77, 10)
+    }
     calls = []
     real = gradcam.grid_from_shards
 
@@ -152,7 +176,9 @@ def test_model_grids_of_a_trained_model_per_test_quality(tmp_path, monkeypatch) 
     outs = {q: tmp_path / "results" / "gradcam" / "meso_ela" / "q77-all" / f"q{q}.png" for q in test}
     written = gradcam.model_grids(best, test, outs, 77, k=2, device="cpu")
     assert written == [outs[77], outs[10]] and all(p.stat().st_size > 1000 for p in written)
-    assert [c[1] for c in calls] == [f"meso_ela trained at q77, ELA q90, test q{q}, default threshold" for q in (77, 10)]
+    assert [c[1] for c in calls] == [
+        f"meso_ela trained at q77, ELA q90, test q{q}, default threshold" for q in (77, 10)
+    ]
     assert all(c[0] is not None and c[0].quality == 90 and c[2] == 0.5 for c in calls)  # the model's ELA, scored
     with pytest.raises(ValueError, match=r"test shards of qualities \[10, 77\] but outputs for \[77\]"):
         gradcam.model_grids(best, test, {77: outs[77]}, 77, device="cpu")

@@ -14,20 +14,19 @@ import torch
 import yaml
 from PIL import Image
 from skimage import data
+from test_loader import make_shards, videos
 
 from dfpipe.__main__ import main
 from dfpipe.compress import decode_rgb, encode
 from dfpipe.config import SCHEMA_PATH
 from dfpipe.detectors import create_detector
 from dfpipe.ela import ELA, error_level
-from dfpipe.inference import (FACE_DEFAULTS, crop_faces, load_model, prepare, predict_file, run_predict,
-                              write_model_file)
+from dfpipe.inference import FACE_DEFAULTS, crop_faces, load_model, predict_file, prepare, run_predict, write_model_file
 from dfpipe.io import write_json
 from dfpipe.loader import ShardStream, make_loader
 from dfpipe.metrics import choose_threshold
 from dfpipe.shards import write_split
 from dfpipe.train import train
-from test_loader import make_shards, videos
 
 SIZE = 32  # the models' input size here: small, so the tests stay fast
 
@@ -41,9 +40,16 @@ def trained(tmp_path_factory):
     val_shards = make_shards(root / "shards", "val", videos(2, 2, offset=100), frames=2, n_shards=1, first=100)
     torch.manual_seed(0)
     detector = create_detector("meso4", input_size=SIZE)
-    best = train(detector, train_shards, val_shards, root / "data" / "models" / "meso_small" / "q77-all",
-                 {"epochs": 1, "batch_size": 4, "max_steps_per_epoch": 2, "num_workers": 0}, device="cpu",
-                 log=lambda _: None, spec={"name": "meso_small", "model": "meso4", "input_size": SIZE})
+    best = train(
+        detector,
+        train_shards,
+        val_shards,
+        root / "data" / "models" / "meso_small" / "q77-all",
+        {"epochs": 1, "batch_size": 4, "max_steps_per_epoch": 2, "num_workers": 0},
+        device="cpu",
+        log=lambda _: None,
+        spec={"name": "meso_small", "model": "meso4", "input_size": SIZE},
+    )
     assert best.is_file()
     return best
 
@@ -90,12 +96,23 @@ def test_scores_are_those_of_the_crops_as_training_sees_them(trained, carphone, 
     model = load_model(trained)
     table = crop_faces(carphone, "video", 120, 2, model.faces)
     crops = [decode_rgb(png) for png in table["crop_png"]]
-    rows = [{"key": "original/000", "method": "original", "video_id": "000", "split": "test", "label": 0,
-             "frame_index": i, "quality": 77, "jpeg": encode(c, 77, [], cjpeg)} for i, c in enumerate(crops)]
+    rows = [
+        {
+            "key": "original/000",
+            "method": "original",
+            "video_id": "000",
+            "split": "test",
+            "label": 0,
+            "frame_index": i,
+            "quality": 77,
+            "jpeg": encode(c, 77, [], cjpeg),
+        }
+        for i, c in enumerate(crops)
+    ]
     counts = write_split([pd.DataFrame(rows)], 77, "test", 1, tmp_path / "q77")
     write_json(tmp_path / "q77" / "test.counts.json", counts)
     stream = ShardStream([tmp_path / "q77" / "test-0000.tar"], batch_size=2, input_size=SIZE, train=False)
-    (images, _, meta), = list(make_loader(stream, 0))
+    ((images, _, meta),) = list(make_loader(stream, 0))
     from_shards = images.permute(0, 2, 3, 1).numpy()[np.argsort(meta["frame_index"])]
     ours = np.stack([prepare(c, model, quality=77, cjpeg=cjpeg) for c in crops])
     assert np.array_equal(ours, from_shards)
@@ -104,7 +121,7 @@ def test_scores_are_those_of_the_crops_as_training_sees_them(trained, carphone, 
     # with ELA: the loader's ELA (after decode, before resize) gives predict's ELA crops, byte for byte
     ela = ELA(quality=85, scale=10)
     stream = ShardStream([tmp_path / "q77" / "test-0000.tar"], batch_size=2, input_size=SIZE, train=False, ela=ela)
-    (images, _, meta), = list(make_loader(stream, 0))
+    ((images, _, meta),) = list(make_loader(stream, 0))
     from_ela_shards = images.permute(0, 2, 3, 1).numpy()[np.argsort(meta["frame_index"])]
     ours = np.stack([prepare(c, replace(model, ela=ela), quality=77, cjpeg=cjpeg) for c in crops])
     assert np.array_equal(ours, from_ela_shards) and not np.array_equal(from_ela_shards, from_shards)
@@ -117,12 +134,25 @@ def test_image_is_scored_as_one_frame(trained, media) -> None:
 
 
 def test_folder_with_unreadable_and_faceless_files(trained, media, tmp_path, capsys) -> None:
-    code = main(["predict", str(media), "--model", str(trained), "--out", str(tmp_path / "out"), "--frames", "4",
-                 "--device", "cpu"])
+    code = main(
+        [
+            "predict",
+            str(media),
+            "--model",
+            str(trained),
+            "--out",
+            str(tmp_path / "out"),
+            "--frames",
+            "4",
+            "--device",
+            "cpu",
+        ]
+    )
     assert code == 1  # something failed, the rest was scored
     files = pd.read_csv(tmp_path / "out" / "files.csv", keep_default_na=False).set_index("file")
-    assert sorted(files.index) == sorted(str(media / n) for n in ("astronaut.png", "coffee.jpg", "notes.mp4",
-                                                                  "clip.mp4"))
+    assert sorted(files.index) == sorted(
+        str(media / n) for n in ("astronaut.png", "coffee.jpg", "notes.mp4", "clip.mp4")
+    )
     assert files.loc[str(media / "clip.mp4"), "status"] == "ok"
     assert files.loc[str(media / "clip.mp4"), "frames_scored"] == 4
     assert files.loc[str(media / "astronaut.png"), "status"] == "ok"
@@ -131,8 +161,12 @@ def test_folder_with_unreadable_and_faceless_files(trained, media, tmp_path, cap
     assert files.loc[str(media / "coffee.jpg"), "status"] == "no_face"
     assert files.loc[str(media / "coffee.jpg"), "reason"].startswith("no usable face in 1 planned frame")
     frames = pd.read_csv(tmp_path / "out" / "frames.csv")
-    assert frames.groupby("file").size().to_dict() == {str(media / "astronaut.png"): 1, str(media / "clip.mp4"): 4,
-                                                       str(media / "coffee.jpg"): 1, str(media / "notes.mp4"): 1}
+    assert frames.groupby("file").size().to_dict() == {
+        str(media / "astronaut.png"): 1,
+        str(media / "clip.mp4"): 4,
+        str(media / "coffee.jpg"): 1,
+        str(media / "notes.mp4"): 1,
+    }
     assert frames.loc[frames["file"] == str(media / "notes.mp4"), "frame_index"].tolist() == [-1]
     out = capsys.readouterr().out.splitlines()
     failed = [line for line in out if "FAILED" in line]
@@ -161,18 +195,34 @@ def test_threshold_from_the_model_file_else_the_validation_predictions(trained, 
         for v, (label, s) in enumerate([(0, 0.2), (0, 0.35), (1, 0.6), (1, 0.4), (1, 0.9)]):
             method = "Deepfakes" if label else "original"
             for f in range(2):
-                rows.append({"detector": "meso_small", "train_quality": 77, "train_methods": "all",
-                             "test_quality": q, "split": "val", "method": method, "video_id": f"{v:03d}",
-                             "video_key": f"{method}/q{q}/{v:03d}", "frame_index": f, "label": label,
-                             "score": s + shift + 0.01 * f})
+                rows.append(
+                    {
+                        "detector": "meso_small",
+                        "train_quality": 77,
+                        "train_methods": "all",
+                        "test_quality": q,
+                        "split": "val",
+                        "method": method,
+                        "video_id": f"{v:03d}",
+                        "video_key": f"{method}/q{q}/{v:03d}",
+                        "frame_index": f,
+                        "label": label,
+                        "score": s + shift + 0.01 * f,
+                    }
+                )
     pred = root / "predictions" / "meso_small" / "q77-all.parquet"
     pred.parent.mkdir(parents=True)
     pd.DataFrame(rows).to_parquet(pred)
     model = load_model(best)
-    videos_val = pd.DataFrame(rows).query("test_quality == 77").groupby("video_key").agg(
-        label=("label", "first"), score=("score", "mean"))
-    assert model.threshold == pytest.approx(choose_threshold(videos_val["label"].to_numpy(),
-                                                             videos_val["score"].to_numpy()))
+    videos_val = (
+        pd.DataFrame(rows)
+        .query("test_quality == 77")
+        .groupby("video_key")
+        .agg(label=("label", "first"), score=("score", "mean"))
+    )
+    assert model.threshold == pytest.approx(
+        choose_threshold(videos_val["label"].to_numpy(), videos_val["score"].to_numpy())
+    )
     assert model.threshold_source == "validation predictions meso_small/q77-all.parquet"
     # a threshold stored in the model file wins
     stamped = write_model_file(tmp_path / "stamped.pt", model.detector, threshold=0.123)
@@ -182,14 +232,22 @@ def test_threshold_from_the_model_file_else_the_validation_predictions(trained, 
 def test_spec_and_ela_from_the_model_file(tmp_path) -> None:
     torch.manual_seed(0)
     detector = create_detector("multi_attention", backbone="tf_efficientnet_lite0", input_size=SIZE)
-    spec = {"name": "mat_lite0", "model": "multi_attention", "backbone": "tf_efficientnet_lite0",
-            "pretrained": "imagenet", "input_size": SIZE}
+    spec = {
+        "name": "mat_lite0",
+        "model": "multi_attention",
+        "backbone": "tf_efficientnet_lite0",
+        "pretrained": "imagenet",
+        "input_size": SIZE,
+    }
     path = write_model_file(tmp_path / "m.pt", detector, spec=spec, ela=ELA(quality=85, scale=10))
     model = load_model(path)
     assert model.name == "mat_lite0" and model.ela == ELA(85, 10)
     crop = data.astronaut()[100:228, 150:278]
-    expected = np.asarray(Image.fromarray(np.asarray(error_level(crop, ELA(85, 10)))).resize(
-        (SIZE, SIZE), Image.Resampling.BILINEAR, reducing_gap=None))
+    expected = np.asarray(
+        Image.fromarray(np.asarray(error_level(crop, ELA(85, 10)))).resize(
+            (SIZE, SIZE), Image.Resampling.BILINEAR, reducing_gap=None
+        )
+    )
     got = prepare(crop, model)
     assert got.shape == (SIZE, SIZE, 3) and np.abs(got.astype(int) - expected).mean() < 2
     # without the spec, the registered name alone builds the default backbone: a clear refusal, not a crash
@@ -214,8 +272,11 @@ def test_face_defaults_are_the_schemas() -> None:
 def test_heatmaps_of_a_multi_attention_model_show_its_attention_beside(media, tmp_path) -> None:
     torch.manual_seed(0)
     detector = create_detector("multi_attention", backbone="tf_efficientnet_lite0", input_size=SIZE)
-    path = write_model_file(tmp_path / "m.pt", detector, spec={"name": "mat", "model": "multi_attention",
-                                                               "backbone": "tf_efficientnet_lite0", "input_size": SIZE})
+    path = write_model_file(
+        tmp_path / "m.pt",
+        detector,
+        spec={"name": "mat", "model": "multi_attention", "backbone": "tf_efficientnet_lite0", "input_size": SIZE},
+    )
     run_predict([media / "astronaut.png"], path, tmp_path / "out", heatmap=True, device="cpu")
     (png,) = (tmp_path / "out" / "heatmaps" / "astronaut.png").glob("f*.png")
     with Image.open(png) as image:
@@ -244,9 +305,16 @@ def test_ela_in_a_detector_spec_reaches_training_evaluation_and_predict(tmp_path
         return stream
 
     monkeypatch.setattr(train_module, "ShardStream", recording)
-    best = train(detector, shards, shards, tmp_path / "run", {"epochs": 1, "batch_size": 4, "max_steps_per_epoch": 1,
-                                                               "num_workers": 0}, device="cpu", log=lambda _: None,
-                 spec=spec)
+    best = train(
+        detector,
+        shards,
+        shards,
+        tmp_path / "run",
+        {"epochs": 1, "batch_size": 4, "max_steps_per_epoch": 1, "num_workers": 0},
+        device="cpu",
+        log=lambda _: None,
+        spec=spec,
+    )
     assert seen == [(True, ELA())] and eval_stream(detector, shards).ela == ELA()
     model = load_model(best)
     assert model.name == "meso_ela" and model.ela == ELA()

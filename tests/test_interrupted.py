@@ -14,15 +14,23 @@ def mark_started(work, path: str) -> None:
 
 
 def test_unrecorded_outputs_and_leftover_parts_go_recorded_ones_stay(tmp_path):
-    for rel in ("data/faces/a/b0000.parquet", "data/faces/a/b0001.parquet", "data/faces/a/.b0002.parquet.x.part",
-                "results/summary.csv", "elsewhere/keep.txt"):
+    for rel in (
+        "data/faces/a/b0000.parquet",
+        "data/faces/a/b0001.parquet",
+        "data/faces/a/.b0002.parquet.x.part",
+        "results/summary.csv",
+        "elsewhere/keep.txt",
+    ):
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_text("x")
     for rel in ("data/faces/a/b0000.parquet", "results/summary.csv", "elsewhere/keep.txt", "data/gone.parquet"):
         mark_started(tmp_path, rel)
     removed = interrupted.remove_unrecorded(tmp_path, ["data", "results"])
-    assert sorted(removed) == ["data/faces/a/.b0002.parquet.x.part", "data/faces/a/b0000.parquet",
-                               "results/summary.csv"]
+    assert sorted(removed) == [
+        "data/faces/a/.b0002.parquet.x.part",
+        "data/faces/a/b0000.parquet",
+        "results/summary.csv",
+    ]
     assert (tmp_path / "data/faces/a/b0001.parquet").exists() and (tmp_path / "elsewhere/keep.txt").exists()
     assert not (tmp_path / "data/faces/a/b0000.parquet").exists()
 

@@ -15,8 +15,8 @@ import torch
 import webdataset as wds
 from PIL import Image
 
-from dfpipe.loader import Augment, ShardStream, index_shards, make_loader, normalize
 from dfpipe.io import write_json
+from dfpipe.loader import Augment, ShardStream, index_shards, make_loader, normalize
 from dfpipe.shards import write_split
 
 Q = 77
@@ -33,9 +33,17 @@ def sample_image(k: int, label: int, noise: bool = False) -> np.ndarray:
     return img
 
 
-def make_shards(root: Path, split: str, videos: list[tuple[str, str, int]], frames: int = 3,
-                n_shards: int = 2, quality: int = Q, noise: bool = False, first: int = 0,
-                looks: list[int] | None = None) -> list[Path]:
+def make_shards(
+    root: Path,
+    split: str,
+    videos: list[tuple[str, str, int]],
+    frames: int = 3,
+    n_shards: int = 2,
+    quality: int = Q,
+    noise: bool = False,
+    first: int = 0,
+    looks: list[int] | None = None,
+) -> list[Path]:
     """Shards of (method, video_id, label) videos written by the shards stage; sample k = first + running number.
 
     `looks`: per video, the label its pixels show (default: its own label)."""
@@ -45,8 +53,18 @@ def make_shards(root: Path, split: str, videos: list[tuple[str, str, int]], fram
             buf = io.BytesIO()
             shown = label if looks is None else looks[v]
             Image.fromarray(sample_image(first + len(rows), shown, noise)).save(buf, format="JPEG", quality=95)
-            rows.append({"key": f"{method}/{vid}", "method": method, "video_id": vid, "split": split, "label": label,
-                         "frame_index": 10 * f, "quality": quality, "jpeg": buf.getvalue()})
+            rows.append(
+                {
+                    "key": f"{method}/{vid}",
+                    "method": method,
+                    "video_id": vid,
+                    "split": split,
+                    "label": label,
+                    "frame_index": 10 * f,
+                    "quality": quality,
+                    "jpeg": buf.getvalue(),
+                }
+            )
     out = root / f"q{quality}"
     columns = ["key", "method", "video_id", "split", "label", "frame_index", "quality", "jpeg"]
     counts = write_split([pd.DataFrame(rows, columns=columns)], quality, split, n_shards, out)
@@ -56,7 +74,8 @@ def make_shards(root: Path, split: str, videos: list[tuple[str, str, int]], fram
 
 def videos(real: int, fake: int, offset: int = 0) -> list[tuple[str, str, int]]:
     return [("original", f"{offset + i:03d}", 0) for i in range(real)] + [
-        ("Deepfakes", f"{offset + i:03d}_{offset + i + 1:03d}", 1) for i in range(fake)]
+        ("Deepfakes", f"{offset + i:03d}_{offset + i + 1:03d}", 1) for i in range(fake)
+    ]
 
 
 def sample_ids(images: torch.Tensor) -> list[int]:
@@ -193,7 +212,9 @@ def test_shard_of_another_quality_or_split_is_refused(tmp_path, train_shards) ->
     moved = tmp_path / "q60" / "train-0000.tar"
     moved.parent.mkdir()
     shutil.copy(train_shards[0], moved)
-    with pytest.raises(ValueError, match=r"q60/train-0000.tar: sample .* is q77 train, but its shard was asked for as q60"):
+    with pytest.raises(
+        ValueError, match=r"q60/train-0000.tar: sample .* is q77 train, but its shard was asked for as q60"
+    ):
         batches(stream([moved], train=False))
 
 
@@ -203,18 +224,37 @@ def test_samples_lacking_fields_are_named(tmp_path) -> None:
     buf = io.BytesIO()
     Image.fromarray(sample_image(0, 0)).save(buf, format="JPEG")
     with wds.TarWriter(str(path)) as tar:
-        tar.write({"__key__": "a", "jpg": buf.getvalue(), "cls": b"0",
-                   "json": json.dumps({"label": 0, "quality": 77, "split": "test"}).encode()})
+        tar.write(
+            {
+                "__key__": "a",
+                "jpg": buf.getvalue(),
+                "cls": b"0",
+                "json": json.dumps({"label": 0, "quality": 77, "split": "test"}).encode(),
+            }
+        )
         tar.write({"__key__": "b", "jpg": buf.getvalue(), "cls": b"1"})
     with pytest.raises(ValueError, match=r"test-0000.tar: sample b lacks \['json'\]"):
         stream([path], train=False)
     with wds.TarWriter(str(path)) as tar:
-        tar.write({"__key__": "a", "jpg": buf.getvalue(), "cls": b"0",
-                   "json": json.dumps({"label": 0, "quality": 77, "split": "test"}).encode()})
+        tar.write(
+            {
+                "__key__": "a",
+                "jpg": buf.getvalue(),
+                "cls": b"0",
+                "json": json.dumps({"label": 0, "quality": 77, "split": "test"}).encode(),
+            }
+        )
     with pytest.raises(ValueError, match=r"test-0000.tar: sample a json lacks \['method', 'video_key'"):
         batches(stream([path], train=False))
-    meta = {"label": 0, "method": "original", "video_key": "original/q77/000", "video_id": "000", "frame_index": 0,
-            "quality": 77, "split": "test"}
+    meta = {
+        "label": 0,
+        "method": "original",
+        "video_key": "original/q77/000",
+        "video_id": "000",
+        "frame_index": 0,
+        "quality": 77,
+        "split": "test",
+    }
     with wds.TarWriter(str(path)) as tar:
         tar.write({"__key__": "a", "jpg": buf.getvalue()[:100], "cls": b"0", "json": json.dumps(meta).encode()})
     with pytest.raises(ValueError, match=r"test-0000.tar: sample a is not a readable JPEG"):
@@ -232,13 +272,15 @@ def test_methods_filter_keeps_only_those_methods(tmp_path) -> None:
 
 def test_index_finds_members_where_tarfile_does(tmp_path, train_shards) -> None:
     """The header scanner (the loader's fast index) agrees with tarfile, long pax and GNU names included."""
+
     def by_tarfile(path: Path) -> dict[str, tuple[int, int]]:
         with tarfile.open(path) as tar:
             return {m.name: (m.offset_data, m.size) for m in tar if not m.name.endswith(".cls")}
 
     def by_index(path: Path) -> dict[str, tuple[int, int]]:
-        return {f"{e.key}.{ext}": place for e in index_shards([path]) for ext, place in (("jpg", e.jpg),
-                                                                                           ("json", e.json))}
+        return {
+            f"{e.key}.{ext}": place for e in index_shards([path]) for ext, place in (("jpg", e.jpg), ("json", e.json))
+        }
 
     for shard in train_shards:
         assert by_index(shard) == by_tarfile(shard)

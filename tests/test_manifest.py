@@ -26,7 +26,10 @@ def test_manifest_rows_and_columns(tree):
     assert list(m.columns) == manifest.COLUMNS
     assert len(m) == 12 and set(m.method) == {"original", "Deepfakes"}
     assert (m.status == "ok").all()
-    assert m.set_index("key").loc["Deepfakes/000_001", "mask_path"] == "manipulated_sequences/Deepfakes/masks/videos/000_001.mp4"
+    assert (
+        m.set_index("key").loc["Deepfakes/000_001", "mask_path"]
+        == "manipulated_sequences/Deepfakes/masks/videos/000_001.mp4"
+    )
     assert m[m.method == "original"].mask_path.isna().all()
     assert (m.label == (m.method != "original")).all()
     # 0.5 s of a 29.97 fps clip, probed exactly
@@ -91,8 +94,12 @@ def test_identity_in_two_splits_is_refused(tree):
 
 
 def test_local_source_uses_the_tree_in_place(tree, tmp_path):
-    cfg = {"source": "local", "local": {"root": str(tree)}, "dataset": {"methods": ["Deepfakes"], "compression": "c23"},
-           "splits": {"dir": None}}
+    cfg = {
+        "source": "local",
+        "local": {"root": str(tree)},
+        "dataset": {"methods": ["Deepfakes"], "compression": "c23"},
+        "splits": {"dir": None},
+    }
     info = sources.prepare(cfg, tmp_path / "out")
     assert info.dataset_root == tree and info.splits_dir == tree / "splits"
     assert not (tmp_path / "out").exists(), "a local source copies nothing"
@@ -126,13 +133,33 @@ def test_truncated_video_keeps_its_real_frame_count(tree):
     from dfpipe.frames import iter_frames, plan_batch
 
     path = tree / video_dir("original", "c23") / "002.mp4"
-    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(path), "-c", "copy", "-movflags", "+faststart",
-                    str(path.with_suffix(".tmp.mp4"))], check=True)
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-v",
+            "error",
+            "-y",
+            "-i",
+            str(path),
+            "-c",
+            "copy",
+            "-movflags",
+            "+faststart",
+            str(path.with_suffix(".tmp.mp4")),
+        ],
+        check=True,
+    )
     data = path.with_suffix(".tmp.mp4").read_bytes()
     path.with_suffix(".tmp.mp4").unlink()
     path.write_bytes(data[: int(len(data) * 0.6)])  # header first, so the cut file still opens
-    header = json.loads(subprocess.run(["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_streams", "-of",
-                                        "json", str(path)], capture_output=True, text=True, check=True).stdout)
+    header = json.loads(
+        subprocess.run(
+            ["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_streams", "-of", "json", str(path)],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
     assert int(header["streams"][0]["nb_frames"]) == 15
     m = build(tree).set_index("key")
     row = m.loc["original/002"]
@@ -151,11 +178,44 @@ def test_rotated_videos_record_the_decoded_frame_size(tree, carphone):
     folder = tree / video_dir("original", "c23")
     turned, wrong = folder / "000.mp4", folder / "001.mp4"
     for dest, vf in ((turned, "transpose=clock"), (wrong, "null")):
-        subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(carphone), "-t", "0.5", "-vf", vf, "-c:v", "libx264",
-                        "-pix_fmt", "yuv420p", "-an", str(folder / "tmp.mp4")], check=True)
+        subprocess.run(
+            [
+                "ffmpeg",
+                "-v",
+                "error",
+                "-y",
+                "-i",
+                str(carphone),
+                "-t",
+                "0.5",
+                "-vf",
+                vf,
+                "-c:v",
+                "libx264",
+                "-pix_fmt",
+                "yuv420p",
+                "-an",
+                str(folder / "tmp.mp4"),
+            ],
+            check=True,
+        )
         # A display matrix saying "turn 90°" (written on a stream copy: encoding would drop the tag).
-        subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(folder / "tmp.mp4"), "-c", "copy",
-                        "-metadata:s:v:0", "rotate=90", str(dest)], check=True)
+        subprocess.run(
+            [
+                "ffmpeg",
+                "-v",
+                "error",
+                "-y",
+                "-i",
+                str(folder / "tmp.mp4"),
+                "-c",
+                "copy",
+                "-metadata:s:v:0",
+                "rotate=90",
+                str(dest),
+            ],
+            check=True,
+        )
     (folder / "tmp.mp4").unlink()
     m = build(tree).set_index("key")
     for key, path, size in (("original/000", turned, (176, 144)), ("original/001", wrong, (144, 176))):

@@ -58,8 +58,8 @@ def test_manipulation_changes_only_the_masked_face(method, direction, faces, lan
     # The mask lies on the face: inside the landmarks' box, and covering a real part of it.
     x0, y0 = np.floor(t_pts.min(0)).astype(int)
     x1, y1 = np.ceil(t_pts.max(0)).astype(int)
-    assert not inside[:y0 - 2].any() and not inside[y1 + 2:].any()
-    assert not inside[:, :x0 - 2].any() and not inside[:, x1 + 2:].any()
+    assert not inside[: y0 - 2].any() and not inside[y1 + 2 :].any()
+    assert not inside[:, : x0 - 2].any() and not inside[:, x1 + 2 :].any()
     assert inside.sum() > 0.03 * (x1 - x0) * (y1 - y0)
     diff = np.abs(out.astype(np.int16) - target.astype(np.int16)).max(axis=2)
     assert np.array_equal(out[~inside], target[~inside]), "pixels outside the mask changed"
@@ -75,7 +75,10 @@ def test_swaps_bring_the_source_face(faces):
     (target, t_pts), (source, s_pts) = faces
     out, mask = MANIPULATIONS["FaceSwap"](target, t_pts, source, s_pts)
     warped, _ = piecewise_affine(source, s_pts, t_pts, delaunay(t_pts), target.shape[:2])
-    grad = lambda im: cv2.Laplacian(cv2.cvtColor(im, cv2.COLOR_RGB2GRAY).astype(np.float32), cv2.CV_32F)
+
+    def grad(im):
+        return cv2.Laplacian(cv2.cvtColor(im, cv2.COLOR_RGB2GRAY).astype(np.float32), cv2.CV_32F)
+
     inside = cv2.erode(mask, np.ones((5, 5), np.uint8)) > 0
     to_source = np.abs(grad(out) - grad(warped))[inside].mean()
     to_target = np.abs(grad(out) - grad(target))[inside].mean()

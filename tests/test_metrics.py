@@ -7,16 +7,34 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from dfpipe.metrics import (EVAL_COLUMNS, FAKE_METHODS, PRED_COLUMNS, TEST_SETS, binary_metrics, bootstrap_auc_ci,
-                            check_predictions, choose_threshold, evaluate, video_scores, weighted_aucs)
+from dfpipe.metrics import (
+    EVAL_COLUMNS,
+    FAKE_METHODS,
+    PRED_COLUMNS,
+    TEST_SETS,
+    binary_metrics,
+    bootstrap_auc_ci,
+    check_predictions,
+    choose_threshold,
+    evaluate,
+    video_scores,
+    weighted_aucs,
+)
 
 # Per detector: how far apart fake and real scores sit at quality 95; compression shrinks the gap.
 SEPARATION = {"effb4": 2.5, "meso4": 1.0}
 
 
-def make_predictions(split: str, detectors=("effb4", "meso4"), train_qualities=(95, 60),
-                     test_qualities=(95, 60), train_methods=("all",), n_videos: int = 6, n_frames: int = 4,
-                     seed: int = 0) -> pd.DataFrame:
+def make_predictions(
+    split: str,
+    detectors=("effb4", "meso4"),
+    train_qualities=(95, 60),
+    test_qualities=(95, 60),
+    train_methods=("all",),
+    n_videos: int = 6,
+    n_frames: int = 4,
+    seed: int = 0,
+) -> pd.DataFrame:
     """Synthetic prediction table: FF++-style ids (originals "00i", fakes "00i_00j" shared by all methods),
     a per-video offset so frames of a video are correlated, and separation falling with test quality."""
     rng = np.random.default_rng(seed)
@@ -33,8 +51,21 @@ def make_predictions(split: str, detectors=("effb4", "meso4"), train_qualities=(
                             offset = rng.normal(0, 0.5)
                             for f in range(n_frames):
                                 logit = gap * (label - 0.5) + offset + rng.normal(0, 1)
-                                rows.append((det, tq, tm, q, split, method, vid, f"{method}/q{q}/{vid}", 8 * f,
-                                             label, float(1 / (1 + np.exp(-logit)))))
+                                rows.append(
+                                    (
+                                        det,
+                                        tq,
+                                        tm,
+                                        q,
+                                        split,
+                                        method,
+                                        vid,
+                                        f"{method}/q{q}/{vid}",
+                                        8 * f,
+                                        label,
+                                        float(1 / (1 + np.exp(-logit))),
+                                    )
+                                )
     return pd.DataFrame(rows, columns=PRED_COLUMNS)
 
 
@@ -133,10 +164,19 @@ def test_bootstrap_by_video_is_wider_for_correlated_frames() -> None:
 
 
 def test_video_keying_keeps_methods_apart() -> None:
-    rows = [("Deepfakes", "000_003", 0.9), ("Deepfakes", "000_003", 0.7),
-            ("Face2Face", "000_003", 0.2), ("Face2Face", "000_003", 0.4), ("original", "000", 0.1)]
-    pred = pd.DataFrame([{"method": m, "video_id": v, "video_key": f"{m}/q77/{v}", "label": int(m != "original"),
-                          "score": s} for m, v, s in rows])
+    rows = [
+        ("Deepfakes", "000_003", 0.9),
+        ("Deepfakes", "000_003", 0.7),
+        ("Face2Face", "000_003", 0.2),
+        ("Face2Face", "000_003", 0.4),
+        ("original", "000", 0.1),
+    ]
+    pred = pd.DataFrame(
+        [
+            {"method": m, "video_id": v, "video_key": f"{m}/q77/{v}", "label": int(m != "original"), "score": s}
+            for m, v, s in rows
+        ]
+    )
     videos = video_scores(pred).set_index("video_key")
     assert len(videos) == 3
     assert videos.loc["Deepfakes/q77/000_003", "score"] == pytest.approx(0.8)
@@ -161,9 +201,15 @@ def test_check_predictions_names_the_file_and_problem() -> None:
 def evaluated() -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     def both(split: str, seed: int) -> pd.DataFrame:
         # Every detector trained on all methods at two qualities; effb4 also on Deepfakes alone at q60.
-        return pd.concat([make_predictions(split, seed=seed),
-                          make_predictions(split, detectors=("effb4",), train_qualities=(60,),
-                                           train_methods=("Deepfakes",), seed=seed + 10)], ignore_index=True)
+        return pd.concat(
+            [
+                make_predictions(split, seed=seed),
+                make_predictions(
+                    split, detectors=("effb4",), train_qualities=(60,), train_methods=("Deepfakes",), seed=seed + 10
+                ),
+            ],
+            ignore_index=True,
+        )
 
     test, val = both("test", 0), both("val", 1)
     return test, val, evaluate(test, val, n_boot=5)
@@ -176,8 +222,13 @@ def test_evaluate_rows_and_values(evaluated) -> None:
     assert len(result) == 10 * 5 * 2
     assert set(result["test_set"]) == set(TEST_SETS)
     row = result.set_index(["detector", "train_quality", "train_methods", "test_quality", "test_set", "level"])
-    run = test[(test["detector"] == "meso4") & (test["train_quality"] == 95) & (test["train_methods"] == "all")
-               & (test["test_quality"] == 60) & test["method"].isin(["original", "Face2Face"])]
+    run = test[
+        (test["detector"] == "meso4")
+        & (test["train_quality"] == 95)
+        & (test["train_methods"] == "all")
+        & (test["test_quality"] == 60)
+        & test["method"].isin(["original", "Face2Face"])
+    ]
     frame = row.loc[("meso4", 95, "all", 60, "FF-F2F", "frame")]
     assert frame["auc"] == pytest.approx(binary_metrics(run["label"], run["score"])["auc"])
     assert (frame["n"], frame["n_pos"], frame["n_neg"]) == (48, 24, 24)
@@ -192,11 +243,20 @@ def test_evaluate_rows_and_values(evaluated) -> None:
 def test_evaluate_threshold_comes_from_val_in_training_condition(evaluated) -> None:
     _, val, result = evaluated
     # effb4 trained on Deepfakes at q60: threshold from val at q60, originals + Deepfakes only, frame level.
-    v = val[(val["detector"] == "effb4") & (val["train_quality"] == 60) & (val["train_methods"] == "Deepfakes")
-            & (val["test_quality"] == 60) & val["method"].isin(["original", "Deepfakes"])]
+    v = val[
+        (val["detector"] == "effb4")
+        & (val["train_quality"] == 60)
+        & (val["train_methods"] == "Deepfakes")
+        & (val["test_quality"] == 60)
+        & val["method"].isin(["original", "Deepfakes"])
+    ]
     expected = choose_threshold(v["label"].to_numpy(), v["score"].to_numpy())
-    rows = result[(result["detector"] == "effb4") & (result["train_quality"] == 60)
-                  & (result["train_methods"] == "Deepfakes") & (result["level"] == "frame")]
+    rows = result[
+        (result["detector"] == "effb4")
+        & (result["train_quality"] == 60)
+        & (result["train_methods"] == "Deepfakes")
+        & (result["level"] == "frame")
+    ]
     assert (rows["threshold_val"] == expected).all()  # the same cut at every test quality and test set
     assert rows["acc_val"].notna().all()
 
@@ -227,10 +287,23 @@ def test_pooled_frame_metrics_do_not_depend_on_per_method_frame_counts() -> None
     base = evaluate(test, val, n_boot=30)
     doubled = evaluate(_double_frames(test, "NeuralTextures"), _double_frames(val, "NeuralTextures"), n_boot=30)
     frame = (base["level"] == "frame").to_numpy()
-    assert (doubled.loc[frame & (base["test_set"] == "FF-NT").to_numpy(), "n"].to_numpy()
-            == 1.5 * base.loc[frame & (base["test_set"] == "FF-NT").to_numpy(), "n"].to_numpy()).all()
-    values = ["auc", "auc_lo", "auc_hi", "ap", "eer", "acc_05", "bacc_05", "f1_05", "threshold_val", "acc_val",
-              "bacc_val"]
+    assert (
+        doubled.loc[frame & (base["test_set"] == "FF-NT").to_numpy(), "n"].to_numpy()
+        == 1.5 * base.loc[frame & (base["test_set"] == "FF-NT").to_numpy(), "n"].to_numpy()
+    ).all()
+    values = [
+        "auc",
+        "auc_lo",
+        "auc_hi",
+        "ap",
+        "eer",
+        "acc_05",
+        "bacc_05",
+        "f1_05",
+        "threshold_val",
+        "acc_val",
+        "bacc_val",
+    ]
     pd.testing.assert_frame_equal(doubled[values], base[values], check_exact=False, rtol=0, atol=1e-9)
 
 

@@ -34,9 +34,18 @@ def faces() -> pd.DataFrame:
     for method, vid, label, img, y0, x0 in sources:
         for f in range(2):
             y, x = y0 + 10 * f, x0 + 6 * f
-            rows.append({"key": f"{method}/{vid}", "method": method, "video_id": vid, "split": "test",
-                         "label": label, "frame_index": f, "status": "ok",
-                         "crop_png": png(img[y : y + 128, x : x + 112])})
+            rows.append(
+                {
+                    "key": f"{method}/{vid}",
+                    "method": method,
+                    "video_id": vid,
+                    "split": "test",
+                    "label": label,
+                    "frame_index": f,
+                    "status": "ok",
+                    "crop_png": png(img[y : y + 128, x : x + 112]),
+                }
+            )
     return pd.DataFrame(rows)
 
 

@@ -41,10 +41,17 @@ def test_a_job_stops_when_the_snakemake_that_started_it_is_killed(tmp_path):
     """The job's parent stands in for Snakemake: killed with -9, the job exits instead of writing its output."""
     parent = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     out = tmp_path / "out.txt"
-    job = subprocess.Popen([sys.executable, "-c", (
-        "import time; from dfpipe import runlog; "
-        f"runlog.stop_when_orphaned(print, poll_s=0.05); time.sleep(3); open({str(out)!r}, 'w').write('x')")],
-        env={**os.environ, runlog.SNAKEMAKE_PID: str(parent.pid)})
+    job = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            (
+                "import time; from dfpipe import runlog; "
+                f"runlog.stop_when_orphaned(print, poll_s=0.05); time.sleep(3); open({str(out)!r}, 'w').write('x')"
+            ),
+        ],
+        env={**os.environ, runlog.SNAKEMAKE_PID: str(parent.pid)},
+    )
     time.sleep(1)
     parent.kill()
     parent.wait()

@@ -36,16 +36,27 @@ def jpeg_table(videos: list[tuple[str, str, str, int]], frames: int = 3) -> pd.D
             buf = io.BytesIO()
             Image.fromarray(crop).save(buf, format="JPEG", quality=Q)
             rows.append(
-                {"key": f"{method}/{vid}", "method": method, "video_id": vid, "split": split, "label": label,
-                 "frame_index": 10 * f, "quality": Q, "jpeg": buf.getvalue(), "bytes": buf.tell(),
-                 "encoder": "test"}
+                {
+                    "key": f"{method}/{vid}",
+                    "method": method,
+                    "video_id": vid,
+                    "split": split,
+                    "label": label,
+                    "frame_index": 10 * f,
+                    "quality": Q,
+                    "jpeg": buf.getvalue(),
+                    "bytes": buf.tell(),
+                    "encoder": "test",
+                }
             )
     return pd.DataFrame(rows)
 
 
-VIDEOS = [("original", f"{i:03d}", "train", 0) for i in range(6)] + [
-    ("Deepfakes", f"{i:03d}_{i + 1:03d}", "train", 1) for i in range(6)
-] + [("original", "900", "test", 0), ("Deepfakes", "900_901", "test", 1)]
+VIDEOS = (
+    [("original", f"{i:03d}", "train", 0) for i in range(6)]
+    + [("Deepfakes", f"{i:03d}_{i + 1:03d}", "train", 1) for i in range(6)]
+    + [("original", "900", "test", 0), ("Deepfakes", "900_901", "test", 1)]
+)
 
 
 @pytest.fixture
@@ -75,7 +86,10 @@ def test_shard_of_is_stable_and_in_range() -> None:
     assert (shard_of("Deepfakes/000_003", 4), shard_of("Deepfakes/000_003", 7)) == (1, 3)
     script = "from dfpipe.shards import shard_of; print([shard_of(f'original/{i:03d}', 4) for i in range(12)])"
     other_process = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, check=True,
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        check=True,
         env={"PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src"), "PYTHONHASHSEED": "123"},
     )
     assert other_process.stdout.strip() == "[3, 0, 2, 3, 1, 0, 2, 0, 3, 2, 1, 3]"
@@ -164,7 +178,9 @@ def test_index_counts_per_split_shard_method_label(tables: list[Path], tmp_path:
     assert on_disk == index
     assert index["quality"] == Q and index["samples"] == 42 and index["videos"] == 14
     assert index["splits"]["test"]["by_label"] == {"0": 3, "1": 3}
-    assert index["splits"]["val"]["shards"] == {"val-0000.tar": {"samples": 0, "videos": 0, "by_method": {}, "by_label": {}}}
+    assert index["splits"]["val"]["shards"] == {
+        "val-0000.tar": {"samples": 0, "videos": 0, "by_method": {}, "by_label": {}}
+    }
     assert sum(s["samples"] for s in index["splits"]["train"]["shards"].values()) == 36
 
 

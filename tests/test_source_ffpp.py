@@ -47,8 +47,9 @@ def _handler(mirror: Mirror) -> type[BaseHTTPRequestHandler]:
         def log_message(self, *args) -> None:  # keep test output clean
             pass
 
-        def _status(self, code: int, headers: dict[str, str] | None = None, body: bytes = b"",
-                    drop_length: bool = False) -> None:
+        def _status(
+            self, code: int, headers: dict[str, str] | None = None, body: bytes = b"", drop_length: bool = False
+        ) -> None:
             with mirror.lock:
                 mirror.statuses.append((urlsplit(self.path).path, code))
             self.send_response(code)
@@ -129,8 +130,25 @@ def clips(tmp_path_factory) -> list[bytes]:
     last spans several read chunks."""
     folder = tmp_path_factory.mktemp("clips")
     base = folder / "base.mp4"
-    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc=size=64x48:rate=10:duration=1",
-                    "-c:v", "libx264", "-pix_fmt", "yuv420p", "-movflags", "+faststart", str(base)], check=True)
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-v",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=size=64x48:rate=10:duration=1",
+            "-c:v",
+            "libx264",
+            "-pix_fmt",
+            "yuv420p",
+            "-movflags",
+            "+faststart",
+            str(base),
+        ],
+        check=True,
+    )
     # Remuxed with comments of growing length: distinct sizes, so a mixed-up file cannot match.
     outs = [folder / f"{i}.mp4" for i in range(40)]
     cmd = ["ffmpeg", "-v", "error", "-i", str(base)]
@@ -138,9 +156,29 @@ def clips(tmp_path_factory) -> list[bytes]:
         cmd += ["-c", "copy", "-metadata", f"comment={'x' * 37 * i}", "-movflags", "+faststart", str(out)]
     subprocess.run(cmd, check=True)
     big = folder / "big.mp4"
-    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "nullsrc=size=128x128:rate=10:duration=1",
-                    "-vf", "geq=random(1)*255:128:128", "-c:v", "libx264", "-qp", "0", "-pix_fmt", "yuv420p",
-                    "-movflags", "+faststart", str(big)], check=True)
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-v",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            "nullsrc=size=128x128:rate=10:duration=1",
+            "-vf",
+            "geq=random(1)*255:128:128",
+            "-c:v",
+            "libx264",
+            "-qp",
+            "0",
+            "-pix_fmt",
+            "yuv420p",
+            "-movflags",
+            "+faststart",
+            str(big),
+        ],
+        check=True,
+    )
     return [out.read_bytes() for out in outs] + [big.read_bytes()]
 
 
@@ -148,12 +186,13 @@ def clips(tmp_path_factory) -> list[bytes]:
 def mirror(tmp_path, clips):
     root = (tmp_path / "mirror").resolve()
     files = iter(clips[:-1])
-    names = {"original": [i for p in PAIRS for i in p],
-             "fake": [n for a, b in PAIRS for n in (f"{a}_{b}", f"{b}_{a}")]}
+    names = {"original": [i for p in PAIRS for i in p], "fake": [n for a, b in PAIRS for n in (f"{a}_{b}", f"{b}_{a}")]}
     folders = [("original_sequences/youtube/c23/videos", names["original"])]
     for method in [*METHODS, "FaceSwap"]:
-        folders += [(f"manipulated_sequences/{method}/c23/videos", names["fake"]),
-                    (f"manipulated_sequences/{method}/masks/videos", names["fake"])]
+        folders += [
+            (f"manipulated_sequences/{method}/c23/videos", names["fake"]),
+            (f"manipulated_sequences/{method}/masks/videos", names["fake"]),
+        ]
     for folder, ids in folders:
         for ident in ids:
             f = root / folder / f"{ident}.mp4"
@@ -176,8 +215,16 @@ def mirror(tmp_path, clips):
 
 
 def settings(mirror: Mirror, **kw) -> dict:
-    return {"accept_tos": True, "server": "EU2", "base_url": mirror.url, "masks": False, "num_videos": None,
-            "retries": 3, "timeout_s": 0.5, **kw}
+    return {
+        "accept_tos": True,
+        "server": "EU2",
+        "base_url": mirror.url,
+        "masks": False,
+        "num_videos": None,
+        "retries": 3,
+        "timeout_s": 0.5,
+        **kw,
+    }
 
 
 def run(mirror: Mirror, dest: Path, methods=METHODS, **kw) -> tuple[list[Path], list[str]]:
@@ -215,7 +262,9 @@ def test_full_download_with_masks_resumes_a_dropped_file_and_reruns_silently(mir
     # The drop was resumed from where the body stopped, not restarted.
     size = mirror.file(dropped).stat().st_size
     assert [r for r in mirror.requests if r[0] == mirror.path(dropped)] == [
-        (mirror.path(dropped), None), (mirror.path(dropped), f"bytes={size // 2}-")]
+        (mirror.path(dropped), None),
+        (mirror.path(dropped), f"bytes={size // 2}-"),
+    ]
     assert (mirror.path(dropped), 206) in mirror.statuses
     assert any("001.mp4" in line and f"{size // 2} of {size}" in line for line in lines)
     assert json.loads((dest / "misc/filelist.json").read_text()) == PAIRS
@@ -269,8 +318,9 @@ def test_missing_file_is_named_with_its_url_and_the_others_are_kept(mirror, tmp_
     assert (dest / gone).read_bytes() == kept and len(got) == 12
 
 
-@pytest.mark.parametrize("entry", [["..", "001"], ["000", "/etc/passwd"], ["000", "a/b"], ["00\\1", "002"],
-                                   ["000", ""], ["000", 1], ["000"]])
+@pytest.mark.parametrize(
+    "entry", [["..", "001"], ["000", "/etc/passwd"], ["000", "a/b"], ["00\\1", "002"], ["000", ""], ["000", 1], ["000"]]
+)
 def test_unsafe_file_list_entries_are_refused(mirror, tmp_path, entry):
     (mirror.root / "misc/filelist.json").write_text(json.dumps([["004", "005"], entry]))
     dest = tmp_path / "ffpp"
@@ -367,9 +417,12 @@ def test_base_url_and_plan():
     items = ffpp.plan([("010", "020")], "B/", ["NeuralTextures"], "c40", masks=True)
     assert [(i.rel, i.url) for i in items][-1] == (
         "manipulated_sequences/NeuralTextures/masks/videos/020_010.mp4",
-        "B/manipulated_sequences/NeuralTextures/masks/videos/020_010.mp4")
-    assert [i.rel for i in items][:2] == ["original_sequences/youtube/c40/videos/010.mp4",
-                                          "original_sequences/youtube/c40/videos/020.mp4"]
+        "B/manipulated_sequences/NeuralTextures/masks/videos/020_010.mp4",
+    )
+    assert [i.rel for i in items][:2] == [
+        "original_sequences/youtube/c40/videos/010.mp4",
+        "original_sequences/youtube/c40/videos/020.mp4",
+    ]
 
 
 ORIG = "original_sequences/youtube/c23/videos/{}.mp4"
@@ -388,9 +441,13 @@ def test_body_that_only_looks_complete_fails_verification_and_the_rest_is_fetche
     assert_same(mirror, dest, got)
     size = mirror.file(rel).stat().st_size
     assert [r for r in mirror.requests if r[0] == mirror.path(rel)] == [
-        (mirror.path(rel), None), (mirror.path(rel), f"bytes={size // 2}-")]
-    assert any(f"001.mp4: {size // 2} bytes fail verification (ffprobe:" in line and "fetching the rest" in line
-               for line in lines), lines
+        (mirror.path(rel), None),
+        (mirror.path(rel), f"bytes={size // 2}-"),
+    ]
+    assert any(
+        f"001.mp4: {size // 2} bytes fail verification (ffprobe:" in line and "fetching the rest" in line
+        for line in lines
+    ), lines
     assert rel in json.loads((dest / ffpp.VERIFIED).read_text())
 
 
@@ -441,8 +498,7 @@ def test_damaged_copy_on_the_server_is_refetched_from_zero_then_reported(mirror,
     assert_same(mirror, dest, [ORIG.format(i) for i in ("000", "001", "003")])
 
 
-def test_truncated_video_kept_by_an_older_run_is_fetched_again_and_checks_are_remembered(mirror, tmp_path,
-                                                                                          monkeypatch):
+def test_truncated_video_kept_by_an_older_run_is_fetched_again_and_checks_are_remembered(mirror, tmp_path, monkeypatch):
     """Files at their final name that were never verified (an older version, or a killed run) are checked once."""
     dest = tmp_path / "ffpp"
     cut, whole = ORIG.format("001"), ORIG.format("000")
@@ -497,9 +553,28 @@ def tls_cert(tmp_path_factory) -> Path:
     if shutil.which("openssl") is None:
         pytest.skip("openssl is not installed")
     pem = tmp_path_factory.mktemp("tls") / "loopback.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(pem), "-out",
-                    str(pem.with_suffix(".crt")), "-days", "2", "-subj", "/CN=127.0.0.1",
-                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            str(pem),
+            "-out",
+            str(pem.with_suffix(".crt")),
+            "-days",
+            "2",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+    )
     pem.write_bytes(pem.with_suffix(".crt").read_bytes() + pem.read_bytes())
     return pem
 
@@ -543,8 +618,9 @@ def redirect_to(https_mirror):
         _stop(server, thread)
 
 
-def test_http_to_https_redirect_is_followed_including_resumed_ranges(mirror, redirect_to, tls_cert, tmp_path,
-                                                                      monkeypatch):
+def test_http_to_https_redirect_is_followed_including_resumed_ranges(
+    mirror, redirect_to, tls_cert, tmp_path, monkeypatch
+):
     monkeypatch.setenv("SSL_CERT_FILE", str(tls_cert))  # trust the test's own certificate, nothing else
     url, seen = redirect_to
     dropped = ORIG.format("001")
@@ -558,7 +634,9 @@ def test_http_to_https_redirect_is_followed_including_resumed_ranges(mirror, red
     size = mirror.file(dropped).stat().st_size
     # The Range header survives the redirect: the second request resumed at the cut.
     assert [r for r in mirror.requests if r[0] == mirror.path(dropped)] == [
-        (mirror.path(dropped), None), (mirror.path(dropped), f"bytes={size // 2}-")]
+        (mirror.path(dropped), None),
+        (mirror.path(dropped), f"bytes={size // 2}-"),
+    ]
 
 
 def test_untrusted_certificate_fails_at_once_with_the_reason(mirror, https_mirror, tmp_path, monkeypatch):
@@ -566,8 +644,14 @@ def test_untrusted_certificate_fails_at_once_with_the_reason(mirror, https_mirro
     lines: list[str] = []
     t0 = time.monotonic()
     with pytest.raises(ffpp.DownloadError) as info:
-        ffpp.download(settings(mirror, base_url=https_mirror, retries=5), tmp_path / "ffpp", [], "c23",
-                      log=lines.append, backoff_s=10)
+        ffpp.download(
+            settings(mirror, base_url=https_mirror, retries=5),
+            tmp_path / "ffpp",
+            [],
+            "c23",
+            log=lines.append,
+            backoff_s=10,
+        )
     assert time.monotonic() - t0 < 5  # one back-off of 10 s would show a retry
     msg = str(info.value)
     assert "misc/filelist.json: TLS certificate rejected: self-signed certificate" in msg

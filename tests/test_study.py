@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import shutil
 import tarfile
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -37,9 +36,18 @@ def study(tmp_path_factory, ffpp_tree) -> tuple[pd.DataFrame, dict[str, set[str]
     shutil.copy(fakes / "000_001.mp4", fakes / "006_000.mp4")
     table = manifest.build(root, root / "splits", ["Deepfakes"], "c23", 50, log=lambda _: None)
     # What faces and compress carry into the JPEG tables: the manifest's split, per frame.
-    frames = pd.DataFrame({"key": table["key"], "method": table["method"], "video_id": table["video_id"],
-                           "split": table["split"], "label": table["label"], "frame_index": 0, "quality": 77,
-                           "jpeg": [b"\xff\xd8 not decoded here \xff\xd9"] * len(table)})
+    frames = pd.DataFrame(
+        {
+            "key": table["key"],
+            "method": table["method"],
+            "video_id": table["video_id"],
+            "split": table["split"],
+            "label": table["label"],
+            "frame_index": 0,
+            "quality": 77,
+            "jpeg": [b"\xff\xd8 not decoded here \xff\xd9"] * len(table),
+        }
+    )
     in_shards = {}
     for split in SPLITS:
         out = root.parent / "shards" / "q77"
@@ -85,8 +93,21 @@ def correlated_predictions(split: str, n_videos: int = 12, n_frames: int = 30, s
             vid = f"{v:03d}" if label == 0 else f"{v:03d}_{(v + 1) % n_videos:03d}"
             level = 0.8 * label + rng.normal(0, 1)
             for f in range(n_frames):
-                rows.append(("meso4", 95, "all", 95, split, method, vid, f"{method}/q95/{vid}", f, label,
-                             float(1 / (1 + np.exp(-(level + rng.normal(0, 0.05)))))))
+                rows.append(
+                    (
+                        "meso4",
+                        95,
+                        "all",
+                        95,
+                        split,
+                        method,
+                        vid,
+                        f"{method}/q95/{vid}",
+                        f,
+                        label,
+                        float(1 / (1 + np.exp(-(level + rng.normal(0, 0.05))))),
+                    )
+                )
     return pd.DataFrame(rows, columns=PRED_COLUMNS)
 
 

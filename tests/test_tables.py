@@ -17,8 +17,18 @@ from dfpipe.config import validate
 from dfpipe.io import write_parquet
 from dfpipe.metrics import evaluate, read_predictions
 from dfpipe.provenance import collect, config_hash
-from dfpipe.tables import (RESULT_FILES, accuracy_table, auc_table, generalization_matrix, plot_auc_vs_quality,
-                           plot_roc, plot_tsne, robustness_matrix, to_markdown, write_results)
+from dfpipe.tables import (
+    RESULT_FILES,
+    accuracy_table,
+    auc_table,
+    generalization_matrix,
+    plot_auc_vs_quality,
+    plot_roc,
+    plot_tsne,
+    robustness_matrix,
+    to_markdown,
+    write_results,
+)
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 SETS = ["FF-DF", "FF-F2F", "FF-FS", "FF-NT"]
@@ -26,10 +36,21 @@ SETS = ["FF-DF", "FF-F2F", "FF-FS", "FF-NT"]
 
 def both_runs(split: str, seed: int) -> pd.DataFrame:
     """meso4 and effb4 trained on all methods at q95 and q60; meso4 also on Deepfakes and on Face2Face alone."""
-    return pd.concat([make_predictions(split, seed=seed, n_videos=4, n_frames=3),
-                      make_predictions(split, detectors=("meso4",), train_qualities=(95,),
-                                       train_methods=("Deepfakes", "Face2Face"), seed=seed + 10, n_videos=4,
-                                       n_frames=3)], ignore_index=True)
+    return pd.concat(
+        [
+            make_predictions(split, seed=seed, n_videos=4, n_frames=3),
+            make_predictions(
+                split,
+                detectors=("meso4",),
+                train_qualities=(95,),
+                train_methods=("Deepfakes", "Face2Face"),
+                seed=seed + 10,
+                n_videos=4,
+                n_frames=3,
+            ),
+        ],
+        ignore_index=True,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -55,16 +76,34 @@ def test_auc_table_has_table1_columns_and_avg(metrics_df: pd.DataFrame) -> None:
     per_q = ["all", *SETS, "Avg"]
     assert list(table.columns) == ["detector", "train_quality", *[f"q{q}/{s}" for q in (95, 60) for s in per_q]]
     # Only runs trained on all methods; detectors by name, training quality high to low.
-    assert list(zip(table["detector"], table["train_quality"])) == [("effb4", 95), ("effb4", 60), ("meso4", 95),
-                                                                     ("meso4", 60)]
+    assert list(zip(table["detector"], table["train_quality"])) == [
+        ("effb4", 95),
+        ("effb4", 60),
+        ("meso4", 95),
+        ("meso4", 60),
+    ]
     for q in (95, 60):
         assert np.allclose(table[f"q{q}/Avg"], table[[f"q{q}/{s}" for s in SETS]].mean(axis=1))
     row = table.iloc[2]
-    assert row["q60/FF-NT"] == _auc(metrics_df, detector="meso4", train_quality=95, train_methods="all",
-                                    test_quality=60, test_set="FF-NT", level="frame")
+    assert row["q60/FF-NT"] == _auc(
+        metrics_df,
+        detector="meso4",
+        train_quality=95,
+        train_methods="all",
+        test_quality=60,
+        test_set="FF-NT",
+        level="frame",
+    )
     video = auc_table(metrics_df, level="video")
-    assert video.iloc[2]["q60/all"] == _auc(metrics_df, detector="meso4", train_quality=95, train_methods="all",
-                                            test_quality=60, test_set="all", level="video")
+    assert video.iloc[2]["q60/all"] == _auc(
+        metrics_df,
+        detector="meso4",
+        train_quality=95,
+        train_methods="all",
+        test_quality=60,
+        test_set="all",
+        level="video",
+    )
     assert (auc_table(metrics_df, metric="ap").iloc[:, 2:] != table.iloc[:, 2:]).any().any()
     with pytest.raises(ValueError, match="level must be one of"):
         auc_table(metrics_df, level="clip")
@@ -79,12 +118,25 @@ def test_avg_is_missing_when_a_method_is_missing(metrics_df: pd.DataFrame) -> No
 
 def test_accuracy_table_shows_balanced_accuracy(metrics_df: pd.DataFrame) -> None:
     table = accuracy_table(metrics_df, "video")
-    assert list(table.columns) == ["detector", "train_quality", "test_quality", "acc_05", "bacc_05", "f1_05",
-                                   "acc_val", "bacc_val"]
+    assert list(table.columns) == [
+        "detector",
+        "train_quality",
+        "test_quality",
+        "acc_05",
+        "bacc_05",
+        "f1_05",
+        "acc_val",
+        "bacc_val",
+    ]
     assert len(table) == 2 * 2 * 2  # detectors × training qualities × test qualities, trained on all methods
-    row = metrics_df[(metrics_df["detector"] == "meso4") & (metrics_df["train_quality"] == 60)
-                     & (metrics_df["train_methods"] == "all") & (metrics_df["test_quality"] == 95)
-                     & (metrics_df["test_set"] == "all") & (metrics_df["level"] == "video")].iloc[0]
+    row = metrics_df[
+        (metrics_df["detector"] == "meso4")
+        & (metrics_df["train_quality"] == 60)
+        & (metrics_df["train_methods"] == "all")
+        & (metrics_df["test_quality"] == 95)
+        & (metrics_df["test_set"] == "all")
+        & (metrics_df["level"] == "video")
+    ].iloc[0]
     got = table[(table["detector"] == "meso4") & (table["train_quality"] == 60) & (table["test_quality"] == 95)]
     assert got["bacc_val"].item() == row["bacc_val"] and got["acc_05"].item() == row["acc_05"]
 
@@ -93,15 +145,33 @@ def test_robustness_and_generalization_matrices(metrics_df: pd.DataFrame) -> Non
     rob = robustness_matrix(metrics_df)
     assert list(rob.columns) == ["detector", "train_quality", "q95", "q60"] and len(rob) == 4
     effb4_60 = rob[(rob["detector"] == "effb4") & (rob["train_quality"] == 60)].iloc[0]
-    assert effb4_60["q95"] == _auc(metrics_df, detector="effb4", train_quality=60, train_methods="all",
-                                   test_quality=95, test_set="all", level="frame")
+    assert effb4_60["q95"] == _auc(
+        metrics_df,
+        detector="effb4",
+        train_quality=60,
+        train_methods="all",
+        test_quality=95,
+        test_set="all",
+        level="frame",
+    )
     gen = generalization_matrix(metrics_df)
     assert list(gen.columns) == ["detector", "train_quality", "test_quality", "train_methods", *SETS]
-    assert list(zip(gen["test_quality"], gen["train_methods"])) == [(95, "Deepfakes"), (95, "Face2Face"),
-                                                                    (60, "Deepfakes"), (60, "Face2Face")]
+    assert list(zip(gen["test_quality"], gen["train_methods"])) == [
+        (95, "Deepfakes"),
+        (95, "Face2Face"),
+        (60, "Deepfakes"),
+        (60, "Face2Face"),
+    ]
     f2f_q60 = gen.iloc[3]
-    assert f2f_q60["FF-DF"] == _auc(metrics_df, detector="meso4", train_quality=95, train_methods="Face2Face",
-                                    test_quality=60, test_set="FF-DF", level="frame")
+    assert f2f_q60["FF-DF"] == _auc(
+        metrics_df,
+        detector="meso4",
+        train_quality=95,
+        train_methods="Face2Face",
+        test_quality=60,
+        test_set="FF-DF",
+        level="frame",
+    )
 
 
 def test_tables_rebuilt_from_saved_predictions_are_identical(preds, metrics_df, tmp_path: Path) -> None:
@@ -124,8 +194,9 @@ def test_tables_rebuilt_from_saved_predictions_are_identical(preds, metrics_df, 
 
 def test_to_markdown() -> None:
     df = pd.DataFrame({"detector": ["meso4", "a|b"], "q77/FF-DF": [0.61234, np.nan], "n": [3, 4]})
-    assert to_markdown(df) == ("| detector | q77/FF-DF | n |\n| --- | --- | --- |\n| meso4 | 0.6123 | 3 |\n"
-                               "| a\\|b | – | 4 |\n")
+    assert to_markdown(df) == (
+        "| detector | q77/FF-DF | n |\n| --- | --- | --- |\n| meso4 | 0.6123 | 3 |\n| a\\|b | – | 4 |\n"
+    )
 
 
 @pytest.fixture
@@ -138,8 +209,15 @@ def manifest(tmp_path: Path) -> Path:
 def test_provenance_fields_and_config_hash(manifest: Path, tmp_path: Path) -> None:
     config = validate({})
     prov = collect(config, manifest, "mozjpeg version 5.0.0", ["-sample", "2x2"])
-    assert set(prov) == {"config_sha256", "code_version", "cjpeg_version", "cjpeg_flags", "manifest",
-                         "manifest_sha256", "versions"}
+    assert set(prov) == {
+        "config_sha256",
+        "code_version",
+        "cjpeg_version",
+        "cjpeg_flags",
+        "manifest",
+        "manifest_sha256",
+        "versions",
+    }
     assert prov["manifest"] == "manifest.parquet"  # the name only, never an absolute path
     assert prov["manifest_sha256"] == hashlib.sha256(b"manifest bytes").hexdigest()
     assert prov["cjpeg_flags"] == ["-sample", "2x2"] and prov["cjpeg_version"] == "mozjpeg version 5.0.0"
@@ -196,19 +274,28 @@ def test_write_results_with_provenance(metrics_df: pd.DataFrame, manifest: Path,
     assert [p.read_bytes() for p in again] == [p.read_bytes() for p in written]
 
 
-def test_roc_legend_gives_the_tables_video_weighted_auc(metrics_df: pd.DataFrame, preds, tmp_path: Path,
-                                                       monkeypatch) -> None:
+def test_roc_legend_gives_the_tables_video_weighted_auc(
+    metrics_df: pd.DataFrame, preds, tmp_path: Path, monkeypatch
+) -> None:
     from dfpipe import tables
 
     test, _ = preds
     nt = test[test["method"] == "NeuralTextures"].assign(frame_index=lambda d: d["frame_index"] + 1)
     doubled = pd.concat([test, nt], ignore_index=True)  # NeuralTextures at twice the frame rate
     legends = []
-    monkeypatch.setattr(tables, "_save", lambda fig, path: legends.extend(
-        t.get_text() for t in fig.axes[0].get_legend().get_texts()))
+    monkeypatch.setattr(
+        tables, "_save", lambda fig, path: legends.extend(t.get_text() for t in fig.axes[0].get_legend().get_texts())
+    )
     plot_roc(doubled, tmp_path / "roc.png", test_quality=60)
-    auc = _auc(metrics_df, detector="meso4", train_quality=95, train_methods="all", test_quality=60,
-               test_set="all", level="frame")
+    auc = _auc(
+        metrics_df,
+        detector="meso4",
+        train_quality=95,
+        train_methods="all",
+        test_quality=60,
+        test_set="all",
+        level="frame",
+    )
     assert f"meso4 train q95 (AUC {auc:.3f})" in legends
 
 

@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 import torch
 from sklearn.metrics import roc_auc_score
+from test_loader import make_shards, videos
 from torch import nn
 
-from dfpipe.evaluate import predict
 from dfpipe import config as dfconfig
+from dfpipe.evaluate import predict
 from dfpipe.experiments import build_detector, detector_spec, train_job, training_settings
 from dfpipe.train import set_rng_state, train
-from test_loader import make_shards, videos
 
 
 class TinyDetector(nn.Module):
@@ -54,16 +54,26 @@ def fresh() -> TinyDetector:
     return TinyDetector()
 
 
-SETTINGS = {"epochs": 2, "batch_size": 4, "lr": 0.05, "seed": 7, "checkpoint_every": 2, "num_workers": 0,
-            "max_steps_per_epoch": 3, "augment": {"hflip": 0.5, "jpeg": 0.5}}
+SETTINGS = {
+    "epochs": 2,
+    "batch_size": 4,
+    "lr": 0.05,
+    "seed": 7,
+    "checkpoint_every": 2,
+    "num_workers": 0,
+    "max_steps_per_epoch": 3,
+    "augment": {"hflip": 0.5, "jpeg": 0.5},
+}
 
 
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory) -> tuple[list[Path], list[Path]]:
     root = tmp_path_factory.mktemp("shards")
     # dark real faces, bright fake ones (see test_loader.sample_image): an easy task
-    return (make_shards(root, "train", videos(3, 3)),
-            make_shards(root, "val", videos(2, 2, offset=100), frames=2, n_shards=1, first=100))
+    return (
+        make_shards(root, "train", videos(3, 3)),
+        make_shards(root, "val", videos(2, 2, offset=100), frames=2, n_shards=1, first=100),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -87,8 +97,14 @@ def kill_after(step: int):
 
 
 def test_loss_decreases_on_an_easy_task(shards, tmp_path) -> None:
-    train(fresh(), *shards, tmp_path, {**SETTINGS, "epochs": 5, "max_steps_per_epoch": None}, device="cpu",
-          log=lambda _: None)
+    train(
+        fresh(),
+        *shards,
+        tmp_path,
+        {**SETTINGS, "epochs": 5, "max_steps_per_epoch": None},
+        device="cpu",
+        log=lambda _: None,
+    )
     losses = [json.loads(ln)["loss"] for ln in (tmp_path / "train_log.jsonl").read_text().splitlines()]
     assert len(losses) == 5 * 4  # 2 × 9 samples / 4 per batch = 4 steps per epoch
     assert sum(losses[-4:]) / 4 < 0.5 * sum(losses[:4]) / 4
@@ -98,8 +114,21 @@ def test_loss_decreases_on_an_easy_task(shards, tmp_path) -> None:
 
 def test_checkpoint_holds_everything_to_resume(reference) -> None:
     ckpt = torch.load(reference / "last.pt", weights_only=False)
-    assert {"model", "optimizer", "scheduler", "scaler", "rng", "epoch", "position", "step", "best_val_auc",
-            "best_epoch", "val_auc", "settings", "detector"} <= set(ckpt)
+    assert {
+        "model",
+        "optimizer",
+        "scheduler",
+        "scaler",
+        "rng",
+        "epoch",
+        "position",
+        "step",
+        "best_val_auc",
+        "best_epoch",
+        "val_auc",
+        "settings",
+        "detector",
+    } <= set(ckpt)
     assert set(ckpt["rng"]) == {"python", "numpy", "torch", "cuda"}
     assert (ckpt["epoch"], ckpt["position"], ckpt["step"]) == (2, 0, 6)
     assert ckpt["optimizer"]["state"] and ckpt["scheduler"]["last_epoch"] == 6
@@ -226,8 +255,10 @@ def test_finished_run_on_rebuilt_shards_retrains(shards, reference, tmp_path) ->
     shutil.copytree(reference, out)
     (out / "best.pt").unlink()  # as Snakemake does before it reruns a job
     root = tmp_path / "rebuilt"  # same shard names, other crops (one frame fewer per video)
-    rebuilt = (make_shards(root, "train", videos(3, 3), frames=2),
-               make_shards(root, "val", videos(2, 2, offset=100), frames=2, n_shards=1, first=100))
+    rebuilt = (
+        make_shards(root, "train", videos(3, 3), frames=2),
+        make_shards(root, "val", videos(2, 2, offset=100), frames=2, n_shards=1, first=100),
+    )
     messages: list[str] = []
     assert train(fresh(), *rebuilt, out, SETTINGS, device="cpu", log=messages.append).is_file()
     assert "trained on other shards than this run: starting afresh" in messages[0]
@@ -256,11 +287,20 @@ def test_finished_run_writes_a_missing_best_checkpoint(shards, reference, tmp_pa
 def test_detector_spec_is_part_of_the_resume_point(shards, tmp_path) -> None:
     """A killed run resumes only under the same detector spec; another spec starts afresh."""
     with pytest.raises(Killed):
-        train(fresh(), *shards, tmp_path, SETTINGS, device="cpu", log=lambda _: None, on_step=kill_after(3),
-              spec={"name": "tiny", "dropout": 0.2})
+        train(
+            fresh(),
+            *shards,
+            tmp_path,
+            SETTINGS,
+            device="cpu",
+            log=lambda _: None,
+            on_step=kill_after(3),
+            spec={"name": "tiny", "dropout": 0.2},
+        )
     messages: list[str] = []
-    train(fresh(), *shards, tmp_path, SETTINGS, device="cpu", log=messages.append,
-          spec={"name": "tiny", "dropout": 0.3})
+    train(
+        fresh(), *shards, tmp_path, SETTINGS, device="cpu", log=messages.append, spec={"name": "tiny", "dropout": 0.3}
+    )
     assert "trained on another detector spec than this run: starting afresh" in messages[0]
 
 
@@ -278,8 +318,13 @@ def test_checkpoints_hold_only_tensors_and_plain_values(reference) -> None:
 def test_every_torch_load_is_weights_only() -> None:
     """No checkpoint or weights file is loaded in a way that could run code (src/ and scripts/)."""
     root = Path(__file__).resolve().parents[1]
-    calls = [(path, line) for folder in ("src", "scripts") for path in (root / folder).rglob("*.py")
-             for line in path.read_text().splitlines() if "torch.load(" in line]
+    calls = [
+        (path, line)
+        for folder in ("src", "scripts")
+        for path in (root / folder).rglob("*.py")
+        for line in path.read_text().splitlines()
+        if "torch.load(" in line
+    ]
     assert calls, "expected torch.load calls to check"
     assert all("weights_only=True" in line for _, line in calls), calls
 
@@ -287,34 +332,72 @@ def test_every_torch_load_is_weights_only() -> None:
 def test_config_settings_reach_the_trainer(shards, tmp_path) -> None:
     """optimizer, scheduler, amp, channels_last and deterministic go from config (validated by the schema)
     through experiments.training_settings to the optimizer and schedule the trainer runs."""
-    config = dfconfig.validate({"train": {"optimizer": "sgd", "momentum": 0.8, "scheduler": "step", "step_epochs": 1,
-                                          "step_gamma": 0.5, "amp": False, "channels_last": False,
-                                          "deterministic": True, "lr": 0.02, "epochs": 2, "max_steps_per_epoch": 2,
-                                          "batch_size": 4}})
+    config = dfconfig.validate(
+        {
+            "train": {
+                "optimizer": "sgd",
+                "momentum": 0.8,
+                "scheduler": "step",
+                "step_epochs": 1,
+                "step_gamma": 0.5,
+                "amp": False,
+                "channels_last": False,
+                "deterministic": True,
+                "lr": 0.02,
+                "epochs": 2,
+                "max_steps_per_epoch": 2,
+                "batch_size": 4,
+            }
+        }
+    )
     spec = {"name": "meso4", "model": "meso4", "pretrained": "none", "input_size": 32}
     settings = {**training_settings(config, spec), "num_workers": 0}
-    job = {"spec": spec, "settings": settings, "methods": "all", "device": "cpu", "out_dir": str(tmp_path),
-           "train": [str(p) for p in shards[0]], "val": [str(p) for p in shards[1]]}
+    job = {
+        "spec": spec,
+        "settings": settings,
+        "methods": "all",
+        "device": "cpu",
+        "out_dir": str(tmp_path),
+        "train": [str(p) for p in shards[0]],
+        "val": [str(p) for p in shards[1]],
+    }
     train_job(job, log=lambda _: None)
     ckpt = torch.load(tmp_path / "last.pt", weights_only=True)
     group = ckpt["optimizer"]["param_groups"][0]
     assert group["momentum"] == 0.8 and "betas" not in group  # SGD, not Adam
-    assert [json.loads(ln)["lr"] for ln in (tmp_path / "train_log.jsonl").read_text().splitlines()] == \
-        [0.02, 0.02, 0.01, 0.01]  # halved after one epoch
-    assert {k: ckpt["settings"][k] for k in ("amp", "channels_last", "deterministic")} == \
-        {"amp": False, "channels_last": False, "deterministic": True}
+    assert [json.loads(ln)["lr"] for ln in (tmp_path / "train_log.jsonl").read_text().splitlines()] == [
+        0.02,
+        0.02,
+        0.01,
+        0.01,
+    ]  # halved after one epoch
+    assert {k: ckpt["settings"][k] for k in ("amp", "channels_last", "deterministic")} == {
+        "amp": False,
+        "channels_last": False,
+        "deterministic": True,
+    }
 
 
 def test_per_detector_batch_size_and_lr_are_training_settings(shards, tmp_path) -> None:
     """A detector's own batch_size and lr override the train section and never reach the model's constructor,
     in the train path and in the predict path (which builds the detector from the same spec)."""
-    config = dfconfig.validate({"detectors": [{"name": "m", "model": "meso4", "input_size": 32, "batch_size": 2,
-                                               "lr": 0.03}],
-                                "train": {"epochs": 1, "max_steps_per_epoch": 2}})
+    config = dfconfig.validate(
+        {
+            "detectors": [{"name": "m", "model": "meso4", "input_size": 32, "batch_size": 2, "lr": 0.03}],
+            "train": {"epochs": 1, "max_steps_per_epoch": 2},
+        }
+    )
     spec = detector_spec(config, "m")
     settings = {**training_settings(config, spec), "num_workers": 0}
-    job = {"spec": spec, "settings": settings, "methods": "all", "device": "cpu", "out_dir": str(tmp_path),
-           "train": [str(p) for p in shards[0]], "val": [str(p) for p in shards[1]]}
+    job = {
+        "spec": spec,
+        "settings": settings,
+        "methods": "all",
+        "device": "cpu",
+        "out_dir": str(tmp_path),
+        "train": [str(p) for p in shards[0]],
+        "val": [str(p) for p in shards[1]],
+    }
     best = train_job(job, log=lambda _: None)
     assert json.loads((tmp_path / "summary.json").read_text())["settings"]["batch_size"] == 2
     assert json.loads((tmp_path / "train_log.jsonl").read_text().splitlines()[0])["lr"] == 0.03
@@ -335,9 +418,14 @@ def test_predict_returns_metadata_scores_and_features(shards) -> None:
 def test_a_job_gives_the_same_weights_in_any_process(shards, tmp_path) -> None:
     """The pipeline's entry point seeds the initial weights too: two runs of one job are identical, whatever the
     process drew from the RNG before."""
-    job = {"spec": {"name": "meso4", "model": "meso4", "pretrained": "none", "input_size": 64},
-           "settings": {**SETTINGS, "epochs": 1}, "methods": "all", "device": "cpu",
-           "train": [str(p) for p in shards[0]], "val": [str(p) for p in shards[1]]}
+    job = {
+        "spec": {"name": "meso4", "model": "meso4", "pretrained": "none", "input_size": 64},
+        "settings": {**SETTINGS, "epochs": 1},
+        "methods": "all",
+        "device": "cpu",
+        "train": [str(p) for p in shards[0]],
+        "val": [str(p) for p in shards[1]],
+    }
     weights = []
     for run in range(2):
         torch.manual_seed(run)

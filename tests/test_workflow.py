@@ -41,8 +41,20 @@ def snakemake_command(workdir: Path, config: dict, *args: str) -> list[str]:
     """The command line of a run in `workdir` with `config` (written to workdir/config.yaml)."""
     cfg = workdir / "config.yaml"
     cfg.write_text(yaml.safe_dump(config))
-    return [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
-            "--configfile", str(cfg), "--cores", "2", *args]
+    return [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--configfile",
+        str(cfg),
+        "--cores",
+        "2",
+        *args,
+    ]
 
 
 def code_env(code: Path | None) -> dict | None:
@@ -50,10 +62,10 @@ def code_env(code: Path | None) -> dict | None:
     return None if code is None else {**os.environ, "PYTHONPATH": str(code)}
 
 
-def snakemake(workdir: Path, config: dict, *args: str, check: bool = True, code: Path | None = None
-              ) -> subprocess.CompletedProcess:
-    proc = subprocess.run(snakemake_command(workdir, config, *args), capture_output=True, text=True,
-                          env=code_env(code))
+def snakemake(
+    workdir: Path, config: dict, *args: str, check: bool = True, code: Path | None = None
+) -> subprocess.CompletedProcess:
+    proc = subprocess.run(snakemake_command(workdir, config, *args), capture_output=True, text=True, env=code_env(code))
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     return proc
@@ -165,7 +177,9 @@ def test_a_smaller_quality_sample_reruns_only_the_quality_jobs(project):
 
 def test_key_order_in_the_config_changes_nothing(project):
     config = project.config
-    reordered = {k: (dict(reversed(list(v.items()))) if isinstance(v, dict) else v) for k, v in reversed(config.items())}
+    reordered = {
+        k: (dict(reversed(list(v.items()))) if isinstance(v, dict) else v) for k, v in reversed(config.items())
+    }
     assert planned(project.run(reordered, "-n", "data")) == {}
 
 
@@ -219,11 +233,19 @@ def test_an_output_a_killed_snakemake_never_recorded_is_rebuilt(project):
 
 def trained_config(config: dict) -> dict:
     """`config` plus one tiny Meso-4, trained at q77 on all methods and on each one (the generalization runs)."""
-    return {**config,
-            "detectors": [{"name": "meso4", "model": "meso4", "pretrained": "none", "input_size": 64}],
-            "train": {"qualities": [77], "epochs": 1, "max_steps_per_epoch": 2, "batch_size": 8,
-                      "checkpoint_every": 1, "generalization": {"detectors": ["meso4"]}},
-            "evaluate": {"bootstrap": 10}}
+    return {
+        **config,
+        "detectors": [{"name": "meso4", "model": "meso4", "pretrained": "none", "input_size": 64}],
+        "train": {
+            "qualities": [77],
+            "epochs": 1,
+            "max_steps_per_epoch": 2,
+            "batch_size": 8,
+            "checkpoint_every": 1,
+            "generalization": {"detectors": ["meso4"]},
+        },
+        "evaluate": {"bootstrap": 10},
+    }
 
 
 def test_training_evaluation_and_tables_end_to_end(project):
@@ -277,8 +299,11 @@ def caption_phrase(caption: str) -> str:
 
 
 def test_every_report_caption_named_in_the_rules_exists():
-    named = {m for smk in (REPO / "workflow/rules").glob("*.smk")
-             for m in re.findall(r'caption="\.\./report/([^"]+)"', smk.read_text())}
+    named = {
+        m
+        for smk in (REPO / "workflow/rules").glob("*.smk")
+        for m in re.findall(r'caption="\.\./report/([^"]+)"', smk.read_text())
+    }
     assert set(REPORTED.values()) <= named
     assert not [c for c in named if not (REPO / "workflow/report" / c).is_file()]
 
@@ -296,8 +321,11 @@ def test_report_holds_every_result_with_its_caption(project):
         assert Path(result).name in stored, f"{result} not in report.zip: {names}"
         assert caption_phrase(caption) in html, f"caption {caption} of {result} not in the report"
     # Whatever else the run wrote to results/ (Grad-CAM grids, ablation tables, …) is in the report too.
-    written = [f.relative_to(work / "results").as_posix() for f in (work / "results").rglob("*")
-               if f.is_file() and not f.name.endswith(".provenance.json")]
+    written = [
+        f.relative_to(work / "results").as_posix()
+        for f in (work / "results").rglob("*")
+        if f.is_file() and not f.name.endswith(".provenance.json")
+    ]
     assert [r for r in written if Path(r).name not in stored] == []
     # The workflow page says what was run, from the config itself.
     assert "Deepfake detection under JPEG compression" in html and "77, 10" in html
@@ -310,7 +338,9 @@ def test_report_holds_every_result_with_its_caption(project):
 
 def test_invalid_config_stops_with_the_key_and_allowed_values(project, tmp_path):
     config = project.config
-    proc = snakemake(tmp_path, {**config, "dataset": {"methods": ["Deepfakes"], "compression": "c99"}}, "-n", check=False)
+    proc = snakemake(
+        tmp_path, {**config, "dataset": {"methods": ["Deepfakes"], "compression": "c99"}}, "-n", check=False
+    )
     assert proc.returncode != 0
     out = proc.stdout + proc.stderr
     assert "dataset.compression" in out and "'c99'" in out and "'c23'" in out

@@ -11,22 +11,32 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dfpipe", description="Use a detector trained by the dfpipe workflow.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("predict", help="score videos, images or folders of them",
-                       description="Score each file with the model: faces cropped as in training, per-frame scores "
-                                   "averaged to a video score, decided at the model's validation threshold.")
+    p = sub.add_parser(
+        "predict",
+        help="score videos, images or folders of them",
+        description="Score each file with the model: faces cropped as in training, per-frame scores "
+        "averaged to a video score, decided at the model's validation threshold.",
+    )
     p.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="a video, an image, or a folder of them")
     p.add_argument("--model", required=True, type=Path, help="model file, e.g. data/models/<detector>/<run>/best.pt")
     p.add_argument("--out", type=Path, default=Path("predictions"), help="output folder (default: ./predictions)")
     p.add_argument("--frames", type=int, default=32, help="frames per video, evenly spaced (default 32)")
-    p.add_argument("--quality", type=int, default=None,
-                   help="re-encode each face crop with MozJPEG at this quality before scoring (default: as decoded)")
+    p.add_argument(
+        "--quality",
+        type=int,
+        default=None,
+        help="re-encode each face crop with MozJPEG at this quality before scoring (default: as decoded)",
+    )
     p.add_argument("--heatmap", action="store_true", help="write Grad-CAM overlays (and an MP4 per video)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ... (default auto)")
     p.add_argument("--threads", type=int, default=1, help="decoder threads per video (default 1)")
 
-    e = sub.add_parser("export", help="export a model file to ONNX or TorchScript",
-                       description="Write a file that runs without dfpipe, with input size, mean/std and the "
-                                   "threshold in its metadata.")
+    e = sub.add_parser(
+        "export",
+        help="export a model file to ONNX or TorchScript",
+        description="Write a file that runs without dfpipe, with input size, mean/std and the "
+        "threshold in its metadata.",
+    )
     e.add_argument("model", type=Path, help="model file, e.g. data/models/<detector>/<run>/best.pt")
     e.add_argument("--format", required=True, choices=["onnx", "torchscript"])
     e.add_argument("--out", type=Path, default=None, help="output file (default: beside the model, model.onnx/.pt)")
@@ -40,9 +50,16 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "predict":
             from .inference import run_predict
 
-            _, files = run_predict(args.paths, args.model, args.out, frames_per_video=args.frames,
-                                   quality=args.quality, heatmap=args.heatmap, device=args.device,
-                                   threads=args.threads)
+            _, files = run_predict(
+                args.paths,
+                args.model,
+                args.out,
+                frames_per_video=args.frames,
+                quality=args.quality,
+                heatmap=args.heatmap,
+                device=args.device,
+                threads=args.threads,
+            )
             return int((files["status"] != "ok").any())
         from .export import export
 

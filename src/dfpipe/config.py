@@ -17,8 +17,6 @@ from .layout import SPLITS_URL
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
 
 
-
-
 class ConfigError(ValueError):
     """A config value is invalid; the message names the key and what is allowed."""
 
@@ -27,16 +25,28 @@ class ConfigError(ValueError):
 # coefficients, never the quality, colour space, sampling or file format a quality label promises.
 # Value: None for a bare flag, else the pattern of the value that must follow it as the next list item.
 CJPEG_FLAGS: dict[str, str | None] = {
-    "-optimize": None, "-progressive": None, "-baseline": None, "-fastcrush": None,
-    "-notrellis": None, "-trellis-dc": None, "-notrellis-dc": None,
-    "-tune-psnr": None, "-tune-hvs-psnr": None, "-tune-ssim": None, "-tune-ms-ssim": None,
-    "-noovershoot": None, "-quant-baseline": None, "-strict": None,
-    "-dc-scan-opt": "[012]", "-quant-table": "[0-8]", "-dct": "int|fast|float", "-restart": "[0-9]+B?",
+    "-optimize": None,
+    "-progressive": None,
+    "-baseline": None,
+    "-fastcrush": None,
+    "-notrellis": None,
+    "-trellis-dc": None,
+    "-notrellis-dc": None,
+    "-tune-psnr": None,
+    "-tune-hvs-psnr": None,
+    "-tune-ssim": None,
+    "-tune-ms-ssim": None,
+    "-noovershoot": None,
+    "-quant-baseline": None,
+    "-strict": None,
+    "-dc-scan-opt": "[012]",
+    "-quant-table": "[0-8]",
+    "-dct": "int|fast|float",
+    "-restart": "[0-9]+B?",
 }
 # Why the other cjpeg switches are refused (cjpeg also accepts any unambiguous abbreviation of them).
 CJPEG_REFUSED = {
-    "-quality": "overrides the quality set by jpeg.qualities, so files would carry a quality label they do "
-                "not have",
+    "-quality": "overrides the quality set by jpeg.qualities, so files would carry a quality label they do not have",
     "-grayscale": "changes the colour space (real and fake crops must stay colour JPEGs)",
     "-greyscale": "changes the colour space (real and fake crops must stay colour JPEGs)",
     "-rgb": "changes the colour space (RGB instead of YCbCr JPEG)",
@@ -94,8 +104,10 @@ def cjpeg_flag_problems(flags: list[str]) -> list[str]:
         elif value is not None:
             nxt = str(flags[i + 1]) if i + 1 < len(flags) else None
             if nxt is None or not re.fullmatch(value, nxt):
-                problems.append(f"jpeg.cjpeg_flags.{i}: {flag} must be followed by its value ({value}) as the "
-                                f"next item, got {nxt!r}")
+                problems.append(
+                    f"jpeg.cjpeg_flags.{i}: {flag} must be followed by its value ({value}) as the "
+                    f"next item, got {nxt!r}"
+                )
             i += 1
         i += 1
     return problems
@@ -124,7 +136,9 @@ def _describe(error: jsonschema.ValidationError) -> str:
         # The schema's allow-list pattern says nothing useful; say which flag and why.
         return _unknown_flag(error.absolute_path[2], str(error.instance))
     if error.validator == "enum":
-        return f"{key}: {error.instance!r} is not allowed; allowed values: {', '.join(map(repr, error.validator_value))}"
+        return (
+            f"{key}: {error.instance!r} is not allowed; allowed values: {', '.join(map(repr, error.validator_value))}"
+        )
     if error.validator == "additionalProperties":
         allowed = sorted(error.schema.get("properties", {}))
         return f"{key}: {error.message}; allowed keys: {', '.join(allowed)}"
@@ -217,11 +231,15 @@ def check_paths(config: dict[str, Any], source: str = "config") -> None:
         while not existing.exists() and existing != existing.parent:
             existing = existing.parent
         if not existing.is_dir():
-            raise ConfigError(f"{source}: {key}: {path} cannot be created because {existing} is a regular file; "
-                              f"set {key} to a path under a folder")
+            raise ConfigError(
+                f"{source}: {key}: {path} cannot be created because {existing} is a regular file; "
+                f"set {key} to a path under a folder"
+            )
         if not os.access(existing, os.W_OK | os.X_OK):
-            raise ConfigError(f"{source}: {key}: {path} is not writable ({existing} does not allow writing); "
-                              f"set {key} to a folder you can write to")
+            raise ConfigError(
+                f"{source}: {key}: {path} is not writable ({existing} does not allow writing); "
+                f"set {key} to a folder you can write to"
+            )
 
 
 def _check_cross_fields(config: dict[str, Any], source: str) -> None:
@@ -261,11 +279,15 @@ def _check_training(config: dict[str, Any], source: str) -> None:
     if gen["quality"] is None:
         gen["quality"] = config["train"]["qualities"][0]
     if gen["quality"] not in qualities:
-        raise ConfigError(f"{source}: train.generalization.quality: {gen['quality']} is not one of jpeg.qualities {qualities}")
+        raise ConfigError(
+            f"{source}: train.generalization.quality: {gen['quality']} is not one of jpeg.qualities {qualities}"
+        )
     for name in gen["detectors"]:
         if name not in names:
-            raise ConfigError(f"{source}: train.generalization.detectors: {name!r} is not a configured detector; "
-                              f"allowed values: {', '.join(map(repr, names))}")
+            raise ConfigError(
+                f"{source}: train.generalization.detectors: {name!r} is not a configured detector; "
+                f"allowed values: {', '.join(map(repr, names))}"
+            )
 
 
 def load(path: str | Path) -> dict[str, Any]:

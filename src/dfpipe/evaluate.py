@@ -20,16 +20,29 @@ def pick_device(device: str, local_rank: int = 0) -> torch.device:
     return torch.device(device)
 
 
-def eval_stream(detector: nn.Module, shards: Sequence[Path], batch_size: int = 64,
-                methods: Sequence[str] | None = None) -> ShardStream:
+def eval_stream(
+    detector: nn.Module, shards: Sequence[Path], batch_size: int = 64, methods: Sequence[str] | None = None
+) -> ShardStream:
     """The evaluation stream of `shards` at the detector's input size (index once, score many times)."""
-    return ShardStream(shards, batch_size=batch_size, input_size=detector.input_size, train=False, methods=methods,
-                       ela=getattr(detector, "ela", None))
+    return ShardStream(
+        shards,
+        batch_size=batch_size,
+        input_size=detector.input_size,
+        train=False,
+        methods=methods,
+        ela=getattr(detector, "ela", None),
+    )
 
 
 @torch.no_grad()
-def score(detector: nn.Module, stream: ShardStream, device: torch.device, features: bool = False,
-          num_workers: int = 0, amp: bool = False) -> pd.DataFrame:
+def score(
+    detector: nn.Module,
+    stream: ShardStream,
+    device: torch.device,
+    features: bool = False,
+    num_workers: int = 0,
+    amp: bool = False,
+) -> pd.DataFrame:
     """Scores (sigmoid of the logit) of every sample of an evaluation `stream` in loader order, with its
     metadata. With `features`, a `features` column holds each sample's feature vector (spatially averaged
     when the detector returns maps), e.g. for t-SNE."""

@@ -8,17 +8,33 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .layout import METHODS
 
 ALL = "all"
 # config["train"] keys that are training settings (the rest describe the grid or the hardware)
-SETTING_KEYS = ("epochs", "max_steps_per_epoch", "batch_size", "lr", "weight_decay", "optimizer", "momentum",
-                "scheduler", "step_epochs", "step_gamma", "seed", "checkpoint_every", "augment", "amp", "channels_last",
-                "deterministic")
+SETTING_KEYS = (
+    "epochs",
+    "max_steps_per_epoch",
+    "batch_size",
+    "lr",
+    "weight_decay",
+    "optimizer",
+    "momentum",
+    "scheduler",
+    "step_epochs",
+    "step_gamma",
+    "seed",
+    "checkpoint_every",
+    "augment",
+    "amp",
+    "channels_last",
+    "deterministic",
+)
 # detector spec keys that are training settings of that detector (they override config["train"]), not model
 # arguments. frames_per_method is set by the frame-rate ablation's variant (frame_rate_ablation).
 SPEC_SETTING_KEYS = ("batch_size", "lr", "epochs", "max_steps_per_epoch", "frames_per_method")
@@ -62,8 +78,10 @@ def frame_rate_ablation(config: dict[str, Any]) -> dict[str, Any] | None:
     if name not in [d["name"] for d in config["detectors"]]:
         raise ValueError(f"{where}.detector: {name!r} is not in config detectors; name one of them")
     if quality not in config["train"]["qualities"]:
-        raise ValueError(f"{where}.quality: {quality} is not in train.qualities {config['train']['qualities']}; "
-                         "the ablation compares with the detector trained there")
+        raise ValueError(
+            f"{where}.quality: {quality} is not in train.qualities {config['train']['qualities']}; "
+            "the ablation compares with the detector trained there"
+        )
     return {**ablation, "variant": name + ABLATION_SUFFIX}
 
 
@@ -86,12 +104,12 @@ def training_settings(config: dict[str, Any], spec: dict[str, Any]) -> dict[str,
 
 def build_detector(spec: dict[str, Any]):
     from .detectors import create_detector
-
     from .ela import ELA
 
     kwargs = {k: v for k, v in spec.items() if k not in SPEC_BUILD_KEYS + SPEC_SETTING_KEYS}
-    detector = create_detector(spec["model"], pretrained=spec.get("pretrained", "none"),
-                               input_size=spec.get("input_size"), **kwargs)
+    detector = create_detector(
+        spec["model"], pretrained=spec.get("pretrained", "none"), input_size=spec.get("input_size"), **kwargs
+    )
     # an input transform, not a model argument: the loader (training, evaluation) reads it off the detector
     detector.ela = ELA.from_dict(spec.get("ela"))
     return detector
@@ -108,8 +126,16 @@ def train_job(job: dict[str, Any], log: Callable[[str], Any] = print) -> Path:
     # the run, and must not depend on what the process drew before.
     seed_everything(resolve_settings(settings)["seed"])
     detector = build_detector(job["spec"])
-    return train(detector, [Path(p) for p in job["train"]], [Path(p) for p in job["val"]], Path(job["out_dir"]),
-                 settings, device=job["device"], log=log, spec=job["spec"])
+    return train(
+        detector,
+        [Path(p) for p in job["train"]],
+        [Path(p) for p in job["val"]],
+        Path(job["out_dir"]),
+        settings,
+        device=job["device"],
+        log=log,
+        spec=job["spec"],
+    )
 
 
 def launch(job: dict[str, Any], gpus: int, log: Callable[[str], Any] = print) -> Path:
@@ -120,8 +146,16 @@ def launch(job: dict[str, Any], gpus: int, log: Callable[[str], Any] = print) ->
     out_dir.mkdir(parents=True, exist_ok=True)
     job_file = out_dir / "job.json"
     job_file.write_text(json.dumps(job, indent=2))
-    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={gpus}", "-m", "dfpipe.experiments",
-           "train", str(job_file)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        f"--nproc_per_node={gpus}",
+        "-m",
+        "dfpipe.experiments",
+        "train",
+        str(job_file),
+    ]
     log("launching: " + " ".join(cmd))
     subprocess.run(cmd, check=True, env=os.environ.copy())
     return out_dir / "best.pt"

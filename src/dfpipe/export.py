@@ -76,8 +76,10 @@ def _example(model: Model, n: int = 2) -> torch.Tensor:
 def _fail(model: Model, fmt: str, err: BaseException) -> ExportError:
     first = (str(err).strip().splitlines() or [type(err).__name__])[0]
     other = "torchscript" if fmt == "onnx" else "onnx"
-    return ExportError(f"{model.path}: {model.name} cannot be exported to {fmt} ({type(err).__name__}: {first}); "
-                       f"try --format {other}, or use the model file with `python -m dfpipe predict`")
+    return ExportError(
+        f"{model.path}: {model.name} cannot be exported to {fmt} ({type(err).__name__}: {first}); "
+        f"try --format {other}, or use the model file with `python -m dfpipe predict`"
+    )
 
 
 def to_onnx(model: Model, out: Path) -> Path:
@@ -88,9 +90,16 @@ def to_onnx(model: Model, out: Path) -> Path:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # the legacy exporter's deprecation and tracer warnings
-                torch.onnx.export(scorer, (_example(model),), str(tmp), input_names=["image"], output_names=["score"],
-                                  dynamic_axes={"image": {0: "batch"}, "score": {0: "batch"}}, opset_version=OPSET,
-                                  dynamo=False)
+                torch.onnx.export(
+                    scorer,
+                    (_example(model),),
+                    str(tmp),
+                    input_names=["image"],
+                    output_names=["score"],
+                    dynamic_axes={"image": {0: "batch"}, "score": {0: "batch"}},
+                    opset_version=OPSET,
+                    dynamo=False,
+                )
         except Exception as err:  # exporter errors have no common base class
             raise _fail(model, "onnx", err) from err
         graph = onnx.load(str(tmp))

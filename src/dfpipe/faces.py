@@ -24,10 +24,11 @@ import os
 import queue
 import sys
 import tempfile
+from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Any, Callable, Generator, Iterator
+from typing import Any
 
 import cv2
 import mediapipe as mp
@@ -74,14 +75,16 @@ def crop_transform(box: np.ndarray, keypoints: np.ndarray, size: int, margin: fl
         dst = size / 2 + (TEMPLATE - 0.5) * (size / margin)
         # A reprojection threshold as large as the crop makes every point an inlier, so the result is the
         # least-squares fit over all four points rather than RANSAC's pick of two.
-        matrix, _ = cv2.estimateAffinePartial2D(keypoints[:4].astype(np.float32), dst, method=cv2.RANSAC,
-                                                ransacReprojThreshold=float(size))
+        matrix, _ = cv2.estimateAffinePartial2D(
+            keypoints[:4].astype(np.float32), dst, method=cv2.RANSAC, ransacReprojThreshold=float(size)
+        )
         if matrix is not None:
             return matrix
     x, y, w, h = box
     scale = size / (margin * max(w, h))
-    return np.array([[scale, 0, size / 2 - scale * (x + w / 2)],
-                     [0, scale, size / 2 - scale * (y + h / 2)]], np.float64)
+    return np.array(
+        [[scale, 0, size / 2 - scale * (x + w / 2)], [0, scale, size / 2 - scale * (y + h / 2)]], np.float64
+    )
 
 
 def keypoint_spread(box: np.ndarray, keypoints: np.ndarray) -> float:
@@ -92,8 +95,9 @@ def keypoint_spread(box: np.ndarray, keypoints: np.ndarray) -> float:
 def alignment_residual(keypoints: np.ndarray) -> float:
     """RMS distance of the eye/nose/mouth keypoints from TEMPLATE after the least-squares similarity
     transform onto it, in units of the template's face box (0 for a perfect frontal face)."""
-    matrix, _ = cv2.estimateAffinePartial2D(keypoints[:4].astype(np.float32), TEMPLATE, method=cv2.RANSAC,
-                                            ransacReprojThreshold=1e3)
+    matrix, _ = cv2.estimateAffinePartial2D(
+        keypoints[:4].astype(np.float32), TEMPLATE, method=cv2.RANSAC, ransacReprojThreshold=1e3
+    )
     if matrix is None:
         return float("inf")
     moved = cv2.transform(keypoints[None, :4].astype(np.float64), matrix)[0]
@@ -126,9 +130,11 @@ def pick_face(found: list[Face], previous: np.ndarray | None) -> Face:
 
 
 def _detector(model_path: Path, min_confidence: float) -> vision.FaceDetector:
-    options = vision.FaceDetectorOptions(base_options=BaseOptions(model_asset_path=str(model_path)),
-                                         running_mode=vision.RunningMode.IMAGE,
-                                         min_detection_confidence=float(min_confidence))
+    options = vision.FaceDetectorOptions(
+        base_options=BaseOptions(model_asset_path=str(model_path)),
+        running_mode=vision.RunningMode.IMAGE,
+        min_detection_confidence=float(min_confidence),
+    )
     return vision.FaceDetector.create_from_options(options)
 
 
@@ -153,8 +159,9 @@ def native_output_to(log: Callable[[str], None]) -> Iterator[None]:
                     log(f"native: {line}")
 
 
-def _masks(path: Path | None, indices: list[int], threads: int,
-           errors: list[str]) -> Generator[tuple[int, np.ndarray], None, None]:
+def _masks(
+    path: Path | None, indices: list[int], threads: int, errors: list[str]
+) -> Generator[tuple[int, np.ndarray], None, None]:
     """Mask frames for `indices`, or nothing when there is no mask; a broken mask is recorded, not raised."""
     if path is None:
         return
@@ -164,10 +171,22 @@ def _masks(path: Path | None, indices: list[int], threads: int,
         errors.append(str(exc))
 
 
-def _crop_video(video: Any, indices: list[int], dataset_root: Path, settings: dict, detector: vision.FaceDetector,
-                threads: int, log: Callable[[str], None]) -> list[dict[str, Any]]:
-    base = {"key": video.key, "method": video.method, "video_id": video.video_id, "split": video.split,
-            "label": int(video.label)}
+def _crop_video(
+    video: Any,
+    indices: list[int],
+    dataset_root: Path,
+    settings: dict,
+    detector: vision.FaceDetector,
+    threads: int,
+    log: Callable[[str], None],
+) -> list[dict[str, Any]]:
+    base = {
+        "key": video.key,
+        "method": video.method,
+        "video_id": video.video_id,
+        "split": video.split,
+        "label": int(video.label),
+    }
     rows = {i: dict(base, frame_index=i, status="not_decoded", reason=None) for i in indices}
     if indices == [UNREADABLE]:
         error = relative_text(video.error, dataset_root) if isinstance(video.error, str) and video.error else None
@@ -183,38 +202,45 @@ def _crop_video(video: Any, indices: list[int], dataset_root: Path, settings: di
     masks = _masks(mask_path, indices, threads, mask_errors)
     previous: np.ndarray | None = None
     try:
-        for index, frame in iter_frames(path, indices, threads, on_error=errors.append,
-                                        on_damaged=damaged.__setitem__):
+        for index, frame in iter_frames(path, indices, threads, on_error=errors.append, on_damaged=damaged.__setitem__):
             row = rows[index]
             mask = next((m for i, m in masks if i == index), None)
             found = _detections(detector, frame)
             if not found:
-                row.update(status="no_face",
-                           reason=f"no face detected with confidence >= {settings['min_confidence']}")
+                row.update(status="no_face", reason=f"no face detected with confidence >= {settings['min_confidence']}")
                 continue
             score, box, kps = pick_face(found, previous)
             previous = box
             row.update(score=score, box=box.tolist(), keypoints=kps.ravel().tolist())
             if max(box[2], box[3]) < min_size:
-                row.update(status="face_too_small",
-                           reason=f"face is {max(box[2], box[3]):.0f} px, below min_face_size {min_size:g}")
+                row.update(
+                    status="face_too_small",
+                    reason=f"face is {max(box[2], box[3]):.0f} px, below min_face_size {min_size:g}",
+                )
                 continue
             spread = keypoint_spread(box, kps)
             if spread < MIN_KEYPOINT_SPREAD:
-                row.update(status="collapsed_keypoints",
-                           reason=f"keypoints span {spread:.2f} of the face box, below {MIN_KEYPOINT_SPREAD:g}")
+                row.update(
+                    status="collapsed_keypoints",
+                    reason=f"keypoints span {spread:.2f} of the face box, below {MIN_KEYPOINT_SPREAD:g}",
+                )
                 continue
             residual = alignment_residual(kps)
             if residual > MAX_ALIGNMENT_RESIDUAL:
-                row.update(status="poor_alignment", reason=f"keypoints {residual:.3f} face-box units (RMS) from "
-                                                           f"the template, above {MAX_ALIGNMENT_RESIDUAL:g}")
+                row.update(
+                    status="poor_alignment",
+                    reason=f"keypoints {residual:.3f} face-box units (RMS) from "
+                    f"the template, above {MAX_ALIGNMENT_RESIDUAL:g}",
+                )
                 continue
             matrix = crop_transform(box, kps, size, margin, align)
-            crop = cv2.warpAffine(frame, matrix, (size, size), flags=cv2.INTER_LINEAR,
-                                  borderMode=cv2.BORDER_CONSTANT)
+            crop = cv2.warpAffine(frame, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
             crop_kps = cv2.transform(kps[None].astype(np.float64), matrix)[0]
-            row.update(status="ok", crop_keypoints=crop_kps.ravel().tolist(),
-                       crop_png=_png(cv2.cvtColor(crop, cv2.COLOR_RGB2BGR)))
+            row.update(
+                status="ok",
+                crop_keypoints=crop_kps.ravel().tolist(),
+                crop_png=_png(cv2.cvtColor(crop, cv2.COLOR_RGB2BGR)),
+            )
             if mask is not None:
                 grey = cv2.cvtColor(mask, cv2.COLOR_RGB2GRAY)
                 if grey.shape != frame.shape[:2]:
@@ -226,20 +252,30 @@ def _crop_video(video: Any, indices: list[int], dataset_root: Path, settings: di
         masks.close()
     # Reasons are stored: name files relative to the dataset root, never by absolute path.
     for index, message in damaged.items():
-        rows[index].update(status="decode_error", reason=relative_text(message, dataset_root),
-                           crop_png=None, crop_keypoints=None, mask_png=None)
+        rows[index].update(
+            status="decode_error",
+            reason=relative_text(message, dataset_root),
+            crop_png=None,
+            crop_keypoints=None,
+            mask_png=None,
+        )
     if damaged:
-        log(f"{video.key}: {len(damaged)} of {len(indices)} planned frames decoded after a decoder error: "
-            f"{relative_text(next(iter(damaged.values())), dataset_root)}")
+        log(
+            f"{video.key}: {len(damaged)} of {len(indices)} planned frames decoded after a decoder error: "
+            f"{relative_text(next(iter(damaged.values())), dataset_root)}"
+        )
     bad_shape = [r for r in rows.values() if r["status"] in ("collapsed_keypoints", "poor_alignment")]
     if bad_shape:
         turn = video_rotation(path)
         if turn:  # upright pixels with a stray rotation tag are the usual cause: say so
             for row in bad_shape:
-                row["reason"] += (f"; the video carries {turn:g}° rotation metadata, which is wrong if its "
-                                  f"pixels are upright")
-        log(f"{video.key}: {len(bad_shape)} of {len(indices)} planned frames have implausible face keypoints"
-            + (f" (rotation metadata {turn:g}°)" if turn else ""))
+                row["reason"] += (
+                    f"; the video carries {turn:g}° rotation metadata, which is wrong if its pixels are upright"
+                )
+        log(
+            f"{video.key}: {len(bad_shape)} of {len(indices)} planned frames have implausible face keypoints"
+            + (f" (rotation metadata {turn:g}°)" if turn else "")
+        )
     missing = [r for r in rows.values() if r["status"] == "not_decoded"]
     detail = relative_text(errors[-1], dataset_root) if errors else f"{video.path}: the decoder ended early"
     for row in missing:
@@ -252,10 +288,22 @@ def _crop_video(video: Any, indices: list[int], dataset_root: Path, settings: di
 
 
 def _table(rows: list[dict[str, Any]]) -> pd.DataFrame:
-    df = pd.DataFrame(rows, columns=["key", "method", "video_id", "split", "label", "frame_index", "status",
-                                     "reason", "score"])
-    df = df.astype({"key": "string", "method": "string", "video_id": "string", "split": "string", "label": "int8",
-                    "frame_index": "int64", "status": "string", "reason": "string", "score": "float64"})
+    df = pd.DataFrame(
+        rows, columns=["key", "method", "video_id", "split", "label", "frame_index", "status", "reason", "score"]
+    )
+    df = df.astype(
+        {
+            "key": "string",
+            "method": "string",
+            "video_id": "string",
+            "split": "string",
+            "label": "int8",
+            "frame_index": "int64",
+            "status": "string",
+            "reason": "string",
+            "score": "float64",
+        }
+    )
     # Geometry stays plain lists (object): pandas 3.1 cannot read back an Arrow list dtype from parquet.
     for name in ("box", "keypoints", "crop_keypoints"):
         df[name] = pd.Series([row.get(name) for row in rows], dtype=object)

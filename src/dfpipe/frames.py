@@ -13,8 +13,8 @@ from __future__ import annotations
 import re
 import subprocess
 import tempfile
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
 
 import ffmpeg
 import numpy as np
@@ -52,11 +52,13 @@ def plan_batch(videos: pd.DataFrame, per_video: int, per_method: dict[str, int])
         keys += [row.key] * len(chosen)
         indices += chosen
         planned += [count] * len(chosen)
-    return pd.DataFrame({
-        "key": pd.Series(keys, dtype="string"),
-        "frame_index": pd.Series(indices, dtype="int64"),
-        "n_planned": pd.Series(planned, dtype="int64"),
-    })
+    return pd.DataFrame(
+        {
+            "key": pd.Series(keys, dtype="string"),
+            "frame_index": pd.Series(indices, dtype="int64"),
+            "n_planned": pd.Series(planned, dtype="int64"),
+        }
+    )
 
 
 def rotation(stream: dict) -> float:
@@ -64,7 +66,8 @@ def rotation(stream: dict) -> float:
     ffmpeg's autorotation turns the decoded pixels by (the display matrix side data, or the old `rotate`
     tag)."""
     angle = stream.get("tags", {}).get("rotate") or next(
-        (s.get("rotation") for s in stream.get("side_data_list", []) if "rotation" in s), 0)
+        (s.get("rotation") for s in stream.get("side_data_list", []) if "rotation" in s), 0
+    )
     return float(angle) % 360
 
 
@@ -176,7 +179,7 @@ def select_expression(wanted: Sequence[int]) -> str:
             runs.append([i, i])
     terms = [f"eq(n,{a})" if a == b else f"between(n,{a},{b})" for a, b in runs]
     while len(terms) > 1:
-        terms = [f"({'+'.join(terms[k:k + 8])})" for k in range(0, len(terms), 8)]
+        terms = [f"({'+'.join(terms[k : k + 8])})" for k in range(0, len(terms), 8)]
     return terms[0]
 
 
@@ -241,11 +244,16 @@ def iter_frames(
             log = err.read().decode(errors="replace")
             if finished and len(yielded) < len(wanted) and on_error is not None:
                 errors = [e[1] for e in map(_error_line, log.splitlines()) if e]
-                on_error(f"{path}: decoding stopped after {len(yielded)} of {len(wanted)} wanted frames "
-                         f"(ffmpeg exit {code}{': ' + errors[-1] if errors else ''})")
+                on_error(
+                    f"{path}: decoding stopped after {len(yielded)} of {len(wanted)} wanted frames "
+                    f"(ffmpeg exit {code}{': ' + errors[-1] if errors else ''})"
+                )
             if finished and on_damaged is not None:
                 damaged = damaged_frames(log)
                 for index in yielded:
                     if index in damaged:
-                        on_damaged(index, f"{path}: frame {index} predicts from a packet the decoder reported "
-                                          f"an error for, with no key frame in between ({damaged[index]})")
+                        on_damaged(
+                            index,
+                            f"{path}: frame {index} predicts from a packet the decoder reported "
+                            f"an error for, with no key frame in between ({damaged[index]})",
+                        )

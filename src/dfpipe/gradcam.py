@@ -52,11 +52,15 @@ def target_layer(detector: nn.Module) -> tuple[str, nn.Module]:
     if info is not None:
         name = info[-1]["module"] if isinstance(info, list) else info.module_name()[-1]
         return f"backbone.{name}", backbone.get_submodule(name)
-    last = [(n, m) for n, m in backbone.named_modules()
-            if isinstance(m, (nn.Conv2d, nn.BatchNorm2d, nn.GroupNorm, nn.LayerNorm))]
+    last = [
+        (n, m)
+        for n, m in backbone.named_modules()
+        if isinstance(m, (nn.Conv2d, nn.BatchNorm2d, nn.GroupNorm, nn.LayerNorm))
+    ]
     if not last:
-        raise ValueError(f"Grad-CAM: {type(detector).__name__} has no convolutional layer to explain; it needs "
-                         f"a CNN backbone")
+        raise ValueError(
+            f"Grad-CAM: {type(detector).__name__} has no convolutional layer to explain; it needs a CNN backbone"
+        )
     return f"backbone.{last[-1][0]}", last[-1][1]
 
 
@@ -69,8 +73,9 @@ def _as_batch(images: np.ndarray | torch.Tensor) -> torch.Tensor:
     return images
 
 
-def heatmaps(detector: nn.Module, images: np.ndarray | torch.Tensor, fake: Sequence[bool],
-             batch_size: int = 16) -> tuple[np.ndarray, np.ndarray | None]:
+def heatmaps(
+    detector: nn.Module, images: np.ndarray | torch.Tensor, fake: Sequence[bool], batch_size: int = 16
+) -> tuple[np.ndarray, np.ndarray | None]:
     """Grad-CAM maps (N×H×W float32 in 0..1, the input size) of uint8 RGB `images` at the detector's input
     size, each explaining its `fake` decision; plus the mean attention map of a multi-attention detector
     (N×H×W, 0..1), else None."""
@@ -84,22 +89,24 @@ def heatmaps(detector: nn.Module, images: np.ndarray | torch.Tensor, fake: Seque
     attention: list[np.ndarray] = []
     hook = None
     if isinstance(detector, MultiAttention):
+
         def keep(_module: nn.Module, _inputs: Any, output: torch.Tensor) -> None:
             maps = output.detach().float().mean(1, keepdim=True)
             maps = torch.nn.functional.interpolate(maps, size=batch.shape[-2:], mode="bilinear", align_corners=False)
             flat = maps.flatten(1)
             lo, hi = flat.amin(1)[:, None, None, None], flat.amax(1)[:, None, None, None]
             attention.append(((maps - lo) / (hi - lo).clamp_min(1e-12))[:, 0].cpu().numpy())
+
         hook = detector.attention.register_forward_hook(keep)
     cams = []
     try:
         with GradCAM(model=detector, target_layers=[layer]) as cam:
             for start in range(0, len(batch), batch_size):
-                part = normalize(batch[start:start + batch_size].to(device), detector.mean, detector.std)
-                targets = [BinaryClassifierOutputTarget(int(bool(f))) for f in fake[start:start + batch_size]]
+                part = normalize(batch[start : start + batch_size].to(device), detector.mean, detector.std)
+                targets = [BinaryClassifierOutputTarget(int(bool(f))) for f in fake[start : start + batch_size]]
                 attention_before = len(attention)
                 cams.append(np.asarray(cam(input_tensor=part, targets=targets), np.float32))
-                del attention[attention_before + 1:]  # one forward per batch is the one Grad-CAM explains
+                del attention[attention_before + 1 :]  # one forward per batch is the one Grad-CAM explains
     finally:
         if hook is not None:
             hook.remove()
@@ -133,12 +140,20 @@ def pick_examples(labels: np.ndarray, scores: np.ndarray, threshold: float, k: i
     }
 
 
-def grid_figure(out_path: Path, images: np.ndarray, labels: np.ndarray, scores: np.ndarray,
-                cams: np.ndarray, groups: dict[str, list[int]], caption: str,
-                attention: np.ndarray | None = None) -> Path:
+def grid_figure(
+    out_path: Path,
+    images: np.ndarray,
+    labels: np.ndarray,
+    scores: np.ndarray,
+    cams: np.ndarray,
+    groups: dict[str, list[int]],
+    caption: str,
+    attention: np.ndarray | None = None,
+) -> Path:
     """Write a PNG: one row per group (its name on the left), one tile per example (the overlay, and the
     attention overlay beside it when given), each titled with its label and score; `caption` on top."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -175,8 +190,16 @@ def grid_figure(out_path: Path, images: np.ndarray, labels: np.ndarray, scores: 
     return Path(out_path)
 
 
-def gradcam_grid(detector: nn.Module, out_path: Path, images: np.ndarray, labels: Sequence[int],
-                 scores: Sequence[float], caption: str, threshold: float = 0.5, k: int = 4) -> Path:
+def gradcam_grid(
+    detector: nn.Module,
+    out_path: Path,
+    images: np.ndarray,
+    labels: Sequence[int],
+    scores: Sequence[float],
+    caption: str,
+    threshold: float = 0.5,
+    k: int = 4,
+) -> Path:
     """Pick the examples (`pick_examples`) among uint8 N×H×W×3 crops at the detector's input size with their
     labels and scores, compute their heatmaps and write the grid (`grid_figure`) to `out_path`."""
     labels, scores = np.asarray(labels).astype(int), np.asarray(scores, dtype=float)
@@ -191,8 +214,16 @@ def gradcam_grid(detector: nn.Module, out_path: Path, images: np.ndarray, labels
     return grid_figure(out_path, sub, labels[chosen], scores[chosen], cams, remapped, line, attention)
 
 
-def grid_from_shards(detector: nn.Module, shards: Sequence[Path], out_path: Path, caption: str,
-                     threshold: float = 0.5, k: int = 4, device: str = "auto", batch_size: int = 64) -> Path:
+def grid_from_shards(
+    detector: nn.Module,
+    shards: Sequence[Path],
+    out_path: Path,
+    caption: str,
+    threshold: float = 0.5,
+    k: int = 4,
+    device: str = "auto",
+    batch_size: int = 64,
+) -> Path:
     """The Grad-CAM grid of a detector on evaluation shards (e.g. a model's test shards at one quality): every
     sample is scored, the candidates of each group are kept while streaming (at most `k` per group, so memory
     does not grow with the shards), then explained."""
@@ -206,18 +237,34 @@ def grid_from_shards(detector: nn.Module, shards: Sequence[Path], out_path: Path
         for images, labels, _meta in make_loader(eval_stream(detector, shards, batch_size), 0):
             logits = detector(normalize(images.to(dev), detector.mean, detector.std))
             scores = torch.sigmoid(logits.float()).cpu().numpy()
-            pool = keep + [(img, int(lab), float(s)) for img, lab, s in
-                           zip(images.permute(0, 2, 3, 1).numpy(), labels.int().numpy(), scores, strict=True)]
+            pool = keep + [
+                (img, int(lab), float(s))
+                for img, lab, s in zip(images.permute(0, 2, 3, 1).numpy(), labels.int().numpy(), scores, strict=True)
+            ]
             groups = pick_examples(np.array([p[1] for p in pool]), np.array([p[2] for p in pool]), threshold, k)
             keep = [pool[i] for i in sorted({i for v in groups.values() for i in v})]
     if not keep:
         raise ValueError(f"Grad-CAM grid: no samples in {', '.join(map(str, shards))}")
-    return gradcam_grid(detector, out_path, np.stack([p[0] for p in keep]), [p[1] for p in keep],
-                        [p[2] for p in keep], caption, threshold, k)
+    return gradcam_grid(
+        detector,
+        out_path,
+        np.stack([p[0] for p in keep]),
+        [p[1] for p in keep],
+        [p[2] for p in keep],
+        caption,
+        threshold,
+        k,
+    )
 
 
-def model_grids(model_path: Path, test_shards: dict[int, Sequence[Path]], out_paths: dict[int, Path],
-                train_quality: int, k: int = 3, device: str = "auto") -> list[Path]:
+def model_grids(
+    model_path: Path,
+    test_shards: dict[int, Sequence[Path]],
+    out_paths: dict[int, Path],
+    train_quality: int,
+    k: int = 3,
+    device: str = "auto",
+) -> list[Path]:
     """The Grad-CAM grid of one trained model (the workflow's best.pt) on the test shards of each quality,
     written to `out_paths[quality]`. The model comes from the file alone, as predict loads it (its spec, ELA and
     threshold: the file's, else the workflow's validation predictions beside it, else 0.5); each quality costs
@@ -225,15 +272,31 @@ def model_grids(model_path: Path, test_shards: dict[int, Sequence[Path]], out_pa
     from .inference import load_model
 
     if set(test_shards) != set(out_paths):
-        raise ValueError(f"Grad-CAM grids: test shards of qualities {sorted(test_shards)} but outputs for "
-                         f"{sorted(out_paths)}; give one output per test quality")
+        raise ValueError(
+            f"Grad-CAM grids: test shards of qualities {sorted(test_shards)} but outputs for "
+            f"{sorted(out_paths)}; give one output per test quality"
+        )
     model = load_model(Path(model_path), "cpu")
     detector = model.detector
     detector.ela = model.ela  # the evaluation stream applies it (files without a spec carry it on their own)
     ela = f", ELA q{model.ela.quality}" if model.ela else ""
-    source = next((short for long, short in (("validation", "validation"), ("the model file", "model file"))
-                   if model.threshold_source.startswith(long)), "default")
-    return [grid_from_shards(detector, test_shards[q], out_paths[q],
-                             f"{model.name} trained at q{train_quality}{ela}, test q{q}, {source} threshold",
-                             threshold=model.threshold, k=k, device=device)
-            for q in sorted(out_paths, reverse=True)]
+    source = next(
+        (
+            short
+            for long, short in (("validation", "validation"), ("the model file", "model file"))
+            if model.threshold_source.startswith(long)
+        ),
+        "default",
+    )
+    return [
+        grid_from_shards(
+            detector,
+            test_shards[q],
+            out_paths[q],
+            f"{model.name} trained at q{train_quality}{ela}, test q{q}, {source} threshold",
+            threshold=model.threshold,
+            k=k,
+            device=device,
+        )
+        for q in sorted(out_paths, reverse=True)
+    ]

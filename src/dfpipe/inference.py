@@ -49,8 +49,17 @@ FACE_DEFAULTS = {"size": 256, "margin": 1.3, "align": True, "min_confidence": 0.
 DEFAULT_THRESHOLD = 0.5
 BANNER = re.compile(r"^(lib[a-z]+ +[0-9.]|ffprobe version|built with|configuration:)")
 FRAME_COLUMNS = ["file", "frame_index", "status", "reason", "score"]
-FILE_COLUMNS = ["file", "kind", "frames_planned", "frames_scored", "video_score", "threshold", "decision", "status",
-                "reason"]
+FILE_COLUMNS = [
+    "file",
+    "kind",
+    "frames_planned",
+    "frames_scored",
+    "video_score",
+    "threshold",
+    "decision",
+    "status",
+    "reason",
+]
 
 
 # -- the model file ------------------------------------------------------------------------------------------
@@ -71,17 +80,27 @@ class Model:
     spec: dict[str, Any] | None = None
 
 
-def write_model_file(path: Path, detector: nn.Module, spec: dict[str, Any] | None = None,
-                     threshold: float | None = None, ela: ELA | None = None, faces: dict[str, Any] | None = None,
-                     **extra: Any) -> Path:
+def write_model_file(
+    path: Path,
+    detector: nn.Module,
+    spec: dict[str, Any] | None = None,
+    threshold: float | None = None,
+    ela: ELA | None = None,
+    faces: dict[str, Any] | None = None,
+    **extra: Any,
+) -> Path:
     """A model file in the trainer's best.pt format (model, detector, input_size, mean, std), plus what predict
     reads when present: the detector `spec`, the validation `threshold`, `ela` and `faces` settings."""
     from .io import atomic_path
 
-    obj: dict[str, Any] = {"model": {k: v.detach().cpu() for k, v in detector.state_dict().items()},
-                           "detector": str(getattr(detector, "name", type(detector).__name__)),
-                           "input_size": int(detector.input_size), "mean": tuple(detector.mean),
-                           "std": tuple(detector.std), **extra}
+    obj: dict[str, Any] = {
+        "model": {k: v.detach().cpu() for k, v in detector.state_dict().items()},
+        "detector": str(getattr(detector, "name", type(detector).__name__)),
+        "input_size": int(detector.input_size),
+        "mean": tuple(detector.mean),
+        "std": tuple(detector.std),
+        **extra,
+    }
     if spec is not None:
         obj["spec"] = dict(spec)
     if threshold is not None:
@@ -130,8 +149,10 @@ def _build(ckpt: dict[str, Any], path: Path) -> tuple[nn.Module, dict[str, Any] 
             return build_detector({**spec, "pretrained": "none"}), spec
         return create_detector(str(ckpt["detector"]), input_size=ckpt.get("input_size")), None
     except (TypeError, ValueError, KeyError) as err:
-        raise ValueError(f"{path}: cannot rebuild its detector {ckpt.get('detector')!r} ({err}); the file needs the "
-                         f"detector spec it was trained with (key 'spec')") from err
+        raise ValueError(
+            f"{path}: cannot rebuild its detector {ckpt.get('detector')!r} ({err}); the file needs the "
+            f"detector spec it was trained with (key 'spec')"
+        ) from err
 
 
 def load_model(path: Path, device: str | torch.device = "cpu") -> Model:
@@ -141,23 +162,31 @@ def load_model(path: Path, device: str | torch.device = "cpu") -> Model:
 
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: model file not found; pass a trained model, e.g. "
-                                f"data/models/<detector>/<run>/best.pt")
+        raise FileNotFoundError(
+            f"{path}: model file not found; pass a trained model, e.g. data/models/<detector>/<run>/best.pt"
+        )
     try:
         ckpt = load_checkpoint(path)
     except ValueError as err:  # the trainer's fix ("delete it to train afresh") is not predict's
         problem = str(err).split("; delete it")[0]
-        raise ValueError(f"{problem}; use an intact model file (copy best.pt again from its run folder, or retrain "
-                         f"that run)") from err
+        raise ValueError(
+            f"{problem}; use an intact model file (copy best.pt again from its run folder, or retrain that run)"
+        ) from err
     detector, spec = _build(ckpt, path)
     try:
         detector.load_state_dict(ckpt["model"])
     except RuntimeError as err:
         first = str(err).strip().splitlines()[0]
-        raise ValueError(f"{path}: its weights do not fit a {ckpt.get('detector')!r} built from "
-                         f"{'its spec' if spec else 'the registered name alone'} ({first}); "
-                         + ("" if spec else "files without a detector spec (key 'spec') can only be rebuilt with "
-                            "default model arguments: re-save it with write_model_file(..., spec=...)")) from err
+        raise ValueError(
+            f"{path}: its weights do not fit a {ckpt.get('detector')!r} built from "
+            f"{'its spec' if spec else 'the registered name alone'} ({first}); "
+            + (
+                ""
+                if spec
+                else "files without a detector spec (key 'spec') can only be rebuilt with "
+                "default model arguments: re-save it with write_model_file(..., spec=...)"
+            )
+        ) from err
     # what the file records wins over the builder's defaults: it is what the model was trained with
     detector.input_size = int(ckpt.get("input_size", detector.input_size))
     detector.mean = tuple(float(m) for m in ckpt.get("mean", detector.mean))
@@ -173,13 +202,15 @@ def load_model(path: Path, device: str | torch.device = "cpu") -> Model:
     ela = ELA.from_dict(ckpt.get("ela") or (spec or {}).get("ela") or (ckpt.get("settings") or {}).get("ela"))
     faces = {**FACE_DEFAULTS, **{k: v for k, v in (ckpt.get("faces") or {}).items() if k in FACE_DEFAULTS}}
     name = str(spec.get("name", ckpt["detector"])) if spec else str(ckpt["detector"])
-    return Model(detector, path, name, detector.input_size, detector.mean, detector.std, threshold, source, ela,
-                 faces, spec)
+    return Model(
+        detector, path, name, detector.input_size, detector.mean, detector.std, threshold, source, ela, faces, spec
+    )
 
 
 # -- preprocessing: as the shards and the loader do it ---------------------------------------------------------
-def prepare(crop: np.ndarray, model: Model, quality: int | None = None, cjpeg: Path | None = None,
-            name: str = "crop") -> np.ndarray:
+def prepare(
+    crop: np.ndarray, model: Model, quality: int | None = None, cjpeg: Path | None = None, name: str = "crop"
+) -> np.ndarray:
     """The uint8 H×W×3 input the detector sees for a lossless RGB face crop: MozJPEG at `quality` (when given)
     and the loader's decode, then ELA (when the model was trained on it), then the loader's resize."""
     from .compress import encode
@@ -205,7 +236,7 @@ def score_inputs(model: Model, inputs: np.ndarray, batch_size: int = 32) -> np.n
     device = next(model.detector.parameters()).device
     out = []
     for start in range(0, len(inputs), batch_size):
-        batch = torch.from_numpy(np.ascontiguousarray(inputs[start:start + batch_size])).permute(0, 3, 1, 2)
+        batch = torch.from_numpy(np.ascontiguousarray(inputs[start : start + batch_size])).permute(0, 3, 1, 2)
         logits = model.detector(normalize(batch.to(device), model.mean, model.std))
         out.append(torch.sigmoid(logits.float()).cpu().numpy())
     return np.concatenate(out) if out else np.zeros(0, np.float32)
@@ -218,8 +249,11 @@ def collect_files(paths: Iterable[Path]) -> list[Path]:
     out: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            out += sorted(f for f in p.rglob("*") if f.is_file() and not f.name.startswith(".")
-                          and f.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES)
+            out += sorted(
+                f
+                for f in p.rglob("*")
+                if f.is_file() and not f.name.startswith(".") and f.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES
+            )
         else:
             out.append(p)
     return out
@@ -272,8 +306,15 @@ class FileResult:
         return self.status != "ok"
 
 
-def crop_faces(path: Path, kind: str, n_frames: int, frames_per_video: int, faces: dict[str, Any],
-               threads: int = 1, log: Callable[[str], None] = lambda _: None) -> pd.DataFrame:
+def crop_faces(
+    path: Path,
+    kind: str,
+    n_frames: int,
+    frames_per_video: int,
+    faces: dict[str, Any],
+    threads: int = 1,
+    log: Callable[[str], None] = lambda _: None,
+) -> pd.DataFrame:
     """The faces stage's table for one file: its planned frames (`frames.sample_indices`), decoded in one
     pass and cropped by `faces.crop_batch` (status, reason and the lossless crop per frame)."""
     from . import assets
@@ -282,17 +323,44 @@ def crop_faces(path: Path, kind: str, n_frames: int, frames_per_video: int, face
 
     indices = sample_indices(n_frames, 1 if kind == "image" else frames_per_video) or [0]
     key = path.name
-    plan = pd.DataFrame({"key": pd.Series([key] * len(indices), dtype="string"),
-                         "frame_index": pd.Series(indices, dtype="int64")})
-    videos = pd.DataFrame([{"key": key, "method": "user", "video_id": path.stem, "split": "user", "label": 0,
-                            "path": path.name, "mask_path": None, "error": None}])
-    return crop_batch(plan, videos, path.parent, {**faces, "min_faces_per_video": 0}, assets.face_detector_model(),
-                      threads=threads, log=log)
+    plan = pd.DataFrame(
+        {"key": pd.Series([key] * len(indices), dtype="string"), "frame_index": pd.Series(indices, dtype="int64")}
+    )
+    videos = pd.DataFrame(
+        [
+            {
+                "key": key,
+                "method": "user",
+                "video_id": path.stem,
+                "split": "user",
+                "label": 0,
+                "path": path.name,
+                "mask_path": None,
+                "error": None,
+            }
+        ]
+    )
+    return crop_batch(
+        plan,
+        videos,
+        path.parent,
+        {**faces, "min_faces_per_video": 0},
+        assets.face_detector_model(),
+        threads=threads,
+        log=log,
+    )
 
 
-def predict_file(path: Path, model: Model, frames_per_video: int = 32, quality: int | None = None,
-                 cjpeg: Path | None = None, keep_inputs: bool = False, threads: int = 1,
-                 log: Callable[[str], None] = lambda _: None) -> FileResult:
+def predict_file(
+    path: Path,
+    model: Model,
+    frames_per_video: int = 32,
+    quality: int | None = None,
+    cjpeg: Path | None = None,
+    keep_inputs: bool = False,
+    threads: int = 1,
+    log: Callable[[str], None] = lambda _: None,
+) -> FileResult:
     """Score one file (never raises for a bad file: the result's status and reason say what went wrong)."""
     from .compress import decode_rgb
 
@@ -301,30 +369,47 @@ def predict_file(path: Path, model: Model, frames_per_video: int = 32, quality: 
         kind, n_frames = _probe(path)
     except ValueError as err:
         reason = _one_line(err)
-        frames = pd.DataFrame([{"file": name, "frame_index": -1, "status": "unreadable", "reason": reason,
-                                "score": np.nan}], columns=FRAME_COLUMNS)
+        frames = pd.DataFrame(
+            [{"file": name, "frame_index": -1, "status": "unreadable", "reason": reason, "score": np.nan}],
+            columns=FRAME_COLUMNS,
+        )
         return FileResult(name, "unknown", frames, np.nan, "", "unreadable", reason)
     try:
         table = crop_faces(path, kind, n_frames, frames_per_video, model.faces, threads, log)
         ok = table[table["status"] == "ok"]
-        inputs = [prepare(decode_rgb(png, f"{name} frame {i}"), model, quality, cjpeg, f"{name} frame {i}")
-                  for png, i in zip(ok["crop_png"], ok["frame_index"], strict=True)]
+        inputs = [
+            prepare(decode_rgb(png, f"{name} frame {i}"), model, quality, cjpeg, f"{name} frame {i}")
+            for png, i in zip(ok["crop_png"], ok["frame_index"], strict=True)
+        ]
         scores = score_inputs(model, np.stack(inputs)) if inputs else np.zeros(0, np.float32)
     except Exception as err:  # a fault in one file must not stop the others; the reason names it
         reason = f"{type(err).__name__}: {_one_line(err)}"
-        frames = pd.DataFrame([{"file": name, "frame_index": -1, "status": "error", "reason": reason,
-                                "score": np.nan}], columns=FRAME_COLUMNS)
+        frames = pd.DataFrame(
+            [{"file": name, "frame_index": -1, "status": "error", "reason": reason, "score": np.nan}],
+            columns=FRAME_COLUMNS,
+        )
         return FileResult(name, kind, frames, np.nan, "", "error", reason)
-    frames = pd.DataFrame({"file": name, "frame_index": table["frame_index"].astype("int64"),
-                           "status": table["status"].astype(str), "reason": table["reason"].astype(object),
-                           "score": np.nan}, columns=FRAME_COLUMNS)
+    frames = pd.DataFrame(
+        {
+            "file": name,
+            "frame_index": table["frame_index"].astype("int64"),
+            "status": table["status"].astype(str),
+            "reason": table["reason"].astype(object),
+            "score": np.nan,
+        },
+        columns=FRAME_COLUMNS,
+    )
     frames.loc[table["status"].to_numpy() == "ok", "score"] = scores
     if not len(scores):
         counts = table["status"].value_counts()
         first = table["reason"].dropna()
         why = f"; e.g. {first.iloc[0]}" if len(first) else ""
-        reason = (f"no usable face in {len(table)} planned frame{'s' if len(table) != 1 else ''} ("
-                  + ", ".join(f"{s} {n}" for s, n in counts.items()) + ")" + why)
+        reason = (
+            f"no usable face in {len(table)} planned frame{'s' if len(table) != 1 else ''} ("
+            + ", ".join(f"{s} {n}" for s, n in counts.items())
+            + ")"
+            + why
+        )
         status = "unreadable" if (table["status"] == "not_decoded").all() else "no_face"
         return FileResult(name, kind, frames, np.nan, "", status, reason)
     video_score = float(np.mean(scores))
@@ -358,9 +443,28 @@ def write_heatmaps(result: FileResult, model: Model, out_dir: Path, name: str) -
         mp4 = folder / "heatmap.mp4"
         # the scored frames are spread over the clip: show them at ~4 per second, not at the clip's rate
         with atomic_path(mp4) as tmp:
-            subprocess.run(["ffmpeg", "-v", "error", "-y", "-framerate", "4", "-pattern_type", "glob", "-i",
-                            str(folder / "f*.png"), "-c:v", "libx264", "-pix_fmt", "yuv420p", "-f", "mp4", str(tmp)],
-                           check=True)
+            subprocess.run(
+                [
+                    "ffmpeg",
+                    "-v",
+                    "error",
+                    "-y",
+                    "-framerate",
+                    "4",
+                    "-pattern_type",
+                    "glob",
+                    "-i",
+                    str(folder / "f*.png"),
+                    "-c:v",
+                    "libx264",
+                    "-pix_fmt",
+                    "yuv420p",
+                    "-f",
+                    "mp4",
+                    str(tmp),
+                ],
+                check=True,
+            )
         written.append(mp4)
     return written
 
@@ -370,13 +474,23 @@ def summary_line(result: FileResult, model: Model) -> str:
         return f"{result.file}: FAILED ({result.status}): {result.reason}"
     n_ok = int((result.frames["status"] == "ok").sum())
     n = len(result.frames)
-    return (f"{result.file}: {n_ok}/{n} frames scored, score {result.video_score:.3f} -> {result.decision} "
-            f"(threshold {model.threshold:.3f})")
+    return (
+        f"{result.file}: {n_ok}/{n} frames scored, score {result.video_score:.3f} -> {result.decision} "
+        f"(threshold {model.threshold:.3f})"
+    )
 
 
-def run_predict(paths: Sequence[Path], model_path: Path, out_dir: Path, frames_per_video: int = 32,
-                quality: int | None = None, heatmap: bool = False, device: str = "auto", threads: int = 1,
-                echo: Callable[[str], None] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+def run_predict(
+    paths: Sequence[Path],
+    model_path: Path,
+    out_dir: Path,
+    frames_per_video: int = 32,
+    quality: int | None = None,
+    heatmap: bool = False,
+    device: str = "auto",
+    threads: int = 1,
+    echo: Callable[[str], None] | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Predict every file; write frames.csv and files.csv (and heatmaps) in `out_dir`; return both tables."""
     from tqdm import tqdm
 
@@ -395,9 +509,12 @@ def run_predict(paths: Sequence[Path], model_path: Path, out_dir: Path, frames_p
     if not files:
         raise ValueError("no files to predict: pass videos, images or folders holding them")
     say = echo or (lambda line: tqdm.write(line, file=sys.stdout))
-    say(f"model {model.name} ({model_path}): input {model.input_size} px, threshold {model.threshold:.3f} from "
-        f"{model.threshold_source}" + (f", ELA q{model.ela.quality}" if model.ela else "")
-        + (f", crops re-encoded by MozJPEG at q{quality}" if quality is not None else ", crops scored as decoded"))
+    say(
+        f"model {model.name} ({model_path}): input {model.input_size} px, threshold {model.threshold:.3f} from "
+        f"{model.threshold_source}"
+        + (f", ELA q{model.ela.quality}" if model.ela else "")
+        + (f", crops re-encoded by MozJPEG at q{quality}" if quality is not None else ", crops scored as decoded")
+    )
     frames, rows = [], []
     names: set[str] = set()
     for path in tqdm(files, desc="predict", unit="file", file=sys.stderr, disable=len(files) < 2):
@@ -414,16 +531,26 @@ def run_predict(paths: Sequence[Path], model_path: Path, out_dir: Path, frames_p
         say(summary_line(result, model))
         frames.append(result.frames)
         n_ok = int((result.frames["status"] == "ok").sum())
-        rows.append({"file": result.file, "kind": result.kind,
-                     "frames_planned": int((result.frames["frame_index"] >= 0).sum()), "frames_scored": n_ok,
-                     "video_score": result.video_score, "threshold": model.threshold, "decision": result.decision,
-                     "status": result.status, "reason": result.reason})
+        rows.append(
+            {
+                "file": result.file,
+                "kind": result.kind,
+                "frames_planned": int((result.frames["frame_index"] >= 0).sum()),
+                "frames_scored": n_ok,
+                "video_score": result.video_score,
+                "threshold": model.threshold,
+                "decision": result.decision,
+                "status": result.status,
+                "reason": result.reason,
+            }
+        )
     frame_table = pd.concat(frames, ignore_index=True)[FRAME_COLUMNS]
     file_table = pd.DataFrame(rows, columns=FILE_COLUMNS)
     write_csv(out_dir / "frames.csv", frame_table)
     write_csv(out_dir / "files.csv", file_table)
     failed = int((file_table["status"] != "ok").sum())
-    say(f"{len(files)} files, {len(files) - failed} scored, {failed} failed; per-frame scores in "
-        f"{out_dir / 'frames.csv'}, per file in {out_dir / 'files.csv'}")
+    say(
+        f"{len(files)} files, {len(files) - failed} scored, {failed} failed; per-frame scores in "
+        f"{out_dir / 'frames.csv'}, per file in {out_dir / 'files.csv'}"
+    )
     return frame_table, file_table
-

@@ -9,8 +9,8 @@ coordinates of the image given; indices follow mediapipe's face-mesh topology.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import cv2
 import numpy as np
@@ -71,16 +71,21 @@ class Landmarker:
 
         from .assets import face_detector_model, face_landmark_model
 
-        opts = vision.FaceDetectorOptions(base_options=BaseOptions(model_asset_path=str(face_detector_model())),
-                                          min_detection_confidence=min_confidence)
+        opts = vision.FaceDetectorOptions(
+            base_options=BaseOptions(model_asset_path=str(face_detector_model())),
+            min_detection_confidence=min_confidence,
+        )
         self._detector = vision.FaceDetector.create_from_options(opts)
         core = ov.Core()
         # f32 on purpose: the CPU plugin's default low-precision hint rounds landmarks to half pixels.
-        self._mesh = core.compile_model(core.read_model(str(face_landmark_model())), "CPU",
-                                        {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": 1})
+        self._mesh = core.compile_model(
+            core.read_model(str(face_landmark_model())),
+            "CPU",
+            {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": 1},
+        )
         self.min_confidence = min_confidence
 
-    def __enter__(self) -> "Landmarker":
+    def __enter__(self) -> Landmarker:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -96,8 +101,13 @@ class Landmarker:
         for d in result.detections:
             b = d.bounding_box
             kp = np.array([(k.x * w, k.y * h) for k in d.keypoints], dtype=np.float64)
-            seeds.append((np.array([b.origin_x + b.width / 2, b.origin_y + b.height / 2]), kp[1] - kp[0],
-                          float(max(b.width, b.height))))
+            seeds.append(
+                (
+                    np.array([b.origin_x + b.width / 2, b.origin_y + b.height / 2]),
+                    kp[1] - kp[0],
+                    float(max(b.width, b.height)),
+                )
+            )
         return sorted(seeds, key=lambda s: -s[2])
 
     def _mesh_at(self, rgb: np.ndarray, centre: np.ndarray, eyes: np.ndarray, size: float) -> np.ndarray | None:
@@ -106,8 +116,9 @@ class Landmarker:
         scale = _MESH_INPUT / (_ROI_SCALE * size)
         m = cv2.getRotationMatrix2D((float(centre[0]), float(centre[1])), float(angle), scale)
         m[:, 2] += _MESH_INPUT / 2 - centre
-        crop = cv2.warpAffine(rgb, m, (_MESH_INPUT, _MESH_INPUT), flags=cv2.INTER_LINEAR,
-                              borderMode=cv2.BORDER_CONSTANT)
+        crop = cv2.warpAffine(
+            rgb, m, (_MESH_INPUT, _MESH_INPUT), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT
+        )
         out = self._mesh(crop[None].astype(np.float32) / 255.0)
         coords, presence = (out[o] for o in self._mesh.outputs)
         if 1.0 / (1.0 + np.exp(-float(presence.ravel()[0]))) < self.min_confidence:
@@ -137,7 +148,9 @@ class Landmarker:
         faces = self.detect_all(rgb)
         return faces[0] if faces else None
 
-    def detect_in_box(self, rgb: np.ndarray, box: tuple[float, float, float, float], work: int = 384) -> np.ndarray | None:
+    def detect_in_box(
+        self, rgb: np.ndarray, box: tuple[float, float, float, float], work: int = 384
+    ) -> np.ndarray | None:
         """Landmarks of the face inside `box` (x, y, w, h) of a large image, found on an enlarged crop of it.
 
         The bundled detector is the short-range one (faces filling much of a 128² input), so small faces of a
@@ -169,20 +182,23 @@ def face_box(points: np.ndarray) -> tuple[float, float, float, float]:
     return float(x0), float(y0), float(x1 - x0), float(y1 - y0)
 
 
-def find_faces(rgb: np.ndarray, model: Path | None = None, min_size: int = 80,
-               min_confidence: float = 0.6) -> list[tuple[float, float, float, float]]:
+def find_faces(
+    rgb: np.ndarray, model: Path | None = None, min_size: int = 80, min_confidence: float = 0.6
+) -> list[tuple[float, float, float, float]]:
     """Boxes (x, y, w, h) of the faces of an image of any size, biggest first, by detecting on overlapping tiles
     at several scales (the short-range detector misses faces that are small relative to its input)."""
-    from mediapipe.tasks.python import BaseOptions, vision
     import mediapipe as mp
+    from mediapipe.tasks.python import BaseOptions, vision
 
     from .assets import face_detector_model
 
     h, w = rgb.shape[:2]
     boxes: list[list[float]] = []
     scores: list[float] = []
-    opts = vision.FaceDetectorOptions(base_options=BaseOptions(model_asset_path=str(model or face_detector_model())),
-                                      min_detection_confidence=min_confidence)
+    opts = vision.FaceDetectorOptions(
+        base_options=BaseOptions(model_asset_path=str(model or face_detector_model())),
+        min_detection_confidence=min_confidence,
+    )
     with vision.FaceDetector.create_from_options(opts) as det:
         # The whole image, then tiles small enough that a face of `min_size` fills a useful part of one.
         tiles = {max(h, w)} | {t for t in (800, 500, 320) if 2 * min_size <= t < max(h, w)}
@@ -190,7 +206,7 @@ def find_faces(rgb: np.ndarray, model: Path | None = None, min_size: int = 80,
             step = tile // 2
             for y in range(0, max(h - tile, 0) + step, step):
                 for x in range(0, max(w - tile, 0) + step, step):
-                    part = np.ascontiguousarray(rgb[y:y + tile, x:x + tile])
+                    part = np.ascontiguousarray(rgb[y : y + tile, x : x + tile])
                     for d in det.detect(mp.Image(image_format=mp.ImageFormat.SRGB, data=part)).detections:
                         b = d.bounding_box
                         if min(b.width, b.height) >= min_size:
@@ -212,4 +228,4 @@ def smooth_track(points: list[np.ndarray | None], radius: int = 1) -> np.ndarray
     filled = np.stack([points[min(known, key=lambda k: abs(k - i))] for i in range(len(points))])
     padded = np.concatenate([filled[:1].repeat(radius, 0), filled, filled[-1:].repeat(radius, 0)])
     kernel = 2 * radius + 1
-    return np.stack([padded[i:i + kernel].mean(0) for i in range(len(points))]).astype(np.float32)
+    return np.stack([padded[i : i + kernel].mean(0) for i in range(len(points))]).astype(np.float32)

@@ -53,8 +53,9 @@ def read_splits(folder: str | Path) -> dict[str, str]:
             for ident in pair:
                 # Ids become file names (`000_003.mp4`): nothing that could leave a folder is accepted.
                 if not SAFE_ID.fullmatch(ident):
-                    raise ValueError(f"{path}: entry {i} has an unsafe id {ident!r}; ids are 1-32 letters or "
-                                     "digits, like FF++'s 000")
+                    raise ValueError(
+                        f"{path}: entry {i} has an unsafe id {ident!r}; ids are 1-32 letters or digits, like FF++'s 000"
+                    )
                 if owner.setdefault(ident, split) != split:
                     raise ValueError(
                         f"{path}: identity {ident} is also in the {owner[ident]} split; an identity must stay in "

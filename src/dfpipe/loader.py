@@ -92,8 +92,9 @@ def expected_counts(shard: Path) -> int | None:
     try:
         return int(json.loads(path.read_text())["shards"][shard.name]["samples"])
     except (ValueError, KeyError, TypeError) as exn:
-        raise ValueError(f"{path}: no sample count for {shard.name} ({type(exn).__name__}: {exn}); "
-                         f"{rebuild_hint(shard)}") from exn
+        raise ValueError(
+            f"{path}: no sample count for {shard.name} ({type(exn).__name__}: {exn}); {rebuild_hint(shard)}"
+        ) from exn
 
 
 BLOCK = 512
@@ -114,7 +115,7 @@ def _pax(records: bytes) -> dict[str, str]:
     while i < len(records) and records[i] != 0:
         space = records.index(b" ", i)
         length = int(records[i:space])
-        key, _, value = records[space + 1:i + length - 1].partition(b"=")
+        key, _, value = records[space + 1 : i + length - 1].partition(b"=")
         out[key.decode()] = value.decode("utf-8", "surrogateescape")
         i += length
     return out
@@ -135,8 +136,11 @@ def _scan_tar(shard: Path) -> Iterator[tuple[str, bytes, int, int, BinaryIO]]:
             if head == ZERO_BLOCK:
                 return
             if len(head) < BLOCK:
-                raise shard_error(shard, f"truncated: no end-of-archive block (the file ends at byte {size}, in "
-                                         f"or after the member headed at byte {offset})")
+                raise shard_error(
+                    shard,
+                    f"truncated: no end-of-archive block (the file ends at byte {size}, in "
+                    f"or after the member headed at byte {offset})",
+                )
             try:
                 checksum = _octal(head[148:156])
                 kind, length = head[156:157], _octal(head[124:136])
@@ -149,8 +153,11 @@ def _scan_tar(shard: Path) -> Iterator[tuple[str, bytes, int, int, BinaryIO]]:
             if head[257:262] == b"ustar" and head[345] != 0:
                 name = head[345:500].split(b"\0", 1)[0] + b"/" + name
             if data + length > size:
-                raise shard_error(shard, f"truncated: member {name.decode(errors='replace')} ends at byte "
-                                         f"{data + length}, the file at {size}")
+                raise shard_error(
+                    shard,
+                    f"truncated: member {name.decode(errors='replace')} ends at byte "
+                    f"{data + length}, the file at {size}",
+                )
             if kind in (b"x", b"L"):
                 f.seek(data)
                 payload = f.read(length)
@@ -208,8 +215,11 @@ def index_shards(shards: Sequence[Path], quality: int | None = None, split: str 
         members, labels = _index_tar(shard)
         expected = expected_counts(shard)
         if expected is not None and expected != len(members):
-            raise shard_error(shard, f"holds {len(members)} samples, but the shards stage wrote {expected} "
-                                     f"({sp}.counts.json): truncated or replaced")
+            raise shard_error(
+                shard,
+                f"holds {len(members)} samples, but the shards stage wrote {expected} "
+                f"({sp}.counts.json): truncated or replaced",
+            )
         for key, parts in members.items():
             lacking = [ext for ext in ("jpg", "cls", "json") if ext not in parts]
             if lacking:
@@ -232,8 +242,10 @@ def check_sample(sample: dict[str, Any]) -> dict[str, Any]:
         raise shard_error(url, f"sample {key} json lacks {lacking}")
     quality, split = _expected_shard(url)
     if int(meta["quality"]) != quality or meta["split"] != split:
-        raise shard_error(url, f"sample {key} is q{meta['quality']} {meta['split']}, "
-                               f"but its shard was asked for as q{quality} {split}")
+        raise shard_error(
+            url,
+            f"sample {key} is q{meta['quality']} {meta['split']}, but its shard was asked for as q{quality} {split}",
+        )
     if int(sample["cls"]) != int(meta["label"]):
         raise shard_error(url, f"sample {key} has cls {sample['cls']} but json label {meta['label']}")
     sample["meta"] = meta
@@ -340,8 +352,10 @@ class ShardStream(IterableDataset):
         if max_batches is not None:
             per_rank = min(per_rank, max_batches)
         if per_rank == 0:
-            raise ValueError(f"{len(self.shards)} shards hold {self.counts} samples per label: "
-                             f"not one batch of {self.batch_size} per rank ({self.ranks} ranks)")
+            raise ValueError(
+                f"{len(self.shards)} shards hold {self.counts} samples per label: "
+                f"not one batch of {self.batch_size} per rank ({self.ranks} ranks)"
+            )
         return per_rank * self.ranks
 
     def __len__(self) -> int:
@@ -389,15 +403,23 @@ class ShardStream(IterableDataset):
             meta = f.read(e.json[1])
             if len(jpg) != e.jpg[1] or len(meta) != e.json[1]:
                 raise shard_error(self.shards[e.shard], f"sample {e.key} cut short since the shard was indexed")
-            return {"__key__": e.key, "__url__": self.shards[e.shard], "__index__": i, "jpg": jpg, "json": meta,
-                    "cls": e.label}
+            return {
+                "__key__": e.key,
+                "__url__": self.shards[e.shard],
+                "__index__": i,
+                "jpg": jpg,
+                "json": meta,
+                "cls": e.label,
+            }
 
         return read
 
     def _check_method(self, sample: dict[str, Any]) -> dict[str, Any]:
         if self.methods is not None and sample["meta"]["method"] not in self.methods:
-            raise ValueError(f"{sample['__url__']}: sample {sample['__key__']} is {sample['meta']['method']}, "
-                             f"its key says one of {sorted(self.methods)}")
+            raise ValueError(
+                f"{sample['__url__']}: sample {sample['__key__']} is {sample['meta']['method']}, "
+                f"its key says one of {sorted(self.methods)}"
+            )
         return sample
 
     def _decode(self, sample: dict[str, Any]) -> dict[str, Any]:
@@ -452,8 +474,11 @@ class ShardStream(IterableDataset):
 def make_loader(stream: ShardStream, num_workers: int = 0, pin_memory: bool = False) -> DataLoader:
     """A DataLoader over already-batched `stream`; its own generator keeps it off the global torch RNG."""
     return DataLoader(
-        stream, batch_size=None, num_workers=num_workers, pin_memory=pin_memory,
-        generator=torch.Generator().manual_seed(0), prefetch_factor=4 if num_workers else None,
+        stream,
+        batch_size=None,
+        num_workers=num_workers,
+        pin_memory=pin_memory,
+        generator=torch.Generator().manual_seed(0),
+        prefetch_factor=4 if num_workers else None,
         persistent_workers=False,
     )
-

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import ffmpeg
 import pandas as pd
@@ -14,8 +15,23 @@ from .frames import display_size
 from .layout import ORIGINAL, mask_dir, read_splits, split_of, video_dir
 
 COLUMNS = [
-    "key", "video_id", "method", "compression", "split", "label", "path", "mask_path",
-    "fps", "n_frames", "duration", "bytes", "width", "height", "status", "error", "batch",
+    "key",
+    "video_id",
+    "method",
+    "compression",
+    "split",
+    "label",
+    "path",
+    "mask_path",
+    "fps",
+    "n_frames",
+    "duration",
+    "bytes",
+    "width",
+    "height",
+    "status",
+    "error",
+    "batch",
 ]
 
 
@@ -31,12 +47,14 @@ def list_videos(dataset_root: Path, methods: Sequence[str], compression: str) ->
             if path.name.startswith(".") or not path.is_file():
                 continue
             mask = masks / path.name if masks is not None and (masks / path.name).is_file() else None
-            rows.append({
-                "method": method,
-                "video_id": path.stem,
-                "path": path.relative_to(dataset_root).as_posix(),
-                "mask_path": mask.relative_to(dataset_root).as_posix() if mask else None,
-            })
+            rows.append(
+                {
+                    "method": method,
+                    "video_id": path.stem,
+                    "path": path.relative_to(dataset_root).as_posix(),
+                    "mask_path": mask.relative_to(dataset_root).as_posix() if mask else None,
+                }
+            )
     return rows
 
 
@@ -84,8 +102,9 @@ def _probe_row(dataset_root: Path, row: dict[str, Any]) -> dict[str, Any]:
     except (ffmpeg.Error, ValueError, KeyError) as exc:
         detail = ffprobe_complaint(exc.stderr, path) if isinstance(exc, ffmpeg.Error) else str(exc)
         message = relative_text(detail, dataset_root) or "ffprobe failed"
-        out.update(status="unreadable", error=f"{row['path']}: {message}",
-                   fps=0.0, n_frames=0, duration=0.0, width=0, height=0)
+        out.update(
+            status="unreadable", error=f"{row['path']}: {message}", fps=0.0, n_frames=0, duration=0.0, width=0, height=0
+        )
     return out
 
 
@@ -102,7 +121,9 @@ def build(
     owner = read_splits(splits_dir)
     listed = list_videos(dataset_root, methods, compression)
     if not listed:
-        raise FileNotFoundError(f"{dataset_root}: no videos found for {', '.join((ORIGINAL, *methods))} at {compression}")
+        raise FileNotFoundError(
+            f"{dataset_root}: no videos found for {', '.join((ORIGINAL, *methods))} at {compression}"
+        )
     with ThreadPoolExecutor(max(1, threads)) as pool:
         rows = list(pool.map(lambda r: _probe_row(dataset_root, r), listed))
     df = pd.DataFrame(rows)
@@ -116,8 +137,11 @@ def build(
         log(f"unreadable video: {row.error}")
     unsplit = df[df["split"].isna()]
     if len(unsplit):
-        log(f"{len(unsplit)} videos belong to no split in {splits_dir} (kept in the manifest, left out of shards): "
-            + ", ".join(unsplit["key"].head(10)) + (" ..." if len(unsplit) > 10 else ""))
+        log(
+            f"{len(unsplit)} videos belong to no split in {splits_dir} (kept in the manifest, left out of shards): "
+            + ", ".join(unsplit["key"].head(10))
+            + (" ..." if len(unsplit) > 10 else "")
+        )
     return df[COLUMNS]
 
 
@@ -125,4 +149,3 @@ def batches(manifest: pd.DataFrame) -> list[tuple[str, int]]:
     """(method, batch) pairs present in the manifest, in a stable order."""
     pairs = manifest[["method", "batch"]].drop_duplicates().sort_values(["method", "batch"])
     return [(m, int(b)) for m, b in pairs.itertuples(index=False)]
-

@@ -13,15 +13,16 @@ target's own. They are project implementations of the four FaceForensics++ famil
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import cv2
 import numpy as np
 
 from .landmarks import REGIONS
 
-Manipulation = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray | None],
-                        tuple[np.ndarray, np.ndarray]]
+Manipulation = Callable[
+    [np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray | None], tuple[np.ndarray, np.ndarray]
+]
 
 
 def delaunay(points: np.ndarray) -> np.ndarray:
@@ -42,8 +43,9 @@ def delaunay(points: np.ndarray) -> np.ndarray:
     return np.array(tris, dtype=np.int32).reshape(-1, 3)
 
 
-def piecewise_affine(src: np.ndarray, src_pts: np.ndarray, dst_pts: np.ndarray, triangles: np.ndarray,
-                     shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+def piecewise_affine(
+    src: np.ndarray, src_pts: np.ndarray, dst_pts: np.ndarray, triangles: np.ndarray, shape: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray]:
     """Warp `src` so that each triangle of `src_pts` lands on the same triangle of `dst_pts`.
 
     Returns the warped image of size `shape` (h, w) and a 0/255 mask of the pixels the triangles cover. The warp
@@ -129,8 +131,13 @@ def _swap_region(target_pts: np.ndarray, covered: np.ndarray, shrink: float) -> 
     return cv2.bitwise_and(region, cv2.bitwise_not(opening))
 
 
-def face_swap(target: np.ndarray, target_pts: np.ndarray, source: np.ndarray, source_pts: np.ndarray,
-              triangles: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def face_swap(
+    target: np.ndarray,
+    target_pts: np.ndarray,
+    source: np.ndarray,
+    source_pts: np.ndarray,
+    triangles: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """FaceSwap: the source's face mesh onto the target's, colour-matched, Poisson-blended.
 
     Every method takes RGB uint8 frames and (468, 2) landmarks; `triangles` (from `delaunay` of the target's
@@ -154,8 +161,13 @@ def face_swap(target: np.ndarray, target_pts: np.ndarray, source: np.ndarray, so
     return np.where(inner[..., None] > 0, cloned, target), inner
 
 
-def gan_swap(target: np.ndarray, target_pts: np.ndarray, source: np.ndarray, source_pts: np.ndarray,
-             triangles: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def gan_swap(
+    target: np.ndarray,
+    target_pts: np.ndarray,
+    source: np.ndarray,
+    source_pts: np.ndarray,
+    triangles: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """Deepfakes: a generated face (source) onto the target, at an autoencoder's low working resolution."""
     shape = target.shape[:2]
     tris = delaunay(target_pts) if triangles is None else triangles
@@ -172,8 +184,9 @@ def gan_swap(target: np.ndarray, target_pts: np.ndarray, source: np.ndarray, sou
     return out, mask
 
 
-def _expression_points(target_pts: np.ndarray, source_pts: np.ndarray, regions: tuple[str, ...],
-                       gain: float) -> np.ndarray:
+def _expression_points(
+    target_pts: np.ndarray, source_pts: np.ndarray, regions: tuple[str, ...], gain: float
+) -> np.ndarray:
     """Target landmarks with each region's shape replaced by the source's (aligned by a similarity fitted on
     that region, so only the shape — mouth opening, smile, eye openness — moves, not the target's placement)."""
     moved = target_pts.copy()
@@ -184,8 +197,9 @@ def _expression_points(target_pts: np.ndarray, source_pts: np.ndarray, regions: 
     return moved
 
 
-def _moved_regions(target_pts: np.ndarray, moved: np.ndarray, regions: tuple[str, ...], grow: float,
-                   shape: tuple[int, int]) -> np.ndarray:
+def _moved_regions(
+    target_pts: np.ndarray, moved: np.ndarray, regions: tuple[str, ...], grow: float, shape: tuple[int, int]
+) -> np.ndarray:
     """Union of each region's hull (before and after the move), grown around its centre, inside the face."""
     mask = np.zeros(shape, np.uint8)
     for name in regions:
@@ -195,8 +209,9 @@ def _moved_regions(target_pts: np.ndarray, moved: np.ndarray, regions: tuple[str
     return cv2.bitwise_and(mask, _inner_face(target_pts, shape, 0.97))
 
 
-def _self_warp(target: np.ndarray, target_pts: np.ndarray, moved: np.ndarray, region_mask: np.ndarray,
-               triangles: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+def _self_warp(
+    target: np.ndarray, target_pts: np.ndarray, moved: np.ndarray, region_mask: np.ndarray, triangles: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
     """Warp the target onto its own moved landmarks; the oval stays put so nothing outside the face moves."""
     shape = target.shape[:2]
     tris = delaunay(target_pts) if triangles is None else triangles
@@ -206,8 +221,13 @@ def _self_warp(target: np.ndarray, target_pts: np.ndarray, moved: np.ndarray, re
     return warped, mask
 
 
-def reenact(target: np.ndarray, target_pts: np.ndarray, source: np.ndarray, source_pts: np.ndarray,
-            triangles: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def reenact(
+    target: np.ndarray,
+    target_pts: np.ndarray,
+    source: np.ndarray,
+    source_pts: np.ndarray,
+    triangles: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """Face2Face: transfer the source's mouth and eye expression onto the target's own face."""
     shape = target.shape[:2]
     parts = ("lips", "left_eye", "right_eye", "left_brow", "right_brow")
@@ -218,8 +238,13 @@ def reenact(target: np.ndarray, target_pts: np.ndarray, source: np.ndarray, sour
     return out, mask
 
 
-def mouth_resynthesis(target: np.ndarray, target_pts: np.ndarray, source: np.ndarray, source_pts: np.ndarray,
-                      triangles: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def mouth_resynthesis(
+    target: np.ndarray,
+    target_pts: np.ndarray,
+    source: np.ndarray,
+    source_pts: np.ndarray,
+    triangles: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """NeuralTextures: only the mouth region is re-shaped after the source and re-rendered with a smoothed,
     slightly re-toned texture (a learned renderer's output lacks the fine skin detail of the original)."""
     shape = target.shape[:2]

@@ -26,11 +26,28 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import pandas as pd
 from joblib import Parallel, delayed
-from sklearn.metrics import (accuracy_score, average_precision_score, balanced_accuracy_score, f1_score,
-                             roc_auc_score, roc_curve)
+from sklearn.metrics import (
+    accuracy_score,
+    average_precision_score,
+    balanced_accuracy_score,
+    f1_score,
+    roc_auc_score,
+    roc_curve,
+)
 
-PRED_COLUMNS = ["detector", "train_quality", "train_methods", "test_quality", "split", "method", "video_id",
-                "video_key", "frame_index", "label", "score"]
+PRED_COLUMNS = [
+    "detector",
+    "train_quality",
+    "train_methods",
+    "test_quality",
+    "split",
+    "method",
+    "video_id",
+    "video_key",
+    "frame_index",
+    "label",
+    "score",
+]
 RUN_KEYS = ["detector", "train_quality", "train_methods", "test_quality"]
 FAKE_METHODS = ("Deepfakes", "Face2Face", "FaceSwap", "NeuralTextures")
 METHODS = ("original", *FAKE_METHODS)
@@ -43,8 +60,23 @@ TEST_SETS: dict[str, tuple[str, ...]] = {
     "all": METHODS,
 }
 LEVELS = ("frame", "video")
-METRIC_COLUMNS = ["n", "n_pos", "n_neg", "single_class", "auc", "auc_lo", "auc_hi", "ap", "eer", "acc_05",
-                  "bacc_05", "f1_05", "threshold_val", "acc_val", "bacc_val"]
+METRIC_COLUMNS = [
+    "n",
+    "n_pos",
+    "n_neg",
+    "single_class",
+    "auc",
+    "auc_lo",
+    "auc_hi",
+    "ap",
+    "eer",
+    "acc_05",
+    "bacc_05",
+    "f1_05",
+    "threshold_val",
+    "acc_val",
+    "bacc_val",
+]
 EVAL_COLUMNS = [*RUN_KEYS, "test_set", "level", *METRIC_COLUMNS]
 
 
@@ -65,17 +97,21 @@ def check_predictions(pred: pd.DataFrame, name: str, split: str | None = None) -
         raise ValueError(f"{name}: label must be 0 (real) or 1 (fake)")
     if not np.isfinite(pred["score"].to_numpy(dtype=float)).all():
         raise ValueError(f"{name}: score has NaN or infinite values")
-    expected_key = (pred["method"].astype(str) + "/q" + pred["test_quality"].astype(str) + "/"
-                    + pred["video_id"].astype(str))
+    expected_key = (
+        pred["method"].astype(str) + "/q" + pred["test_quality"].astype(str) + "/" + pred["video_id"].astype(str)
+    )
     wrong = pred.loc[pred["video_key"] != expected_key, "video_key"]
     if not wrong.empty:
-        raise ValueError(f"{name}: video_key must be method/q{{test_quality}}/video_id; "
-                         f"e.g. {wrong.iloc[0]!r} does not match its row")
+        raise ValueError(
+            f"{name}: video_key must be method/q{{test_quality}}/video_id; "
+            f"e.g. {wrong.iloc[0]!r} does not match its row"
+        )
     return pred
 
 
-def read_predictions(paths: Iterable[str | os.PathLike], split: str | None = None,
-                     extra: Sequence[str] = ()) -> pd.DataFrame:
+def read_predictions(
+    paths: Iterable[str | os.PathLike], split: str | None = None, extra: Sequence[str] = ()
+) -> pd.DataFrame:
     """Concatenate prediction parquet files, each checked (errors name the file), in the given order; columns
     `PRED_COLUMNS` plus those of `extra` a file has (e.g. t-SNE "features")."""
     tables = []
@@ -83,8 +119,9 @@ def read_predictions(paths: Iterable[str | os.PathLike], split: str | None = Non
         try:
             table = pd.read_parquet(path)
         except (OSError, ValueError) as exc:  # pyarrow's errors derive from these; they do not name the file
-            raise ValueError(f"{path}: not a readable prediction table ({exc}); delete it and rerun the workflow "
-                             "to predict again") from exc
+            raise ValueError(
+                f"{path}: not a readable prediction table ({exc}); delete it and rerun the workflow to predict again"
+            ) from exc
         check_predictions(table, str(path), split)
         tables.append(table[PRED_COLUMNS + [c for c in extra if c in table.columns]])
     if not tables:
@@ -103,8 +140,13 @@ def video_scores(pred: pd.DataFrame) -> pd.DataFrame:
     if (mixed > 1).any():
         examples = mixed[mixed > 1].reset_index()["video_key"].head(5).tolist()
         raise ValueError(f"video_scores: frames of one video carry both labels: {examples}")
-    out = grouped.agg(method=("method", "first"), video_id=("video_id", "first"), label=("label", "first"),
-                      score=("score", "mean"), n_frames=("score", "size")).reset_index()
+    out = grouped.agg(
+        method=("method", "first"),
+        video_id=("video_id", "first"),
+        label=("label", "first"),
+        score=("score", "mean"),
+        n_frames=("score", "size"),
+    ).reset_index()
     return out
 
 
@@ -137,8 +179,9 @@ def choose_threshold(val_labels: np.ndarray, val_scores: np.ndarray, weights: np
     labels = np.asarray(val_labels)
     if len(np.unique(labels)) < 2:
         raise ValueError("choose_threshold: validation labels hold one class only; cannot choose a threshold")
-    fpr, tpr, thresholds = roc_curve(labels, np.asarray(val_scores, dtype=float), sample_weight=weights,
-                                     drop_intermediate=False)
+    fpr, tpr, thresholds = roc_curve(
+        labels, np.asarray(val_scores, dtype=float), sample_weight=weights, drop_intermediate=False
+    )
     # Index 0 is roc_curve's +inf threshold (nothing fake); skip it so the threshold is always finite.
     i = 1 + int(np.argmax((tpr - fpr)[1:]))
     if i + 1 < len(thresholds):
@@ -146,8 +189,9 @@ def choose_threshold(val_labels: np.ndarray, val_scores: np.ndarray, weights: np
     return float(thresholds[i])
 
 
-def binary_metrics(labels: np.ndarray, scores: np.ndarray, threshold_val: float | None = None,
-                   weights: np.ndarray | None = None) -> dict:
+def binary_metrics(
+    labels: np.ndarray, scores: np.ndarray, threshold_val: float | None = None, weights: np.ndarray | None = None
+) -> dict:
     """AUC, AP, EER, accuracy, balanced accuracy and F1 at 0.5, (balanced) accuracy at `threshold_val`, counts.
 
     `weights` are sample weights for every metric (e.g. `video_weights` of frame scores); the counts stay
@@ -157,8 +201,9 @@ def binary_metrics(labels: np.ndarray, scores: np.ndarray, threshold_val: float 
     labels = np.asarray(labels).astype(int)
     scores = np.asarray(scores, dtype=float)
     if labels.shape != scores.shape or labels.ndim != 1 or labels.size == 0:
-        raise ValueError(f"binary_metrics: labels {labels.shape} and scores {scores.shape} must be equal, "
-                         "non-empty 1-d arrays")
+        raise ValueError(
+            f"binary_metrics: labels {labels.shape} and scores {scores.shape} must be equal, non-empty 1-d arrays"
+        )
     n_pos = int(labels.sum())
     n_neg = int(labels.size - n_pos)
     single = n_pos == 0 or n_neg == 0
@@ -214,8 +259,15 @@ def weighted_aucs(labels: np.ndarray, scores: np.ndarray, weights: np.ndarray) -
     return (pos * (below[:, level] + 0.5 * tied[:, level])).sum(1) / (pos.sum(1) * real_cum[:, -1])
 
 
-def bootstrap_auc_ci(labels: np.ndarray, scores: np.ndarray, n: int = 1000, seed: int = 0, level: float = 0.95,
-                     groups: np.ndarray | None = None, weights: np.ndarray | None = None) -> tuple[float, float]:
+def bootstrap_auc_ci(
+    labels: np.ndarray,
+    scores: np.ndarray,
+    n: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+    groups: np.ndarray | None = None,
+    weights: np.ndarray | None = None,
+) -> tuple[float, float]:
     """Percentile bootstrap CI of the ROC AUC.
 
     Resamples with replacement within each class, so every replicate has both classes. With `groups`
@@ -240,8 +292,9 @@ def bootstrap_auc_ci(labels: np.ndarray, scores: np.ndarray, n: int = 1000, seed
         counts[:, members] = rng.multinomial(members.size, np.full(members.size, 1.0 / members.size), size=n)
     base = np.ones(labels.size) if weights is None else np.asarray(weights, dtype=float)
     rows = max(1, 2_000_000 // labels.size)  # replicates at a time: bounded memory for big test sets
-    aucs = np.concatenate([weighted_aucs(labels, scores, counts[a:a + rows, codes] * base)
-                           for a in range(0, n, rows)])
+    aucs = np.concatenate(
+        [weighted_aucs(labels, scores, counts[a : a + rows, codes] * base) for a in range(0, n, rows)]
+    )
     lo, hi = np.percentile(aucs, [50 * (1 - level), 50 * (1 + level)])
     return (float(lo), float(hi))
 
@@ -264,8 +317,9 @@ def _evaluate_run(run: tuple, test: pd.DataFrame, val: pd.DataFrame, n_boot: int
     rows = []
     for level in LEVELS:
         level_val = _level_table(val, level)
-        threshold = choose_threshold(level_val["label"].to_numpy(), level_val["score"].to_numpy(),
-                                     _weights(level_val, level))
+        threshold = choose_threshold(
+            level_val["label"].to_numpy(), level_val["score"].to_numpy(), _weights(level_val, level)
+        )
         level_test = _level_table(test, level)
         for test_set, methods in TEST_SETS.items():
             if test_set != "all" and methods[1] not in set(level_test["method"]):
@@ -276,13 +330,15 @@ def _evaluate_run(run: tuple, test: pd.DataFrame, val: pd.DataFrame, n_boot: int
             metrics["auc_lo"], metrics["auc_hi"] = np.nan, np.nan
             if n_boot:
                 metrics["auc_lo"], metrics["auc_hi"] = bootstrap_auc_ci(
-                    labels, scores, n=n_boot, seed=seed, groups=part["video_key"].to_numpy(), weights=weights)
+                    labels, scores, n=n_boot, seed=seed, groups=part["video_key"].to_numpy(), weights=weights
+                )
             rows.append({**dict(zip(RUN_KEYS, run, strict=True)), "test_set": test_set, "level": level, **metrics})
     return rows
 
 
-def evaluate(pred_test: pd.DataFrame, pred_val: pd.DataFrame, n_boot: int = 1000, seed: int = 0,
-             n_jobs: int = 1) -> pd.DataFrame:
+def evaluate(
+    pred_test: pd.DataFrame, pred_val: pd.DataFrame, n_boot: int = 1000, seed: int = 0, n_jobs: int = 1
+) -> pd.DataFrame:
     """One row per run (detector, train_quality, train_methods, test_quality) × test set × level, `EVAL_COLUMNS`.
 
     Test sets are `TEST_SETS` (a method's fakes against all originals, and "all"); a set whose manipulation
@@ -302,10 +358,13 @@ def evaluate(pred_test: pd.DataFrame, pred_val: pd.DataFrame, n_boot: int = 1000
         detector, train_quality, train_methods, _ = run
         val = val_runs.get((detector, train_quality, train_methods, train_quality))
         if val is None:
-            raise ValueError(f"pred_val: no validation predictions at test_quality {train_quality} for "
-                             f"{detector} trained on {train_methods} at q{train_quality}; the accuracy threshold "
-                             "is chosen there")
-        tasks.append(delayed(_evaluate_run)(run, test, val[val["method"].isin(_train_methods(train_methods))],
-                                            n_boot, seed))
+            raise ValueError(
+                f"pred_val: no validation predictions at test_quality {train_quality} for "
+                f"{detector} trained on {train_methods} at q{train_quality}; the accuracy threshold "
+                "is chosen there"
+            )
+        tasks.append(
+            delayed(_evaluate_run)(run, test, val[val["method"].isin(_train_methods(train_methods))], n_boot, seed)
+        )
     runs = Parallel(n_jobs=n_jobs)(tasks)
     return pd.DataFrame([row for rows in runs for row in rows], columns=EVAL_COLUMNS)

@@ -38,8 +38,13 @@ def code_version(repo: str | os.PathLike = REPO_ROOT) -> str:
     files), or "unknown" outside a git work tree or without git."""
     try:
         # --no-optional-locks: describe --dirty would otherwise refresh (write) the index.
-        proc = subprocess.run(["git", "--no-optional-locks", "-C", str(repo), "describe", "--always", "--abbrev=12",
-                               "--dirty=+dirty"], check=False, capture_output=True, text=True, timeout=30)
+        proc = subprocess.run(
+            ["git", "--no-optional-locks", "-C", str(repo), "describe", "--always", "--abbrev=12", "--dirty=+dirty"],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
     except (OSError, subprocess.TimeoutExpired):
         return "unknown"
     return proc.stdout.strip() if proc.returncode == 0 and proc.stdout.strip() else "unknown"
@@ -56,8 +61,13 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-def collect(config: dict[str, Any], manifest_path: str | os.PathLike, cjpeg_version: str,
-            cjpeg_flags: list[str], repo: str | os.PathLike = REPO_ROOT) -> dict[str, Any]:
+def collect(
+    config: dict[str, Any],
+    manifest_path: str | os.PathLike,
+    cjpeg_version: str,
+    cjpeg_flags: list[str],
+    repo: str | os.PathLike = REPO_ROOT,
+) -> dict[str, Any]:
     """Provenance record for result files. Pass the validated config (`dfpipe.config.validate`), so defaults
     are filled in and a config that only spells a default out hashes the same. Only the manifest's file name
     is stored, never its absolute path. No time stamp: the same inputs give byte-identical result files (the

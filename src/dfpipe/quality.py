@@ -69,7 +69,9 @@ def measure_batch(faces: pd.DataFrame, jpeg: pd.DataFrame, frames_per_video: int
         psnr, ssim, bpp = measure(decode_rgb(png, name), rec.jpeg, name)
         rows.append((rec.key, rec.method, rec.frame_index, int(rec.quality), psnr, ssim, bpp))
     out = pd.DataFrame(rows, columns=QUALITY_COLUMNS)
-    return out.astype({"frame_index": "int64", "quality": "int64", "psnr": "float64", "ssim": "float64", "bpp": "float64"})
+    return out.astype(
+        {"frame_index": "int64", "quality": "int64", "psnr": "float64", "ssim": "float64", "bpp": "float64"}
+    )
 
 
 def summarize(tables: Iterable[pd.DataFrame]) -> pd.DataFrame:
@@ -100,8 +102,14 @@ def plot(summary: pd.DataFrame, path: str | Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
     for method, rows in summary.sort_values("quality").groupby("method", sort=True):
         for ax, col in zip(axes, ("psnr", "ssim"), strict=True):
-            ax.errorbar(rows["quality"], rows[f"{col}_mean"], yerr=rows[f"{col}_std"].fillna(0),
-                        marker="o", capsize=3, label=str(method))
+            ax.errorbar(
+                rows["quality"],
+                rows[f"{col}_mean"],
+                yerr=rows[f"{col}_std"].fillna(0),
+                marker="o",
+                capsize=3,
+                label=str(method),
+            )
     for ax, label in zip(axes, ("PSNR (dB)", "SSIM"), strict=True):
         ax.set_xlabel("MozJPEG quality")
         ax.set_ylabel(label)

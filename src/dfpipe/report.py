@@ -22,8 +22,10 @@ def table_page(csv_path: str | os.PathLike, out_path: str | os.PathLike, title: 
     decimals; empty cells stay empty), atomically."""
     table = pd.read_csv(csv_path)
     body = table.to_html(index=False, na_rep="", float_format=lambda x: f"{x:.{digits}f}", border=0)
-    page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            f"<style>{STYLE}</style></head><body><h3>{html.escape(title)}</h3>"
-            f"<p>{len(table)} rows · from {html.escape(Path(csv_path).name)}</p>{body}</body></html>\n")
+    page = (
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<style>{STYLE}</style></head><body><h3>{html.escape(title)}</h3>"
+        f"<p>{len(table)} rows · from {html.escape(Path(csv_path).name)}</p>{body}</body></html>\n"
+    )
     with atomic_path(out_path) as tmp:
         Path(tmp).write_text(page, encoding="utf-8")

@@ -13,8 +13,8 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 _FORMAT = "%(asctime)s %(message)s"
 _DATEFMT = "%Y-%m-%d %H:%M:%S"

@@ -18,8 +18,7 @@ from .io import atomic_path, write_csv, write_json
 from .metrics import LEVELS, METHODS, TEST_SETS, video_weights
 
 METHOD_SETS = [s for s in TEST_SETS if s != "all"]  # FF-DF, FF-F2F, FF-FS, FF-NT
-RESULT_FILES = ["metrics.csv", "auc_table.csv", "auc_table.md", "robustness_matrix.csv",
-                "generalization_matrix.csv"]
+RESULT_FILES = ["metrics.csv", "auc_table.csv", "auc_table.md", "robustness_matrix.csv", "generalization_matrix.csv"]
 
 
 def _select(metrics_df: pd.DataFrame, level: str, **equal) -> pd.DataFrame:
@@ -61,8 +60,9 @@ def accuracy_table(metrics_df: pd.DataFrame, level: str = "frame", test_set: str
     """
     sel = _select(metrics_df, level, train_methods="all", test_set=test_set)
     out = sel[["detector", "train_quality", "test_quality", *ACCURACY_COLUMNS]]
-    return out.sort_values(["detector", "train_quality", "test_quality"], ascending=[True, False, False],
-                           ignore_index=True)
+    return out.sort_values(
+        ["detector", "train_quality", "test_quality"], ascending=[True, False, False], ignore_index=True
+    )
 
 
 def robustness_matrix(metrics_df: pd.DataFrame, level: str = "frame", test_set: str = "all") -> pd.DataFrame:
@@ -88,8 +88,9 @@ def generalization_matrix(metrics_df: pd.DataFrame, level: str = "frame") -> pd.
     return out
 
 
-def augmentation_table(metrics_df: pd.DataFrame, detector: str, variant: str, train_quality: int,
-                       level: str = "frame") -> pd.DataFrame:
+def augmentation_table(
+    metrics_df: pd.DataFrame, detector: str, variant: str, train_quality: int, level: str = "frame"
+) -> pd.DataFrame:
     """The seed's Table 3 (the augmented-frame-rate ablation) per test quality: AUC of `variant` (trained on
     fewer frames of the augmented methods: "before") and of `detector` (every extracted frame: "after"), both
     trained on all methods at `train_quality`, per method set and on the whole test set, and the change in
@@ -99,41 +100,52 @@ def augmentation_table(metrics_df: pd.DataFrame, detector: str, variant: str, tr
     for name in (variant, detector):
         rows = sel[sel["detector"] == name]
         if rows.empty:
-            raise ValueError(f"augmentation table: no {level}-level metrics of {name!r} trained at q{train_quality} "
-                             "on all methods; its predictions are missing from the tables rule's input")
+            raise ValueError(
+                f"augmentation table: no {level}-level metrics of {name!r} trained at q{train_quality} "
+                "on all methods; its predictions are missing from the tables rule's input"
+            )
         auc[name] = rows.set_index(["test_quality", "test_set"])["auc"]
     out = pd.DataFrame({"auc_before": auc[variant], "auc_after": auc[detector]}).reset_index()
     out = out[out["test_set"].isin([*METHOD_SETS, "all"])]
     out["change_pct"] = 100 * (out["auc_after"] - out["auc_before"]) / out["auc_before"]
     order = {s: i for i, s in enumerate([*METHOD_SETS, "all"])}
-    out = out.sort_values(["test_quality", "test_set"], ascending=[False, True], key=lambda c: c.map(order)
-                          if c.name == "test_set" else c, ignore_index=True)
+    out = out.sort_values(
+        ["test_quality", "test_set"],
+        ascending=[False, True],
+        key=lambda c: c.map(order) if c.name == "test_set" else c,
+        ignore_index=True,
+    )
     return out[["test_quality", "test_set", "auc_before", "auc_after", "change_pct"]]
 
 
-def write_augmentation_table(metrics_df: pd.DataFrame, out_dir: str | os.PathLike, ablation: dict,
-                             provenance: dict) -> list[Path]:
+def write_augmentation_table(
+    metrics_df: pd.DataFrame, out_dir: str | os.PathLike, ablation: dict, provenance: dict
+) -> list[Path]:
     """augmentation_table.csv and .md (frame level) for `ablation` (experiments.frame_rate_ablation), atomic,
     each with a provenance sidecar."""
     out_dir = Path(out_dir)
     table = augmentation_table(metrics_df, ablation["detector"], ablation["variant"], ablation["quality"])
     frames = ", ".join(f"{m}: {n}" for m, n in sorted(ablation["frames_per_method"].items()))
-    markdown = (f"## Augmented frame rate: {ablation['detector']} trained at q{ablation['quality']} on every "
-                f"extracted frame (after) vs on fewer frames per video ({frames}; before)\n\n"
-                f"Change in % of the AUC before.\n\n{to_markdown(table)}\n")
+    markdown = (
+        f"## Augmented frame rate: {ablation['detector']} trained at q{ablation['quality']} on every "
+        f"extracted frame (after) vs on fewer frames per video ({frames}; before)\n\n"
+        f"Change in % of the AUC before.\n\n{to_markdown(table)}\n"
+    )
     write_csv(out_dir / "augmentation_table.csv", table)
     with atomic_path(out_dir / "augmentation_table.md") as tmp:
         tmp.write_text(markdown + _provenance_footer(provenance))
     written = [out_dir / "augmentation_table.csv", out_dir / "augmentation_table.md"]
     for path in list(written):
-        write_json(path.with_name(f"{path.name}.provenance.json"),
-                   {"file": path.name, "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
-                    "provenance": provenance})
+        write_json(
+            path.with_name(f"{path.name}.provenance.json"),
+            {"file": path.name, "sha256": hashlib.sha256(path.read_bytes()).hexdigest(), "provenance": provenance},
+        )
     return written
 
 
 def to_markdown(df: pd.DataFrame, floatfmt: str = ".4f") -> str:
     """GitHub markdown table of `df` (columns as header, index dropped); NaN shows as "–"."""
+
     def cell(v) -> str:
         if isinstance(v, float | np.floating):
             return "–" if np.isnan(v) else format(v, floatfmt)
@@ -160,8 +172,9 @@ def _save(fig, path: str | os.PathLike) -> None:
     _pyplot().close(fig)
 
 
-def plot_auc_vs_quality(metrics_df: pd.DataFrame, path: str | os.PathLike, level: str = "frame",
-                        test_set: str = "all") -> None:
+def plot_auc_vs_quality(
+    metrics_df: pd.DataFrame, path: str | os.PathLike, level: str = "frame", test_set: str = "all"
+) -> None:
     """PNG of AUC on `test_set` against test quality, one line per detector (and training quality when a
     detector was trained at several)."""
     plt = _pyplot()
@@ -205,8 +218,9 @@ def plot_roc(preds: pd.DataFrame, path: str | os.PathLike, test_quality: int | N
     _save(fig, path)
 
 
-def plot_tsne(features: np.ndarray, labels: np.ndarray, methods: np.ndarray, path: str | os.PathLike,
-              seed: int = 0) -> np.ndarray:
+def plot_tsne(
+    features: np.ndarray, labels: np.ndarray, methods: np.ndarray, path: str | os.PathLike, seed: int = 0
+) -> np.ndarray:
     """PNG of a 2-d t-SNE of `features` (n × d), coloured by method, and the embedding (n × 2).
 
     Perplexity is 30 or (n - 1) / 3 when that is smaller: t-SNE needs perplexity < n, and small demo runs
@@ -219,15 +233,21 @@ def plot_tsne(features: np.ndarray, labels: np.ndarray, methods: np.ndarray, pat
     perplexity = min(30.0, max(1.0, (n - 1) / 3))
     # Exact gradients are cheap for a few hundred points and avoid Barnes-Hut's threaded approximation there.
     method = "exact" if n <= 500 else "barnes_hut"
-    embedding = TSNE(n_components=2, perplexity=perplexity, init="pca", method=method,
-                     random_state=seed).fit_transform(features)
+    embedding = TSNE(n_components=2, perplexity=perplexity, init="pca", method=method, random_state=seed).fit_transform(
+        features
+    )
     labels, methods = np.asarray(labels), np.asarray(methods)
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 5), constrained_layout=True)
     for method in [m for m in METHODS if m in set(methods)]:
         at = methods == method
-        ax.scatter(embedding[at, 0], embedding[at, 1], s=10, marker="o" if method == "original" else "x",
-                   label=f"{method} ({'fake' if labels[at].any() else 'real'})")
+        ax.scatter(
+            embedding[at, 0],
+            embedding[at, 1],
+            s=10,
+            marker="o" if method == "original" else "x",
+            label=f"{method} ({'fake' if labels[at].any() else 'real'})",
+        )
     ax.set_title(f"t-SNE of detector features (perplexity {perplexity:.1f})")
     ax.legend(fontsize="small")
     _save(fig, path)
@@ -257,12 +277,21 @@ def write_results(metrics_df: pd.DataFrame, out_dir: str | os.PathLike, provenan
     out_dir = Path(out_dir)
     auc = pd.concat([auc_table(metrics_df, level).assign(level=level) for level in LEVELS], ignore_index=True)
     auc = auc[["level", *[c for c in auc.columns if c != "level"]]]
-    markdown = "".join(f"## {level.capitalize()}-level AUC (trained on all methods)\n\n"
-                       f"{to_markdown(auc_table(metrics_df, level))}\n" for level in LEVELS)
-    markdown += "".join(f"## {level.capitalize()}-level accuracy on the whole test set (trained on all methods)\n\n"
-                        f"{to_markdown(accuracy_table(metrics_df, level))}\n" for level in LEVELS)
-    csvs = {"metrics.csv": metrics_df, "auc_table.csv": auc, "robustness_matrix.csv": robustness_matrix(metrics_df),
-            "generalization_matrix.csv": generalization_matrix(metrics_df)}
+    markdown = "".join(
+        f"## {level.capitalize()}-level AUC (trained on all methods)\n\n{to_markdown(auc_table(metrics_df, level))}\n"
+        for level in LEVELS
+    )
+    markdown += "".join(
+        f"## {level.capitalize()}-level accuracy on the whole test set (trained on all methods)\n\n"
+        f"{to_markdown(accuracy_table(metrics_df, level))}\n"
+        for level in LEVELS
+    )
+    csvs = {
+        "metrics.csv": metrics_df,
+        "auc_table.csv": auc,
+        "robustness_matrix.csv": robustness_matrix(metrics_df),
+        "generalization_matrix.csv": generalization_matrix(metrics_df),
+    }
     written = []
     for name, table in csvs.items():
         write_csv(out_dir / name, table)

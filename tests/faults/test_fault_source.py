@@ -9,7 +9,13 @@ from pathlib import Path
 
 import pytest
 from test_source_ffpp import (  # noqa: F401  (fixtures: the loopback mirror of real mp4 files)
-    ORIG, PAIRS, assert_same, clips, mirror, run, video_requests,
+    ORIG,
+    PAIRS,
+    assert_same,
+    clips,
+    mirror,
+    run,
+    video_requests,
 )
 
 from dfpipe import sources
@@ -119,8 +125,12 @@ GOOD = {"train": [["000", "001"]], "val": [["002", "003"]], "test": [["004", "00
 
 def _prepare(tree: Path, splits: Path, out: Path):
     lines: list[str] = []
-    cfg = {"source": "local", "local": {"root": str(tree)}, "splits": {"dir": str(splits)},
-           "dataset": {"methods": ["Deepfakes"], "compression": "c23"}}
+    cfg = {
+        "source": "local",
+        "local": {"root": str(tree)},
+        "splits": {"dir": str(splits)},
+        "dataset": {"methods": ["Deepfakes"], "compression": "c23"},
+    }
     return sources.prepare(cfg, out, lines.append), lines
 
 
@@ -149,32 +159,42 @@ def _bad_splits(ffpp_tree, tmp_path, content: dict, *words: str) -> None:
 
 def test_identity_in_two_splits(ffpp_tree, tmp_path):
     """Split files hold an identity in train and test: refused naming the file, the id and the fix."""
-    _bad_splits(ffpp_tree, tmp_path, {**GOOD, "test": [["004", "005"], ["001", "006"]]},
-                "test.json", "identity 001 is also in the train split", "remove it from one")
+    _bad_splits(
+        ffpp_tree,
+        tmp_path,
+        {**GOOD, "test": [["004", "005"], ["001", "006"]]},
+        "test.json",
+        "identity 001 is also in the train split",
+        "remove it from one",
+    )
 
 
 def test_malformed_split_json(ffpp_tree, tmp_path):
     """Split file is malformed JSON: refused naming the file and where FF++'s own splits are."""
-    _bad_splits(ffpp_tree, tmp_path, {**GOOD, "val": '[["002", "003"'}, "val.json", "not valid JSON",
-                "dataset/splits")
+    _bad_splits(ffpp_tree, tmp_path, {**GOOD, "val": '[["002", "003"'}, "val.json", "not valid JSON", "dataset/splits")
 
 
 def test_traversal_id_in_the_splits(ffpp_tree, tmp_path):
     """Split file holds a traversal id `../../etc/passwd`: refused naming the file and the entry."""
-    _bad_splits(ffpp_tree, tmp_path, {**GOOD, "val": [["002", "../../etc/passwd"]]}, "val.json", "entry 0",
-                "unsafe id")
+    _bad_splits(ffpp_tree, tmp_path, {**GOOD, "val": [["002", "../../etc/passwd"]]}, "val.json", "entry 0", "unsafe id")
 
 
 def test_split_entry_that_is_no_pair(ffpp_tree, tmp_path):
     """Split file holds a three-id entry: refused naming the file and the entry."""
-    _bad_splits(ffpp_tree, tmp_path, {**GOOD, "train": [["000", "001", "002"]]}, "train.json", "entry 0",
-                "pair of id strings")
+    _bad_splits(
+        ffpp_tree, tmp_path, {**GOOD, "train": [["000", "001", "002"]]}, "train.json", "entry 0", "pair of id strings"
+    )
 
 
 def test_splits_of_another_dataset(ffpp_tree, tmp_path):
     """Split files name none of the tree's videos: refused (every video would leave the shards), naming splits.dir."""
-    _bad_splits(ffpp_tree, tmp_path, {"train": [["100", "101"]], "val": [["102", "103"]], "test": [["104", "105"]]},
-                "name none of the 6 original videos", "splits.dir")
+    _bad_splits(
+        ffpp_tree,
+        tmp_path,
+        {"train": [["100", "101"]], "val": [["102", "103"]], "test": [["104", "105"]]},
+        "name none of the 6 original videos",
+        "splits.dir",
+    )
 
 
 def test_unknown_ids_in_the_splits(ffpp_tree, tmp_path):

@@ -31,8 +31,7 @@ def test_truncated_prediction_file_is_named_and_tables_rebuild_after_rerun(tmp_p
     paths = []
     for det in ("meso4", "effb4"):
         pred = make_predictions("test", detectors=(det,), train_qualities=(95,), test_qualities=(95,), n_videos=3)
-        val = make_predictions("val", detectors=(det,), train_qualities=(95,), test_qualities=(95,), n_videos=3,
-                               seed=1)
+        val = make_predictions("val", detectors=(det,), train_qualities=(95,), test_qualities=(95,), n_videos=3, seed=1)
         paths.append(tmp_path / "predictions" / f"{det}.parquet")
         write_parquet(paths[-1], pd.concat([pred, val], ignore_index=True))
     results = tmp_path / "results"

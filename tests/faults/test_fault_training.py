@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_loader import make_shards, videos
+from test_train import SETTINGS, fresh, same_weights, weights_of
 
 from dfpipe.experiments import build_detector, train_job
 from dfpipe.train import train
-from test_loader import make_shards, videos
-from test_train import SETTINGS, fresh, same_weights, weights_of
 
 
 class Payload:
@@ -39,16 +39,21 @@ def plant(path: Path, marker: Path) -> None:
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory) -> tuple[list[Path], list[Path]]:
     root = tmp_path_factory.mktemp("shards")
-    return (make_shards(root, "train", videos(3, 3)),
-            make_shards(root, "val", videos(2, 2, offset=100), frames=2, n_shards=1, first=100))
+    return (
+        make_shards(root, "train", videos(3, 3)),
+        make_shards(root, "val", videos(2, 2, offset=100), frames=2, n_shards=1, first=100),
+    )
 
 
 def test_pickle_payload_as_last_pt(shards, tmp_path) -> None:
     """Pickle payload planted as last.pt: refused naming the file, its code never runs; deleting it trains afresh."""
     out, marker = tmp_path / "model", tmp_path / "pwned"
     plant(out / "last.pt", marker)
-    with pytest.raises(ValueError, match=r"model/last.pt: refused: not a plain checkpoint \(loading it would import "
-                                         r"and run .*open\); delete it"):
+    with pytest.raises(
+        ValueError,
+        match=r"model/last.pt: refused: not a plain checkpoint \(loading it would import "
+        r"and run .*open\); delete it",
+    ):
         train(fresh(), *shards, out, SETTINGS, device="cpu", log=lambda _: None)
     assert not marker.exists()
     assert not (out / "best.pt").exists()
@@ -62,8 +67,11 @@ def test_pickle_payload_as_pretrained_weights(tmp_path) -> None:
     """Pickle payload given as `pretrained:`: refused naming the file and the key, its code never runs."""
     path, marker = tmp_path / "weights.pth", tmp_path / "pwned"
     plant(path, marker)
-    with pytest.raises(ValueError, match=r"pretrained weights .*weights.pth: refused: not a plain weights file "
-                                         r"\(loading it would import and run .*open\); set `pretrained:"):
+    with pytest.raises(
+        ValueError,
+        match=r"pretrained weights .*weights.pth: refused: not a plain weights file "
+        r"\(loading it would import and run .*open\); set `pretrained:",
+    ):
         build_detector({"name": "m", "model": "meso4", "pretrained": str(path), "input_size": 64})
     assert not marker.exists()
 
@@ -94,15 +102,21 @@ def test_finished_model_then_upstream_change(shards, tmp_path) -> None:
     """Shards rebuilt after a finished training: the job retrains and writes best.pt (no resume past the end).
 
     As Snakemake does it: best.pt removed before the rerun, new crops under the same shard names."""
-    job = {"spec": {"name": "meso4", "model": "meso4", "pretrained": "none", "input_size": 32},
-           "settings": {**SETTINGS, "epochs": 1}, "methods": "all", "device": "cpu",
-           "train": [str(p) for p in shards[0]], "val": [str(p) for p in shards[1]]}
+    job = {
+        "spec": {"name": "meso4", "model": "meso4", "pretrained": "none", "input_size": 32},
+        "settings": {**SETTINGS, "epochs": 1},
+        "methods": "all",
+        "device": "cpu",
+        "train": [str(p) for p in shards[0]],
+        "val": [str(p) for p in shards[1]],
+    }
     out = tmp_path / "model"
     train_job({**job, "out_dir": str(out)}, log=lambda _: None)
     root = tmp_path / "rebuilt"
-    new = {"train": [str(p) for p in make_shards(root, "train", videos(3, 3), frames=2)],
-           "val": [str(p) for p in make_shards(root, "val", videos(2, 2, offset=100), frames=1, n_shards=1,
-                                               first=100)]}
+    new = {
+        "train": [str(p) for p in make_shards(root, "train", videos(3, 3), frames=2)],
+        "val": [str(p) for p in make_shards(root, "val", videos(2, 2, offset=100), frames=1, n_shards=1, first=100)],
+    }
     (out / "best.pt").unlink()
     messages: list[str] = []
     best = train_job({**job, **new, "out_dir": str(out)}, log=messages.append)

@@ -15,15 +15,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import encode_clip
 
 from dfpipe import assets, faces, manifest
 from dfpipe.frames import plan_batch
 from dfpipe.layout import video_dir
 
-from conftest import encode_clip
-
-SETTINGS = {"size": 128, "margin": 1.3, "align": True, "min_confidence": 0.5, "min_face_size": 32,
-            "min_faces_per_video": 4}
+SETTINGS = {
+    "size": 128,
+    "margin": 1.3,
+    "align": True,
+    "min_confidence": 0.5,
+    "min_face_size": 32,
+    "min_faces_per_video": 4,
+}
 PER_VIDEO = 6
 FOLDER = video_dir("original", "c23")
 FAULTY = f"{FOLDER}/001.mp4"
@@ -91,8 +96,15 @@ def clean(tmp_path_factory, good, model) -> pd.DataFrame:
     return run(dataset(tmp_path_factory.mktemp("clean"), good, None), model)[1]
 
 
-def check(tmp_path: Path, good: Path, model: Path, clean: pd.DataFrame, faulty: Path, rerun: bool = True,
-          per_video: int = PER_VIDEO):
+def check(
+    tmp_path: Path,
+    good: Path,
+    model: Path,
+    clean: pd.DataFrame,
+    faulty: Path,
+    rerun: bool = True,
+    per_video: int = PER_VIDEO,
+):
     """Run a batch with `faulty` as 001; check the neighbour is untouched and (`rerun`) that replacing
     the faulty file with the intact clip gives the clean run's rows. Returns the faulty run's results."""
     root = dataset(tmp_path / "ffpp", good, faulty)
@@ -179,8 +191,22 @@ def test_shorter_than_planned(tmp_path, good, model, clean, carphone):
 
 def test_4k(tmp_path, good, model, clean, carphone):
     """4K video (3840x2160, 1 s): decoded at full size and cropped like any other."""
-    ffmpeg("-i", str(carphone), "-t", "1", "-vf", "scale=3840:2160", "-c:v", "libx264", "-preset", "ultrafast",
-           "-pix_fmt", "yuv420p", "-an", str(tmp_path / "4k.mp4"))
+    ffmpeg(
+        "-i",
+        str(carphone),
+        "-t",
+        "1",
+        "-vf",
+        "scale=3840:2160",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-pix_fmt",
+        "yuv420p",
+        "-an",
+        str(tmp_path / "4k.mp4"),
+    )
     video, table, summary = check(tmp_path, good, model, clean, tmp_path / "4k.mp4", rerun=False, per_video=3)
     assert (video.width, video.height) == (3840, 2160)
     assert (table.status == "ok").all() and len(table) == 3
@@ -190,10 +216,28 @@ def test_4k(tmp_path, good, model, clean, carphone):
 
 def test_rotated_with_metadata(tmp_path, good, model, clean):
     """Rotated pixels with a display matrix turning them back: decoded upright, same crops as the original."""
-    ffmpeg("-i", str(good), "-vf", "transpose=clock", "-c:v", "libx264", "-crf", "23", "-pix_fmt", "yuv420p",
-           str(tmp_path / "turned_raw.mp4"))
-    ffmpeg("-i", str(tmp_path / "turned_raw.mp4"), "-c", "copy", "-metadata:s:v:0", "rotate=90",
-           str(tmp_path / "turned.mp4"))
+    ffmpeg(
+        "-i",
+        str(good),
+        "-vf",
+        "transpose=clock",
+        "-c:v",
+        "libx264",
+        "-crf",
+        "23",
+        "-pix_fmt",
+        "yuv420p",
+        str(tmp_path / "turned_raw.mp4"),
+    )
+    ffmpeg(
+        "-i",
+        str(tmp_path / "turned_raw.mp4"),
+        "-c",
+        "copy",
+        "-metadata:s:v:0",
+        "rotate=90",
+        str(tmp_path / "turned.mp4"),
+    )
     video, table, summary = check(tmp_path, good, model, clean, tmp_path / "turned.mp4")
     assert (video.width, video.height) == (176, 144)  # the decoded size, not the stored 144x176
     assert (table.status == "ok").all()
@@ -234,8 +278,7 @@ def test_grayscale(tmp_path, good, model, clean):
 
 def test_odd_size(tmp_path, good, model, clean):
     """Odd-size video (175x143, 4:4:4): exact size kept, faces found."""
-    ffmpeg("-i", str(good), "-vf", "scale=175:143", "-c:v", "libx264", "-pix_fmt", "yuv444p",
-           str(tmp_path / "odd.mp4"))
+    ffmpeg("-i", str(good), "-vf", "scale=175:143", "-c:v", "libx264", "-pix_fmt", "yuv444p", str(tmp_path / "odd.mp4"))
     video, table, summary = check(tmp_path, good, model, clean, tmp_path / "odd.mp4")
     assert (video.width, video.height) == (175, 143)
     assert (table.status == "ok").all()
@@ -243,8 +286,19 @@ def test_odd_size(tmp_path, good, model, clean):
 
 def test_variable_frame_rate(tmp_path, good, model, clean):
     """VFR video (frames dropped unevenly, timestamps kept): planned over its real 16 frames, all cropped."""
-    ffmpeg("-i", str(good), "-vf", "select='lt(n,10)+not(mod(n,3))'", "-fps_mode", "vfr", "-c:v", "libx264",
-           "-pix_fmt", "yuv420p", str(tmp_path / "vfr.mp4"))
+    ffmpeg(
+        "-i",
+        str(good),
+        "-vf",
+        "select='lt(n,10)+not(mod(n,3))'",
+        "-fps_mode",
+        "vfr",
+        "-c:v",
+        "libx264",
+        "-pix_fmt",
+        "yuv420p",
+        str(tmp_path / "vfr.mp4"),
+    )
     video, table, summary = check(tmp_path, good, model, clean, tmp_path / "vfr.mp4")
     assert video.n_frames == 16 and table.frame_index.max() < 16
     assert (table.status == "ok").all() and summary.planned == PER_VIDEO
@@ -254,7 +308,7 @@ def test_corrupt_stretch(tmp_path, good, model, clean):
     """Corrupt stretch mid-file (2 KB of noise at half the file): frames after it are decode_error, not ok."""
     data = bytearray(good.read_bytes())
     middle = len(data) // 2
-    data[middle: middle + 2048] = np.random.default_rng(0).integers(0, 256, 2048, dtype=np.uint8).tobytes()
+    data[middle : middle + 2048] = np.random.default_rng(0).integers(0, 256, 2048, dtype=np.uint8).tobytes()
     (tmp_path / "corrupt.mp4").write_bytes(bytes(data))
     video, table, summary = check(tmp_path, good, model, clean, tmp_path / "corrupt.mp4", per_video=30)
     statuses = table.status.tolist()
@@ -268,8 +322,15 @@ def test_corrupt_stretch(tmp_path, good, model, clean):
 
 def test_no_face(tmp_path, good, model, clean):
     """No face (blurred noise): every planned frame no_face, the video flagged as too few."""
-    h264(tmp_path / "noise.mp4", "-f", "lavfi", "-i", "color=c=gray:s=176x144:r=30:d=1",
-         "-vf", "noise=alls=100:allf=t,gblur=sigma=2")
+    h264(
+        tmp_path / "noise.mp4",
+        "-f",
+        "lavfi",
+        "-i",
+        "color=c=gray:s=176x144:r=30:d=1",
+        "-vf",
+        "noise=alls=100:allf=t,gblur=sigma=2",
+    )
     video, table, summary = check(tmp_path, good, model, clean, tmp_path / "noise.mp4")
     assert video.status == "ok" and (table.status == "no_face").all() and table.crop_png.isna().all()
     assert summary.no_face == PER_VIDEO and summary.too_few
@@ -277,8 +338,15 @@ def test_no_face(tmp_path, good, model, clean):
 
 def test_several_faces(tmp_path, good, model, clean):
     """Two faces side by side: the track keeps the bigger one in every frame."""
-    h264(tmp_path / "two.mp4", "-i", str(good), "-i", str(good), "-filter_complex",
-         "[0]scale=264:216[a];[1]pad=176:216:0:36[b];[a][b]hstack")
+    h264(
+        tmp_path / "two.mp4",
+        "-i",
+        str(good),
+        "-i",
+        str(good),
+        "-filter_complex",
+        "[0]scale=264:216[a];[1]pad=176:216:0:36[b];[a][b]hstack",
+    )
     video, table, summary = check(tmp_path, good, model, clean, tmp_path / "two.mp4")
     assert (table.status == "ok").all()
     xs = np.array([b[0] for b in table.box])

@@ -16,7 +16,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-
 from test_workflow import Project, code_env, copy_code, planned, snakemake_command, tiny_config
 
 pytestmark = pytest.mark.slow
@@ -32,8 +31,11 @@ LOCKED = "Directory cannot be locked"
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory, ffpp_tree) -> Project:
     """An uninterrupted run: the data path and one trained model (its code a private copy of src/)."""
-    proj = Project(tmp_path_factory.mktemp("reference"), {**tiny_config(ffpp_tree), **TRAIN},
-                   copy_code(tmp_path_factory.mktemp("repo")))
+    proj = Project(
+        tmp_path_factory.mktemp("reference"),
+        {**tiny_config(ffpp_tree), **TRAIN},
+        copy_code(tmp_path_factory.mktemp("repo")),
+    )
     proj.run(None, "data", f"{MODEL}/best.pt")
     return proj
 
@@ -53,8 +55,13 @@ def copy_of(reference: Project, dest: Path, only: tuple[str, ...] | None = None)
 def start(proj: Project, *args: str) -> subprocess.Popen:
     """Snakemake in the background, in a process group of its own (so that its jobs can be killed with it)."""
     log = (proj.work / "terminal.txt").open("w")
-    return subprocess.Popen(snakemake_command(proj.work, proj.config, *args), stdout=log, stderr=subprocess.STDOUT,
-                            env=code_env(proj.code), start_new_session=True)
+    return subprocess.Popen(
+        snakemake_command(proj.work, proj.config, *args),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=code_env(proj.code),
+        start_new_session=True,
+    )
 
 
 def wait_for(condition: Callable[[], bool], what: str, timeout: float = 600) -> None:
@@ -125,8 +132,9 @@ def kill_during_faces(reference: Project, work: Path, whole_group: bool) -> None
     # record is removed by the next run before it plans (dfpipe.interrupted).
     assert rerun_after_kill(proj, "data")["faces"] == 4
     assert unrecorded(proj, "data") == []
-    pd.testing.assert_frame_equal(pd.read_csv(proj.work / "results/faces/summary.csv"),
-                                  pd.read_csv(reference.work / "results/faces/summary.csv"))
+    pd.testing.assert_frame_equal(
+        pd.read_csv(proj.work / "results/faces/summary.csv"), pd.read_csv(reference.work / "results/faces/summary.csv")
+    )
     # Every batch has its recorded params, so a parameter change reaches them all.
     changed = {**proj.config, "faces": {**proj.config["faces"], "margin": 1.5}}
     assert planned(Project(proj.work, changed, proj.code).run(None, "-n", "data"))["faces"] == 4
@@ -214,7 +222,8 @@ def test_full_output_disk(reference, tmp_path):
         filler.unlink()  # the fault removed
         after = snapshot(proj, "data")
         assert {k: v for k, v in after.items() if "/logs/" not in k} == {
-            k: v for k, v in before.items() if "/logs/" not in k and k != "data/compress/q50/filler"}
+            k: v for k, v in before.items() if "/logs/" not in k and k != "data/compress/q50/filler"
+        }
         changed.run(None, "data")
         assert planned(changed.run(None, "-n", "data")) == {}
         assert len(list(new.rglob("*.parquet"))) == 4

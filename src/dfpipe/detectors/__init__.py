@@ -37,8 +37,15 @@ def list_detectors() -> list[str]:
     return sorted(REGISTRY)
 
 
-def create_detector(name: str, *, pretrained: str = "none", input_size: int | None = None,
-                    dropout: float | None = None, unfreeze_last: int | None = None, **kwargs: object) -> Detector:
+def create_detector(
+    name: str,
+    *,
+    pretrained: str = "none",
+    input_size: int | None = None,
+    dropout: float | None = None,
+    unfreeze_last: int | None = None,
+    **kwargs: object,
+) -> Detector:
     """Build detector `name` with weights `pretrained` ("none", "imagenet" or a file path).
 
     `dropout` (before the head) defaults to the model's own (0.5 for Meso nets as in the paper, else 0);
@@ -52,8 +59,9 @@ def create_detector(name: str, *, pretrained: str = "none", input_size: int | No
     except LookupError as err:
         if name not in OFFLINE_ALTERNATIVES:
             raise
-        raise LookupError(f"{err}; offline, use model: {OFFLINE_ALTERNATIVES[name]} (ImageNet weights packaged "
-                          f"with this pipeline)") from err
+        raise LookupError(
+            f"{err}; offline, use model: {OFFLINE_ALTERNATIVES[name]} (ImageNet weights packaged with this pipeline)"
+        ) from err
     if state is not None:
         detector.load_pretrained(state, source=pretrained)
     if unfreeze_last is not None:

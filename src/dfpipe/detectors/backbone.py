@@ -20,16 +20,24 @@ INPUT_SIZES = {"efficientnet_b4": 256}
 
 
 class TimmDetector(Detector):
-    def __init__(self, model_name: str, *, input_size: int | None = None, dropout: float | None = None,
-                 **timm_kwargs: object) -> None:
+    def __init__(
+        self, model_name: str, *, input_size: int | None = None, dropout: float | None = None, **timm_kwargs: object
+    ) -> None:
         if not timm.is_model(model_name):
-            raise ValueError(f"detector {model_name!r}: neither a registered detector nor a timm model "
-                             f"(see dfpipe.detectors.list_detectors() and timm.list_models())")
+            raise ValueError(
+                f"detector {model_name!r}: neither a registered detector nor a timm model "
+                f"(see dfpipe.detectors.list_detectors() and timm.list_models())"
+            )
         backbone = timm.create_model(model_name, num_classes=0, **timm_kwargs)
         cfg = backbone.pretrained_cfg
-        super().__init__(backbone, backbone.num_features,
-                         input_size=input_size or INPUT_SIZES.get(model_name, cfg["input_size"][-1]),
-                         mean=cfg["mean"], std=cfg["std"], dropout=dropout or 0.0)
+        super().__init__(
+            backbone,
+            backbone.num_features,
+            input_size=input_size or INPUT_SIZES.get(model_name, cfg["input_size"][-1]),
+            mean=cfg["mean"],
+            std=cfg["std"],
+            dropout=dropout or 0.0,
+        )
         self.weights_name = model_name
 
     def features(self, x: Tensor) -> Tensor:

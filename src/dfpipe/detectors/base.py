@@ -25,8 +25,16 @@ class Detector(nn.Module):
     name: str
     weights_name: str
 
-    def __init__(self, backbone: nn.Module, num_features: int, *, input_size: int,
-                 mean: tuple[float, ...], std: tuple[float, ...], dropout: float) -> None:
+    def __init__(
+        self,
+        backbone: nn.Module,
+        num_features: int,
+        *,
+        input_size: int,
+        mean: tuple[float, ...],
+        std: tuple[float, ...],
+        dropout: float,
+    ) -> None:
         super().__init__()
         self.backbone = backbone
         self.dropout = nn.Dropout(dropout)
@@ -65,14 +73,21 @@ class Detector(nn.Module):
         """Train only the last `k` backbone blocks and the head (0: the head alone)."""
         groups = self.backbone_groups()
         if not 0 <= k <= len(groups):
-            raise ValueError(f"unfreeze_last={k}: {self.name} has {len(groups)} backbone blocks; "
-                             f"use 0..{len(groups)}, or leave it unset to train everything")
+            raise ValueError(
+                f"unfreeze_last={k}: {self.name} has {len(groups)} backbone blocks; "
+                f"use 0..{len(groups)}, or leave it unset to train everything"
+            )
         for i, group in enumerate(groups):
             for p in group:
                 p.requires_grad_(i >= len(groups) - k)
         # A frozen block's BatchNorm keeps its statistics too, else "frozen" layers would drift in training.
-        self._frozen_norms = [m for m in self.backbone.modules() if isinstance(m, _BatchNorm)
-                              and any(True for _ in m.parameters()) and not any(p.requires_grad for p in m.parameters())]
+        self._frozen_norms = [
+            m
+            for m in self.backbone.modules()
+            if isinstance(m, _BatchNorm)
+            and any(True for _ in m.parameters())
+            and not any(p.requires_grad for p in m.parameters())
+        ]
         self.train(self.training)
 
     def train(self, mode: bool = True) -> Detector:
@@ -88,7 +103,9 @@ class Detector(nn.Module):
             try:
                 self.load_state_dict(state)
             except RuntimeError as err:
-                raise ValueError(f"pretrained weights {source}: a {self.name} checkpoint with other settings "
-                                 f"({err}); build the detector with the settings it was trained with") from err
+                raise ValueError(
+                    f"pretrained weights {source}: a {self.name} checkpoint with other settings "
+                    f"({err}); build the detector with the settings it was trained with"
+                ) from err
         else:
             load_into(self.backbone, state, source)

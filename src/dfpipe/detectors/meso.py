@@ -19,8 +19,9 @@ DENSE = 16
 
 
 def _conv_block(c_in: int, c_out: int, kernel: int, pool: nn.Module) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(c_in, c_out, kernel, padding=kernel // 2), nn.ReLU(inplace=True),
-                         nn.BatchNorm2d(c_out), pool)
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, kernel, padding=kernel // 2), nn.ReLU(inplace=True), nn.BatchNorm2d(c_out), pool
+    )
 
 
 class Inception(nn.Module):
@@ -54,8 +55,14 @@ def _dense() -> nn.Sequential:
 class _Meso(Detector):
     def __init__(self, body: nn.Sequential, *, input_size: int | None, dropout: float | None) -> None:
         # the paper's dropout before the output layer is 0.5
-        super().__init__(body, DENSE, input_size=input_size or PAPER_INPUT, mean=HALF, std=HALF,
-                         dropout=0.5 if dropout is None else dropout)
+        super().__init__(
+            body,
+            DENSE,
+            input_size=input_size or PAPER_INPUT,
+            mean=HALF,
+            std=HALF,
+            dropout=0.5 if dropout is None else dropout,
+        )
 
     def features(self, x: Tensor) -> Tensor:
         return self.backbone(x)

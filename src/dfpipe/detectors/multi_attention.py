@@ -30,8 +30,9 @@ EFFICIENTNET_GROUPS = {"stem": r"^conv_stem|bn1", "blocks": r"^blocks\.(\d+)"}
 
 
 def _conv_bn_relu(c_in: int, c_out: int, kernel: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(c_in, c_out, kernel, padding=kernel // 2, bias=False), nn.BatchNorm2d(c_out),
-                         nn.ReLU(inplace=True))
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, kernel, padding=kernel // 2, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)
+    )
 
 
 class TextureEnhancement(nn.Module):
@@ -52,23 +53,44 @@ class TextureEnhancement(nn.Module):
 
 
 class MultiAttention(Detector):
-    def __init__(self, *, backbone: str = "efficientnet_b4", attention_maps: int = 4, texture_stage: int = 1,
-                 attention_stage: int = 3, texture_channels: int = 64, input_size: int | None = None,
-                 dropout: float | None = None, independence_weight: float = 1.0, margin_in: float = 0.05,
-                 margin_out: float = 0.2, centre_momentum: float = 0.05, augment_prob: float = 0.5,
-                 erase_threshold: tuple[float, float] = (0.2, 0.5)) -> None:
+    def __init__(
+        self,
+        *,
+        backbone: str = "efficientnet_b4",
+        attention_maps: int = 4,
+        texture_stage: int = 1,
+        attention_stage: int = 3,
+        texture_channels: int = 64,
+        input_size: int | None = None,
+        dropout: float | None = None,
+        independence_weight: float = 1.0,
+        margin_in: float = 0.05,
+        margin_out: float = 0.2,
+        centre_momentum: float = 0.05,
+        augment_prob: float = 0.5,
+        erase_threshold: tuple[float, float] = (0.2, 0.5),
+    ) -> None:
         if not 0 <= texture_stage < attention_stage < 4:
-            raise ValueError(f"multi_attention: need 0 <= texture_stage ({texture_stage}) < attention_stage "
-                             f"({attention_stage}) < 4 (EfficientNet feature stages, strides 2..32)")
+            raise ValueError(
+                f"multi_attention: need 0 <= texture_stage ({texture_stage}) < attention_stage "
+                f"({attention_stage}) < 4 (EfficientNet feature stages, strides 2..32)"
+            )
         net = timm.create_model(backbone, features_only=True, out_indices=(texture_stage, attention_stage, 4))
         if not isinstance(net, EfficientNetFeatures):
-            raise ValueError(f"multi_attention: backbone={backbone!r} is not a timm EfficientNet; use e.g. "
-                             f"efficientnet_b4 or tf_efficientnet_lite0")
+            raise ValueError(
+                f"multi_attention: backbone={backbone!r} is not a timm EfficientNet; use e.g. "
+                f"efficientnet_b4 or tf_efficientnet_lite0"
+            )
         c_tex, c_att, c_deep = net.feature_info.channels()
         cfg = net.pretrained_cfg
-        super().__init__(net, attention_maps * texture_channels + c_deep,
-                         input_size=input_size or INPUT_SIZES.get(backbone, cfg["input_size"][-1]),
-                         mean=cfg["mean"], std=cfg["std"], dropout=dropout or 0.0)
+        super().__init__(
+            net,
+            attention_maps * texture_channels + c_deep,
+            input_size=input_size or INPUT_SIZES.get(backbone, cfg["input_size"][-1]),
+            mean=cfg["mean"],
+            std=cfg["std"],
+            dropout=dropout or 0.0,
+        )
         self.weights_name = backbone
         self.attention = _conv_bn_relu(c_att, attention_maps, 1)
         self.texture = TextureEnhancement(c_tex, texture_channels)

@@ -6,9 +6,10 @@ plus one line in SOURCES.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 Log = Callable[[str], None]
 
@@ -39,8 +40,8 @@ def _local(config: dict[str, Any], output_root: Path, log: Log) -> SourceInfo:
 
 
 def _ffpp(config: dict[str, Any], output_root: Path, log: Log) -> SourceInfo:
-    from . import ffpp, local
     from ..layout import read_splits
+    from . import ffpp, local
 
     # Downloads live outside any rule output so a failed job never deletes what was already fetched.
     root = output_root / "downloads" / "ffpp"

@@ -20,10 +20,11 @@ import contextlib
 import json
 import os
 import subprocess
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import cv2
 import numpy as np
@@ -64,8 +65,13 @@ class Clip:
     def frame(self, t: int) -> np.ndarray:
         if self.frames is not None:
             return self.frames[t]
-        return cv2.warpAffine(self.photo, self.motions[t], (self.size, self.size), flags=cv2.INTER_LINEAR,
-                              borderMode=cv2.BORDER_REFLECT101)
+        return cv2.warpAffine(
+            self.photo,
+            self.motions[t],
+            (self.size, self.size),
+            flags=cv2.INTER_LINEAR,
+            borderMode=cv2.BORDER_REFLECT101,
+        )
 
 
 def _settings(settings: dict[str, Any]) -> dict[str, Any]:
@@ -87,14 +93,45 @@ def _read_rgb(path: Path) -> np.ndarray:
 
 def _decode_video(path: Path) -> tuple[np.ndarray, float]:
     """All frames of a (small) video as RGB, and its frame rate."""
-    probe = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries",
-                            "stream=width,height,r_frame_rate", "-of", "json", str(path)],
-                           check=True, capture_output=True, text=True)
+    probe = subprocess.run(
+        [
+            "ffprobe",
+            "-v",
+            "error",
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "stream=width,height,r_frame_rate",
+            "-of",
+            "json",
+            str(path),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     stream = json.loads(probe.stdout)["streams"][0]
     w, h = int(stream["width"]), int(stream["height"])
     num, den = map(int, stream["r_frame_rate"].split("/"))
-    raw = subprocess.run(["ffmpeg", "-v", "error", "-threads", "1", "-i", str(path), *SWS_EXACT, "-f", "rawvideo",
-                          "-pix_fmt", "rgb24", "-"], check=True, capture_output=True).stdout
+    raw = subprocess.run(
+        [
+            "ffmpeg",
+            "-v",
+            "error",
+            "-threads",
+            "1",
+            "-i",
+            str(path),
+            *SWS_EXACT,
+            "-f",
+            "rawvideo",
+            "-pix_fmt",
+            "rgb24",
+            "-",
+        ],
+        check=True,
+        capture_output=True,
+    ).stdout
     return np.frombuffer(raw, np.uint8).reshape(-1, h, w, 3), num / den
 
 
@@ -138,8 +175,16 @@ def _camera(rng: np.random.Generator, n: int, fps: float, centre: np.ndarray, sc
     return np.stack(mats).astype(np.float64)
 
 
-def photo_clip(ident: str, rgb: np.ndarray, box: tuple[float, float, float, float], lm: Landmarker,
-               n: int, fps: float, size: int, rng: np.random.Generator) -> Clip:
+def photo_clip(
+    ident: str,
+    rgb: np.ndarray,
+    box: tuple[float, float, float, float],
+    lm: Landmarker,
+    n: int,
+    fps: float,
+    size: int,
+    rng: np.random.Generator,
+) -> Clip:
     """A clip of `n` frames of the face in `box` with a slow camera move; landmarks follow the camera exactly."""
     pts = lm.detect_in_box(rgb, box)
     if pts is None:
@@ -175,14 +220,15 @@ def video_clip(ident: str, path: Path, lm: Landmarker, n: int, fps: float, size:
     for k in range(n):
         i = int(round(k * src_fps / fps)) % period
         i = i if i < len(frames) else period - i
-        crop = frames[i, y0:y0 + side, x0:x0 + side]
+        crop = frames[i, y0 : y0 + side, x0 : x0 + side]
         out.append(cv2.resize(crop, (size, size), interpolation=cv2.INTER_CUBIC))
     found = [lm.detect(f) for f in out]
     return Clip(ident, smooth_track(found), size, frames=np.stack(out))
 
 
-def gan_faces(idents: Sequence[str], seed: int, lm: Landmarker, cache: Path,
-              truncation: float = 0.6) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def gan_faces(
+    idents: Sequence[str], seed: int, lm: Landmarker, cache: Path, truncation: float = 0.6
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """One generated face (512², RGB) and its landmarks per identity, cached as PNG under `cache` (the names
     carry the precision and any truncation other than the demo's 0.6: a face generated otherwise is never
     reused). `truncation` pulls styles towards the mean style (1: none; dfpipe.ganfaces varies it)."""
@@ -228,10 +274,43 @@ def gan_faces(idents: Sequence[str], seed: int, lm: Landmarker, cache: Path,
 def video_writer(path: Path, size: int, fps: int, gray: bool = False) -> Iterator[Callable[[np.ndarray], None]]:
     """Stream frames into ffmpeg (libx264 CRF 23, yuv420p, like FF++ c23); the file appears only when complete."""
     with atomic_path(path) as tmp:
-        cmd = ["ffmpeg", "-v", "error", "-y", "-f", "rawvideo", "-pix_fmt", "gray" if gray else "rgb24",
-               "-s", f"{size}x{size}", "-r", str(fps), "-i", "-", "-an", "-c:v", "libx264", "-preset", "medium",
-               "-crf", "23", *SWS_EXACT, "-pix_fmt", "yuv420p", "-threads", "1", "-fflags", "+bitexact",
-               "-flags:v", "+bitexact", "-map_metadata", "-1", "-f", "mp4", str(tmp)]
+        cmd = [
+            "ffmpeg",
+            "-v",
+            "error",
+            "-y",
+            "-f",
+            "rawvideo",
+            "-pix_fmt",
+            "gray" if gray else "rgb24",
+            "-s",
+            f"{size}x{size}",
+            "-r",
+            str(fps),
+            "-i",
+            "-",
+            "-an",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "medium",
+            "-crf",
+            "23",
+            *SWS_EXACT,
+            "-pix_fmt",
+            "yuv420p",
+            "-threads",
+            "1",
+            "-fflags",
+            "+bitexact",
+            "-flags:v",
+            "+bitexact",
+            "-map_metadata",
+            "-1",
+            "-f",
+            "mp4",
+            str(tmp),
+        ]
         proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
         try:
             yield lambda frame: proc.stdin.write(np.ascontiguousarray(frame).tobytes())
@@ -252,12 +331,23 @@ def _write_original(dest: Path, rel: str, clip: Clip, n: int, fps: int) -> list[
     return [rel]
 
 
-def _write_fake(dest: Path, rel: str, mask_rel: str, method: str, target: Clip, source: Clip | None,
-                gan: tuple[np.ndarray, np.ndarray] | None, n: int, fps: int) -> list[str]:
+def _write_fake(
+    dest: Path,
+    rel: str,
+    mask_rel: str,
+    method: str,
+    target: Clip,
+    source: Clip | None,
+    gan: tuple[np.ndarray, np.ndarray] | None,
+    n: int,
+    fps: int,
+) -> list[str]:
     manipulate = MANIPULATIONS[method]
     triangles = delaunay(target.points[0])  # one mesh topology for the whole clip: no flicker
-    with video_writer(dest / rel, target.size, fps) as write, \
-            video_writer(dest / mask_rel, target.size, fps, gray=True) as write_mask:
+    with (
+        video_writer(dest / rel, target.size, fps) as write,
+        video_writer(dest / mask_rel, target.size, fps, gray=True) as write_mask,
+    ):
         for t in range(n):
             src, src_pts = gan if gan is not None else (source.frame(t), source.points[t])
             frame, mask = manipulate(target.frame(t), target.points[t], src, src_pts, triangles)
@@ -276,8 +366,11 @@ def split_pairs(pairs: list[list[str]], seed: int) -> dict[str, list[list[str]]]
     order = np.random.default_rng([seed, 1]).permutation(len(pairs))
     n_eval = max(1, int(round(0.2 * len(pairs))))
     shuffled = [pairs[i] for i in order]
-    return {"test": sorted(shuffled[:n_eval]), "val": sorted(shuffled[n_eval:2 * n_eval]),
-            "train": sorted(shuffled[2 * n_eval:])}
+    return {
+        "test": sorted(shuffled[:n_eval]),
+        "val": sorted(shuffled[n_eval : 2 * n_eval]),
+        "train": sorted(shuffled[2 * n_eval :]),
+    }
 
 
 def _up_to_date(dest: Path, expected: dict[str, Any]) -> bool:
@@ -290,8 +383,14 @@ def _up_to_date(dest: Path, expected: dict[str, Any]) -> bool:
     return all((dest / rel).is_file() for rel in record.get("files", []))
 
 
-def build(settings: dict, dest: Path, methods: Sequence[str], compression: str = "c23",
-          log: Callable[[str], None] = print, gan_cache: Path | None = None) -> None:
+def build(
+    settings: dict,
+    dest: Path,
+    methods: Sequence[str],
+    compression: str = "c23",
+    log: Callable[[str], None] = print,
+    gan_cache: Path | None = None,
+) -> None:
     """Build the demo dataset under `dest` (FF++ layout, splits/, sources.json); a no-op when already built.
 
     Generated faces are cached under `gan_cache` (default: <tools>/cache/demo-gan)."""
@@ -312,15 +411,24 @@ def build(settings: dict, dest: Path, methods: Sequence[str], compression: str =
         cv2.setNumThreads(threads)
 
 
-def _build(cfg: dict[str, Any], dest: Path, methods: Sequence[str], compression: str, expected: dict[str, Any],
-           log: Callable[[str], None], gan_cache: Path | None) -> None:
+def _build(
+    cfg: dict[str, Any],
+    dest: Path,
+    methods: Sequence[str],
+    compression: str,
+    expected: dict[str, Any],
+    log: Callable[[str], None],
+    gan_cache: Path | None,
+) -> None:
     n, size, fps, seed = int(round(cfg["seconds"] * cfg["fps"])), cfg["frame_size"], cfg["fps"], cfg["seed"]
     media = {m.name: m for m in assets.demo_media()}
     candidates = find_candidates(media, log)
     if len(candidates) < cfg["identities"]:
-        raise ValueError(f"demo.identities = {cfg['identities']}, but the bundled media hold only "
-                         f"{len(candidates)} usable real faces; lower demo.identities")
-    chosen = candidates[:cfg["identities"]]
+        raise ValueError(
+            f"demo.identities = {cfg['identities']}, but the bundled media hold only "
+            f"{len(candidates)} usable real faces; lower demo.identities"
+        )
+    chosen = candidates[: cfg["identities"]]
     # The seed decides which identity gets which id (and so the pairs) and every camera move.
     order = np.random.default_rng([seed, 0]).permutation(len(chosen))
     idents = [f"{i:03d}" for i in range(len(chosen))]
@@ -339,15 +447,27 @@ def _build(cfg: dict[str, Any], dest: Path, methods: Sequence[str], compression:
     log(f"demo: {len(clips)} identities ready, {n} frames each at {size}²")
 
     pairs = [[idents[i], idents[i + 1]] for i in range(0, len(idents), 2)]
-    jobs: list[tuple] = [("original", dest, f"{video_dir(ORIGINAL, compression)}/{i}.mp4", clips[i], n, fps)
-                         for i in idents]
+    jobs: list[tuple] = [
+        ("original", dest, f"{video_dir(ORIGINAL, compression)}/{i}.mp4", clips[i], n, fps) for i in idents
+    ]
     for method in methods:
         for a, b in pairs:
             for t, s in ((a, b), (b, a)):
                 name = f"{t}_{s}.mp4"
-                jobs.append(("fake", dest, f"{video_dir(method, compression)}/{name}", f"{mask_dir(method)}/{name}",
-                             method, clips[t], None if method == "Deepfakes" else clips[s],
-                             gans.get(s) if method == "Deepfakes" else None, n, fps))
+                jobs.append(
+                    (
+                        "fake",
+                        dest,
+                        f"{video_dir(method, compression)}/{name}",
+                        f"{mask_dir(method)}/{name}",
+                        method,
+                        clips[t],
+                        None if method == "Deepfakes" else clips[s],
+                        gans.get(s) if method == "Deepfakes" else None,
+                        n,
+                        fps,
+                    )
+                )
     files: list[str] = []
     workers = max(1, min(2, os.cpu_count() or 1))
     # Threads, not processes: the per-frame work is OpenCV and ffmpeg, which run outside the GIL, and a
@@ -361,15 +481,27 @@ def _build(cfg: dict[str, Any], dest: Path, methods: Sequence[str], compression:
     by_split = split_pairs(pairs, seed)
     write_splits(dest / "splits", by_split)
     files.extend(f"splits/{s}.json" for s in SPLITS)
-    write_json(dest / "sources.json", {
-        **expected,
-        "n_frames": n,
-        "inputs": [{"name": m.name, "origin": m.origin, "licence": m.licence} for m in media.values()]
-        + ([{"name": "random-face/MobileStyleGAN", "origin": GAN_ORIGIN, "licence": GAN_LICENCE}]
-           if "Deepfakes" in methods else []),
-        "identities": {i: {"input": c.media, "face_box": list(c.box)} for i, c in assigned.items()},
-        "generated_faces": {i: {"generator": GAN_ORIGIN, "latents": f"first detectable draw of default_rng([{seed}, {int(i)}, k]), k = 0, 1, …", "licence": GAN_LICENCE}
-                            for i in gans},
-        "files": sorted(files),
-    })
+    write_json(
+        dest / "sources.json",
+        {
+            **expected,
+            "n_frames": n,
+            "inputs": [{"name": m.name, "origin": m.origin, "licence": m.licence} for m in media.values()]
+            + (
+                [{"name": "random-face/MobileStyleGAN", "origin": GAN_ORIGIN, "licence": GAN_LICENCE}]
+                if "Deepfakes" in methods
+                else []
+            ),
+            "identities": {i: {"input": c.media, "face_box": list(c.box)} for i, c in assigned.items()},
+            "generated_faces": {
+                i: {
+                    "generator": GAN_ORIGIN,
+                    "latents": f"first detectable draw of default_rng([{seed}, {int(i)}, k]), k = 0, 1, …",
+                    "licence": GAN_LICENCE,
+                }
+                for i in gans
+            },
+            "files": sorted(files),
+        },
+    )
     log(f"demo: built {len(jobs)} videos under {dest}")

@@ -22,9 +22,10 @@ import re
 import ssl
 import subprocess
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 from urllib.error import HTTPError, URLError
 from urllib.request import Request, urlopen
 
@@ -157,14 +158,28 @@ def verify_video(path: Path) -> str | None:
     Demuxing every packet reads the whole file without decoding it, so a body cut short anywhere (moov atom
     missing, or packets pointing past the end) shows up at a fraction of a decode's cost.
     """
-    cmd = ["ffprobe", "-v", "error", "-select_streams", "v:0", "-count_packets",
-           "-show_entries", "stream=nb_frames,nb_read_packets:format=duration", "-of", "json", str(path)]
+    cmd = [
+        "ffprobe",
+        "-v",
+        "error",
+        "-select_streams",
+        "v:0",
+        "-count_packets",
+        "-show_entries",
+        "stream=nb_frames,nb_read_packets:format=duration",
+        "-of",
+        "json",
+        str(path),
+    ]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     except FileNotFoundError as exc:
         raise RuntimeError("ffprobe not found: install ffmpeg (scripts/setup.sh does) to verify downloads") from exc
-    errors = [re.sub(r"^\[[^]]*\] ", "", line).replace(str(path), path.name)
-              for line in proc.stderr.splitlines() if line.strip()]
+    errors = [
+        re.sub(r"^\[[^]]*\] ", "", line).replace(str(path), path.name)
+        for line in proc.stderr.splitlines()
+        if line.strip()
+    ]
     if proc.returncode or errors:
         return f"ffprobe: {errors[-1] if errors else f'exit status {proc.returncode}'}"
     info = json.loads(proc.stdout or "{}")
@@ -275,8 +290,10 @@ def fetch(
             # One that did not grow is all the server has, so start again from byte 0.
             if not grew:
                 part.unlink()
-            log(f"ffpp: {path.name}: {size} bytes fail verification ({exc}); "
-                f"fetching {'the rest' if grew else 'it again'}")
+            log(
+                f"ffpp: {path.name}: {size} bytes fail verification ({exc}); "
+                f"fetching {'the rest' if grew else 'it again'}"
+            )
             continue
         except _Transient as exc:
             # Progress resets the count: a slow, flaky link still finishes a large file.

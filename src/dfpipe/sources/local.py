@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 from ..layout import ORIGINAL, read_splits, video_dir
 
@@ -40,5 +40,8 @@ def check_splits(root: Path, splits_dir: Path, compression: str, log: Callable[[
         )
     unknown = sorted(set(owner) - have)
     if unknown:
-        log(f"splits: {len(unknown)} ids in {splits_dir} have no original video in the dataset (ignored): "
-            + ", ".join(unknown[:10]) + (" ..." if len(unknown) > 10 else ""))
+        log(
+            f"splits: {len(unknown)} ids in {splits_dir} have no original video in the dataset (ignored): "
+            + ", ".join(unknown[:10])
+            + (" ..." if len(unknown) > 10 else "")
+        )
