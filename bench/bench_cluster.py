@@ -78,6 +78,10 @@ def main() -> None:
                 "--workflow-profile",
                 "none",
                 "--forceall",
+                # Local rules (the report pages) run in this process, not as cluster jobs: leave them out.
+                "--omit-from",
+                "report_data",
+                "report_results",
                 "--slurm-init-seconds-before-status-checks",
                 "1",
                 "--slurm-status-command",
