@@ -1,9 +1,11 @@
 # Rule `gradcam`: Grad-CAM grids of one trained model on the test shards of every quality.
 from pathlib import Path
 
-from dfpipe import gradcam, runlog
+from dfpipe import gpus, gradcam, runlog
 
 log = runlog.to_file(snakemake.log[0])
+# Jobs running side by side on one machine each get their own GPU (held until this process ends).
+gpu_claim = gpus.claim(1, device=snakemake.params.device)
 qualities = snakemake.params.qualities
 # shards of quality q live in .../shards/q{q}/ (match the folder name: the output root may itself hold "q95")
 test_shards = {q: [s for s in snakemake.input.test if Path(s).parent.name == f"q{q}"] for q in qualities}

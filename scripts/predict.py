@@ -4,13 +4,15 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from dfpipe import evaluate, experiments, runlog
+from dfpipe import evaluate, experiments, gpus, runlog
 from dfpipe.io import write_parquet
 
 log = runlog.to_file(snakemake.log[0])
 # torch takes every core of the host by default: with Snakemake running jobs side by side that oversubscribes
 # the cores; the rule's `threads` is this job's share
 torch.set_num_threads(snakemake.threads)
+# Jobs running side by side on one machine each get their own GPU (held until this process ends).
+gpu_claim = gpus.claim(1, device=snakemake.params.device)
 w = snakemake.wildcards
 detector = experiments.build_detector({**snakemake.params.spec, "pretrained": snakemake.input.model})
 tq = int(w.train_q)

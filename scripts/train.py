@@ -3,13 +3,15 @@ from pathlib import Path
 
 import torch
 
-from dfpipe import experiments, runlog
+from dfpipe import experiments, gpus, runlog
 
 log = runlog.to_file(snakemake.log[0])
 # torch takes every core of the host by default: with Snakemake running jobs side by side that oversubscribes
 # the cores; the rule's `threads` is this job's share
 torch.set_num_threads(snakemake.threads)
 p = snakemake.params
+# Jobs running side by side on one machine each get their own GPUs (held until this process ends).
+gpu_claim = gpus.claim(p.gpus, device=p.device)
 job = {
     "spec": p.spec,
     "settings": p.settings,
