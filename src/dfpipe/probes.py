@@ -641,7 +641,7 @@ def _train_autoencoder(z: np.ndarray, k: int, seed: int, epochs: int, hidden: in
 
 def _classifiers() -> dict[str, Callable[[int], Any]]:
     from sklearn.discriminant_analysis import LinearDiscriminantAnalysis, QuadraticDiscriminantAnalysis
-    from sklearn.ensemble import BaggingClassifier, GradientBoostingClassifier, RandomForestClassifier
+    from sklearn.ensemble import BaggingClassifier, HistGradientBoostingClassifier, RandomForestClassifier
     from sklearn.linear_model import LogisticRegression
     from sklearn.naive_bayes import GaussianNB
     from sklearn.neighbors import KNeighborsClassifier
@@ -661,7 +661,9 @@ def _classifiers() -> dict[str, Callable[[int], Any]]:
         "linear_probe": lambda s: LogisticRegression(max_iter=2000),
         # no Platt scaling (probability=True fits 5 more SVMs): scored by decision_function
         "svm": lambda s: SVC(random_state=s),
-        "gradient_boosting": lambda s: GradientBoostingClassifier(random_state=s),
+        # scikit-learn's histogram gradient boosting: ~5x faster than GradientBoostingClassifier on raw 1280-d
+        # backbone features (7 s against 35 s per fit on one core), so reduction "none" stays affordable
+        "gradient_boosting": lambda s: HistGradientBoostingClassifier(random_state=s),
         "naive_bayes": lambda s: GaussianNB(),
     }
 
