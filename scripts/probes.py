@@ -19,10 +19,8 @@ out_root = Path(snakemake.output.cross).parent.parent  # the output root: cross 
 cache = out_root / "probes" / "features"
 device = str(evaluate.pick_device(p.device))
 common = dict(cache_dir=cache, specs=specs, seed=p.seed, batch_size=cfg["batch_size"], device=device)
-main = crossdataset.shards_getter(out_root / "shards", dataset="main", train_shards=cfg["train_shards"], **common)
-sources = {
-    s: crossdataset.shards_getter(out_root / "test_sources" / s / "shards", dataset=s, **common) for s in p.sources
-}
+main = probes.shard_getter(out_root / "shards", dataset="main", train_shards=cfg["train_shards"], **common)
+sources = {s: probes.shard_getter(out_root / "test_sources" / s / "shards", dataset=s, **common) for s in p.sources}
 settings = dict(
     backbones=[*specs, *cfg["combinations"]],
     train_qualities=cfg["train_qualities"],

@@ -153,46 +153,6 @@ def plot_matrix(matrix: pd.DataFrame, path: str | Path) -> None:
     _save(fig, path)
 
 
-def shards_getter(
-    shards_dir: Path,
-    *,
-    dataset: str,
-    cache_dir: Path,
-    specs: Mapping[str, probes.BackboneSpec],
-    train_shards: int | None = None,
-    seed: int = 0,
-    batch_size: int = 64,
-    device: str = "cpu",
-) -> probes.Getter:
-    """A probe-table getter over `{shards_dir}/q{Q}/{split}-NNNN.tar` (cached `probes.shard_features`) that
-    trains on only the first `train_shards` train shards when given: a subsample of whole videos, which is
-    what keeps the demo's probes to a minute or two."""
-
-    def get(backbone: str, quality: Any, split: str, transform: str) -> probes.FeatureSet:
-        if backbone not in specs:
-            raise KeyError(f"probes: backbone {backbone!r} is not configured; configured: {sorted(specs)}")
-        folder = Path(shards_dir) / f"q{quality}"
-        found = sorted(folder.glob(f"{split}-*.tar"))
-        if split == "train" and train_shards:
-            found = found[:train_shards]
-        if not found:
-            raise FileNotFoundError(f"{folder}: no {split} shards; build them first (`snakemake data`)")
-        return probes.shard_features(
-            specs[backbone],
-            found,
-            dataset=dataset,
-            quality=int(quality),
-            split=split,
-            cache_dir=cache_dir,
-            transform=transform,
-            seed=seed,
-            batch_size=batch_size,
-            device=device,
-        )
-
-    return get
-
-
 def routed_getter(default: probes.Getter, others: Mapping[str, probes.Getter]) -> probes.Getter:
     """A getter whose quality may name another dataset, "name:Q": one probe fit then scores the main test
     split and every test source's (probe_table fits once per setting and scores every test quality)."""

@@ -522,14 +522,18 @@ def shard_getter(
     batch_size: int = 64,
     device: str = "cpu",
     num_workers: int = 0,
+    train_shards: int | None = None,
 ) -> Getter:
     """A `probe_table` getter over `{shards_dir}/q{Q}/{split}-NNNN.tar`: (backbone, quality, split, transform)
-    -> cached `shard_features` with the backbone's spec from `specs`."""
+    -> cached `shard_features` with the backbone's spec from `specs`. With `train_shards`, probes train on the
+    first that many train shards only: a subsample of whole videos (what keeps the demo's probes short)."""
 
     def get(backbone: str, quality: Any, split: str, transform: str) -> FeatureSet:
         if backbone not in specs:
             raise KeyError(f"probes: backbone {backbone!r} is not configured; configured: {sorted(specs)}")
         shards = sorted((Path(shards_dir) / f"q{quality}").glob(f"{split}-*.tar"))
+        if split == "train" and train_shards:
+            shards = shards[:train_shards]
         if not shards:
             raise FileNotFoundError(
                 f"{Path(shards_dir) / f'q{quality}'}: no {split} shards; build them first (`snakemake data`)"
