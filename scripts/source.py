@@ -9,7 +9,9 @@ p = snakemake.params
 log = runlog.to_file(snakemake.log[0])
 out_root = Path(snakemake.output.json).parent  # output_root: source.json lies at its top
 cfg = {"source": p.source, p.source: p.settings, "dataset": p.dataset, "splits": p.splits}
-info = sources.prepare(cfg, out_root, log)
+# The demo build runs mediapipe, whose native INFO lines belong in the job's log, not on the terminal.
+with runlog.native_output_to(log):
+    info = sources.prepare(cfg, out_root, log)
 write_json(
     snakemake.output.json,
     {

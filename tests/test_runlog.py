@@ -58,3 +58,14 @@ def test_a_job_stops_when_the_snakemake_that_started_it_is_killed(tmp_path):
     assert job.wait(timeout=10) == 1
     assert not out.exists()
     assert not runlog.alive(parent.pid)
+
+
+def test_native_output_goes_to_the_log_not_fd2(capfd):
+    """What native code writes to fd 2 (here: this process and a child it starts) lands in the log only."""
+    lines: list[str] = []
+    with runlog.native_output_to(lines.append):
+        os.write(2, b"INFO: native chatter\n")
+        subprocess.run(["sh", "-c", "echo child chatter >&2"], check=True)
+    os.write(2, b"after\n")
+    assert capfd.readouterr().err == "after\n"
+    assert lines == ["native: INFO: native chatter", "native: child chatter"]

@@ -20,13 +20,10 @@ right ear, left ear; "right" is the subject's, i.e. the image's left) in frame a
 
 from __future__ import annotations
 
-import os
 import queue
-import sys
-import tempfile
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +36,7 @@ from mediapipe.tasks.python import BaseOptions, vision
 
 from .frames import UNREADABLE, iter_frames, video_rotation
 from .manifest import relative_text
+from .runlog import native_output_to
 
 STATUSES = ("ok", "no_face", "face_too_small", "collapsed_keypoints", "poor_alignment", "decode_error", "not_decoded")
 # Sanity limits on a detected face. Measured: upright carphone faces span 0.85-0.97 of the box side with their
@@ -136,27 +134,6 @@ def _detector(model_path: Path, min_confidence: float) -> vision.FaceDetector:
         min_detection_confidence=float(min_confidence),
     )
     return vision.FaceDetector.create_from_options(options)
-
-
-@contextmanager
-def native_output_to(log: Callable[[str], None]) -> Iterator[None]:
-    """Send whatever native code writes to file descriptor 2 (mediapipe's INFO lines, which ignore the
-    GLOG/TF environment variables) into `log` instead of the terminal, line by line once the block ends.
-    fd 2 itself is redirected, because native code bypasses Python's sys.stderr; it is restored afterwards."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as sink:
-        os.dup2(sink.fileno(), 2)
-        try:
-            yield
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-            sink.seek(0)
-            for line in sink.read().decode(errors="replace").splitlines():
-                if line.strip():
-                    log(f"native: {line}")
 
 
 def _masks(

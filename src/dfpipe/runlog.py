@@ -10,10 +10,12 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import tempfile
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 _FORMAT = "%(asctime)s %(message)s"
@@ -83,3 +85,24 @@ def alive(pid: int) -> bool:
     except (OSError, IndexError):
         return True
     return state not in ("Z", "X")
+
+
+@contextmanager
+def native_output_to(log: Callable[[str], None]) -> Iterator[None]:
+    """Send whatever native code writes to file descriptor 2 (mediapipe's INFO lines, which ignore the
+    GLOG/TF environment variables) into `log` instead of the terminal, line by line once the block ends.
+    fd 2 itself is redirected, because native code bypasses Python's sys.stderr; it is restored afterwards."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            for line in sink.read().decode(errors="replace").splitlines():
+                if line.strip():
+                    log(f"native: {line}")
