@@ -22,7 +22,6 @@ table = faces.crop_batch(
     snakemake.params.settings,
     assets.face_detector_model(),
     threads=snakemake.threads,
-    log=log,
 )
 log(f"{len(videos)} videos, {len(plan)} frames planned, {int((table.status == 'ok').sum())} with a usable face")
 write_parquet(snakemake.output.table, table)

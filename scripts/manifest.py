@@ -17,7 +17,6 @@ table = manifest.build(
     p.compression,
     p.videos_per_job,
     threads=snakemake.threads,
-    log=log,
 )
 log(
     f"{len(table)} videos, {int((table.status != 'ok').sum())} unreadable, {table.groupby('method').batch.nunique().sum()} batches"

@@ -11,7 +11,7 @@ out_root = Path(snakemake.output.json).parent  # output_root: source.json lies a
 cfg = {"source": p.source, p.source: p.settings, "dataset": p.dataset, "splits": p.splits}
 # The demo build runs mediapipe, whose native INFO lines belong in the job's log, not on the terminal.
 with runlog.native_output_to(log):
-    info = sources.prepare(cfg, out_root, log)
+    info = sources.prepare(cfg, out_root)
 write_json(
     snakemake.output.json,
     {

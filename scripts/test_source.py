@@ -8,6 +8,6 @@ log = runlog.to_file(snakemake.log[0])
 entry = snakemake.params.entry
 # The GAN-face build runs mediapipe, whose native INFO lines belong in the job's log, not on the terminal.
 with runlog.native_output_to(log):
-    result = crossdataset.scan_source(entry, Path(snakemake.output.table).parent, log=log)
+    result = crossdataset.scan_source(entry, Path(snakemake.output.table).parent)
 images.write_scan(result, Path(snakemake.output.table), Path(snakemake.output.report))
 log(f"{entry['name']}: {len(result.table)} images, {len(result.skipped)} skipped")

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+from logcapture import dfpipe_lines
 
 from dfpipe import assets
 from dfpipe.faces import (
@@ -112,7 +113,7 @@ def manifest(*rows: tuple[str, str | None, int, str]) -> pd.DataFrame:
 
 def run(root: Path, model: Path, videos: pd.DataFrame, per_video: int = 8, **overrides) -> pd.DataFrame:
     plan = plan_batch(videos, per_video, {})
-    table = crop_batch(plan, videos, root, {**SETTINGS, **overrides}, model, threads=2, log=lambda _: None)
+    table = crop_batch(plan, videos, root, {**SETTINGS, **overrides}, model, threads=2)
     assert len(table) == len(plan)  # nothing dropped, whatever happened
     assert list(zip(table.key, table.frame_index)) == list(zip(plan.key, plan.frame_index))  # in plan order
     return table
@@ -305,9 +306,9 @@ def test_frames_after_a_decoder_error_are_decode_error(root, model, tmp_path):
 
 def test_detector_chatter_goes_to_the_log_not_the_terminal(root, model, capfd):
     """mediapipe's native INFO lines (written straight to fd 2) land in the job's log."""
-    lines: list[str] = []
     videos = manifest(("good.mp4", None, 30, "ok"))
-    crop_batch(plan_batch(videos, 2, {}), videos, root, SETTINGS, model, threads=1, log=lines.append)
+    with dfpipe_lines() as lines:
+        crop_batch(plan_batch(videos, 2, {}), videos, root, SETTINGS, model, threads=1)
     err = capfd.readouterr().err
     assert "INFO" not in err and "XNNPACK" not in err and "accelerator" not in err.lower(), err
     native = [line for line in lines if line.startswith("native: ")]

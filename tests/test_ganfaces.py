@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 import pytest
+from logcapture import dfpipe_lines
 from PIL import Image
 
 from dfpipe import ganfaces
@@ -20,8 +21,8 @@ SETTINGS = {"identities": 6, "truncations": [0.6, 1.0], "size": 64, "seed": 0}
 @pytest.fixture(scope="module")
 def built(tmp_path_factory) -> tuple[Path, Path, list[str]]:
     root = tmp_path_factory.mktemp("ganfaces")
-    messages: list[str] = []
-    split_file = ganfaces.build(root, SETTINGS, log=messages.append)
+    with dfpipe_lines() as messages:
+        split_file = ganfaces.build(root, SETTINGS)
     return root, split_file, messages
 
 
@@ -37,7 +38,7 @@ def test_real_and_fake_images_are_alike_but_for_the_generator(built):
     """Every image, real or fake, is a 64² 8-bit RGB PNG with the same PNG metadata; the classes are balanced
     and each truncation is its own generator."""
     root, split_file, _ = built
-    table = images.scan(root, split_file=split_file, log=lambda _m: None).table
+    table = images.scan(root, split_file=split_file).table
     assert sorted(table["method"].unique()) == ["original", "trunc_0_6", "trunc_1"]
     assert (table["label"] == 0).sum() == (table["label"] == 1).sum() == 12
     assert set(table["encoding"]) == {"png"} and set(table["width"]) == set(table["height"]) == {64}
@@ -52,7 +53,7 @@ def test_one_encoder_path_for_both_classes(built, cjpeg):
     """Through the image-folder source into MozJPEG, real and fake crops get the same encoder string and come
     out the same size and JPEG kind (progressive, same sampling and quantisation tables)."""
     root, split_file, _ = built
-    table = images.scan(root, split_file=split_file, log=lambda _m: None).table
+    table = images.scan(root, split_file=split_file).table
     out = images.compress_images(table, root, 60, [], cjpeg)
     assert len(out) == len(table) and out["encoder"].nunique() == 1
     kinds = set()
@@ -75,7 +76,7 @@ def test_identities_split_like_ffpp_pairs(built):
     """Pairs stay in one split; an identity's real frames and the fakes generated under its number share it; every
     split holds both classes."""
     root, split_file, _ = built
-    table = images.scan(root, split_file=split_file, log=lambda _m: None).table
+    table = images.scan(root, split_file=split_file).table
     table["ident"] = table["path"].str.split("/").str[-2]
     per_ident = table.groupby("ident")["split"].agg(set)
     assert all(len(s) == 1 for s in per_ident)
@@ -90,10 +91,10 @@ def test_identities_split_like_ffpp_pairs(built):
 def test_build_is_deterministic_and_idempotent(built, tmp_path):
     """A second build is a no-op; a build elsewhere gives the same bytes (f32 GAN on one thread, cached)."""
     root, _, _ = built
-    messages: list[str] = []
-    ganfaces.build(root, SETTINGS, log=messages.append)
+    with dfpipe_lines() as messages:
+        ganfaces.build(root, SETTINGS)
     assert messages == [f"ganfaces: {root} is up to date"]
-    ganfaces.build(tmp_path / "again", SETTINGS, log=lambda _m: None)
+    ganfaces.build(tmp_path / "again", SETTINGS)
     assert _digests(tmp_path / "again") == _digests(root)
 
 

@@ -4,6 +4,7 @@ import subprocess
 
 import pandas as pd
 import pytest
+from logcapture import dfpipe_lines
 
 from dfpipe import manifest, sources
 from dfpipe.layout import video_dir
@@ -17,8 +18,8 @@ def tree(tmp_path, ffpp_tree):
     return root
 
 
-def build(root, per_job=4, log=print):
-    return manifest.build(root, root / "splits", ["Deepfakes"], "c23", per_job, threads=2, log=log)
+def build(root, per_job=4):
+    return manifest.build(root, root / "splits", ["Deepfakes"], "c23", per_job, threads=2)
 
 
 def test_manifest_rows_and_columns(tree):
@@ -62,8 +63,8 @@ def test_truncated_and_non_video_files_are_reported_by_name(tree):
     data = (folder / "002.mp4").read_bytes()
     (folder / "002.mp4").write_bytes(data[: len(data) // 2])  # cut mid-file
     (folder / "003.mp4").write_text("this is not a video\n")
-    lines = []
-    m = build(tree, log=lines.append).set_index("key")
+    with dfpipe_lines() as lines:
+        m = build(tree).set_index("key")
     assert m.loc["original/003", "status"] == "unreadable"
     assert "original_sequences/youtube/c23/videos/003.mp4" in m.loc["original/003", "error"]
     assert any("003.mp4" in line for line in lines)

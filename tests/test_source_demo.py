@@ -11,6 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from logcapture import dfpipe_lines
 
 from dfpipe.layout import METHODS, ORIGINAL, mask_dir, read_splits, video_dir
 from dfpipe.sources import demo
@@ -24,8 +25,8 @@ FAKES = sorted(f"{t}_{s}" for a, b in (IDS[0:2], IDS[2:4], IDS[4:6]) for t, s in
 @pytest.fixture(scope="module")
 def built(tmp_path_factory) -> tuple[Path, list[str]]:
     root = tmp_path_factory.mktemp("demo")
-    messages: list[str] = []
-    demo.build(SETTINGS, root, list(METHODS), "c23", log=messages.append)
+    with dfpipe_lines() as messages:
+        demo.build(SETTINGS, root, list(METHODS), "c23")
     return root, messages
 
 
@@ -166,8 +167,8 @@ def test_sources_json_records_every_input_and_output(built):
 def test_second_build_does_nothing(built):
     root, _ = built
     before = {p: p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()}
-    messages: list[str] = []
-    demo.build(SETTINGS, root, list(METHODS), "c23", log=messages.append)
+    with dfpipe_lines() as messages:
+        demo.build(SETTINGS, root, list(METHODS), "c23")
     assert messages == [f"demo: {root} is up to date"]
     assert {p: p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()} == before
 
@@ -219,7 +220,7 @@ SMALL_SHA256 = {
 
 def test_small_build_is_byte_identical_to_the_committed_hashes(tmp_path):
     """A fresh build (GAN faces generated anew, not cached) gives exactly the bytes recorded in this test."""
-    demo.build(SMALL, tmp_path / "demo", list(METHODS), "c23", log=lambda _: None, gan_cache=tmp_path / "gan")
+    demo.build(SMALL, tmp_path / "demo", list(METHODS), "c23", gan_cache=tmp_path / "gan")
     files = [*(tmp_path / "demo").rglob("*"), *(tmp_path / "gan").rglob("*")]
     got = {
         ("gan/" + p.name if p.parent.name == "gan" else str(p.relative_to(tmp_path / "demo"))): hashlib.sha256(

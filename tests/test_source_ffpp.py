@@ -15,6 +15,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+from logcapture import dfpipe_lines
 
 from dfpipe.sources import ffpp
 
@@ -228,8 +229,8 @@ def settings(mirror: Mirror, **kw) -> dict:
 
 
 def run(mirror: Mirror, dest: Path, methods=METHODS, **kw) -> tuple[list[Path], list[str]]:
-    lines: list[str] = []
-    got = ffpp.download(settings(mirror, **kw), dest, methods, "c23", log=lines.append, backoff_s=0.01)
+    with dfpipe_lines() as lines:
+        got = ffpp.download(settings(mirror, **kw), dest, methods, "c23", backoff_s=0.01)
     return got, lines
 
 
@@ -627,7 +628,7 @@ def test_http_to_https_redirect_is_followed_including_resumed_ranges(
     mirror.faults[mirror.path(dropped)] = ["drop"]
     dest = tmp_path / "ffpp"
 
-    got = ffpp.download(settings(mirror, base_url=url), dest, [], "c23", log=lambda _: None, backoff_s=0.01)
+    got = ffpp.download(settings(mirror, base_url=url), dest, [], "c23", backoff_s=0.01)
 
     assert_same(mirror, dest, got)
     assert len(got) == 4 and PREFIX + "misc/filelist.json" in seen and PREFIX + dropped in seen
@@ -641,15 +642,13 @@ def test_http_to_https_redirect_is_followed_including_resumed_ranges(
 
 def test_untrusted_certificate_fails_at_once_with_the_reason(mirror, https_mirror, tmp_path, monkeypatch):
     monkeypatch.delenv("SSL_CERT_FILE", raising=False)
-    lines: list[str] = []
     t0 = time.monotonic()
-    with pytest.raises(ffpp.DownloadError) as info:
+    with dfpipe_lines() as lines, pytest.raises(ffpp.DownloadError) as info:
         ffpp.download(
             settings(mirror, base_url=https_mirror, retries=5),
             tmp_path / "ffpp",
             [],
             "c23",
-            log=lines.append,
             backoff_s=10,
         )
     assert time.monotonic() - t0 < 5  # one back-off of 10 s would show a retry

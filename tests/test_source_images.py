@@ -9,6 +9,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from logcapture import dfpipe_lines
 from PIL import Image
 from skimage import data
 
@@ -46,8 +47,8 @@ def test_scan_tiny_tree(tree):
     """Every image at any depth is listed with its class, generator, relative path and original encoding; the
     corrupt files are reported and skipped, the text file and an image outside a class folder ignored with a
     log line, hidden files passed over."""
-    logged = []
-    result = images.scan(tree, log=logged.append)
+    with dfpipe_lines() as logged:
+        result = images.scan(tree)
     t = result.table.set_index("path")
     assert list(result.table.columns) == images.TABLE_COLUMNS
     assert sorted(t.index) == [
@@ -87,10 +88,10 @@ def test_jpeg_quality_estimate_is_exact_for_ijg_encoders():
 def test_splits_are_stable(tree, tmp_path):
     """The same names get the same splits on every run and when files are added; a paired real/fake name
     shares its split; the fractions hold on many names."""
-    first = images.scan(tree, log=lambda _m: None).table.set_index("path")["split"]
+    first = images.scan(tree).table.set_index("path")["split"]
     for i in range(40):
         _save(tree / "fake" / "ldm" / "more" / f"{i}.png", PHOTO[i : i + 8, :8], "PNG")
-    second = images.scan(tree, log=lambda _m: None).table.set_index("path")["split"]
+    second = images.scan(tree).table.set_index("path")["split"]
     assert len(second) == len(first) + 40
     pd.testing.assert_series_equal(second.loc[first.index], first)
     assert images.split_of("0001.png") == images.split_of("0001.png")
@@ -106,7 +107,7 @@ def test_split_file(tree, tmp_path):
     in the table without a split; a name in two splits is refused naming the file."""
     split_file = tmp_path / "splits.json"
     split_file.write_text(json.dumps({"train": ["a.jpg", "people/p1/b.png"], "test": ["fake/style-gan/1.jpg"]}))
-    t = images.scan(tree, split_file=split_file, log=lambda _m: None).table.set_index("path")["split"]
+    t = images.scan(tree, split_file=split_file).table.set_index("path")["split"]
     assert t["real/a.jpg"] == t["fake/ldm/a.jpg"] == "train"
     assert t["real/people/p1/b.png"] == "train" and t["fake/style-gan/1.jpg"] == "test"
     assert t[["real/c.webp", "fake/style-gan/x/y/2.png"]].isna().all()
@@ -124,7 +125,7 @@ def test_not_an_image_folder_dataset(tmp_path):
 def test_compress_decodes_once_and_encodes_alike(tree, tmp_path, cjpeg):
     """Straight from the files to MozJPEG: lossless files reach the encoder with their exact pixels, every image
     (real or fake, PNG or JPEG or WebP) gets the same encoder string, and the table packs into shards."""
-    table = images.scan(tree, log=lambda _m: None).table
+    table = images.scan(tree).table
     table["split"] = "train"
     np.testing.assert_array_equal(images.read_rgb(tree, "real/people/p1/b.png"), PHOTO[::-1])
     out = images.compress_images(table, tree, 77, [], cjpeg, threads=2)

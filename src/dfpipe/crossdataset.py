@@ -12,7 +12,7 @@ test dataset × test quality → AUC and balanced ACC, per model; `plot_matrix` 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -52,15 +52,15 @@ def source_root(entry: Mapping[str, Any], dest: Path) -> Path:
     return Path(entry["root"])
 
 
-def scan_source(entry: Mapping[str, Any], dest: Path, log: Callable[[str], None] = print) -> images.Scan:
+def scan_source(entry: Mapping[str, Any], dest: Path) -> images.Scan:
     """Build the GAN-face set if that is the kind, then scan the image folder (with the set's pair splits)."""
     if entry["kind"] not in KINDS:
         raise ValueError(f"evaluate.test_sources[{entry['name']}]: kind {entry['kind']!r}; allowed {list(KINDS)}")
     root = source_root(entry, dest)
     split_file = None
     if entry["kind"] == "ganfaces":
-        split_file = ganfaces.build(root, entry.get("ganfaces") or {}, log=log)
-    return images.scan(root, split_file=split_file, log=log)
+        split_file = ganfaces.build(root, entry.get("ganfaces") or {})
+    return images.scan(root, split_file=split_file)
 
 
 def write_source_shards(

@@ -20,8 +20,9 @@ right ear, left ear; "right" is the subject's, i.e. the image's left) in frame a
 
 from __future__ import annotations
 
+import logging
 import queue
-from collections.abc import Callable, Generator
+from collections.abc import Generator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from pathlib import Path
@@ -37,6 +38,8 @@ from mediapipe.tasks.python import BaseOptions, vision
 from .frames import UNREADABLE, iter_frames, video_rotation
 from .manifest import relative_text
 from .runlog import native_output_to
+
+logger = logging.getLogger(__name__)
 
 STATUSES = ("ok", "no_face", "face_too_small", "collapsed_keypoints", "poor_alignment", "decode_error", "not_decoded")
 # Sanity limits on a detected face. Measured: upright carphone faces span 0.85-0.97 of the box side with their
@@ -155,7 +158,6 @@ def _crop_video(
     settings: dict,
     detector: vision.FaceDetector,
     threads: int,
-    log: Callable[[str], None],
 ) -> list[dict[str, Any]]:
     base = {
         "key": video.key,
@@ -237,7 +239,7 @@ def _crop_video(
             mask_png=None,
         )
     if damaged:
-        log(
+        logger.info(
             f"{video.key}: {len(damaged)} of {len(indices)} planned frames decoded after a decoder error: "
             f"{relative_text(next(iter(damaged.values())), dataset_root)}"
         )
@@ -249,7 +251,7 @@ def _crop_video(
                 row["reason"] += (
                     f"; the video carries {turn:g}° rotation metadata, which is wrong if its pixels are upright"
                 )
-        log(
+        logger.info(
             f"{video.key}: {len(bad_shape)} of {len(indices)} planned frames have implausible face keypoints"
             + (f" (rotation metadata {turn:g}°)" if turn else "")
         )
@@ -258,9 +260,9 @@ def _crop_video(
     for row in missing:
         row["reason"] = f"frame {row['frame_index']} not decoded: {detail}"
     if missing:
-        log(f"{video.key}: {len(missing)} of {len(indices)} planned frames not decoded: {detail}")
+        logger.info(f"{video.key}: {len(missing)} of {len(indices)} planned frames not decoded: {detail}")
     if mask_errors:
-        log(f"{video.key}: mask {video.mask_path}: {relative_text(mask_errors[-1], dataset_root)}")
+        logger.info(f"{video.key}: mask {video.mask_path}: {relative_text(mask_errors[-1], dataset_root)}")
     return list(rows.values())
 
 
@@ -297,7 +299,6 @@ def crop_batch(
     settings: dict,
     model_path: Path,
     threads: int = 1,
-    log: Callable[[str], None] = print,
 ) -> pd.DataFrame:
     """The faces table of a batch: one row per plan row, in plan order. Each video is decoded in one
     streaming pass (its mask, if any, in a second pass alongside); `threads` videos are worked on at once."""
@@ -311,7 +312,7 @@ def crop_batch(
     # Split the cores between videos in flight and each one's decoder.
     decode_threads = max(1, threads // workers)
     # The detectors' native INFO lines (at creation, first inference and release) go to the job's log.
-    with native_output_to(log), ExitStack() as stack, ThreadPoolExecutor(workers) as pool:
+    with native_output_to(logger.info), ExitStack() as stack, ThreadPoolExecutor(workers) as pool:
         # One detector per worker, reused from video to video (creating one costs ~50 ms).
         idle: queue.SimpleQueue[vision.FaceDetector] = queue.SimpleQueue()
         for _ in range(workers):
@@ -320,7 +321,7 @@ def crop_batch(
         def crop_video(item: tuple[Any, list[int]]) -> list[dict[str, Any]]:
             detector = idle.get()
             try:
-                return _crop_video(item[0], item[1], Path(dataset_root), settings, detector, decode_threads, log)
+                return _crop_video(item[0], item[1], Path(dataset_root), settings, detector, decode_threads)
             finally:
                 idle.put(detector)
 

@@ -20,7 +20,8 @@ inside the class folders: `<identity>/<k>.png`).
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,8 @@ from .io import atomic_path, write_json
 from .landmarks import Landmarker
 from .sources import demo
 
-Log = Callable[[str], None]
+logger = logging.getLogger(__name__)
+
 FORMAT_VERSION = 1
 DEFAULTS: dict[str, Any] = {"identities": 24, "truncations": [0.6, 0.8, 1.0], "size": 256, "margin": 1.3, "seed": 0}
 # Latents are drawn apart from the demo's own (seed 0 there): the demo's Deepfakes paste GAN faces of the same
@@ -95,29 +97,29 @@ def _up_to_date(dest: Path, expected: dict[str, Any]) -> bool:
     )
 
 
-def build(dest: Path, settings: dict[str, Any] | None = None, log: Log = print, gan_cache: Path | None = None) -> Path:
+def build(dest: Path, settings: dict[str, Any] | None = None, gan_cache: Path | None = None) -> Path:
     """Build the set under `dest` (real/, fake/<generator>/, splits.json, sources.json); a no-op when up to date.
     Returns the split file to give `dfpipe.sources.images.scan`."""
     dest = Path(dest)
     cfg = _settings(settings)
     expected = {"format": FORMAT_VERSION, "settings": cfg}
     if _up_to_date(dest, expected):
-        log(f"ganfaces: {dest} is up to date")
+        logger.info(f"ganfaces: {dest} is up to date")
         return dest / "splits.json"
     threads = cv2.getNumThreads()
     cv2.setNumThreads(1)  # deterministic resampling, as the demo build
     try:
-        _build(dest, cfg, expected, log, gan_cache)
+        _build(dest, cfg, expected, gan_cache)
     finally:
         cv2.setNumThreads(threads)
     return dest / "splits.json"
 
 
-def _build(dest: Path, cfg: dict[str, Any], expected: dict[str, Any], log: Log, gan_cache: Path | None) -> None:
+def _build(dest: Path, cfg: dict[str, Any], expected: dict[str, Any], gan_cache: Path | None) -> None:
     n_ids, truncs, size, margin, seed = (cfg[k] for k in ("identities", "truncations", "size", "margin", "seed"))
     per_real = len(truncs)  # as many real images per identity as fakes: balanced classes
     media = {m.name: m for m in assets.demo_media()}
-    candidates = demo.find_candidates(media, log)
+    candidates = demo.find_candidates(media)
     if len(candidates) < n_ids:
         raise ValueError(
             f"ganfaces.identities = {n_ids}, but the bundled media hold only {len(candidates)} usable "
@@ -147,7 +149,7 @@ def _build(dest: Path, cfg: dict[str, Any], expected: dict[str, Any], log: Log, 
                 rel = f"fake/{generator_name(trunc)}/{ident}/0.png"
                 _write_png(dest / rel, crop_face(rgb, points, size, margin))
                 files.append(rel)
-            log(f"ganfaces: {len(faces)} faces at truncation {trunc:g}")
+            logger.info(f"ganfaces: {len(faces)} faces at truncation {trunc:g}")
 
     pairs = [[idents[i], idents[i + 1]] for i in range(0, n_ids, 2)]
     by_split = demo.split_pairs(pairs, seed)
@@ -182,7 +184,7 @@ def _build(dest: Path, cfg: dict[str, Any], expected: dict[str, Any], log: Log, 
             "files": sorted([*files, "splits.json"]),
         },
     )
-    log(f"ganfaces: {len(files)} images ({n_ids * per_real} real, {n_ids * len(truncs)} fake) under {dest}")
+    logger.info(f"ganfaces: {len(files)} images ({n_ids * per_real} real, {n_ids * len(truncs)} fake) under {dest}")
 
 
 def generators(settings: dict[str, Any] | None = None) -> Sequence[str]:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,8 @@ import pandas as pd
 
 from .frames import display_size
 from .layout import ORIGINAL, mask_dir, read_splits, split_of, video_dir
+
+logger = logging.getLogger(__name__)
 
 COLUMNS = [
     "key",
@@ -115,7 +118,6 @@ def build(
     compression: str,
     videos_per_job: int,
     threads: int = 1,
-    log: Callable[[str], None] = print,
 ) -> pd.DataFrame:
     dataset_root = Path(dataset_root)
     owner = read_splits(splits_dir)
@@ -134,10 +136,10 @@ def build(
     df = df.sort_values(["method", "video_id"], kind="stable").reset_index(drop=True)
     df["batch"] = df.groupby("method").cumcount() // videos_per_job
     for row in df[df["status"] != "ok"].itertuples():
-        log(f"unreadable video: {row.error}")
+        logger.warning(f"unreadable video: {row.error}")
     unsplit = df[df["split"].isna()]
     if len(unsplit):
-        log(
+        logger.info(
             f"{len(unsplit)} videos belong to no split in {splits_dir} (kept in the manifest, left out of shards): "
             + ", ".join(unsplit["key"].head(10))
             + (" ..." if len(unsplit) > 10 else "")

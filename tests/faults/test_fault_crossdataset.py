@@ -23,7 +23,7 @@ def _tree(root: Path) -> None:
 
 def _shards(root: Path, out: Path, cjpeg: Path) -> dict:
     entry = {"name": "folder", "kind": "images", "root": str(root)}
-    scan = crossdataset.scan_source(entry, out, log=lambda _m: None)
+    scan = crossdataset.scan_source(entry, out)
     return crossdataset.write_source_shards(scan.table, root, 80, [], cjpeg, out / "q80")
 
 
@@ -33,14 +33,14 @@ def test_corrupt_image_in_a_test_source_is_skipped_and_the_shards_still_written(
     _tree(root)
     (root / "real" / "99.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
     entry = {"name": "folder", "kind": "images", "root": str(root)}
-    scan = crossdataset.scan_source(entry, tmp_path, log=lambda _m: None)
+    scan = crossdataset.scan_source(entry, tmp_path)
     assert [p for p, _ in scan.skipped] == ["real/99.png"]
     index = _shards(root, tmp_path / "a", cjpeg)
     assert index["samples"] == 24 and json.loads((tmp_path / "a/q80/test.counts.json").read_text())["samples"] > 0
     # the fault removed (the file replaced by a real image), the rerun holds it too
     Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(root / "real" / "99.png")
     assert _shards(root, tmp_path / "b", cjpeg)["samples"] == 25  # every split lands in train or test
-    assert crossdataset.scan_source(entry, tmp_path, log=lambda _m: None).skipped == []
+    assert crossdataset.scan_source(entry, tmp_path).skipped == []
 
 
 def test_image_source_without_root_or_layout_names_the_key(tmp_path):

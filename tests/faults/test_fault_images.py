@@ -8,6 +8,7 @@ import json
 import shutil
 
 import pytest
+from logcapture import dfpipe_lines
 from PIL import Image
 from skimage import data
 
@@ -33,8 +34,8 @@ def test_corrupt_image_is_reported_and_skipped(tmp_path):
     root = _tree(tmp_path / "ds")
     whole = (root / "fake/gan/a.jpg").read_bytes()
     (root / "fake/gan/a.jpg").write_bytes(whole[: len(whole) // 2])
-    logged = []
-    result = images.scan(root, log=logged.append)
+    with dfpipe_lines() as logged:
+        result = images.scan(root)
     assert [p for p, _ in result.skipped] == ["fake/gan/a.jpg"]
     assert sorted(result.table["path"]) == ["fake/gan/deep/c.png", "real/a.jpg", "real/sub/b.png"]
     assert any(
@@ -43,7 +44,7 @@ def test_corrupt_image_is_reported_and_skipped(tmp_path):
     images.write_scan(result, tmp_path / "images.parquet", tmp_path / "report.json")
     assert json.loads((tmp_path / "report.json").read_text())["skipped"][0]["path"] == "fake/gan/a.jpg"
     (root / "fake/gan/a.jpg").write_bytes(whole)
-    again = images.scan(root, log=lambda _m: None)
+    again = images.scan(root)
     assert not again.skipped and len(again.table) == 4
     # the repair moves no other image between splits
     before = result.table.set_index("path")["split"]
@@ -56,12 +57,12 @@ def test_split_file_with_an_image_twice(tmp_path):
     split_file = tmp_path / "my_splits.json"
     split_file.write_text(json.dumps({"train": ["a.jpg", "sub/b.png"], "test": ["a.jpg"]}))
     with pytest.raises(ValueError, match=r"my_splits\.json: 'a\.jpg' is listed in both train and test; keep it in one"):
-        images.scan(root, split_file=split_file, log=lambda _m: None)
+        images.scan(root, split_file=split_file)
     split_file.write_text("{not json")
     with pytest.raises(ValueError, match=r"my_splits\.json: not a readable split file"):
-        images.scan(root, split_file=split_file, log=lambda _m: None)
+        images.scan(root, split_file=split_file)
     split_file.write_text(json.dumps({"train": ["a.jpg", "sub/b.png"], "test": ["deep/c.png"]}))
-    table = images.scan(root, split_file=split_file, log=lambda _m: None).table.set_index("path")
+    table = images.scan(root, split_file=split_file).table.set_index("path")
     assert table.loc["fake/gan/a.jpg", "split"] == "train" and table.loc["fake/gan/deep/c.png", "split"] == "test"
 
 
@@ -74,10 +75,10 @@ def test_generator_folders_that_collide(tmp_path):
     with pytest.raises(
         ValueError, match=r"fake/gan_a: generator name 'gan_a' becomes method 'gan_a'.*rename the folder"
     ):
-        images.scan(root, log=lambda _m: None)
+        images.scan(root)
     shutil.rmtree(root / "fake" / "gan_a")
-    assert set(images.scan(root, log=lambda _m: None).table["method"]) == {"original", "gan", "gan_a"}
+    assert set(images.scan(root).table["method"]) == {"original", "gan", "gan_a"}
     (root / "fake" / "original").mkdir()
     Image.fromarray(PHOTO).save(root / "fake" / "original" / "y.png")
     with pytest.raises(ValueError, match="names the real images; rename the folder"):
-        images.scan(root, log=lambda _m: None)
+        images.scan(root)

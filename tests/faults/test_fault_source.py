@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from logcapture import dfpipe_lines
 from test_source_ffpp import (  # noqa: F401  (fixtures: the loopback mirror of real mp4 files)
     ORIG,
     PAIRS,
@@ -124,14 +125,14 @@ GOOD = {"train": [["000", "001"]], "val": [["002", "003"]], "test": [["004", "00
 
 
 def _prepare(tree: Path, splits: Path, out: Path):
-    lines: list[str] = []
     cfg = {
         "source": "local",
         "local": {"root": str(tree)},
         "splits": {"dir": str(splits)},
         "dataset": {"methods": ["Deepfakes"], "compression": "c23"},
     }
-    return sources.prepare(cfg, out, lines.append), lines
+    with dfpipe_lines() as lines:
+        return sources.prepare(cfg, out), lines
 
 
 def _splits(folder: Path, content: dict) -> Path:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from logcapture import dfpipe_lines
 from test_metrics import make_predictions
 
 from dfpipe.config import validate
@@ -53,11 +54,11 @@ def test_demo_file_lost_after_build_is_rebuilt_identically(tmp_path: Path) -> No
     """Demo video deleted after its build: the next build notices (sources.json lists it), rebuilds the same bytes."""
     settings = {"identities": 2, "seconds": 0.5, "fps": 8, "frame_size": 96, "seed": 1}
     root = tmp_path / "demo"
-    demo.build(settings, root, ["FaceSwap"], "c23", log=lambda _: None, gan_cache=tmp_path / "gan")
+    demo.build(settings, root, ["FaceSwap"], "c23", gan_cache=tmp_path / "gan")
     first = {p.relative_to(root): p.read_bytes() for p in root.rglob("*") if p.is_file()}
     lost = next(p for p in root.rglob("FaceSwap/c23/videos/*.mp4"))
     lost.unlink()
-    messages: list[str] = []
-    demo.build(settings, root, ["FaceSwap"], "c23", log=messages.append, gan_cache=tmp_path / "gan")
+    with dfpipe_lines() as messages:
+        demo.build(settings, root, ["FaceSwap"], "c23", gan_cache=tmp_path / "gan")
     assert not any("up to date" in m for m in messages)
     assert {p.relative_to(root): p.read_bytes() for p in root.rglob("*") if p.is_file()} == first

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import encode_clip
+from logcapture import dfpipe_lines
 
 from dfpipe import assets, faces, manifest
 from dfpipe.frames import plan_batch
@@ -72,10 +73,10 @@ def dataset(root: Path, good: Path, faulty: Path | None) -> Path:
 
 def run(root: Path, model: Path, per_video: int = PER_VIDEO) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Manifest, faces table and face summary of the tree, as the manifest and faces rules make them."""
-    logged: list[str] = []
-    m = manifest.build(root, root / "splits", [], "c23", videos_per_job=50, threads=2, log=logged.append)
-    plan = plan_batch(m, per_video, {})
-    table = faces.crop_batch(plan, m, root, SETTINGS, model, threads=2, log=logged.append)
+    with dfpipe_lines() as logged:
+        m = manifest.build(root, root / "splits", [], "c23", videos_per_job=50, threads=2)
+        plan = plan_batch(m, per_video, {})
+        table = faces.crop_batch(plan, m, root, SETTINGS, model, threads=2)
     assert list(zip(table.key, table.frame_index)) == list(zip(plan.key, plan.frame_index)), "nothing dropped"
     for text in [*m.error.dropna(), *table.reason.dropna(), *logged]:
         assert str(root) not in text and "/tmp/" not in text, text  # nothing absolute stored or logged

@@ -1,6 +1,6 @@
 """Registry of video sources. Each source turns config into an FF++-layout dataset root on disk.
 
-A source is a function `prepare(config, output_root, log) -> SourceInfo`; adding a source is one module
+A source is a function `prepare(config, output_root) -> SourceInfo`; adding a source is one module
 plus one line in SOURCES.
 """
 
@@ -11,8 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-Log = Callable[[str], None]
-
 
 @dataclass(frozen=True)
 class SourceInfo:
@@ -21,25 +19,25 @@ class SourceInfo:
     splits_dir: Path
 
 
-def _demo(config: dict[str, Any], output_root: Path, log: Log) -> SourceInfo:
+def _demo(config: dict[str, Any], output_root: Path) -> SourceInfo:
     from . import demo
 
     root = output_root / "sources" / "demo"
-    demo.build(config["demo"], root, config["dataset"]["methods"], config["dataset"]["compression"], log=log)
+    demo.build(config["demo"], root, config["dataset"]["methods"], config["dataset"]["compression"])
     return SourceInfo("demo", root, Path(config["splits"]["dir"] or root / "splits"))
 
 
-def _local(config: dict[str, Any], output_root: Path, log: Log) -> SourceInfo:
+def _local(config: dict[str, Any], output_root: Path) -> SourceInfo:
     from . import local
 
     root = Path(config["local"]["root"]).expanduser()
     local.check_tree(root, config["dataset"]["methods"], config["dataset"]["compression"])
     splits_dir = Path(config["splits"]["dir"] or root / "splits")
-    local.check_splits(root, splits_dir, config["dataset"]["compression"], log)
+    local.check_splits(root, splits_dir, config["dataset"]["compression"])
     return SourceInfo("local", root, splits_dir)
 
 
-def _ffpp(config: dict[str, Any], output_root: Path, log: Log) -> SourceInfo:
+def _ffpp(config: dict[str, Any], output_root: Path) -> SourceInfo:
     from ..layout import read_splits
     from . import ffpp, local
 
@@ -47,17 +45,17 @@ def _ffpp(config: dict[str, Any], output_root: Path, log: Log) -> SourceInfo:
     root = output_root / "downloads" / "ffpp"
     splits_dir = Path(config["splits"]["dir"] or root / "splits")
     read_splits(splits_dir)  # a bad split file stops the run before hours of downloading, not after
-    ffpp.download(config["ffpp"], root, config["dataset"]["methods"], config["dataset"]["compression"], log=log)
-    local.check_splits(root, splits_dir, config["dataset"]["compression"], log)
+    ffpp.download(config["ffpp"], root, config["dataset"]["methods"], config["dataset"]["compression"])
+    local.check_splits(root, splits_dir, config["dataset"]["compression"])
     return SourceInfo("ffpp", root, splits_dir)
 
 
-SOURCES: dict[str, Callable[[dict[str, Any], Path, Log], SourceInfo]] = {
+SOURCES: dict[str, Callable[[dict[str, Any], Path], SourceInfo]] = {
     "demo": _demo,
     "local": _local,
     "ffpp": _ffpp,
 }
 
 
-def prepare(config: dict[str, Any], output_root: Path, log: Log = print) -> SourceInfo:
-    return SOURCES[config["source"]](config, Path(output_root), log)
+def prepare(config: dict[str, Any], output_root: Path) -> SourceInfo:
+    return SOURCES[config["source"]](config, Path(output_root))

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import subprocess
 from collections.abc import Callable, Iterator, Sequence
@@ -35,6 +36,8 @@ from ..io import atomic_path, write_json
 from ..landmarks import Landmarker, face_size, find_faces, smooth_track
 from ..layout import ORIGINAL, SPLITS, mask_dir, video_dir, write_splits
 from ..manipulations import MANIPULATIONS, delaunay
+
+logger = logging.getLogger(__name__)
 
 DEFAULTS: dict[str, Any] = schema_defaults("demo")  # the config schema owns them
 FACE_FRACTION = 0.42  # face side / frame side in every clip (room for the ×1.3 crops the faces stage takes)
@@ -141,7 +144,7 @@ class Candidate:
     box: tuple[float, float, float, float]  # face box in the media's pixels
 
 
-def find_candidates(media: dict[str, assets.MediaFile], log: Callable[[str], None]) -> list[Candidate]:
+def find_candidates(media: dict[str, assets.MediaFile]) -> list[Candidate]:
     """Every usable real face of the media, the video first and then by face size (best quality first)."""
     found: list[Candidate] = []
     with Landmarker() as lm:
@@ -157,7 +160,7 @@ def find_candidates(media: dict[str, assets.MediaFile], log: Callable[[str], Non
                 if lm.detect_in_box(rgb, box) is not None:
                     found.append(Candidate(name, tuple(round(v, 1) for v in box)))
     found.sort(key=lambda c: (-min(c.box[2], c.box[3]), c.media, c.box))
-    log(f"demo: {len(found) + 1} usable real faces in {len(media)} media files")
+    logger.info(f"demo: {len(found) + 1} usable real faces in {len(media)} media files")
     return [Candidate(VIDEO, (0.0, 0.0, 0.0, 0.0)), *found]
 
 
@@ -388,7 +391,6 @@ def build(
     dest: Path,
     methods: Sequence[str],
     compression: str = "c23",
-    log: Callable[[str], None] = print,
     gan_cache: Path | None = None,
 ) -> None:
     """Build the demo dataset under `dest` (FF++ layout, splits/, sources.json); a no-op when already built.
@@ -401,12 +403,12 @@ def build(
         raise ValueError(f"demo: unknown methods {unknown}; known: {sorted(MANIPULATIONS)}")
     expected = {"format": FORMAT_VERSION, "settings": cfg, "methods": sorted(methods), "compression": compression}
     if _up_to_date(dest, expected):
-        log(f"demo: {dest} is up to date")
+        logger.info(f"demo: {dest} is up to date")
         return
     threads = cv2.getNumThreads()
     cv2.setNumThreads(1)  # see the module docstring; restored after
     try:
-        _build(cfg, dest, methods, compression, expected, log, gan_cache)
+        _build(cfg, dest, methods, compression, expected, gan_cache)
     finally:
         cv2.setNumThreads(threads)
 
@@ -417,12 +419,11 @@ def _build(
     methods: Sequence[str],
     compression: str,
     expected: dict[str, Any],
-    log: Callable[[str], None],
     gan_cache: Path | None,
 ) -> None:
     n, size, fps, seed = int(round(cfg["seconds"] * cfg["fps"])), cfg["frame_size"], cfg["fps"], cfg["seed"]
     media = {m.name: m for m in assets.demo_media()}
-    candidates = find_candidates(media, log)
+    candidates = find_candidates(media)
     if len(candidates) < cfg["identities"]:
         raise ValueError(
             f"demo.identities = {cfg['identities']}, but the bundled media hold only "
@@ -444,7 +445,7 @@ def _build(
                 clips[ident] = photo_clip(ident, _read_rgb(media[cand.media].path), cand.box, lm, n, fps, size, rng)
         cache = gan_cache if gan_cache is not None else assets.tools_dir() / "cache" / "demo-gan"
         gans = gan_faces(idents, seed, lm, cache) if "Deepfakes" in methods else {}
-    log(f"demo: {len(clips)} identities ready, {n} frames each at {size}²")
+    logger.info(f"demo: {len(clips)} identities ready, {n} frames each at {size}²")
 
     pairs = [[idents[i], idents[i + 1]] for i in range(0, len(idents), 2)]
     jobs: list[tuple] = [
@@ -476,7 +477,7 @@ def _build(
         for k, written in enumerate(pool.map(_run, jobs), 1):
             files.extend(written)
             if k % 20 == 0 or k == len(jobs):
-                log(f"demo: {k}/{len(jobs)} videos written")
+                logger.info(f"demo: {k}/{len(jobs)} videos written")
 
     by_split = split_pairs(pairs, seed)
     write_splits(dest / "splits", by_split)
@@ -504,4 +505,4 @@ def _build(
             "files": sorted(files),
         },
     )
-    log(f"demo: built {len(jobs)} videos under {dest}")
+    logger.info(f"demo: built {len(jobs)} videos under {dest}")

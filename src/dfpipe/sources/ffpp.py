@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import logging
 import os
 import re
 import ssl
@@ -32,6 +33,8 @@ from urllib.request import Request, urlopen
 from ..io import write_json
 from ..layout import METHODS, ORIGINAL, SAFE_ID, mask_dir, video_dir
 
+logger = logging.getLogger(__name__)
+
 SERVERS = {
     "EU2": "http://kaldir.vc.in.tum.de/faceforensics/",
     "CA": "http://falas.cmpt.sfu.ca:8100/",
@@ -44,8 +47,6 @@ TOS_URL = SERVERS["EU2"] + "webpage/FaceForensics_TOS.pdf"
 USER_AGENT = "dfpipe-ffpp/1"
 CHUNK = 1 << 16
 MAX_DELAY_S = 60.0
-
-Log = Callable[[str], None]
 
 
 class DownloadError(RuntimeError):
@@ -255,7 +256,6 @@ def fetch(
     retries: int,
     timeout_s: float,
     backoff_s: float,
-    log: Log,
     verify: Callable[[Path], str | None] | None = None,
 ) -> None:
     """Download `url` to `path` via `<path>.part`, resuming and retrying; `path` appears only when complete.
@@ -270,7 +270,7 @@ def fetch(
     while True:
         before = part.stat().st_size if part.exists() else 0
         if before:
-            log(f"ffpp: resuming {path.name} at byte {before}")
+            logger.info(f"ffpp: resuming {path.name} at byte {before}")
         try:
             _attempt(url, part, timeout_s)
             problem = verify(part) if verify else None
@@ -290,7 +290,7 @@ def fetch(
             # One that did not grow is all the server has, so start again from byte 0.
             if not grew:
                 part.unlink()
-            log(
+            logger.info(
                 f"ffpp: {path.name}: {size} bytes fail verification ({exc}); "
                 f"fetching {'the rest' if grew else 'it again'}"
             )
@@ -306,7 +306,7 @@ def fetch(
                     [(str(path), url, str(exc))],
                 ) from exc
             delay = min(backoff_s * 2 ** max(failures - 1, 0), MAX_DELAY_S)
-            log(f"ffpp: {path.name}: {exc}; retrying in {delay:.2g} s")
+            logger.warning(f"ffpp: {path.name}: {exc}; retrying in {delay:.2g} s")
             time.sleep(delay)
             continue
         except _Untrusted as exc:
@@ -320,15 +320,13 @@ def fetch(
         return
 
 
-def _load_filelist(
-    base: str, dest: Path, retries: int, timeout_s: float, backoff_s: float, log: Log
-) -> list[tuple[str, str]]:
+def _load_filelist(base: str, dest: Path, retries: int, timeout_s: float, backoff_s: float) -> list[tuple[str, str]]:
     """The pairs of misc/filelist.json, fetched once and kept under `dest` (so reruns need no request)."""
     path = dest / FILELIST
     url = base + FILELIST
     if not path.is_file():
         try:
-            fetch(url, path, retries, timeout_s, backoff_s, log)
+            fetch(url, path, retries, timeout_s, backoff_s)
         except RefusedError as exc:
             raise DownloadError(
                 f"{url}: {exc}; the file list is missing — check ffpp.server / ffpp.base_url",
@@ -347,7 +345,6 @@ def download(
     dest: Path,
     methods: Sequence[str],
     compression: str,
-    log: Log = print,
     *,
     backoff_s: float = 1.0,
 ) -> list[Path]:
@@ -372,9 +369,9 @@ def download(
     base = base_url(settings)
     retries, timeout_s = settings.get("retries", 5), settings.get("timeout_s", 60)
 
-    pairs = _load_filelist(base, dest, retries, timeout_s, backoff_s, log)
+    pairs = _load_filelist(base, dest, retries, timeout_s, backoff_s)
     items = plan(pairs, base, methods, compression, settings.get("masks", False), settings.get("num_videos"))
-    log(f"ffpp: {len(items)} files from {base} into {dest}")
+    logger.info(f"ffpp: {len(items)} files from {base} into {dest}")
     verified = _Verified(dest / VERIFIED)
     done: list[Path] = []
     failures: list[tuple[str, str, str]] = []
@@ -389,12 +386,12 @@ def download(
                     verified.add(item.rel, path)
                     done.append(Path(item.rel))
                     continue
-                log(f"ffpp: [{i}/{len(items)}] {item.rel} on disk is incomplete ({problem}); fetching it again")
+                logger.info(f"ffpp: [{i}/{len(items)}] {item.rel} on disk is incomplete ({problem}); fetching it again")
                 path.unlink()
             try:
-                fetch(item.url, path, retries, timeout_s, backoff_s, log, verify=verify_video)
+                fetch(item.url, path, retries, timeout_s, backoff_s, verify=verify_video)
             except (RefusedError, IncompleteError) as exc:
-                log(f"ffpp: [{i}/{len(items)}] MISSING {item.rel}: {exc} ({item.url})")
+                logger.warning(f"ffpp: [{i}/{len(items)}] MISSING {item.rel}: {exc} ({item.url})")
                 failures.append((item.rel, item.url, str(exc)))
                 continue
             except DownloadError as exc:
@@ -405,10 +402,10 @@ def download(
             verified.add(item.rel, path)
             fetched += 1
             done.append(Path(item.rel))
-            log(f"ffpp: [{i}/{len(items)}] {item.rel} ({path.stat().st_size} bytes, verified)")
+            logger.info(f"ffpp: [{i}/{len(items)}] {item.rel} ({path.stat().st_size} bytes, verified)")
     finally:
         verified.save()
-    log(f"ffpp: {fetched} downloaded, {len(done) - fetched} already present, {len(failures)} missing")
+    logger.info(f"ffpp: {fetched} downloaded, {len(done) - fetched} already present, {len(failures)} missing")
     if failures:
         lines = "\n".join(f"  {rel}: {reason} ({url})" for rel, url, reason in failures)
         raise DownloadError(

@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +35,8 @@ from PIL import Image
 from ..compress import JPEG_COLUMNS, decode_rgb, encode, encoder_id
 from ..io import write_json, write_parquet
 
-Log = Callable[[str], None]
+logger = logging.getLogger(__name__)
+
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 REAL, FAKE = "real", "fake"
 ORIGINAL = "original"
@@ -226,9 +228,7 @@ def _inspect(path: Path) -> tuple[str, float, int, int]:
         return fmt, jpeg_quality(qtables) if qtables else float("nan"), im.width, im.height
 
 
-def scan(
-    root: Path, *, split_file: Path | None = None, fractions: Mapping[str, float] = DEFAULT_FRACTIONS, log: Log = print
-) -> Scan:
+def scan(root: Path, *, split_file: Path | None = None, fractions: Mapping[str, float] = DEFAULT_FRACTIONS) -> Scan:
     """Every image under `root`/real and `root`/fake/<generator> (see the module docstring), sorted by path."""
     root = Path(root)
     if not (root / REAL).is_dir() and not (root / FAKE).is_dir():
@@ -248,11 +248,11 @@ def scan(
             continue  # hidden files and folders (.DS_Store, .git) are nobody's data
         if where is None:
             ignored.append(rel.as_posix())
-            log(f"images: ignored {rel.as_posix()} (outside real/ and fake/<generator>/)")
+            logger.info(f"images: ignored {rel.as_posix()} (outside real/ and fake/<generator>/)")
             continue
         if path.suffix.lower() not in IMAGE_SUFFIXES:
             ignored.append(rel.as_posix())
-            log(f"images: ignored {rel.as_posix()} (not a {'/'.join(IMAGE_SUFFIXES)} file)")
+            logger.info(f"images: ignored {rel.as_posix()} (not a {'/'.join(IMAGE_SUFFIXES)} file)")
             continue
         generator, kind, inner = where
         method = ORIGINAL if kind == REAL else safe_name(generator)
@@ -267,7 +267,9 @@ def scan(
         except Exception as exn:  # PIL raises many types for damaged files (OSError, SyntaxError, ValueError...)
             reason = f"{type(exn).__name__}: {exn}"
             skipped.append((rel.as_posix(), reason))
-            log(f"images: skipped {rel.as_posix()}: not a readable image ({reason}); replace or delete the file")
+            logger.warning(
+                f"images: skipped {rel.as_posix()}: not a readable image ({reason}); replace or delete the file"
+            )
             continue
         name = inner.as_posix()
         if listed is not None:
@@ -294,10 +296,10 @@ def scan(
     if listed is not None:
         unused = (table["split"].isna()).sum()
         if unused:
-            log(
+            logger.info(
                 f"images: {unused} images are in no split of {Path(split_file).name}: kept in the table, not in the shards"
             )
-    log(
+    logger.info(
         f"images: {len(table)} images ({(table['label'] == 0).sum()} real, {(table['label'] == 1).sum()} fake "
         f"from {table.loc[table['label'] == 1, 'method'].nunique()} generators), {len(skipped)} unreadable, "
         f"{len(ignored)} other files ignored"

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 from ..layout import ORIGINAL, read_splits, video_dir
+
+logger = logging.getLogger(__name__)
 
 
 def check_tree(root: Path, methods: Sequence[str], compression: str) -> None:
@@ -25,7 +28,7 @@ def check_tree(root: Path, methods: Sequence[str], compression: str) -> None:
         )
 
 
-def check_splits(root: Path, splits_dir: Path, compression: str, log: Callable[[str], None]) -> None:
+def check_splits(root: Path, splits_dir: Path, compression: str) -> None:
     """Read the split files before any video is probed, and compare their ids with the tree's originals.
 
     Ids without a video are only logged (a partial download, `ffpp.num_videos`); split files that name none
@@ -40,7 +43,7 @@ def check_splits(root: Path, splits_dir: Path, compression: str, log: Callable[[
         )
     unknown = sorted(set(owner) - have)
     if unknown:
-        log(
+        logger.info(
             f"splits: {len(unknown)} ids in {splits_dir} have no original video in the dataset (ignored): "
             + ", ".join(unknown[:10])
             + (" ..." if len(unknown) > 10 else "")
