@@ -5,7 +5,7 @@ import torch
 
 from dfpipe import experiments, gpus, runlog
 
-log = runlog.to_file(snakemake.log[0])
+runlog.to_file(snakemake.log[0])  # train and experiments log through their module loggers
 # torch takes every core of the host by default: with Snakemake running jobs side by side that oversubscribes
 # the cores; the rule's `threads` is this job's share
 torch.set_num_threads(snakemake.threads)
@@ -21,4 +21,4 @@ job = {
     "out_dir": str(Path(snakemake.output.best).parent),
     "device": p.device,
 }
-experiments.launch(job, p.gpus, log=log)
+experiments.launch(job, p.gpus)

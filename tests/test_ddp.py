@@ -61,7 +61,7 @@ out = Path(args["out"])
 out.mkdir(parents=True, exist_ok=True)
 torch.save(model.state_dict(), out / f"initial-{args['tag']}.pt")
 train(model, [Path(p) for p in args["train"]], [Path(p) for p in args["val"]], out, args["settings"],
-      device="cpu", log=lambda _: None)
+      device="cpu")
 '''
 
 B = 2  # per rank; the single process gets 2 * B

@@ -47,7 +47,6 @@ def trained(tmp_path_factory):
         root / "data" / "models" / "meso_small" / "q77-all",
         {"epochs": 1, "batch_size": 4, "max_steps_per_epoch": 2, "num_workers": 0},
         device="cpu",
-        log=lambda _: None,
         spec={"name": "meso_small", "model": "meso4", "input_size": SIZE},
     )
     assert best.is_file()
@@ -312,7 +311,6 @@ def test_ela_in_a_detector_spec_reaches_training_evaluation_and_predict(tmp_path
         tmp_path / "run",
         {"epochs": 1, "batch_size": 4, "max_steps_per_epoch": 1, "num_workers": 0},
         device="cpu",
-        log=lambda _: None,
         spec=spec,
     )
     assert seen == [(True, ELA())] and eval_stream(detector, shards).ela == ELA()

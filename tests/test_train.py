@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from logcapture import dfpipe_lines
 from sklearn.metrics import roc_auc_score
 from test_loader import make_shards, videos
 from torch import nn
@@ -80,7 +81,7 @@ def shards(tmp_path_factory) -> tuple[list[Path], list[Path]]:
 def reference(shards, tmp_path_factory) -> Path:
     """An uninterrupted run."""
     out = tmp_path_factory.mktemp("reference")
-    train(fresh(), *shards, out, SETTINGS, device="cpu", log=lambda _: None)
+    train(fresh(), *shards, out, SETTINGS, device="cpu")
     return out
 
 
@@ -103,7 +104,6 @@ def test_loss_decreases_on_an_easy_task(shards, tmp_path) -> None:
         tmp_path,
         {**SETTINGS, "epochs": 5, "max_steps_per_epoch": None},
         device="cpu",
-        log=lambda _: None,
     )
     losses = [json.loads(ln)["loss"] for ln in (tmp_path / "train_log.jsonl").read_text().splitlines()]
     assert len(losses) == 5 * 4  # 2 × 9 samples / 4 per batch = 4 steps per epoch
@@ -140,10 +140,10 @@ def test_killed_run_resumes_to_the_same_weights(shards, reference, tmp_path, kil
     # checkpoints at steps 2 and 4 and at each epoch end (step 3, 6): step 3 dies before its epoch-end
     # checkpoint and validation, step 5 in the middle of the second epoch
     with pytest.raises(Killed):
-        train(fresh(), *shards, tmp_path, SETTINGS, device="cpu", log=lambda _: None, on_step=kill_after(kill_at))
+        train(fresh(), *shards, tmp_path, SETTINGS, device="cpu", on_step=kill_after(kill_at))
     assert torch.load(tmp_path / "last.pt", weights_only=False)["step"] == kill_at - 1
-    messages: list[str] = []
-    train(fresh(), *shards, tmp_path, SETTINGS, device="cpu", log=messages.append)
+    with dfpipe_lines() as messages:
+        train(fresh(), *shards, tmp_path, SETTINGS, device="cpu")
     assert "resuming" in messages[0]
     ours, theirs = (torch.load(d / "last.pt", weights_only=False) for d in (tmp_path, reference))
     for key, value in theirs["model"].items():
@@ -175,7 +175,7 @@ def uneven(shards, tmp_path_factory) -> tuple[Path, list[Path]]:
     root = tmp_path_factory.mktemp("uneven")
     val = make_shards(root / "shards", "val", videos(3, 3, offset=100), frames=4, n_shards=1, first=100, noise=True)
     out = root / "model"
-    train(fresh(), shards[0], val, out, {**SETTINGS, "epochs": 3, "lr": 0.2}, device="cpu", log=lambda _: None)
+    train(fresh(), shards[0], val, out, {**SETTINGS, "epochs": 3, "lr": 0.2}, device="cpu")
     return out, val
 
 
@@ -222,7 +222,7 @@ def test_step_log_has_every_step(reference) -> None:
 
 def test_rerun_of_a_finished_run_changes_nothing(shards, reference) -> None:
     before = (reference / "best.pt").stat().st_mtime_ns
-    assert train(fresh(), *shards, reference, SETTINGS, device="cpu", log=lambda _: None) == reference / "best.pt"
+    assert train(fresh(), *shards, reference, SETTINGS, device="cpu") == reference / "best.pt"
     assert (reference / "best.pt").stat().st_mtime_ns == before
 
 
@@ -238,11 +238,11 @@ def test_resume_point_of_other_settings_starts_afresh(shards, reference, tmp_pat
     """A finished last.pt of other settings neither blocks nor leaks into a run: it starts afresh and says so."""
     out = tmp_path / "out"
     shutil.copytree(reference, out)
-    messages: list[str] = []
     settings = {**SETTINGS, "lr": 0.1}
-    train(fresh(), *shards, out, settings, device="cpu", log=messages.append)
+    with dfpipe_lines() as messages:
+        train(fresh(), *shards, out, settings, device="cpu")
     assert "last.pt: trained on other settings than this run: starting afresh" in messages[0]
-    train(fresh(), *shards, tmp_path / "clean", settings, device="cpu", log=lambda _: None)
+    train(fresh(), *shards, tmp_path / "clean", settings, device="cpu")
     assert same_weights(weights_of(out / "last.pt"), weights_of(tmp_path / "clean" / "last.pt"))
     assert same_weights(weights_of(out / "best.pt"), weights_of(tmp_path / "clean" / "best.pt"))
     assert len((out / "train_log.jsonl").read_text().splitlines()) == 6
@@ -259,10 +259,10 @@ def test_finished_run_on_rebuilt_shards_retrains(shards, reference, tmp_path) ->
         make_shards(root, "train", videos(3, 3), frames=2),
         make_shards(root, "val", videos(2, 2, offset=100), frames=2, n_shards=1, first=100),
     )
-    messages: list[str] = []
-    assert train(fresh(), *rebuilt, out, SETTINGS, device="cpu", log=messages.append).is_file()
+    with dfpipe_lines() as messages:
+        assert train(fresh(), *rebuilt, out, SETTINGS, device="cpu").is_file()
     assert "trained on other shards than this run: starting afresh" in messages[0]
-    train(fresh(), *rebuilt, tmp_path / "clean", SETTINGS, device="cpu", log=lambda _: None)
+    train(fresh(), *rebuilt, tmp_path / "clean", SETTINGS, device="cpu")
     assert same_weights(weights_of(out / "best.pt"), weights_of(tmp_path / "clean" / "best.pt"))
     assert json.loads((out / "summary.json").read_text())["steps"] == 2 * 3
 
@@ -274,9 +274,9 @@ def test_finished_run_writes_a_missing_best_checkpoint(shards, reference, tmp_pa
     shutil.copytree(reference, out)
     (out / "best.pt").unlink()
     log_before = (out / "train_log.jsonl").read_text()
-    messages: list[str] = []
     steps: list[dict] = []
-    train(fresh(), *shards, out, SETTINGS, device="cpu", log=messages.append, on_step=steps.append)
+    with dfpipe_lines() as messages:
+        train(fresh(), *shards, out, SETTINGS, device="cpu", on_step=steps.append)
     assert steps == [] and (out / "train_log.jsonl").read_text() == log_before
     assert "resuming at epoch 3" in messages[0] and "best.pt: written from the finished run" in messages[1]
     ours, theirs = (torch.load(d / "best.pt", weights_only=True) for d in (out, reference))
@@ -293,14 +293,11 @@ def test_detector_spec_is_part_of_the_resume_point(shards, tmp_path) -> None:
             tmp_path,
             SETTINGS,
             device="cpu",
-            log=lambda _: None,
             on_step=kill_after(3),
             spec={"name": "tiny", "dropout": 0.2},
         )
-    messages: list[str] = []
-    train(
-        fresh(), *shards, tmp_path, SETTINGS, device="cpu", log=messages.append, spec={"name": "tiny", "dropout": 0.3}
-    )
+    with dfpipe_lines() as messages:
+        train(fresh(), *shards, tmp_path, SETTINGS, device="cpu", spec={"name": "tiny", "dropout": 0.3})
     assert "trained on another detector spec than this run: starting afresh" in messages[0]
 
 
@@ -361,7 +358,7 @@ def test_config_settings_reach_the_trainer(shards, tmp_path) -> None:
         "train": [str(p) for p in shards[0]],
         "val": [str(p) for p in shards[1]],
     }
-    train_job(job, log=lambda _: None)
+    train_job(job)
     ckpt = torch.load(tmp_path / "last.pt", weights_only=True)
     group = ckpt["optimizer"]["param_groups"][0]
     assert group["momentum"] == 0.8 and "betas" not in group  # SGD, not Adam
@@ -398,7 +395,7 @@ def test_per_detector_batch_size_and_lr_are_training_settings(shards, tmp_path) 
         "train": [str(p) for p in shards[0]],
         "val": [str(p) for p in shards[1]],
     }
-    best = train_job(job, log=lambda _: None)
+    best = train_job(job)
     assert json.loads((tmp_path / "summary.json").read_text())["settings"]["batch_size"] == 2
     assert json.loads((tmp_path / "train_log.jsonl").read_text().splitlines()[0])["lr"] == 0.03
     detector = build_detector({**spec, "pretrained": str(best)})  # as scripts/predict.py builds it
@@ -429,7 +426,7 @@ def test_a_job_gives_the_same_weights_in_any_process(shards, tmp_path) -> None:
     weights = []
     for run in range(2):
         torch.manual_seed(run)
-        best = train_job({**job, "out_dir": str(tmp_path / f"run{run}")}, log=lambda _: None)
+        best = train_job({**job, "out_dir": str(tmp_path / f"run{run}")})
         weights.append(torch.load(best, weights_only=False)["model"])
     assert weights[0].keys() == weights[1].keys()
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
@@ -451,7 +448,7 @@ def test_frames_per_method_thins_the_training_split_only(shards, tmp_path, monke
     monkeypatch.setattr(dfpipe.train, "ShardStream", Recording)
     monkeypatch.setattr(dfpipe.evaluate, "ShardStream", Recording)
     settings = {**SETTINGS, "epochs": 1, "max_steps_per_epoch": 1, "frames_per_method": {"Deepfakes": 1}}
-    train(fresh(), *shards, tmp_path, settings, device="cpu", log=lambda _: None)
+    train(fresh(), *shards, tmp_path, settings, device="cpu")
     fakes = {s.train: sum(e.key.startswith("Deepfakes") for e in s.entries) for s in made}
     assert fakes == {True: 3, False: 4}  # 3 videos × 1 frame; val: 2 videos × 2 frames
     assert json.loads((tmp_path / "summary.json").read_text())["settings"]["frames_per_method"] == {"Deepfakes": 1}

@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import subprocess
 import sys
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .layout import METHODS
+
+logger = logging.getLogger(__name__)
 
 ALL = "all"
 # config["train"] keys that are training settings (the rest describe the grid or the hardware)
@@ -115,7 +117,7 @@ def build_detector(spec: dict[str, Any]):
     return detector
 
 
-def train_job(job: dict[str, Any], log: Callable[[str], Any] = print) -> Path:
+def train_job(job: dict[str, Any]) -> Path:
     """Train the model a job describes (keys: spec, settings, methods, train, val, out_dir, device)."""
     from .train import resolve_settings, seed_everything, train
 
@@ -133,15 +135,14 @@ def train_job(job: dict[str, Any], log: Callable[[str], Any] = print) -> Path:
         Path(job["out_dir"]),
         settings,
         device=job["device"],
-        log=log,
         spec=job["spec"],
     )
 
 
-def launch(job: dict[str, Any], gpus: int, log: Callable[[str], Any] = print) -> Path:
+def launch(job: dict[str, Any], gpus: int) -> Path:
     """Run `train_job` here, or under torchrun with one process per GPU (DDP) when gpus > 1."""
     if gpus <= 1:
-        return train_job(job, log)
+        return train_job(job)
     out_dir = Path(job["out_dir"])
     out_dir.mkdir(parents=True, exist_ok=True)
     job_file = out_dir / "job.json"
@@ -156,7 +157,7 @@ def launch(job: dict[str, Any], gpus: int, log: Callable[[str], Any] = print) ->
         "train",
         str(job_file),
     ]
-    log("launching: " + " ".join(cmd))
+    logger.info("launching: " + " ".join(cmd))
     subprocess.run(cmd, check=True, env=os.environ.copy())
     return out_dir / "best.pt"
 
@@ -166,6 +167,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("command", choices=["train"])
     parser.add_argument("job", type=Path, help="job.json written by launch()")
     args = parser.parse_args(argv)
+    # A torchrun worker has no job log of its own: its rank 0's lines go to stdout, as the launcher's do.
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
     train_job(json.loads(args.job.read_text()))
 
 

@@ -313,7 +313,6 @@ def crop_faces(
     frames_per_video: int,
     faces: dict[str, Any],
     threads: int = 1,
-    log: Callable[[str], None] = lambda _: None,
 ) -> pd.DataFrame:
     """The faces stage's table for one file: its planned frames (`frames.sample_indices`), decoded in one
     pass and cropped by `faces.crop_batch` (status, reason and the lossless crop per frame)."""
@@ -347,7 +346,6 @@ def crop_faces(
         {**faces, "min_faces_per_video": 0},
         assets.face_detector_model(),
         threads=threads,
-        log=log,
     )
 
 
@@ -359,7 +357,6 @@ def predict_file(
     cjpeg: Path | None = None,
     keep_inputs: bool = False,
     threads: int = 1,
-    log: Callable[[str], None] = lambda _: None,
 ) -> FileResult:
     """Score one file (never raises for a bad file: the result's status and reason say what went wrong)."""
     from .compress import decode_rgb
@@ -375,7 +372,7 @@ def predict_file(
         )
         return FileResult(name, "unknown", frames, np.nan, "", "unreadable", reason)
     try:
-        table = crop_faces(path, kind, n_frames, frames_per_video, model.faces, threads, log)
+        table = crop_faces(path, kind, n_frames, frames_per_video, model.faces, threads)
         ok = table[table["status"] == "ok"]
         inputs = [
             prepare(decode_rgb(png, f"{name} frame {i}"), model, quality, cjpeg, f"{name} frame {i}")

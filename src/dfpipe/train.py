@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import pickle
 import random
@@ -46,6 +47,8 @@ from .experiments import SETTING_KEYS
 from .io import atomic_path, write_json
 from .loader import Augment, ShardStream, make_loader, normalize
 from .weights import code_in_pickle
+
+logger = logging.getLogger(__name__)
 
 # The config's training settings take their defaults from config.schema.yaml's train section (DeepfakeBench's
 # EfficientNet-B4 recipe: Adam lr 2e-4, wd 5e-4, 10 epochs, seed 1024); the settings below them are set per job
@@ -206,13 +209,12 @@ class CheckpointSaver:
         settings: dict[str, Any],
         detector: nn.Module,
         is_main: bool,
-        log: Callable[[str], Any],
         spec: dict[str, Any] | None = None,
     ) -> None:
         self.last, self.best = out_dir / "last.pt", out_dir / "best.pt"
         self.spec = spec  # saved in best.pt: predict and export rebuild the model (and its ELA) from it alone
         self.fingerprint, self.settings, self.detector = fingerprint, settings, detector
-        self.is_main, self.log = is_main, log
+        self.is_main = is_main
         self.best_model: dict[str, torch.Tensor] | None = None
         self.best_meta: dict[str, Any] | None = None
 
@@ -227,7 +229,7 @@ class CheckpointSaver:
         if differ:
             if self.is_main:
                 what = {"data": "other shards", "settings": "other settings", "detector": "another detector spec"}
-                self.log(
+                logger.info(
                     f"{self.last}: trained on {', '.join(what[k] for k in differ)} than this run: starting "
                     f"afresh (the old resume point is replaced at the first checkpoint)"
                 )
@@ -284,7 +286,7 @@ class CheckpointSaver:
                     return
             except ValueError:
                 pass
-        self.log(f"{self.best}: written from the finished run's {self.last}")
+        logger.info(f"{self.best}: written from the finished run's {self.last}")
         self._write_best()
 
     def _write_best(self) -> None:
@@ -461,7 +463,6 @@ def train(
     out_dir: Path,
     settings: dict[str, Any],
     device: str = "auto",
-    log: Callable[[str], Any] = print,
     on_step: Callable[[dict[str, Any]], Any] | None = None,
     spec: dict[str, Any] | None = None,
 ) -> Path:
@@ -519,7 +520,7 @@ def train(
         "settings": _digest(kept),
         "detector": detector_fingerprint(detector, spec),
     }
-    saver = CheckpointSaver(out_dir, fingerprint, s, detector, is_main, log, spec)
+    saver = CheckpointSaver(out_dir, fingerprint, s, detector, is_main, spec)
     ckpt = saver.resume_point()
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
@@ -529,7 +530,7 @@ def train(
         set_rng_state(ckpt["rng"])
         state = {k: ckpt[k] for k in STATE_KEYS}
         if is_main:
-            log(
+            logger.info(
                 f"{saver.last}: resuming at epoch {state['epoch'] + 1}, batch {state['position']}, step {state['step']}"
             )
 
@@ -565,14 +566,14 @@ def train(
             )
             if is_main and "first_step" in startup and not startup_logged:
                 startup_logged = True
-                log(
+                logger.info(
                     f"start-up: shards indexed at {startup['index']:.1f} s, first batch at "
                     f"{startup['first_batch']:.1f} s, first step done at {startup['first_step']:.1f} s"
                 )
             if is_main:
                 auc = validate(model, val_stream, dev, s["num_workers"], amp)
                 saver.update_best(state, auc, epoch + 1, model)
-                log(
+                logger.info(
                     f"epoch {epoch + 1}/{s['epochs']}: val AUC {auc:.4f} "
                     f"(best {state['best_val_auc']:.4f}, epoch {state['best_epoch']})"
                 )

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from logcapture import dfpipe_lines
 from test_loader import make_shards, videos
 from test_train import SETTINGS, fresh, same_weights, weights_of
 
@@ -54,12 +55,12 @@ def test_pickle_payload_as_last_pt(shards, tmp_path) -> None:
         match=r"model/last.pt: refused: not a plain checkpoint \(loading it would import "
         r"and run .*open\); delete it",
     ):
-        train(fresh(), *shards, out, SETTINGS, device="cpu", log=lambda _: None)
+        train(fresh(), *shards, out, SETTINGS, device="cpu")
     assert not marker.exists()
     assert not (out / "best.pt").exists()
     (out / "last.pt").unlink()
-    train(fresh(), *shards, out, SETTINGS, device="cpu", log=lambda _: None)
-    train(fresh(), *shards, tmp_path / "clean", SETTINGS, device="cpu", log=lambda _: None)
+    train(fresh(), *shards, out, SETTINGS, device="cpu")
+    train(fresh(), *shards, tmp_path / "clean", SETTINGS, device="cpu")
     assert same_weights(weights_of(out / "best.pt"), weights_of(tmp_path / "clean" / "best.pt"))
 
 
@@ -89,13 +90,13 @@ def test_pickle_payload_as_best_pt_in_predict(tmp_path) -> None:
 def test_truncated_last_pt(shards, tmp_path) -> None:
     """Truncated last.pt: named as unreadable with the fix (delete it); the rerun after deleting it completes."""
     out = tmp_path / "model"
-    train(fresh(), *shards, out, {**SETTINGS, "epochs": 1}, device="cpu", log=lambda _: None)
+    train(fresh(), *shards, out, {**SETTINGS, "epochs": 1}, device="cpu")
     data = (out / "last.pt").read_bytes()
     (out / "last.pt").write_bytes(data[: len(data) // 2])
     with pytest.raises(ValueError, match=r"model/last.pt: not a readable checkpoint .*delete it to train afresh"):
-        train(fresh(), *shards, out, {**SETTINGS, "epochs": 1}, device="cpu", log=lambda _: None)
+        train(fresh(), *shards, out, {**SETTINGS, "epochs": 1}, device="cpu")
     (out / "last.pt").unlink()
-    assert train(fresh(), *shards, out, {**SETTINGS, "epochs": 1}, device="cpu", log=lambda _: None).is_file()
+    assert train(fresh(), *shards, out, {**SETTINGS, "epochs": 1}, device="cpu").is_file()
 
 
 def test_finished_model_then_upstream_change(shards, tmp_path) -> None:
@@ -111,16 +112,16 @@ def test_finished_model_then_upstream_change(shards, tmp_path) -> None:
         "val": [str(p) for p in shards[1]],
     }
     out = tmp_path / "model"
-    train_job({**job, "out_dir": str(out)}, log=lambda _: None)
+    train_job({**job, "out_dir": str(out)})
     root = tmp_path / "rebuilt"
     new = {
         "train": [str(p) for p in make_shards(root, "train", videos(3, 3), frames=2)],
         "val": [str(p) for p in make_shards(root, "val", videos(2, 2, offset=100), frames=1, n_shards=1, first=100)],
     }
     (out / "best.pt").unlink()
-    messages: list[str] = []
-    best = train_job({**job, **new, "out_dir": str(out)}, log=messages.append)
+    with dfpipe_lines() as messages:
+        best = train_job({**job, **new, "out_dir": str(out)})
     assert best.is_file() and "other shards" in messages[0]
-    clean = train_job({**job, **new, "out_dir": str(tmp_path / "clean")}, log=lambda _: None)
+    clean = train_job({**job, **new, "out_dir": str(tmp_path / "clean")})
     assert same_weights(weights_of(best), weights_of(clean))
     assert json.loads((out / "summary.json").read_text())["steps"] == 3
