@@ -32,7 +32,6 @@ settings = dict(
     ae_epochs=cfg["ae_epochs"],
     n_boot=cfg["bootstrap"],
     seed=p.seed,
-    log=log,
 )
 table = probes.probe_table(
     main,

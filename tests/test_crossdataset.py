@@ -39,7 +39,6 @@ def test_one_fit_scores_the_main_and_the_routed_dataset():
         classifiers=["linear_probe"],
         transforms=["none"],
         n_boot=0,
-        log=lambda _m: None,
     )
     own, routed = crossdataset.split_routed(table)
     assert list(own["test_quality"]) == [95] and own["auc"].iloc[0] > 0.9

@@ -41,7 +41,6 @@ def test_amp_and_channels_last_training_learns(shards, tmp_path) -> None:
         tmp_path,
         {**SETTINGS, "epochs": 5, "max_steps_per_epoch": None},
         device="cuda",
-        log=lambda _: None,
     )
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["device"].startswith("cuda") and summary["best_val_auc"] == 1.0
@@ -80,11 +79,11 @@ def test_every_detector_trains_under_autocast(name: str) -> None:
 def test_killed_run_resumes_to_the_same_weights_on_cuda(shards, tmp_path, kill_at) -> None:
     settings = {**SETTINGS, "deterministic": True}
     reference = tmp_path / "reference"
-    train(fresh(), *shards, reference, settings, device="cuda", log=lambda _: None)
+    train(fresh(), *shards, reference, settings, device="cuda")
     resumed = tmp_path / "resumed"
     with pytest.raises(Killed):
-        train(fresh(), *shards, resumed, settings, device="cuda", log=lambda _: None, on_step=kill_after(kill_at))
-    train(fresh(), *shards, resumed, settings, device="cuda", log=lambda _: None)
+        train(fresh(), *shards, resumed, settings, device="cuda", on_step=kill_after(kill_at))
+    train(fresh(), *shards, resumed, settings, device="cuda")
     ours, theirs = (torch.load(d / "last.pt", weights_only=False) for d in (resumed, reference))
     for key, value in theirs["model"].items():
         assert torch.equal(ours["model"][key], value), key

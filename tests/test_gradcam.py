@@ -158,7 +158,6 @@ def test_model_grids_of_a_trained_model_per_test_quality(tmp_path, monkeypatch) 
         tmp_path / "data" / "models" / "meso_ela" / "q77-all",
         {"epochs": 1, "batch_size": 4, "max_steps_per_epoch": 1, "num_workers": 0},
         device="cpu",
-        log=lambda _: None,
         spec=spec,
     )
     test = {

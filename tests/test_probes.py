@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 import timm
 import torch
+from logcapture import dfpipe_lines
 from PIL import Image
 
 from dfpipe import probes
@@ -308,7 +309,6 @@ def test_probe_table_and_plot(features, tmp_path):
         transforms=["none"],
         n_boot=50,
         components=8,
-        log=lambda _m: None,
     )
     assert len(table) == 2 * 2 * 3
     assert list(table.columns) == probes.PROBE_COLUMNS
@@ -335,18 +335,17 @@ def test_probe_table_and_plot(features, tmp_path):
         for k, v in store.items()
         if k[0] == "mobilenetv2"
     }
-    logged = []
-    failed = probes.probe_table(
-        lambda b, q, s, t: bad[(b, q, s, t)],
-        backbones=["mobilenetv2"],
-        train_qualities=[77],
-        test_qualities=[77],
-        reductions=["none"],
-        classifiers=["naive_bayes"],
-        transforms=["none"],
-        n_boot=0,
-        log=logged.append,
-    )
+    with dfpipe_lines() as logged:
+        failed = probes.probe_table(
+            lambda b, q, s, t: bad[(b, q, s, t)],
+            backbones=["mobilenetv2"],
+            train_qualities=[77],
+            test_qualities=[77],
+            reductions=["none"],
+            classifiers=["naive_bayes"],
+            transforms=["none"],
+            n_boot=0,
+        )
     assert len(failed) == 1 and failed["error"].iloc[0].startswith("fit: ValueError") and logged
 
     written = probes.write_probe_results(pd.concat([table, failed], ignore_index=True), tmp_path)

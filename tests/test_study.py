@@ -34,7 +34,7 @@ def study(tmp_path_factory, ffpp_tree) -> tuple[pd.DataFrame, dict[str, set[str]
     shutil.copy(fakes / "000_001.mp4", fakes / "000_002.mp4")
     shutil.copy(originals / "000.mp4", originals / "006.mp4")
     shutil.copy(fakes / "000_001.mp4", fakes / "006_000.mp4")
-    table = manifest.build(root, root / "splits", ["Deepfakes"], "c23", 50, log=lambda _: None)
+    table = manifest.build(root, root / "splits", ["Deepfakes"], "c23", 50)
     # What faces and compress carry into the JPEG tables: the manifest's split, per frame.
     frames = pd.DataFrame(
         {

@@ -22,6 +22,7 @@ import contextlib
 import hashlib
 import io
 import json
+import logging
 import random
 import sys
 import warnings
@@ -39,6 +40,8 @@ from . import weights as W
 from .augment import Augment
 from .io import atomic_path, write_csv, write_json, write_parquet
 from .metrics import bootstrap_auc_ci, video_weights, weighted_aucs
+
+logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 META_COLUMNS = ["video_key", "method", "video_id", "frame_index", "label"]
@@ -781,7 +784,6 @@ def probe_table(
     ae_epochs: int = 60,
     n_boot: int = 1000,
     seed: int = 0,
-    log: Callable[[str], None] = print,
     test_get: Getter | None = None,
     blas_threads: int | None = 1,
 ) -> pd.DataFrame:
@@ -813,7 +815,6 @@ def probe_table(
             ae_epochs,
             n_boot,
             seed,
-            log,
         )
 
 
@@ -831,7 +832,6 @@ def _probe_table(
     ae_epochs: int,
     n_boot: int,
     seed: int,
-    log: Callable[[str], None],
 ) -> pd.DataFrame:
     rows = []
     for backbone in backbones:
@@ -858,7 +858,7 @@ def _probe_table(
                             "train_transform": tt,
                             "train_quality": tq,
                         }
-                        rows += _classifier_rows(name, x_train, train.labels, tests, reduced, base, n_boot, seed, log)
+                        rows += _classifier_rows(name, x_train, train.labels, tests, reduced, base, n_boot, seed)
     return pd.DataFrame(rows).reindex(columns=PROBE_COLUMNS)
 
 
@@ -871,7 +871,6 @@ def _classifier_rows(
     base: dict[str, Any],
     n_boot: int,
     seed: int,
-    log: Callable[[str], None],
 ) -> list[dict[str, Any]]:
     """One classifier fitted once and scored on every test set; a failure is kept in `error`, not dropped."""
     try:
@@ -894,7 +893,7 @@ def _classifier_rows(
             except Exception as exn:  # as above
                 row["error"] = f"score: {type(exn).__name__}: {exn}"
         if row["error"]:
-            log(
+            logger.warning(
                 f"probes: {base['backbone']}/{base['reduction']}/{name} train q{base['train_quality']} "
                 f"{base['train_transform']}, test q{q} {te}: {row['error']}"
             )

@@ -53,14 +53,14 @@ def check_refused(
     fault shows in the shard's layout, checked before the first step); a rebuild reads as before."""
     out = root / "model"
     with pytest.raises(Exception, match=message):
-        train(fresh(), *shards, out, SETTINGS, device="cpu", log=lambda _: None)
+        train(fresh(), *shards, out, SETTINGS, device="cpu")
     assert not (out / "best.pt").exists()
     assert not at_start or not (out / "last.pt").exists()
     with pytest.raises(Exception, match=message):
         scores([damaged] if "val" in damaged.name else shards[1] + [damaged])
     rebuilt = build(root)  # what rerunning the shards rule does: the same bytes as before the fault
     pd.testing.assert_frame_equal(scores(rebuilt[1]), baseline)
-    assert train(fresh(), *rebuilt, out, SETTINGS, device="cpu", log=lambda _: None).is_file()
+    assert train(fresh(), *rebuilt, out, SETTINGS, device="cpu").is_file()
 
 
 @pytest.fixture
