@@ -20,11 +20,9 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
 import json
 import logging
 import random
-import sys
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -166,21 +164,41 @@ def _url_state_dict(spec: BackboneSpec) -> W.StateDict:
     return dict(state)
 
 
+class _Collect(logging.Handler):
+    def __init__(self, lines: list[str]) -> None:
+        super().__init__(logging.INFO)
+        self.lines = lines
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+@contextlib.contextmanager
+def _logged_by(logger: logging.Logger) -> Iterator[list[str]]:
+    """The messages `logger` gives (INFO and up) while the block runs; they still reach the job's log."""
+    lines: list[str] = []
+    handler, level = _Collect(lines), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield lines
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
 def _timm_weights(spec: BackboneSpec) -> tuple[W.StateDict | None, str]:
     """(state dict, where it came from) for a timm backbone."""
     if spec.weights == "none":
         return None, "none (random initialisation)"
     if spec.weights in ("imagenet", "hub"):
-        # dfpipe.weights prints where it found them; keep that line as the manifest's source
-        err = io.StringIO()
+        # dfpipe.weights logs where it found them; keep that line as the manifest's source
         try:
-            with contextlib.redirect_stderr(err):
+            with _logged_by(W.logger) as lines:
                 state = W.imagenet(spec.model)
         except (LookupError, OSError, ValueError) as exn:
             raise LookupError(f"backbone {spec.name}: no weights for {spec.model} ({exn}); {WEIGHTS_HINT}") from exn
-        line = err.getvalue().strip().splitlines()
-        print(err.getvalue(), end="", file=sys.stderr)
-        source = line[-1].split("<-", 1)[-1].strip() if line else spec.weights
+        source = lines[-1].split("<-", 1)[-1].strip() if lines else spec.weights
         source = "timm hub" if source.startswith("timm hub") else f"packaged file {Path(source.split(' (')[0]).name}"
         return state, source
     if _is_url(spec.weights):

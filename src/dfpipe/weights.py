@@ -8,10 +8,10 @@ order with every shape checked. Anything else is a path to a state dict (`.pth`/
 from __future__ import annotations
 
 import importlib.util
+import logging
 import pickle
 import re
 import socket
-import sys
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator, Mapping
@@ -23,6 +23,8 @@ from unittest import mock
 import timm
 import torch
 from torch import Tensor, nn
+
+logger = logging.getLogger(__name__)
 
 StateDict = dict[str, Tensor]
 # huggingface_hub retries an unreachable host for ~50 s; a plain connect decides in this many seconds.
@@ -111,7 +113,7 @@ def imagenet(model_name: str) -> StateDict:
     if _has_hub_weights(model_name):
         try:
             state = hub_state_dict(model_name)
-            print(f"weights: {model_name} <- timm hub", file=sys.stderr)
+            logger.info(f"weights: {model_name} <- timm hub")
             return state
         except Exception as err:  # any hub/network/cache failure falls back to the packaged file
             hub_error = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
@@ -123,7 +125,7 @@ def imagenet(model_name: str) -> StateDict:
             f"weights exist for this model (offline: {offline}); {FILE_HINT}"
         )
     path = packaged_file(packaged)
-    print(f"weights: {model_name} <- {path} (hub: {hub_error})", file=sys.stderr)
+    logger.info(f"weights: {model_name} <- {path} (hub: {hub_error})")
     return by_key_order(load_file(path), timm.create_model(model_name).state_dict(), source=str(path))
 
 
