@@ -234,10 +234,13 @@ def test_full_output_disk(reference, tmp_path):
 def test_two_runs_at_once(reference, tmp_path):
     """Two Snakemake runs at once in one folder: the second refuses with the lock message; the first completes."""
     proj = copy_of(reference, tmp_path)
-    changed = Project(proj.work, {**proj.config, "quality": {"frames_per_video": 2}}, proj.code)
+    # A new face margin reruns faces and everything below: the first run holds the lock for a minute or more, not
+    # the few seconds a quality-only change took (on a busy machine the second run then came too late).
+    changed = Project(proj.work, {**proj.config, "faces": {**proj.config.get("faces", {}), "margin": 1.4}}, proj.code)
     first = start(changed, "data")
     wait_for(lambda: any((proj.work / ".snakemake/locks").glob("*.lock")), "the first run to take the lock")
     second = changed.run(None, "data", check=False)
+    assert first.poll() is None, "the first run ended before the second one started: nothing was tested"
     assert second.returncode != 0 and LOCKED in second.stderr, second.stderr[-2000:]
     assert first.wait(timeout=600) == 0, (proj.work / "terminal.txt").read_text()[-3000:]
     assert planned(changed.run(None, "-n", "data")) == {}
