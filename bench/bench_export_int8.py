@@ -57,7 +57,6 @@ def train_demo_mobilenet(shards: Path, out_dir: Path, input_size: int, epochs: i
             "out_dir": str(out_dir),
             "device": "cpu",
         },
-        log=lambda _: None,
     )
     print(
         f"trained {spec['name']} at {input_size} px, {epochs}x{steps} steps of 32: "

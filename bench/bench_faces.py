@@ -255,11 +255,7 @@ def main() -> None:
     rounds: dict[str, list[tuple[float, float]]] = {"ours": [], "null": [], "pipe": []}
     for _ in range(args.rounds):
         rounds["ours"].append(
-            timed(
-                lambda: tables.append(
-                    crop_batch(plan, videos, args.workdir, SETTINGS, model, threads=args.threads, log=lambda _: None)
-                )
-            )
+            timed(lambda: tables.append(crop_batch(plan, videos, args.workdir, SETTINGS, model, threads=args.threads)))
         )
         rounds["null"].append(best_parallel_layout(decode_to_null, jobs, args.threads))
         rounds["pipe"].append(best_parallel_layout(decode_to_pipe, jobs, args.threads))

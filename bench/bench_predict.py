@@ -98,7 +98,6 @@ def faces_alone(clip: Path, frames: int, info: dict) -> int:
         clip.parent,
         {**FACE_DEFAULTS, "min_faces_per_video": 0},
         assets.face_detector_model(),
-        log=lambda _: None,
     )
     return int((table["status"] == "ok").sum())
 

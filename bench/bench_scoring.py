@@ -97,7 +97,6 @@ def main() -> None:
                 "out_dir": out,
                 "device": "cpu",
             },
-            log=lambda _: None,
         )
         steps = [json.loads(line) for line in (Path(out) / "train_log.jsonl").read_text().splitlines()]
         summary = json.loads((Path(out) / "summary.json").read_text())

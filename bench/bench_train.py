@@ -92,7 +92,7 @@ def bench_trainer(args, name: str, train_shards, val_shards, dev: torch.device) 
             "seed": 0,
         }
         detector = create_detector(name, input_size=args.size)
-        train(detector, train_shards, val_shards, Path(tmp), settings, device=str(dev), log=lambda _: None)
+        train(detector, train_shards, val_shards, Path(tmp), settings, device=str(dev))
         summary = json.loads((Path(tmp) / "summary.json").read_text())
         log = [json.loads(ln) for ln in (Path(tmp) / "train_log.jsonl").read_text().splitlines()][args.warmup :]
     steady = len(log) * args.batch / sum(args.batch / r["images_per_s"] for r in log)
