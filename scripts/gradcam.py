@@ -1,4 +1,5 @@
-# Rule `gradcam`: Grad-CAM grids of one trained model on the test shards of every quality.
+# Rule `gradcam`: Grad-CAM grids of one trained model on the test shards of every quality, the examples picked
+# from the model's predictions (no second scoring pass).
 from pathlib import Path
 
 from dfpipe import gpus, gradcam, runlog
@@ -12,6 +13,7 @@ test_shards = {q: [s for s in snakemake.input.test if Path(s).parent.name == f"q
 written = gradcam.model_grids(
     Path(snakemake.input.model),
     test_shards,
+    Path(snakemake.input.predictions),
     dict(zip(qualities, map(Path, snakemake.output.grids), strict=True)),
     int(snakemake.wildcards.train_q),
     device=snakemake.params.device,

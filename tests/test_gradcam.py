@@ -12,7 +12,10 @@ from torch import nn
 
 from dfpipe.detectors import create_detector
 from dfpipe.detectors.base import HALF, Detector
-from dfpipe.gradcam import GROUPS, gradcam_grid, grid_from_shards, heatmaps, pick_examples, target_layer
+from dfpipe.evaluate import predict
+from dfpipe.gradcam import GROUPS, crops_of, gradcam_grid, grid_from_predictions, heatmaps, pick_examples, target_layer
+from dfpipe.io import write_parquet
+from dfpipe.loader import normalize
 
 SIZE = 64
 PATCH = 12
@@ -134,12 +137,59 @@ def test_grid_png_has_a_row_per_group_and_the_caption(tmp_path) -> None:
     assert height > 3 * 150 and width > 2 * 150  # three rows of two tiles at 100 dpi
 
 
-def test_grid_from_evaluation_shards(tmp_path) -> None:
-    shards = make_shards(tmp_path, "test", videos(2, 2), frames=2, n_shards=1)
+def predictions_file(detector, test: dict, path, train_quality: int = 77):
+    """The predict rule's table of `detector` on test shards {quality: shards}: what the gradcam job reads."""
+    import pandas as pd
+
+    parts = []
+    for q, shards in test.items():
+        part = predict(detector, shards, device="cpu")
+        part.insert(0, "split", "test")
+        part.insert(0, "test_quality", q)
+        parts.append(part)
+    table = pd.concat(parts, ignore_index=True)
+    for column, value in (("train_methods", "all"), ("train_quality", train_quality), ("detector", detector.name)):
+        table.insert(0, column, value)
+    write_parquet(path, table)
+    return path
+
+
+def test_grid_from_predictions_reads_back_the_picked_crops(tmp_path, monkeypatch) -> None:
+    """The grid's examples are picked from the predictions and only those crops are read back: each crop handed
+    to the grid scores (again, here) what the predictions say, and the picks are those of pick_examples."""
+    import pandas as pd
+
+    import dfpipe.gradcam as gradcam
+
+    shards = make_shards(tmp_path, "test", videos(3, 3), frames=3, n_shards=2)
     torch.manual_seed(0)
-    detector = create_detector("meso4", input_size=16)
-    out = grid_from_shards(detector, shards, tmp_path / "q77.png", "meso4 q77", threshold=0.5, k=2, device="cpu")
+    detector = create_detector("meso4", input_size=16).eval()
+    table = pd.read_parquet(predictions_file(detector, {77: shards}, tmp_path / "pred.parquet"))
+    seen = {}
+    real = gradcam.gradcam_grid
+
+    def recording(det, out_path, images, labels, scores, caption, threshold, k):
+        seen.update(images=images, labels=np.asarray(labels), scores=np.asarray(scores))
+        return real(det, out_path, images, labels, scores, caption, threshold, k)
+
+    monkeypatch.setattr(gradcam, "gradcam_grid", recording)
+    out = grid_from_predictions(detector, shards, table, tmp_path / "q77.png", "meso4 q77", threshold=0.5, k=2)
     assert out.is_file() and out.stat().st_size > 1000
+    picked = sorted({i for v in pick_examples(table["label"], table["score"], 0.5, 2).values() for i in v})
+    assert len(picked) >= 3 and np.allclose(seen["scores"], table["score"].to_numpy()[picked])
+    assert seen["labels"].tolist() == table["label"].to_numpy()[picked].tolist()
+    with torch.no_grad():
+        batch = torch.from_numpy(seen["images"]).permute(0, 3, 1, 2)
+        again = torch.sigmoid(detector(normalize(batch, detector.mean, detector.std))).numpy()
+    assert np.allclose(again, seen["scores"], atol=1e-5)  # the crops are those the scores belong to
+
+
+def test_crops_of_predictions_older_than_the_shards(tmp_path) -> None:
+    shards = make_shards(tmp_path, "test", videos(2, 2), frames=2, n_shards=1)
+    detector = create_detector("meso4", input_size=16)
+    assert crops_of(detector, shards, [("original/q77/000", 0)]).shape == (1, 16, 16, 3)
+    with pytest.raises(ValueError, match=r"test-0000.tar hold no sample \('original/q77/999', 0\).*rerun snakemake"):
+        crops_of(detector, shards, [("original/q77/000", 0), ("original/q77/999", 0)])
 
 
 def test_model_grids_of_a_trained_model_per_test_quality(tmp_path, monkeypatch) -> None:
@@ -147,6 +197,7 @@ def test_model_grids_of_a_trained_model_per_test_quality(tmp_path, monkeypatch) 
     caption said."""
     import dfpipe.gradcam as gradcam
     from dfpipe.experiments import build_detector
+    from dfpipe.inference import load_model
     from dfpipe.train import train
 
     spec = {"name": "meso_ela", "model": "meso4", "input_size": 16, "ela": {"quality": 90, "scale": 15}}
@@ -165,19 +216,23 @@ def test_model_grids_of_a_trained_model_per_test_quality(tmp_path, monkeypatch) 
         for q in (77, 10)
     }
     calls = []
-    real = gradcam.grid_from_shards
+    real = gradcam.grid_from_predictions
 
-    def recording(detector, shards, out_path, caption, **kwargs):
-        calls.append((detector.ela, caption, kwargs["threshold"]))
-        return real(detector, shards, out_path, caption, **kwargs)
+    def recording(detector, shards, predictions, out_path, caption, **kwargs):
+        calls.append((detector.ela, caption, kwargs["threshold"], set(predictions["test_quality"])))
+        return real(detector, shards, predictions, out_path, caption, **kwargs)
 
-    monkeypatch.setattr(gradcam, "grid_from_shards", recording)
+    monkeypatch.setattr(gradcam, "grid_from_predictions", recording)
     outs = {q: tmp_path / "results" / "gradcam" / "meso_ela" / "q77-all" / f"q{q}.png" for q in test}
-    written = gradcam.model_grids(best, test, outs, 77, k=2, device="cpu")
+    model = load_model(best)
+    model.detector.ela = model.ela  # scored through the model's ELA, as the predict rule does
+    pred = predictions_file(model.detector, test, tmp_path / "predictions.parquet")
+    written = gradcam.model_grids(best, test, pred, outs, 77, k=2, device="cpu")
     assert written == [outs[77], outs[10]] and all(p.stat().st_size > 1000 for p in written)
     assert [c[1] for c in calls] == [
         f"meso_ela trained at q77, ELA q90, test q{q}, default threshold" for q in (77, 10)
     ]
     assert all(c[0] is not None and c[0].quality == 90 and c[2] == 0.5 for c in calls)  # the model's ELA, scored
+    assert [c[3] for c in calls] == [{77}, {10}]  # each grid from the scores of its own test quality
     with pytest.raises(ValueError, match=r"test shards of qualities \[10, 77\] but outputs for \[77\]"):
-        gradcam.model_grids(best, test, {77: outs[77]}, 77, device="cpu")
+        gradcam.model_grids(best, test, pred, {77: outs[77]}, 77, device="cpu")

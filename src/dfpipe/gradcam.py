@@ -12,7 +12,8 @@ Heatmaps explain the predicted class at the given threshold: the fake logit for 
 negative for "real". pytorch-grad-cam scales each map to 0..1 per image, so maps show where, not how much.
 
 `grid_figure` lays out the most confident reals, the most confident fakes and the worst errors with
-overlays and scores under one caption line; `grid_from_shards` picks them from evaluation shards.
+overlays and scores under one caption line; `grid_from_predictions` picks them from a model's scores of
+evaluation shards (the predict rule's table) and reads back only those crops.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any
 
 import cv2
 import numpy as np
+import pandas as pd
 import torch
 from torch import nn
 
@@ -214,52 +216,60 @@ def gradcam_grid(
     return grid_figure(out_path, sub, labels[chosen], scores[chosen], cams, remapped, line, attention)
 
 
-def grid_from_shards(
+def crops_of(
+    detector: nn.Module, shards: Sequence[Path], keys: Sequence[tuple[str, int]], batch_size: int = 64
+) -> np.ndarray:
+    """The uint8 N×H×W×3 crops (at the detector's input size, through its ELA when it has one) of the samples
+    `keys` ((video_key, frame_index) pairs) of evaluation shards, in the order of `keys`. Nothing is scored."""
+    from .evaluate import eval_stream
+    from .loader import make_loader
+
+    wanted = {key: n for n, key in enumerate(keys)}
+    found: dict[int, np.ndarray] = {}
+    for images, _labels, meta in make_loader(eval_stream(detector, shards, batch_size), 0):
+        for i, key in enumerate(zip(meta["video_key"], map(int, meta["frame_index"]), strict=True)):
+            if key in wanted:
+                found[wanted[key]] = images[i].permute(1, 2, 0).numpy()
+        if len(found) == len(wanted):
+            break
+    missing = [keys[n] for n in range(len(keys)) if n not in found]
+    if missing:
+        raise ValueError(
+            f"Grad-CAM: {', '.join(map(str, shards))} hold no sample {missing[0]} of the predictions "
+            f"({len(missing)} missing): the predictions are older than the shards; rerun snakemake"
+        )
+    return np.stack([found[n] for n in range(len(keys))]) if keys else np.zeros((0, 1, 1, 3), np.uint8)
+
+
+def grid_from_predictions(
     detector: nn.Module,
     shards: Sequence[Path],
+    predictions: pd.DataFrame,
     out_path: Path,
     caption: str,
     threshold: float = 0.5,
     k: int = 4,
     device: str = "auto",
-    batch_size: int = 64,
 ) -> Path:
-    """The Grad-CAM grid of a detector on evaluation shards (e.g. a model's test shards at one quality): every
-    sample is scored, the candidates of each group are kept while streaming (at most `k` per group, so memory
-    does not grow with the shards), then explained."""
-    from .evaluate import eval_stream, pick_device
-    from .loader import make_loader
+    """The Grad-CAM grid of a detector on evaluation shards, its examples picked from the detector's scores of
+    those shards (`predictions`: video_key, frame_index, label, score per sample, as the predict rule writes
+    them): only the <= 3·k crops picked are read back and explained, nothing is scored again."""
+    from .evaluate import pick_device
 
-    dev = pick_device(device)
-    detector = detector.to(dev).eval()
-    keep: list[tuple[np.ndarray, int, float]] = []  # images, label, score of the current candidates
-    with torch.no_grad():
-        for images, labels, _meta in make_loader(eval_stream(detector, shards, batch_size), 0):
-            logits = detector(normalize(images.to(dev), detector.mean, detector.std))
-            scores = torch.sigmoid(logits.float()).cpu().numpy()
-            pool = keep + [
-                (img, int(lab), float(s))
-                for img, lab, s in zip(images.permute(0, 2, 3, 1).numpy(), labels.int().numpy(), scores, strict=True)
-            ]
-            groups = pick_examples(np.array([p[1] for p in pool]), np.array([p[2] for p in pool]), threshold, k)
-            keep = [pool[i] for i in sorted({i for v in groups.values() for i in v})]
-    if not keep:
-        raise ValueError(f"Grad-CAM grid: no samples in {', '.join(map(str, shards))}")
-    return gradcam_grid(
-        detector,
-        out_path,
-        np.stack([p[0] for p in keep]),
-        [p[1] for p in keep],
-        [p[2] for p in keep],
-        caption,
-        threshold,
-        k,
-    )
+    if predictions.empty:
+        raise ValueError(f"Grad-CAM grid: no predictions for {', '.join(map(str, shards))}")
+    labels, scores = predictions["label"].to_numpy(int), predictions["score"].to_numpy(float)
+    chosen = sorted({i for v in pick_examples(labels, scores, threshold, k).values() for i in v})
+    keys = [(str(predictions["video_key"].iloc[i]), int(predictions["frame_index"].iloc[i])) for i in chosen]
+    detector = detector.to(pick_device(device)).eval()
+    images = crops_of(detector, shards, keys)
+    return gradcam_grid(detector, out_path, images, labels[chosen], scores[chosen], caption, threshold, k)
 
 
 def model_grids(
     model_path: Path,
     test_shards: dict[int, Sequence[Path]],
+    predictions: Path,
     out_paths: dict[int, Path],
     train_quality: int,
     k: int = 3,
@@ -267,15 +277,19 @@ def model_grids(
 ) -> list[Path]:
     """The Grad-CAM grid of one trained model (the workflow's best.pt) on the test shards of each quality,
     written to `out_paths[quality]`. The model comes from the file alone, as predict loads it (its spec, ELA and
-    threshold: the file's, else the workflow's validation predictions beside it, else 0.5); each quality costs
-    one scoring pass over its test shards plus Grad-CAM on the <= 3·k crops picked."""
+    threshold: the file's, else the workflow's validation predictions beside it, else 0.5); the examples are
+    picked from its test scores in `predictions` (the predict rule's table), so each quality costs reading its
+    test shards back plus Grad-CAM on the <= 3·k crops picked."""
     from .inference import load_model
+    from .metrics import read_predictions
 
     if set(test_shards) != set(out_paths):
         raise ValueError(
             f"Grad-CAM grids: test shards of qualities {sorted(test_shards)} but outputs for "
             f"{sorted(out_paths)}; give one output per test quality"
         )
+    scores = read_predictions([predictions])
+    scores = scores[scores["split"] == "test"]
     model = load_model(Path(model_path), "cpu")
     detector = model.detector
     detector.ela = model.ela  # the evaluation stream applies it (files without a spec carry it on their own)
@@ -289,9 +303,10 @@ def model_grids(
         "default",
     )
     return [
-        grid_from_shards(
+        grid_from_predictions(
             detector,
             test_shards[q],
+            scores[scores["test_quality"] == q],
             out_paths[q],
             f"{model.name} trained at q{train_quality}{ela}, test q{q}, {source} threshold",
             threshold=model.threshold,

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from test_gradcam import predictions_file
 from test_loader import make_shards, videos
 
 from dfpipe.experiments import build_detector
 from dfpipe.gradcam import model_grids
-from dfpipe.inference import write_model_file
+from dfpipe.inference import load_model, write_model_file
 
 SPEC = {"name": "meso_ela", "model": "meso4", "input_size": 16, "ela": True}
 
@@ -25,31 +26,33 @@ def run(tmp_path):
         for q in (77, 10)
     }
     outs = {q: tmp_path / "results" / "gradcam" / "meso_ela" / "q77-all" / f"q{q}.png" for q in test}
-    return best, test, outs
+    model = load_model(best)
+    model.detector.ela = model.ela
+    return best, test, predictions_file(model.detector, test, tmp_path / "predictions.parquet"), outs
 
 
 def test_truncated_model_file(run) -> None:
     """Model file cut short: the Grad-CAM job names best.pt and says to copy it again or retrain; no grid written."""
-    best, test, outs = run
+    best, test, pred, outs = run
     intact = best.read_bytes()
     best.write_bytes(intact[: len(intact) // 2])
     with pytest.raises(ValueError, match=rf"{best.name}.*use an intact model file \(copy best\.pt again .*retrain"):
-        model_grids(best, test, outs, 77, k=1, device="cpu")
+        model_grids(best, test, pred, outs, 77, k=1, device="cpu")
     assert not any(p.exists() for p in outs.values()) and not list(outs[77].parent.glob("*.part"))
     best.write_bytes(intact)  # the fault removed: the rerun writes every grid
-    assert model_grids(best, test, outs, 77, k=1, device="cpu") == [outs[77], outs[10]]
+    assert model_grids(best, test, pred, outs, 77, k=1, device="cpu") == [outs[77], outs[10]]
 
 
 def test_test_shard_cut_short(run) -> None:
     """Test shard truncated: the Grad-CAM job names the shard and its rebuild; the grid of the other quality stays."""
-    best, test, outs = run
-    model_grids(best, test, outs, 77, k=1, device="cpu")
+    best, test, pred, outs = run
+    model_grids(best, test, pred, outs, 77, k=1, device="cpu")
     before = outs[77].read_bytes()
     shard = test[10][0]
     intact = shard.read_bytes()
     shard.write_bytes(intact[: len(intact) // 3])
     with pytest.raises(ValueError, match=rf"{shard.name}: .*rerun snakemake \(or `snakemake --forcerun shards_test`\)"):
-        model_grids(best, test, outs, 77, k=1, device="cpu")
+        model_grids(best, test, pred, outs, 77, k=1, device="cpu")
     assert outs[77].read_bytes() == before
     shard.write_bytes(intact)
-    assert model_grids(best, test, outs, 77, k=1, device="cpu") == [outs[77], outs[10]]
+    assert model_grids(best, test, pred, outs, 77, k=1, device="cpu") == [outs[77], outs[10]]
