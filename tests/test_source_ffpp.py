@@ -536,6 +536,101 @@ def test_verify_video_names_what_is_wrong(clips, tmp_path):
     assert "Invalid data" in ffpp.verify_video(path)
 
 
+DFD_LIST = {
+    "actors": ["01__walking_down_street", "02__outside_talking"],
+    "DeepFakesDetection": ["01_02__walking_down_street__YVGY8LOK", "02_01__outside_talking__ZK95PQDE"],
+}
+FSH = "manipulated_sequences/FaceShifter/c23/videos/{}.mp4"
+
+
+def add_extra_sets(mirror: Mirror, clips: list[bytes]) -> None:
+    """FaceShifter videos (no masks, as on the server) and the DeepFakeDetection sets with their file list, from
+    clips the mirror fixture left unused (distinct bytes)."""
+    files = iter(clips[28:-1])
+    rels = [FSH.format(n) for n in ["000_001", "001_000", "002_003", "003_002"]]
+    rels += [f"original_sequences/actors/c23/videos/{n}.mp4" for n in DFD_LIST["actors"]]
+    for folder in ("c23/videos", "masks/videos"):
+        rels += [f"manipulated_sequences/DeepFakeDetection/{folder}/{n}.mp4" for n in DFD_LIST["DeepFakesDetection"]]
+    for rel in rels:
+        mirror.file(rel).parent.mkdir(parents=True, exist_ok=True)
+        mirror.file(rel).write_bytes(next(files))
+    mirror.file(ffpp.DFD_FILELIST).write_text(json.dumps(DFD_LIST))
+
+
+def test_faceshifter_and_deepfakedetection_follow_the_scripts_layout(mirror, clips, tmp_path):
+    """FaceShifter: youtube pairs, no masks. DeepFakeDetection: names from its own file list (fetched only when it
+    is asked for), originals from original_sequences/actors, masks beside its videos."""
+    add_extra_sets(mirror, clips)
+    dest = tmp_path / "ffpp"
+
+    got, _ = run(mirror, dest, methods=["FaceShifter"], masks=True)
+    youtube = [ORIG.format(i) for i in ["000", "001", "002", "003"]]
+    faceshifter = [FSH.format(n) for n in ["000_001", "001_000", "002_003", "003_002"]]
+    assert [p.as_posix() for p in got] == youtube + faceshifter
+    assert mirror.path(ffpp.DFD_FILELIST) not in dict(mirror.requests)
+    assert not any("FaceShifter/masks" in path for path, _ in mirror.requests)
+
+    before = len(mirror.requests)
+    got, _ = run(mirror, dest, methods=["FaceShifter", "DeepFakeDetection"], masks=True)
+    actors = [f"original_sequences/actors/c23/videos/{n}.mp4" for n in DFD_LIST["actors"]]
+    dfd = [f"manipulated_sequences/DeepFakeDetection/c23/videos/{n}.mp4" for n in DFD_LIST["DeepFakesDetection"]]
+    dfd_masks = [
+        f"manipulated_sequences/DeepFakeDetection/masks/videos/{n}.mp4" for n in DFD_LIST["DeepFakesDetection"]
+    ]
+    assert [p.as_posix() for p in got] == youtube + actors + faceshifter + dfd + dfd_masks
+    assert_same(mirror, dest, got)
+    # only the new list and files were asked for; the list is kept, so a rerun asks nothing
+    assert [path for path, _ in mirror.requests[before:]] == [
+        mirror.path(rel) for rel in [ffpp.DFD_FILELIST, *actors, *dfd, *dfd_masks]
+    ]
+    assert json.loads((dest / ffpp.DFD_FILELIST).read_text()) == DFD_LIST
+    before = len(mirror.requests)
+    run(mirror, dest, methods=["DeepFakeDetection"], masks=True)
+    assert len(mirror.requests) == before
+
+
+@pytest.mark.parametrize(
+    "lists, problem",
+    [
+        (
+            {**DFD_LIST, "actors": ["01__ok", "../../etc/passwd"]},
+            "actors[1] '../../etc/passwd' is not a safe video name",
+        ),
+        ({"actors": DFD_LIST["actors"]}, "'DeepFakesDetection' is not a non-empty list"),
+        (DFD_LIST["actors"], "expected an object with the lists"),
+    ],
+)
+def test_bad_deepfakedetection_file_list_is_refused_and_not_kept(mirror, clips, tmp_path, lists, problem):
+    add_extra_sets(mirror, clips)
+    mirror.file(ffpp.DFD_FILELIST).write_text(json.dumps(lists))
+    dest = tmp_path / "ffpp"
+
+    with pytest.raises(ValueError) as info:
+        run(mirror, dest, methods=["DeepFakeDetection"])
+
+    assert ffpp.DFD_FILELIST in str(info.value) and problem in str(info.value)
+    assert video_requests(mirror) == [] and not (dest / ffpp.DFD_FILELIST).exists()
+
+
+def test_missing_deepfakedetection_file_list_names_its_url(mirror, tmp_path):
+    with pytest.raises(ffpp.DownloadError, match=r"v3/misc/deepfake_detection_filenames.json: HTTP 404.*ffpp.base_url"):
+        run(mirror, tmp_path / "ffpp", methods=["DeepFakeDetection"])
+    assert video_requests(mirror) == []
+
+
+def test_plan_of_the_extra_sets_cuts_each_to_num_videos():
+    items = ffpp.plan([("010", "020")], "B/", ["DeepFakeDetection"], "c40", masks=True, num_videos=1, dfd=DFD_LIST)
+    assert [i.rel for i in items] == [
+        "original_sequences/youtube/c40/videos/010.mp4",
+        "original_sequences/actors/c40/videos/01__walking_down_street.mp4",
+        "manipulated_sequences/DeepFakeDetection/c40/videos/01_02__walking_down_street__YVGY8LOK.mp4",
+        "manipulated_sequences/DeepFakeDetection/masks/videos/01_02__walking_down_street__YVGY8LOK.mp4",
+    ]
+    assert items[1].url == "B/original_sequences/actors/c40/videos/01__walking_down_street.mp4"
+    with pytest.raises(ValueError, match="unknown methods.*FaceShifter, DeepFakeDetection"):
+        ffpp.download({"accept_tos": True}, Path("unused"), ["DeepfakeDetection"], "c23")
+
+
 def _serve(server: ThreadingHTTPServer):
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()

@@ -6,8 +6,14 @@ import json
 import re
 from pathlib import Path
 
-METHODS = ("Deepfakes", "Face2Face", "FaceSwap", "NeuralTextures")
+METHODS = ("Deepfakes", "Face2Face", "FaceSwap", "NeuralTextures")  # the paper's four: training grid and tables
 ORIGINAL = "original"
+# FF++'s later sets, test sources only (dfpipe.ffpp_tree): FaceShifter pairs youtube identities like the four;
+# DeepFakeDetection (DFD) fakes paid actors, whose originals are a set of their own, and has no FF++ split.
+FACESHIFTER = "FaceShifter"
+DFD = "DeepFakeDetection"
+DFD_ORIGINAL = "DeepFakeDetection_original"  # the official download script's name for the actors' originals
+EXTRA_METHODS = (FACESHIFTER, DFD)
 SPLITS = ("train", "val", "test")
 # FF++ ids are three digits; anything else that could leave a folder (.., /, \, NUL) is refused.
 SAFE_ID = re.compile(r"[A-Za-z0-9]{1,32}")
@@ -18,7 +24,14 @@ def video_dir(method: str, compression: str) -> str:
     """Folder (relative to the dataset root) holding the videos of `method` at `compression`."""
     if method == ORIGINAL:
         return f"original_sequences/youtube/{compression}/videos"
+    if method == DFD_ORIGINAL:
+        return f"original_sequences/actors/{compression}/videos"
     return f"manipulated_sequences/{method}/{compression}/videos"
+
+
+def originals_of(method: str) -> str:
+    """The set of original videos that `method`'s fakes were made from."""
+    return DFD_ORIGINAL if method == DFD else ORIGINAL
 
 
 def mask_dir(method: str) -> str:

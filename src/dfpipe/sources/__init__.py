@@ -45,7 +45,9 @@ def _ffpp(config: dict[str, Any], output_root: Path) -> SourceInfo:
     root = output_root / "downloads" / "ffpp"
     splits_dir = Path(config["splits"]["dir"] or root / "splits")
     read_splits(splits_dir)  # a bad split file stops the run before hours of downloading, not after
-    ffpp.download(config["ffpp"], root, config["dataset"]["methods"], config["dataset"]["compression"])
+    # ffpp.extra_sets (FaceShifter, DeepFakeDetection) are fetched for test sources only (kind ffpp_tree).
+    methods = [*config["dataset"]["methods"], *config["ffpp"].get("extra_sets", [])]
+    ffpp.download(config["ffpp"], root, methods, config["dataset"]["compression"])
     local.check_splits(root, splits_dir, config["dataset"]["compression"])
     return SourceInfo("ffpp", root, splits_dir)
 

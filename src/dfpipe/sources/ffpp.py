@@ -2,8 +2,10 @@
 
 Protocol facts (from the official faceforensics_download_v4.py): every file lives under `<server>/v3/`;
 `misc/filelist.json` lists [a, b] identity pairs; the originals are the flattened ids and the fakes of a
-method are `a_b` and `b_a` for every pair. Videos are at `<dataset_path>/<compression>/videos/<name>.mp4`,
-masks at `manipulated_sequences/<Method>/masks/videos/<name>.mp4`.
+method are `a_b` and `b_a` for every pair. The DeepFakeDetection sets have their own list,
+`misc/deepfake_detection_filenames.json`: {"actors": [originals], "DeepFakesDetection": [fakes]} (the script's
+spelling), names without suffix. Videos are at `<dataset_path>/<compression>/videos/<name>.mp4`, masks at
+`manipulated_sequences/<Method>/masks/videos/<name>.mp4` (none for FaceShifter).
 
 Unlike the official script this never prompts (terms of use are accepted in config), resumes partial
 files with HTTP Range, retries transient failures with exponential back-off, and reports every missing file
@@ -31,7 +33,7 @@ from urllib.error import HTTPError, URLError
 from urllib.request import Request, urlopen
 
 from ..io import write_json
-from ..layout import METHODS, ORIGINAL, SAFE_ID, mask_dir, video_dir
+from ..layout import DFD, DFD_ORIGINAL, EXTRA_METHODS, FACESHIFTER, METHODS, ORIGINAL, SAFE_ID, mask_dir, video_dir
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +44,10 @@ SERVERS = {
 }
 COMPRESSIONS = ("raw", "c23", "c40")
 FILELIST = "misc/filelist.json"
+DFD_FILELIST = "misc/deepfake_detection_filenames.json"
+DFD_KEYS = {DFD_ORIGINAL: "actors", DFD: "DeepFakesDetection"}  # set -> its key in DFD_FILELIST
+# DFD names join actors, scene and a code with underscores (01_02__walking_down_street__YVGY8LOK).
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
 VERIFIED = "misc/verified.json"  # rel path -> [size, mtime_ns] of every video that passed verify_video
 TOS_URL = SERVERS["EU2"] + "webpage/FaceForensics_TOS.pdf"
 USER_AGENT = "dfpipe-ffpp/1"
@@ -114,9 +120,40 @@ def parse_filelist(data: bytes, source: str) -> list[tuple[str, str]]:
     return out
 
 
-def video_names(pairs: Sequence[tuple[str, str]], method: str, num_videos: int | None = None) -> list[str]:
-    """Names (no suffix) of the videos of `method`, in the official script's order, cut to `num_videos`."""
-    if method == ORIGINAL:
+def parse_dfd_filelist(data: bytes, source: str) -> dict[str, list[str]]:
+    """Validate the DeepFakeDetection file list: {"actors": [names], "DeepFakesDetection": [names]}."""
+    try:
+        lists = json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{source}: not valid JSON ({exc})") from exc
+    if not isinstance(lists, dict):
+        raise ValueError(f"{source}: expected an object with the lists {sorted(DFD_KEYS.values())}")
+    for key in DFD_KEYS.values():
+        names = lists.get(key)
+        if not isinstance(names, list) or not names:
+            raise ValueError(f"{source}: {key!r} is not a non-empty list of video names")
+        for i, name in enumerate(names):
+            # Names become file names: nothing that could leave a folder is accepted.
+            if not (isinstance(name, str) and SAFE_NAME.fullmatch(name)):
+                raise ValueError(
+                    f"{source}: {key}[{i}] {name!r} is not a safe video name (must match {SAFE_NAME.pattern})"
+                )
+    return {key: lists[key] for key in DFD_KEYS.values()}
+
+
+def video_names(
+    pairs: Sequence[tuple[str, str]],
+    method: str,
+    num_videos: int | None = None,
+    dfd: dict[str, list[str]] | None = None,
+) -> list[str]:
+    """Names (no suffix) of the videos of `method`, in the official script's order, cut to `num_videos`;
+    the DeepFakeDetection sets come from `dfd` (the parsed DFD_FILELIST)."""
+    if method in DFD_KEYS:
+        if dfd is None:
+            raise ValueError(f"ffpp: the {method} names come from {DFD_FILELIST}, which was not given")
+        names = list(dfd[DFD_KEYS[method]])
+    elif method == ORIGINAL:
         names = [ident for pair in pairs for ident in pair]
     else:
         names = [name for a, b in pairs for name in (f"{a}_{b}", f"{b}_{a}")]
@@ -130,13 +167,17 @@ def plan(
     compression: str,
     masks: bool = False,
     num_videos: int | None = None,
+    dfd: dict[str, list[str]] | None = None,
 ) -> list[Item]:
-    """Every file to fetch: originals first, then each method's videos and (if `masks`) its masks."""
+    """Every file to fetch: originals first (the actors' too when DeepFakeDetection is asked for), then each
+    method's videos and (if `masks`) its masks."""
     items = []
-    for method in (ORIGINAL, *methods):
-        names = video_names(pairs, method, num_videos)
+    originals = (ORIGINAL, DFD_ORIGINAL) if DFD in methods else (ORIGINAL,)
+    for method in (*originals, *methods):
+        names = video_names(pairs, method, num_videos, dfd)
         folders = [video_dir(method, compression)]
-        if masks and method != ORIGINAL:
+        # The server has no masks of originals or of FaceShifter (the official script refuses them).
+        if masks and method not in (*originals, FACESHIFTER):
             folders.append(mask_dir(method))
         for folder in folders:
             # FF++ layout folders coincide with the server's paths under v3/.
@@ -320,24 +361,33 @@ def fetch(
         return
 
 
-def _load_filelist(base: str, dest: Path, retries: int, timeout_s: float, backoff_s: float) -> list[tuple[str, str]]:
-    """The pairs of misc/filelist.json, fetched once and kept under `dest` (so reruns need no request)."""
-    path = dest / FILELIST
-    url = base + FILELIST
+def _load_filelist(
+    rel: str,
+    parse: Callable[[bytes, str], Any],
+    base: str,
+    dest: Path,
+    retries: int,
+    timeout_s: float,
+    backoff_s: float,
+) -> Any:
+    """The server's file list `rel` parsed by `parse`, fetched once and kept under `dest` (so reruns need no
+    request)."""
+    path = dest / rel
+    url = base + rel
     if not path.is_file():
         try:
             fetch(url, path, retries, timeout_s, backoff_s)
         except RefusedError as exc:
             raise DownloadError(
                 f"{url}: {exc}; the file list is missing — check ffpp.server / ffpp.base_url",
-                [(FILELIST, url, str(exc))],
+                [(rel, url, str(exc))],
             ) from exc
         try:
-            return parse_filelist(path.read_bytes(), url)
+            return parse(path.read_bytes(), url)
         except ValueError:
             path.unlink()  # never keep a bad list as if it were the server's
             raise
-    return parse_filelist(path.read_bytes(), str(path))
+    return parse(path.read_bytes(), str(path))
 
 
 def download(
@@ -348,7 +398,8 @@ def download(
     *,
     backoff_s: float = 1.0,
 ) -> list[Path]:
-    """Fetch the FF++ originals and `methods` at `compression` into `dest` (FF++ layout).
+    """Fetch the FF++ originals and `methods` (any of METHODS and EXTRA_METHODS; DeepFakeDetection brings its
+    actors' originals) at `compression` into `dest` (FF++ layout).
 
     `settings` is config["ffpp"]. Files already complete and verified are skipped without a request. Returns
     the video (and mask) paths relative to `dest`. Missing files (404, or failing verification on every
@@ -360,17 +411,19 @@ def download(
             "ffpp.accept_tos is false: FaceForensics++ may only be downloaded after accepting its terms of use "
             f"({TOS_URL}); set ffpp.accept_tos: true in config.yaml once you have"
         )
-    unknown = [m for m in methods if m not in METHODS]
+    unknown = [m for m in methods if m not in (*METHODS, *EXTRA_METHODS)]
     if unknown:
-        raise ValueError(f"ffpp: unknown methods {unknown}; allowed: {', '.join(METHODS)}")
+        raise ValueError(f"ffpp: unknown methods {unknown}; allowed: {', '.join((*METHODS, *EXTRA_METHODS))}")
     if compression not in COMPRESSIONS:
         raise ValueError(f"ffpp: compression {compression!r} is not one of {', '.join(COMPRESSIONS)}")
     dest = Path(dest)
     base = base_url(settings)
     retries, timeout_s = settings.get("retries", 5), settings.get("timeout_s", 60)
 
-    pairs = _load_filelist(base, dest, retries, timeout_s, backoff_s)
-    items = plan(pairs, base, methods, compression, settings.get("masks", False), settings.get("num_videos"))
+    lists = (base, dest, retries, timeout_s, backoff_s)
+    pairs = _load_filelist(FILELIST, parse_filelist, *lists)
+    dfd = _load_filelist(DFD_FILELIST, parse_dfd_filelist, *lists) if DFD in methods else None
+    items = plan(pairs, base, methods, compression, settings.get("masks", False), settings.get("num_videos"), dfd)
     logger.info(f"ffpp: {len(items)} files from {base} into {dest}")
     verified = _Verified(dest / VERIFIED)
     done: list[Path] = []
