@@ -44,6 +44,9 @@ probes.write_probe_results(own, Path(snakemake.output.csv).parent)
 log(f"probe table: {len(own)} rows, {int(own['auc'].notna().sum())} with an AUC")
 cross = [crossdataset.probe_rows(part, p.dataset, name) for name, part in routed.items()]
 for name, get in sources.items():
+    if not crossdataset.has_train_split(out_root / "test_sources" / name / "shards", cfg["train_qualities"]):
+        log(f"{name}: no train images (a test-only source such as ffpp_tree): no probe trained on it")
+        continue
     # trained on the source's train split (no transform-heavy extras needed: it is small), scored on the main test split
     back = probes.probe_table(get, test_qualities=p.qualities, test_get=main, **settings)
     cross.append(crossdataset.probe_rows(back, name, p.dataset))

@@ -1,10 +1,11 @@
 """Test sources and the cross-dataset matrix (issue 9): extra datasets scored by models trained on another.
 
 A test source (config `evaluate.test_sources`) is an image-folder dataset (`dfpipe.sources.images`): a given
-`root`, or the offline GAN-face set (`dfpipe.ganfaces`) built under the output root. Its images go through the
-same MozJPEG encoder at every configured quality into shards of the main shards' format
-(`{dest}/q<Q>/{split}-0000.tar`, `{split}.counts.json`, `index.json`), so the loader, predict and the probes
-read them like the main dataset's.
+`root`, the offline GAN-face set (`dfpipe.ganfaces`) built under the output root, or face crops of an FF++-layout
+tree's videos (`dfpipe.ffpp_tree`, e.g. FaceShifter, DeepFakeDetection) made there by the faces stage's code.
+Its images go through the same MozJPEG encoder at every configured quality into shards of the main shards'
+format (`{dest}/q<Q>/{split}-0000.tar`, `{split}.counts.json`, `index.json`), so the loader, predict and the
+probes read them like the main dataset's.
 
 `detector_rows` / `probe_rows` turn scores into rows of one long table (`MATRIX_COLUMNS`): train dataset ×
 test dataset × test quality → AUC and balanced ACC, per model; `plot_matrix` draws it as a heat map.
@@ -12,6 +13,7 @@ test dataset × test quality → AUC and balanced ACC, per model; `plot_matrix` 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,12 +21,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from . import ganfaces, probes, shards
+from . import assets, ffpp_tree, ganfaces, probes, shards
+from .config import schema_defaults
 from .io import write_json
 from .metrics import choose_threshold, video_weights
 from .sources import images
 
-KINDS = ("ganfaces", "images")
+KINDS = ("ganfaces", "images", "ffpp_tree")
+BUILT = ("ganfaces", "ffpp_tree")  # kinds whose images are made under the source's own folder
 # train: for probes trained on the source; test: what every model is scored on. A test source's val images join
 # its test split: it chooses no threshold, and a few dozen images more steady its AUCs.
 SPLITS = ("train", "test")
@@ -42,8 +46,8 @@ MATRIX_COLUMNS = [
 
 
 def source_root(entry: Mapping[str, Any], dest: Path) -> Path:
-    """Where the images of a test source are: its `root`, or `dest/images` for a built GAN-face set."""
-    if entry["kind"] == "ganfaces":
+    """Where the images of a test source are: its `root`, or `dest/images` for a built kind."""
+    if entry["kind"] in BUILT:
         return Path(dest) / "images"
     if not entry.get("root"):
         raise ValueError(
@@ -52,15 +56,39 @@ def source_root(entry: Mapping[str, Any], dest: Path) -> Path:
     return Path(entry["root"])
 
 
-def scan_source(entry: Mapping[str, Any], dest: Path) -> images.Scan:
-    """Build the GAN-face set if that is the kind, then scan the image folder (with the set's pair splits)."""
+def scan_source(
+    entry: Mapping[str, Any],
+    dest: Path,
+    face_settings: Mapping[str, Any] | None = None,
+    threads: int = 1,
+) -> images.Scan:
+    """Build the images of a built kind, then scan the image folder (with the built set's split file).
+    Kind ffpp_tree crops faces with `face_settings` (config `faces`; None: the schema's defaults)."""
+    where = f"evaluate.test_sources[{entry['name']}]"
     if entry["kind"] not in KINDS:
-        raise ValueError(f"evaluate.test_sources[{entry['name']}]: kind {entry['kind']!r}; allowed {list(KINDS)}")
+        raise ValueError(f"{where}: kind {entry['kind']!r}; allowed {list(KINDS)}")
     root = source_root(entry, dest)
-    split_file = None
+    split_file, left_out = None, []
     if entry["kind"] == "ganfaces":
         split_file = ganfaces.build(root, entry.get("ganfaces") or {})
-    return images.scan(root, split_file=split_file)
+    elif entry["kind"] == "ffpp_tree":
+        if not entry.get("root"):
+            raise ValueError(f"{where}: kind ffpp_tree needs `root` (an FF++-layout tree, e.g. downloads/ffpp)")
+        split_file, left_out = ffpp_tree.build(
+            Path(entry["root"]).expanduser(),
+            root,
+            entry.get("methods") or [],
+            where=where,
+            compression=entry.get("compression") or "c23",
+            frames_per_video=int(entry.get("frames_per_video") or 32),
+            face_settings=dict(face_settings or schema_defaults("faces")),
+            model_path=assets.face_detector_model(),
+            splits_dir=entry.get("splits_dir"),
+            threads=threads,
+        )
+    scan = images.scan(root, split_file=split_file)
+    scan.left_out = left_out
+    return scan
 
 
 def write_source_shards(
@@ -76,6 +104,12 @@ def write_source_shards(
         write_json(Path(out_dir) / f"{split}.counts.json", c)
         counts.append(c)
     return shards.write_index(counts, Path(out_dir) / "index.json")
+
+
+def has_train_split(shards_dir: Path, qualities: Sequence[int]) -> bool:
+    """Whether a test source's train shards hold images at every quality (an ffpp_tree source's are empty)."""
+    counts = [json.loads((Path(shards_dir) / f"q{q}" / "train.counts.json").read_text()) for q in qualities]
+    return all(c["samples"] > 0 for c in counts)
 
 
 def _scores_row(labels, scores, predicted, video_keys) -> dict[str, Any]:

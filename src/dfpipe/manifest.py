@@ -97,7 +97,9 @@ def ffprobe_complaint(stderr: bytes, path: Path) -> str:
     return "; ".join(messages[-3:])
 
 
-def _probe_row(dataset_root: Path, row: dict[str, Any]) -> dict[str, Any]:
+def probe_row(dataset_root: Path, row: dict[str, Any]) -> dict[str, Any]:
+    """`row` (method, video_id, path, mask_path) with its size and `probe` results, or status unreadable and the
+    error naming the file (relative to the root)."""
     path = dataset_root / row["path"]
     out = dict(row, bytes=path.stat().st_size, status="ok", error=None)
     try:
@@ -127,7 +129,7 @@ def build(
             f"{dataset_root}: no videos found for {', '.join((ORIGINAL, *methods))} at {compression}"
         )
     with ThreadPoolExecutor(max(1, threads)) as pool:
-        rows = list(pool.map(lambda r: _probe_row(dataset_root, r), listed))
+        rows = list(pool.map(lambda r: probe_row(dataset_root, r), listed))
     df = pd.DataFrame(rows)
     df["key"] = df["method"] + "/" + df["video_id"]
     df["compression"] = compression

@@ -1,5 +1,6 @@
-# Test sources (evaluate.test_sources): extra image datasets, e.g. the offline GAN-face set, through the same
-# MozJPEG qualities into shards of the main format, {OUT}/test_sources/<name>/shards/q<Q>/{train,test}-0000.tar.
+# Test sources (evaluate.test_sources): extra image datasets, e.g. the offline GAN-face set or face crops of FF++'s
+# FaceShifter / DeepFakeDetection videos (kind ffpp_tree), through the same MozJPEG qualities into shards of the
+# main format, {OUT}/test_sources/<name>/shards/q<Q>/{train,test}-0000.tar.
 # Every model trained on all methods is scored on them (cross_detectors); the probes use them too (probes.smk).
 from dfpipe import crossdataset
 
@@ -22,12 +23,15 @@ rule test_source:
     params:
         code=CODE["test_source"],
         entry=lambda wc: crossdataset.source_entry(config, wc.name),
+        # only the FF++-tree kind crops faces: other kinds do not rerun when the faces settings change
+        faces=lambda wc: config["faces"] if crossdataset.source_entry(config, wc.name)["kind"] == "ffpp_tree" else None,
     log:
         f"{OUT}/logs/test_sources/{{name}}/scan.log",
     message:
-        "Test source {wildcards.name}: building (GAN-face set) and scanning its images"
+        "Test source {wildcards.name}: building (GAN-face set, FF++-tree face crops) and scanning its images"
     wildcard_constraints:
         name=TEST_SOURCE_NAMES,
+    threads: lambda wc: 2 if crossdataset.source_entry(config, wc.name)["kind"] == "ffpp_tree" else 1
     conda:
         ENV
     script:

@@ -206,6 +206,8 @@ class Scan:
     table: pd.DataFrame
     skipped: list[tuple[str, str]] = field(default_factory=list)  # images that do not decode
     ignored: list[str] = field(default_factory=list)  # files that are not images
+    # inputs a built source made no image of (ffpp_tree: videos without a usable face), with the reason
+    left_out: list[tuple[str, str]] = field(default_factory=list)
 
 
 def _class_of(rel: Path) -> tuple[str, str, Path] | None:
@@ -310,7 +312,7 @@ def scan(root: Path, *, split_file: Path | None = None, fractions: Mapping[str, 
 
 
 def write_scan(result: Scan, table_path: Path, report_path: Path | None = None) -> None:
-    """The table as parquet and, optionally, a JSON report of skipped and ignored files (both atomic)."""
+    """The table as parquet and, optionally, a JSON report of skipped, ignored and left-out inputs (both atomic)."""
     write_parquet(table_path, result.table)
     if report_path is not None:
         write_json(
@@ -319,6 +321,7 @@ def write_scan(result: Scan, table_path: Path, report_path: Path | None = None) 
                 "images": len(result.table),
                 "skipped": [{"path": p, "reason": r} for p, r in result.skipped],
                 "ignored": result.ignored,
+                "left_out": [{"path": p, "reason": r} for p, r in result.left_out],
             },
         )
 
