@@ -62,3 +62,4 @@ rule all:
         # the probe table when probes are configured; the cross-dataset matrix when evaluate.test_sources are
         rules.probes.output if PROBES else [],
         rules.cross_dataset.output if TEST_SOURCES else [],
+        rules.test_source_quality_report.output if TEST_SOURCES else [],

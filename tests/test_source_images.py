@@ -13,6 +13,7 @@ from logcapture import dfpipe_lines
 from PIL import Image
 from skimage import data
 
+from dfpipe.quality import measure
 from dfpipe.shards import write_split
 from dfpipe.sources import images
 
@@ -135,3 +136,29 @@ def test_compress_decodes_once_and_encodes_alike(tree, tmp_path, cjpeg):
         assert im.format == "JPEG" and im.size == (128, 128)
     counts = write_split([out], 77, "train", 1, tmp_path / "shards" / "q77")
     assert counts["samples"] == len(table) and counts["by_label"] == {"0": 3, "1": 3}
+
+
+def test_psnr_ssim_of_a_test_source_by_original_encoding(tree, tmp_path, cjpeg):
+    """Each test-source image's MozJPEG loss is measured against its decoded file and labelled with the file's
+    own encoding; the report groups by it, and fidelity falls with the MozJPEG quality."""
+    from dfpipe import crossdataset
+
+    table = images.scan(tree).table
+    table["split"] = "test"
+    measured = {}
+    for q in (95, 10):
+        crossdataset.write_source_shards(table, tree, q, [], cjpeg, tmp_path / f"q{q}")
+        measured[q] = pd.read_parquet(tmp_path / f"q{q}" / "quality.parquet").set_index("key")
+    by_path = table.set_index("path")["key"]
+    original = measured[95]["original"]
+    assert original[by_path["real/a.jpg"]] == "JPEG q90" and original[by_path["fake/style-gan/1.jpg"]] == "JPEG q75"
+    assert original[by_path["real/people/p1/b.png"]] == "PNG" and original[by_path["real/c.webp"]] == "WEBP"
+    assert len(measured[95]) == len(table) and (measured[95]["ssim"] <= 1).all()
+    assert (measured[95]["psnr"] > measured[10]["psnr"] + 5).all()
+    # the PNG's figure is that of its exact pixels against MozJPEG's output
+    jpeg = images.compress_images(table[table["path"] == "real/people/p1/b.png"], tree, 95, [], cjpeg)["jpeg"].iloc[0]
+    psnr, _, _ = measure(images.read_rgb(tree, "real/people/p1/b.png"), jpeg)
+    assert measured[95].loc[by_path["real/people/p1/b.png"], "psnr"] == pytest.approx(psnr)
+    summary = crossdataset.summarize_quality({"mine": pd.concat(measured.values()).reset_index()})
+    assert set(summary["original"]) == {"JPEG q90", "JPEG q75", "JPEG q95", "PNG", "WEBP"}
+    assert summary["n"].sum() == 2 * len(table) and (summary["dataset"] == "mine").all()

@@ -23,7 +23,7 @@ import pandas as pd
 
 from . import assets, ffpp_tree, ganfaces, probes, shards
 from .config import schema_defaults
-from .io import write_json
+from .io import write_json, write_parquet
 from .metrics import choose_threshold, video_weights
 from .sources import images
 
@@ -95,7 +95,8 @@ def write_source_shards(
     table: pd.DataFrame, root: Path, quality: int, flags: Sequence[str], cjpeg: Path, out_dir: Path, threads: int = 1
 ) -> dict[str, Any]:
     """MozJPEG at `quality` of every image with a split, one shard per split in `SPLITS` plus counts and
-    index.json, as the shards stage writes them; returns the index."""
+    index.json, as the shards stage writes them, and `quality.parquet`: each image's PSNR/SSIM/bpp with its
+    original encoding (`original_encoding`); returns the index."""
     jpegs = images.compress_images(table, root, quality, flags, cjpeg, threads=threads)
     jpegs["split"] = jpegs["split"].replace({"val": "test"})
     counts = []
@@ -103,7 +104,30 @@ def write_source_shards(
         c = shards.write_split([jpegs], quality, split, 1, out_dir)
         write_json(Path(out_dir) / f"{split}.counts.json", c)
         counts.append(c)
+    measured = jpegs[["key", "method", "quality", "psnr", "ssim", "bpp"]].copy()
+    measured["original"] = measured["key"].map(original_encoding(table).to_dict())
+    write_parquet(Path(out_dir) / "quality.parquet", measured)
     return shards.write_index(counts, Path(out_dir) / "index.json")
+
+
+def original_encoding(table: pd.DataFrame) -> pd.Series:
+    """Each image's encoding before MozJPEG, by key: "PNG", "WEBP", or "JPEG q<estimate>" (the estimate rounded
+    to 5), so that the PSNR/SSIM report can tell JPEG-on-JPEG from first compressions."""
+    estimate = pd.to_numeric(table["quality_estimate"], errors="coerce")
+    encoding = table["encoding"].astype(str).str.upper()
+    jpeg = encoding.eq("JPEG") & estimate.notna()
+    rounded = (estimate / 5).round().mul(5).astype("Int64").astype(str)
+    names = encoding.where(~jpeg, "JPEG q" + rounded)
+    return pd.Series(names.to_numpy(), index=table["key"].to_numpy())
+
+
+def summarize_quality(tables: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
+    """The PSNR/SSIM report of test sources ({name: its quality.parquet tables concatenated}): per source ×
+    method × original encoding × MozJPEG quality, as `dfpipe.quality.summarize` gives it for the main set."""
+    from . import quality
+
+    named = [t.assign(dataset=name) for name, t in tables.items()]
+    return quality.summarize(named, keys=("dataset", "method", "original"))
 
 
 def has_train_split(shards_dir: Path, qualities: Sequence[int]) -> bool:

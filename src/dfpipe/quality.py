@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import cv2
@@ -74,13 +74,16 @@ def measure_batch(faces: pd.DataFrame, jpeg: pd.DataFrame, frames_per_video: int
     )
 
 
-def summarize(tables: Iterable[pd.DataFrame]) -> pd.DataFrame:
-    """Per method × quality: n, PSNR and SSIM mean/std, mean bits per pixel (quality high to low)."""
-    frames = [t[QUALITY_COLUMNS] for t in tables]
+def summarize(tables: Iterable[pd.DataFrame], keys: Sequence[str] = ("method",)) -> pd.DataFrame:
+    """Per `keys` (method by default) × quality: n, PSNR and SSIM mean/std, mean bits per pixel (quality high
+    to low)."""
+    keys = list(keys)
+    frames = [t[[*keys, *QUALITY_COLUMNS[3:]]] for t in tables]
+    columns = [*keys, *SUMMARY_COLUMNS[1:]]
     if not frames:
-        return pd.DataFrame(columns=SUMMARY_COLUMNS)
+        return pd.DataFrame(columns=columns)
     allq = pd.concat(frames, ignore_index=True)
-    g = allq.groupby(["method", "quality"], sort=True)
+    g = allq.groupby([*keys, "quality"], sort=True, dropna=False)
     out = g.agg(
         n=("psnr", "size"),
         psnr_mean=("psnr", "mean"),
@@ -89,7 +92,7 @@ def summarize(tables: Iterable[pd.DataFrame]) -> pd.DataFrame:
         ssim_std=("ssim", "std"),
         bpp_mean=("bpp", "mean"),
     ).reset_index()
-    return out.sort_values(["method", "quality"], ascending=[True, False], ignore_index=True)[SUMMARY_COLUMNS]
+    return out.sort_values([*keys, "quality"], ascending=[True] * len(keys) + [False], ignore_index=True)[columns]
 
 
 def plot(summary: pd.DataFrame, path: str | Path) -> None:

@@ -45,6 +45,7 @@ rule test_source_shards:
         tars=[f"{OUT}/test_sources/{{name}}/shards/q{{quality}}/{s}-0000.tar" for s in TEST_SOURCE_SPLITS],
         counts=[f"{OUT}/test_sources/{{name}}/shards/q{{quality}}/{s}.counts.json" for s in TEST_SOURCE_SPLITS],
         index=f"{OUT}/test_sources/{{name}}/shards/q{{quality}}/index.json",
+        quality=f"{OUT}/test_sources/{{name}}/shards/q{{quality}}/quality.parquet",
     params:
         code=CODE["test_source_shards"],
         entry=lambda wc: crossdataset.source_entry(config, wc.name),
@@ -60,6 +61,26 @@ rule test_source_shards:
         ENV
     script:
         "../../scripts/test_source_shards.py"
+
+
+# PSNR/SSIM of every test source's images after MozJPEG, against the decoded originals, by original encoding.
+rule test_source_quality_report:
+    input:
+        tables=expand(rules.test_source_shards.output.quality, name=TEST_SOURCES, quality=QUALITIES),
+    output:
+        csv=report(f"{RESULTS}/quality/test_sources_psnr_ssim.csv", caption="../report/psnr_ssim_test_sources.rst",
+                   category="2. Compression", subcategory="PSNR/SSIM"),
+    params:
+        code=CODE["test_source_quality_report"],
+        sources=TEST_SOURCES,
+    log:
+        f"{OUT}/logs/test_sources/psnr_ssim.log",
+    message:
+        "Writing the PSNR/SSIM report of the test sources"
+    conda:
+        ENV
+    script:
+        "../../scripts/test_source_quality_report.py"
 
 
 rule cross_detectors:

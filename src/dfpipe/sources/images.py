@@ -34,6 +34,7 @@ from PIL import Image
 
 from ..compress import JPEG_COLUMNS, decode_rgb, encode, encoder_id
 from ..io import write_json, write_parquet
+from ..quality import measure
 
 logger = logging.getLogger(__name__)
 
@@ -336,19 +337,25 @@ def compress_images(
     table: pd.DataFrame, root: Path, quality: int, flags: Sequence[str], cjpeg: Path, threads: int = 1
 ) -> pd.DataFrame:
     """The jpeg stage's table (`dfpipe.compress.JPEG_COLUMNS`, frame_index 0) for the images of `table` that
-    have a split: each file decoded once and its pixels encoded by MozJPEG, the same call for every image."""
+    have a split: each file decoded once and its pixels encoded by MozJPEG, the same call for every image.
+    Columns psnr, ssim and bpp follow: what MozJPEG lost against the decoded file (`dfpipe.quality.measure`),
+    measured while its pixels are at hand, so the PSNR/SSIM report covers test sources at no second decode."""
     rows = table[table["split"].notna()].reset_index(drop=True)
     encoder = encoder_id(cjpeg, quality, flags)
 
-    def one(rel: str) -> bytes:
-        return encode(read_rgb(root, rel), quality, flags, cjpeg, rel)
+    def one(rel: str) -> tuple[bytes, float, float, float]:
+        rgb = read_rgb(root, rel)
+        jpeg = encode(rgb, quality, flags, cjpeg, rel)
+        return (jpeg, *measure(rgb, jpeg, rel))
 
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
-        jpegs = list(pool.map(one, rows["path"].tolist()))
+        done = list(pool.map(one, rows["path"].tolist()))
     out = rows[["key", "method", "video_id", "split", "label"]].copy()
     out["frame_index"] = 0
     out["quality"] = int(quality)
-    out["jpeg"] = pd.Series(jpegs, index=out.index, dtype=object)
+    out["jpeg"] = pd.Series([d[0] for d in done], index=out.index, dtype=object)
     out["bytes"] = out["jpeg"].map(len).astype("int64")
     out["encoder"] = encoder
-    return out[JPEG_COLUMNS]
+    for i, column in enumerate(("psnr", "ssim", "bpp"), start=1):
+        out[column] = np.array([d[i] for d in done], dtype="float64")
+    return out[[*JPEG_COLUMNS, "psnr", "ssim", "bpp"]]
