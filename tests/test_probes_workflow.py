@@ -41,13 +41,19 @@ def project(tmp_path_factory, ffpp_tree) -> Project:
 
 
 def test_test_source_shards_in_the_main_format(project):
-    """The GAN-face set's shards hold real and fake samples at every quality, with counts and index."""
+    """The GAN-face set's shards hold real and fake samples at every quality, with counts and index; its PSNR/SSIM
+    report is written."""
     for q in (77, 10):
         folder = project.work / f"data/test_sources/gan/shards/q{q}"
         assert (folder / "index.json").is_file() and (folder / "test.counts.json").is_file()
         with tarfile.open(folder / "test-0000.tar") as tar:
             labels = {tar.extractfile(m).read() for m in tar.getmembers() if m.name.endswith(".cls")}
         assert labels == {b"0", b"1"}
+    # the PSNR/SSIM report covers the set: real and generated images at both qualities, fidelity falling with q
+    report = pd.read_csv(project.work / "results/quality/test_sources_psnr_ssim.csv")
+    assert set(report["dataset"]) == {"gan"} and set(report["quality"]) == {77, 10} and len(set(report["method"])) >= 2
+    mean = report.groupby("quality")["psnr_mean"].mean()
+    assert mean[77] > mean[10] and report["n"].gt(0).all()
 
 
 def test_probe_table_has_real_numbers(project):
