@@ -27,8 +27,11 @@ def carphone() -> Path:
     return path
 
 
-def encode_clip(src: Path, dest: Path, start: float, seconds: float, vf: str = "null") -> Path:
-    """Cut `seconds` of `src` from `start`, filter it, and encode it like FF++ c23 (libx264 CRF 23)."""
+def encode_clip(
+    src: Path, dest: Path, start: float, seconds: float, vf: str = "null", crf: int = 23, extra: tuple[str, ...] = ()
+) -> Path:
+    """Cut `seconds` of `src` from `start`, filter it, and encode it like FF++ c23 (libx264 CRF 23 unless
+    `crf` says otherwise; `extra`: more output options, e.g. B-frames or a key-frame interval)."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     subprocess.run(
         [
@@ -47,10 +50,32 @@ def encode_clip(src: Path, dest: Path, start: float, seconds: float, vf: str = "
             "-c:v",
             "libx264",
             "-crf",
-            "23",
+            f"{crf}",
             "-pix_fmt",
             "yuv420p",
+            *extra,
             "-an",
+            str(dest),
+        ],
+        check=True,
+    )
+    return dest
+
+
+def tag_rotation(src: Path, dest: Path, degrees: int = 90) -> Path:
+    """`src` with a display matrix saying "turn `degrees`" (written on a stream copy: encoding drops the tag)."""
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-v",
+            "error",
+            "-y",
+            "-i",
+            str(src),
+            "-c",
+            "copy",
+            "-metadata:s:v:0",
+            f"rotate={degrees}",
             str(dest),
         ],
         check=True,

@@ -6,6 +6,7 @@ import cv2
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import encode_clip, tag_rotation
 
 from dfpipe.frames import (
     UNREADABLE,
@@ -38,32 +39,7 @@ def clip(tmp_path_factory, carphone) -> Path:
     """2 s of carphone as H.264 with B-frames (decode order ≠ storage order), moov first so a truncated copy
     still opens."""
     dest = tmp_path_factory.mktemp("frames") / "clip.mp4"
-    subprocess.run(
-        [
-            "ffmpeg",
-            "-v",
-            "error",
-            "-y",
-            "-i",
-            str(carphone),
-            "-t",
-            "2",
-            "-c:v",
-            "libx264",
-            "-crf",
-            "23",
-            "-bf",
-            "3",
-            "-pix_fmt",
-            "yuv420p",
-            "-movflags",
-            "+faststart",
-            "-an",
-            str(dest),
-        ],
-        check=True,
-    )
-    return dest
+    return encode_clip(carphone, dest, 0, 2, extra=("-bf", "3", "-movflags", "+faststart"))
 
 
 def test_sample_indices_spread_over_whole_video():
@@ -182,34 +158,8 @@ def corrupt_packet(src: Path, dest: Path, frame_pts_rank: int) -> None:
 def gop_clip(tmp_path_factory, carphone) -> Path:
     """2 s of carphone with a key frame every 15 frames and B-frames."""
     dest = tmp_path_factory.mktemp("gop") / "gop.mp4"
-    subprocess.run(
-        [
-            "ffmpeg",
-            "-v",
-            "error",
-            "-y",
-            "-i",
-            str(carphone),
-            "-t",
-            "2",
-            "-c:v",
-            "libx264",
-            "-crf",
-            "23",
-            "-bf",
-            "3",
-            "-x264-params",
-            "keyint=15:min-keyint=15:scenecut=0",
-            "-pix_fmt",
-            "yuv420p",
-            "-movflags",
-            "+faststart",
-            "-an",
-            str(dest),
-        ],
-        check=True,
-    )
-    return dest
+    keyframes = ("-x264-params", "keyint=15:min-keyint=15:scenecut=0")
+    return encode_clip(carphone, dest, 0, 2, extra=("-bf", "3", *keyframes, "-movflags", "+faststart"))
 
 
 def test_frames_after_a_decoder_error_are_named_until_the_next_key_frame(gop_clip, tmp_path):
@@ -270,57 +220,11 @@ def test_damaged_frames_reads_the_decoding_order_from_the_log():
 def test_rotation_metadata_is_applied_with_matching_frame_size(carphone, tmp_path):
     """Pixels turned with a display matrix turning them back come out upright; upright pixels with a stray
     rotation tag come out turned, as any player shows them. Either way the frame size is the decoded one."""
-    upright = tmp_path / "upright.mp4"
-    subprocess.run(
-        [
-            "ffmpeg",
-            "-v",
-            "error",
-            "-y",
-            "-i",
-            str(carphone),
-            "-t",
-            "0.5",
-            "-c:v",
-            "libx264",
-            "-crf",
-            "18",
-            "-pix_fmt",
-            "yuv420p",
-            "-an",
-            str(upright),
-        ],
-        check=True,
+    upright = encode_clip(carphone, tmp_path / "upright.mp4", 0, 0.5, crf=18)
+    turned = tag_rotation(
+        encode_clip(carphone, tmp_path / "t.mp4", 0, 0.5, "transpose=clock", crf=18), tmp_path / "turned.mp4"
     )
-    turned = tmp_path / "turned.mp4"
-    subprocess.run(
-        [
-            "ffmpeg",
-            "-v",
-            "error",
-            "-y",
-            "-i",
-            str(carphone),
-            "-t",
-            "0.5",
-            "-vf",
-            "transpose=clock",
-            "-c:v",
-            "libx264",
-            "-crf",
-            "18",
-            "-pix_fmt",
-            "yuv420p",
-            "-an",
-            str(tmp_path / "t.mp4"),
-        ],
-        check=True,
-    )
-    for src, dest in ((tmp_path / "t.mp4", turned), (upright, tmp_path / "wrong.mp4")):
-        subprocess.run(
-            ["ffmpeg", "-v", "error", "-y", "-i", str(src), "-c", "copy", "-metadata:s:v:0", "rotate=90", str(dest)],
-            check=True,
-        )
+    tag_rotation(upright, tmp_path / "wrong.mp4")
     reference = dict(iter_frames(upright, [3]))[3]
     assert video_size(turned) == (176, 144) and video_rotation(turned) == 90
     restored = dict(iter_frames(turned, [3]))[3]

@@ -4,6 +4,7 @@ import subprocess
 
 import pandas as pd
 import pytest
+from conftest import encode_clip, tag_rotation
 from logcapture import dfpipe_lines
 
 from dfpipe import manifest, sources
@@ -179,44 +180,7 @@ def test_rotated_videos_record_the_decoded_frame_size(tree, carphone):
     folder = tree / video_dir("original", "c23")
     turned, wrong = folder / "000.mp4", folder / "001.mp4"
     for dest, vf in ((turned, "transpose=clock"), (wrong, "null")):
-        subprocess.run(
-            [
-                "ffmpeg",
-                "-v",
-                "error",
-                "-y",
-                "-i",
-                str(carphone),
-                "-t",
-                "0.5",
-                "-vf",
-                vf,
-                "-c:v",
-                "libx264",
-                "-pix_fmt",
-                "yuv420p",
-                "-an",
-                str(folder / "tmp.mp4"),
-            ],
-            check=True,
-        )
-        # A display matrix saying "turn 90°" (written on a stream copy: encoding would drop the tag).
-        subprocess.run(
-            [
-                "ffmpeg",
-                "-v",
-                "error",
-                "-y",
-                "-i",
-                str(folder / "tmp.mp4"),
-                "-c",
-                "copy",
-                "-metadata:s:v:0",
-                "rotate=90",
-                str(dest),
-            ],
-            check=True,
-        )
+        tag_rotation(encode_clip(carphone, folder / "tmp.mp4", 0, 0.5, vf), dest)
     (folder / "tmp.mp4").unlink()
     m = build(tree).set_index("key")
     for key, path, size in (("original/000", turned, (176, 144)), ("original/001", wrong, (144, 176))):
