@@ -35,6 +35,7 @@ import pandas as pd
 from dfpipe import assets
 from dfpipe.faces import crop_batch
 from dfpipe.frames import iter_frames, plan_batch, sample_indices
+from dfpipe.manifest import probe
 
 SETTINGS = {
     "size": 256,
@@ -93,28 +94,6 @@ def make_clip(dest: Path, seconds: float, hue: int | None = None) -> Path:
 
 def make_clips(workdir: Path, n: int, seconds: float) -> list[Path]:
     return [make_clip(workdir / f"face720p_{seconds:g}s_{i}.mp4", seconds, hue=40 * i) for i in range(n)]
-
-
-def n_frames(path: Path) -> int:
-    out = subprocess.run(
-        [
-            "ffprobe",
-            "-v",
-            "error",
-            "-select_streams",
-            "v:0",
-            "-count_packets",
-            "-show_entries",
-            "stream=nb_read_packets",
-            "-of",
-            "csv=p=0",
-            str(path),
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return int(out.stdout.strip())
 
 
 def baseline_video(path: str, indices: list[int], size: int = 256, margin: float = 1.3) -> int:
@@ -238,7 +217,7 @@ def main() -> None:
                 "label": 0,
                 "path": p.name,
                 "mask_path": None,
-                "n_frames": n_frames(p),
+                "n_frames": probe(p)["n_frames"],
                 "status": "ok",
                 "error": None,
             }
