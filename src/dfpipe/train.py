@@ -26,7 +26,6 @@ import hashlib
 import json
 import logging
 import os
-import pickle
 import random
 import sys
 import time
@@ -46,7 +45,7 @@ from .evaluate import eval_stream, pick_device, score
 from .experiments import SETTING_KEYS
 from .io import atomic_path, write_json
 from .loader import Augment, ShardStream, make_loader, normalize
-from .weights import code_in_pickle
+from .weights import load_plain
 
 logger = logging.getLogger(__name__)
 
@@ -177,22 +176,8 @@ def detector_fingerprint(detector: nn.Module, spec: dict[str, Any] | None) -> st
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
     """A checkpoint of tensors and plain values; anything that would run code to load is refused."""
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        code = code_in_pickle(err)
-        if code is None:
-            raise ValueError(
-                f"{path}: not a readable checkpoint (not a torch.save file); delete it to train afresh"
-            ) from err
-        raise ValueError(
-            f"{path}: refused: not a plain checkpoint (loading it would import and run {code}); "
-            f"delete it to train afresh, and never load files of unknown origin"
-        ) from err
-    except Exception as err:  # zip, EOF and format errors have no common base class
-        raise ValueError(
-            f"{path}: not a readable checkpoint ({type(err).__name__}: {err}); delete it to train afresh"
-        ) from err
+    fix = "delete it to train afresh"
+    ckpt = load_plain(path, str(path), "checkpoint", fix, f"{fix}, and never load files of unknown origin")
     if not isinstance(ckpt, dict) or "model" not in ckpt:
         raise ValueError(f"{path}: not a dfpipe checkpoint (no model); delete it to train afresh")
     return ckpt

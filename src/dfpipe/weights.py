@@ -14,10 +14,11 @@ import re
 import socket
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from unittest import mock
 
 import timm
@@ -71,27 +72,14 @@ def load_file(path: Path) -> StateDict:
     """A state dict from a file; a training checkpoint (`{"model": ...}` or `{"state_dict": ...}`) is unwrapped."""
     if not path.is_file():
         raise FileNotFoundError(f"pretrained weights {path}: no such file; {FILE_HINT}")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file as load_safetensors
+    load = None
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file as load_safetensors
 
-            obj = load_safetensors(str(path), device="cpu")
-        else:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        code = code_in_pickle(err)
-        if code is None:
-            raise ValueError(
-                f"pretrained weights {path}: not a readable weights file (not a torch.save file); {FILE_HINT}"
-            ) from err
-        raise ValueError(
-            f"pretrained weights {path}: refused: not a plain weights file (loading it would import "
-            f"and run {code}); {FILE_HINT}"
-        ) from err
-    except Exception as err:  # zip and safetensors errors have no common base class
-        raise ValueError(
-            f"pretrained weights {path}: not a readable weights file ({type(err).__name__}: {err}); {FILE_HINT}"
-        ) from err
+        def load(p: Path) -> dict[str, Tensor]:
+            return load_safetensors(str(p), device="cpu")
+
+    obj = load_plain(path, f"pretrained weights {path}", "weights file", FILE_HINT, load=load)
     for key in ("model", "state_dict"):
         if isinstance(obj, Mapping) and isinstance(obj.get(key), Mapping):
             obj = obj[key]
@@ -100,11 +88,24 @@ def load_file(path: Path) -> StateDict:
     return dict(obj)
 
 
-def code_in_pickle(err: pickle.UnpicklingError) -> str | None:
-    """The Python object a file asked to import and call, when torch.load(weights_only=True) refused it for
-    that (rather than for being no pickle at all); else None."""
-    m = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
-    return m[1] if m else None
+def load_plain(
+    path: Path, name: str, what: str, fix: str, refused_fix: str | None = None, load: Callable | None = None
+) -> Any:
+    """`torch.load(path, weights_only=True)` (or `load(path)`), errors as ValueError naming the file (`name`,
+    the `what` it should be) and the `fix`: a file that would import and run code to load is refused, saying
+    what it asked for (and `refused_fix` when given instead of `fix`)."""
+    try:
+        return load(path) if load is not None else torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        # torch.load(weights_only=True) names the object a file asked to import and call; no such name: no pickle
+        code = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+        if code is None:
+            raise ValueError(f"{name}: not a readable {what} (not a torch.save file); {fix}") from err
+        raise ValueError(
+            f"{name}: refused: not a plain {what} (loading it would import and run {code[1]}); {refused_fix or fix}"
+        ) from err
+    except Exception as err:  # zip, EOF, format and safetensors errors have no common base class
+        raise ValueError(f"{name}: not a readable {what} ({type(err).__name__}: {err}); {fix}") from err
 
 
 def imagenet(model_name: str) -> StateDict:
