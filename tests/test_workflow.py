@@ -212,6 +212,22 @@ def test_editing_a_stage_module_reruns_that_stage_and_below_only(project):
     assert planned(project.run(None, "-n", "data")) == {}  # the hash is of the text: restored, nothing to do
 
 
+def test_a_change_to_the_source_and_later_stages_is_caught_up_in_one_run(project):
+    """layout.py runs in the source, the manifest checkpoint and the faces stage. When the source reruns, the
+    checkpoint's and the faces jobs' own code changes must be picked up by the same run, not the next one."""
+    layout_py = project.code / "dfpipe" / "layout.py"
+    original = edit_function(layout_py)
+    try:
+        jobs = planned(project.run(None, "-n", "data"))
+        assert jobs["source"] == 1 and jobs["manifest"] == 1, jobs
+        project.run(None, "data")
+        assert planned(project.run(None, "-n", "data")) == {}
+    finally:
+        layout_py.write_text(original)
+    project.run(None, "data")
+    assert planned(project.run(None, "-n", "data")) == {}
+
+
 def test_an_output_a_killed_snakemake_never_recorded_is_rebuilt(project):
     """A job that finished after its Snakemake was killed leaves its output, the incomplete marker and no
     metadata record. Snakemake's own check misses jobs after the manifest checkpoint, so without the

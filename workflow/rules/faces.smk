@@ -1,7 +1,9 @@
 rule faces:
     input:
         manifest=ancient(MANIFEST),
-        source=ancient(rules.source.output.json),
+        # str(): ancient() flags the very object it is given, and rules.source.output.json is the one the manifest
+        # checkpoint takes as its input: flagged, the manifest never reran after the source did.
+        source=ancient(str(rules.source.output.json)),
     output:
         table=f"{OUT}/faces/{{method}}/b{{batch}}.parquet",
     params:
