@@ -3,7 +3,9 @@
 Prints, for one detector spec:
 - predict: `dfpipe.evaluate.predict` images/s on the test shards of one quality, per loader-worker count and
   batch size, against a bare batched forward (inference_mode, channels_last) over the same decoded tensors
-  already in memory: the ratio is what decoding, resizing, normalising and bookkeeping cost;
+  already in memory: the ratio is what decoding, resizing, normalising and bookkeeping cost; then the same
+  predict with the frozen graph the predict rule uses on CPU (`evaluate.frozen`, its tracing time printed
+  apart) and its speed-up over eager mode;
 - train: the trainer's steady-state time per step (median over steps after the first two) and its start-up
   (summary.json), for a few steps on the train shards.
 
@@ -61,16 +63,23 @@ def main() -> None:
     stream = evaluate.eval_stream(detector, test, max(args.batch_sizes))
     images = torch.cat([batch[0] for batch in make_loader(stream, 0)])
     print(f"{args.model} at {args.size} px, {len(images)} test images of {args.shards}, {args.threads} threads")
+    start = time.perf_counter()
+    graph = evaluate.frozen(detector)
+    print(f"frozen graph traced in {time.perf_counter() - start:.2f} s (once per predict job)")
+
+    def predict_rate(bs: int, workers: int, run) -> float:
+        start = time.perf_counter()
+        with torch.inference_mode():
+            n = len(evaluate.predict(detector, test, device="cpu", batch_size=bs, num_workers=workers, run=run))
+        return n / (time.perf_counter() - start)
+
     for bs in args.batch_sizes:
         for workers in args.workers:
             bare = bare_forward(detector, images, bs)  # right before each predict: load on shared cores drifts
-            start = time.perf_counter()
-            with torch.inference_mode():
-                n = len(evaluate.predict(detector, test, device="cpu", batch_size=bs, num_workers=workers))
-            rate = n / (time.perf_counter() - start)
+            eager, fast = predict_rate(bs, workers, None), predict_rate(bs, workers, graph)
             print(
-                f"predict batch {bs:4d} workers {workers}: {rate:7.1f} img/s; bare forward {bare:7.1f} img/s; "
-                f"ratio {rate / bare:.2f}"
+                f"predict batch {bs:4d} workers {workers}: {eager:7.1f} img/s; bare forward {bare:7.1f} img/s; "
+                f"ratio {eager / bare:.2f}; frozen graph {fast:7.1f} img/s, {fast / eager:.2f}x eager"
             )
 
     if not args.train_steps:

@@ -12,12 +12,14 @@ log = runlog.to_file(snakemake.log[0])
 test_shards = {
     q: [s for s in snakemake.input.test if Path(s).parent.name == f"q{q}"] for q in snakemake.params.qualities
 }
+device = evaluate.pick_device(snakemake.params.device)
 parts = []
 for run, model in zip(snakemake.params.runs, snakemake.input.models, strict=True):
     detector = experiments.build_detector({**run["spec"], "pretrained": model})
+    graph = evaluate.frozen(detector) if device.type == "cpu" else None  # as in the predict rule
     for q, shards in test_shards.items():
         with torch.inference_mode():
-            part = evaluate.predict(detector, shards, device=snakemake.params.device)
+            part = evaluate.predict(detector, shards, device=device, run=graph)
         part.insert(0, "test_quality", q)
         part.insert(0, "train_quality", run["train_q"])
         part.insert(0, "detector", run["detector"])

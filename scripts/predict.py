@@ -15,6 +15,9 @@ torch.set_num_threads(snakemake.threads)
 gpu_claim = gpus.claim(1, device=snakemake.params.device)
 w = snakemake.wildcards
 detector = experiments.build_detector({**snakemake.params.spec, "pretrained": snakemake.input.model})
+device = evaluate.pick_device(snakemake.params.device)
+# 2,000+ crops per model: on CPU a frozen graph (BatchNorm folded) pays for its tracing many times over
+run = evaluate.frozen(detector) if device.type == "cpu" else None
 tq = int(w.train_q)
 # shards of quality q live in .../shards/q{q}/ (match the folder name: the output root may itself hold "q95")
 test_shards = {
@@ -26,7 +29,7 @@ jobs = [("val", tq, list(snakemake.input.val))] + [("test", q, shards) for q, sh
 parts = []
 for split, q, shards in jobs:
     with torch.inference_mode():
-        part = evaluate.predict(detector, shards, device=snakemake.params.device, features=split == "test" and q == tq)
+        part = evaluate.predict(detector, shards, device=device, features=split == "test" and q == tq, run=run)
     part.insert(0, "split", split)
     part.insert(0, "test_quality", q)
     parts.append(part)

@@ -198,3 +198,27 @@ def test_config_mobilenet_rows_with_and_without_ela() -> None:
     raw["detectors"][-1]["ela"] = {"quality": 0}
     with pytest.raises(dfconfig.ConfigError, match=r"detectors\.\d+\.ela"):
         dfconfig.validate(raw, source="config.yaml")
+
+
+@pytest.mark.parametrize("name", [*list_detectors(), "tf_efficientnet_lite0"])
+def test_the_frozen_graph_scores_as_the_detector_does(name: str) -> None:
+    """Predict runs a frozen TorchScript graph on CPU: every detector traces (no silent eager fallback) and
+    gives the eager logits and features at batch sizes other than the traced one."""
+    from dfpipe.evaluate import frozen
+
+    detector = create_detector(name, input_size=SMALL)
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():  # train-mode passes move the BatchNorm statistics away from their defaults
+        detector.train()
+        for _ in range(3):
+            detector(torch.randn(4, 3, SMALL, SMALL, generator=gen) * 2 + 0.5)
+    run = frozen(detector)
+    assert isinstance(run, torch.jit.ScriptModule), f"{name} fell back to eager mode"
+    for n in (1, 5):
+        x = torch.randn(n, 3, SMALL, SMALL, generator=gen).contiguous(memory_format=torch.channels_last)
+        with torch.no_grad():
+            logits, feats = detector.logits_and_features(x)
+            got_logits, got_feats = run(x)
+        assert got_logits.shape == logits.shape and got_feats.shape == feats.shape
+        assert torch.allclose(got_logits, logits, atol=1e-4, rtol=1e-4), (got_logits, logits)
+        assert torch.allclose(got_feats, feats, atol=1e-4, rtol=1e-4)

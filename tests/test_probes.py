@@ -44,10 +44,11 @@ def _frames(carphone, vf: str) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def crops(carphone) -> dict[str, tuple[np.ndarray, pd.DataFrame]]:
-    """Per split, 30 real and 30 "fake" 128² crops (train: frames 0–59, test: 60–119) with metadata."""
+    """Per split, 30 real and 30 "fake" 128² crops (train: even frames 0–58, val: odd ones, test: 60–118) with
+    metadata."""
     real, fake = _frames(carphone, "null"), _frames(carphone, "hue=h=40")
     out = {}
-    for split, frames in (("train", range(0, 60, 2)), ("test", range(60, 120, 2))):
+    for split, frames in (("train", range(0, 60, 2)), ("val", range(1, 60, 2)), ("test", range(60, 120, 2))):
         idx = list(frames)
         images = np.concatenate([real[idx], fake[idx]])
         meta = pd.DataFrame(
@@ -134,6 +135,12 @@ def test_scores_match_dfpipe_metrics():
     )
     assert np.isnan(one["auc"]) and np.isnan(one["auc_lo"])
     assert one["bacc"] == pytest.approx(binary_metrics(labels[labels == 0], predicted[labels == 0] * 1.0)["bacc_05"])
+    # at a validation threshold: binary_metrics' acc_val / bacc_val on the scores; NaN without one
+    at = probes.evaluate_scores(labels, scores, predicted, keys, n_boot=0, seed=0, threshold=0.6)
+    expected = binary_metrics(labels, scores, threshold_val=0.6, weights=w)
+    assert at["acc_val"] == pytest.approx(expected["acc_val"]) and at["bacc_val"] == pytest.approx(expected["bacc_val"])
+    assert at["threshold_val"] == 0.6 and at["acc_val"] != pytest.approx(got["acc"])
+    assert np.isnan(got["acc_val"]) and np.isnan(got["bacc_val"]) and np.isnan(got["threshold_val"])
 
 
 def test_decision_function_only_classifier_is_scored_not_dropped(features):
@@ -211,6 +218,21 @@ def _shards(crops, root, quality=77):
     return {split: sorted((root / f"q{quality}").glob(f"{split}-*.tar")) for split in crops}
 
 
+def one_probe(get, classifier: str = "lda", **extra) -> pd.DataFrame:
+    """The probe table of one classifier on mobilenetv2 features at q77, no reduction, no transform."""
+    return probes.probe_table(
+        get,
+        backbones=["mobilenetv2"],
+        train_qualities=[77],
+        test_qualities=[77],
+        reductions=["none"],
+        classifiers=[classifier],
+        transforms=["none"],
+        n_boot=0,
+        **extra,
+    )
+
+
 def test_shard_features_cached_and_reused_without_the_backbone(crops, spec, tmp_path, monkeypatch):
     """Features from real shards are cached (.npy + .parquet + manifest); a second call and a probe table over
     them load the files without building the backbone; other shard bytes (another fingerprint) compute afresh."""
@@ -219,6 +241,7 @@ def test_shard_features_cached_and_reused_without_the_backbone(crops, spec, tmp_
     get = probes.shard_getter(tmp_path / "shards", dataset="demo", cache_dir=cache, specs={"mobilenetv2": spec})
     first = get("mobilenetv2", 77, "test", "none")
     get("mobilenetv2", 77, "train", "none")
+    get("mobilenetv2", 77, "val", "none")
     npy, parquet, manifest = probes.cache_paths(cache, "demo", "mobilenetv2", 77, "test", "none")
     assert npy.is_file() and parquet.is_file() and manifest.is_file()
     assert first.features.shape == (60, 1280) and set(first.meta["label"]) == {0, 1}
@@ -233,16 +256,7 @@ def test_shard_features_cached_and_reused_without_the_backbone(crops, spec, tmp_
     second = get("mobilenetv2", 77, "test", "none")
     np.testing.assert_array_equal(second.features, first.features)
     pd.testing.assert_frame_equal(second.meta, first.meta)
-    table = probes.probe_table(
-        get,
-        backbones=["mobilenetv2"],
-        train_qualities=[77],
-        test_qualities=[77],
-        reductions=["none"],
-        classifiers=["lda"],
-        transforms=["none"],
-        n_boot=0,
-    )
+    table = one_probe(get)
     assert table["auc"].iloc[0] > 0.75
 
     changed = _shards({"test": (crops["test"][0][::-1].copy(), crops["test"][1])}, tmp_path / "shards2")
@@ -312,23 +326,32 @@ def test_probe_table_and_plot(features, tmp_path):
     )
     assert len(table) == 2 * 2 * 3
     assert list(table.columns) == probes.PROBE_COLUMNS
+    # thresholds chosen on the val split of the training data, one per fitted probe, used on its test scores
+    assert table["threshold_val"].notna().all() and table["bacc_val"].between(0.5, 1).all()
+    lda = table[(table["backbone"] == "mobilenetv2") & (table["reduction"] == "none") & (table["classifier"] == "lda")]
+    clf = probes.make_classifier("lda").fit(features["train"].features, features["train"].labels)
+    from dfpipe.metrics import choose_threshold, video_weights
+
+    val_keys = features["val"].meta["video_key"].to_numpy()
+    thr = choose_threshold(
+        features["val"].labels, probes.fake_scores(clf, features["val"].features)[0], video_weights(val_keys)
+    )
+    assert lda["threshold_val"].item() == pytest.approx(thr)
     assert (table["error"] == "").all() and table["auc"].between(0.5, 1).all()
     assert set(table.loc[table["classifier"] == "svm", "score_by"]) == {"decision_function"}
     assert (table["auc_lo"] <= table["auc"]).all() and (table["auc"] <= table["auc_hi"]).all()
 
     # another dataset's test features (here: the training crops themselves) through test_get
-    crossed = probes.probe_table(
-        get,
-        backbones=["mobilenetv2"],
-        train_qualities=[77],
-        test_qualities=[77],
-        reductions=["none"],
-        classifiers=["lda"],
-        transforms=["none"],
-        n_boot=0,
-        test_get=lambda b, q, s, t: store[(b, q, "train", t)],
-    )
+    crossed = one_probe(get, test_get=lambda b, q, s, t: store[(b, q, "train", t)])
     assert crossed["n"].iloc[0] == len(features["train"].labels) and crossed["acc"].iloc[0] == 1.0
+
+    def without_val(backbone, quality, split, transform):  # a test source: train and test shards only
+        if split == "val":
+            raise FileNotFoundError("no val shards")
+        return store[(backbone, quality, split, transform)]
+
+    test_only = one_probe(without_val)
+    assert test_only["auc"].notna().all() and test_only[["threshold_val", "acc_val", "bacc_val"]].isna().all(axis=None)
 
     bad = {
         k: probes.FeatureSet(np.where(np.arange(v.features.shape[1]) == 0, np.nan, v.features), v.meta)
@@ -336,16 +359,7 @@ def test_probe_table_and_plot(features, tmp_path):
         if k[0] == "mobilenetv2"
     }
     with dfpipe_lines() as logged:
-        failed = probes.probe_table(
-            lambda b, q, s, t: bad[(b, q, s, t)],
-            backbones=["mobilenetv2"],
-            train_qualities=[77],
-            test_qualities=[77],
-            reductions=["none"],
-            classifiers=["naive_bayes"],
-            transforms=["none"],
-            n_boot=0,
-        )
+        failed = one_probe(lambda b, q, s, t: bad[(b, q, s, t)], "naive_bayes")
     assert len(failed) == 1 and failed["error"].iloc[0].startswith("fit: ValueError") and logged
 
     written = probes.write_probe_results(pd.concat([table, failed], ignore_index=True), tmp_path)

@@ -12,8 +12,9 @@ Pieces, each usable alone:
 - `CLASSIFIERS`, `REDUCTIONS`, `TRANSFORMS`: the seed's twelve classifiers, none / PCA / autoencoder, and
   none / blur / jitter / both (p = 0.5 each).
 - `probe_table`: backbone (or "a+b" concatenations) × reduction × classifier × train transform × test
-  transform × train quality × test quality → ACC, balanced ACC, AUC with a bootstrap interval; `write_probe_results`
-  writes the CSV, markdown and the plot of classifier and backbone effects.
+  transform × train quality × test quality → ACC and balanced ACC (at the classifier's own decision and at a
+  threshold chosen on the val split), AUC with a bootstrap interval; `write_probe_results` writes the CSV,
+  markdown and the plot of classifier and backbone effects.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from torch import Tensor, nn
 from . import weights as W
 from .augment import Augment
 from .io import atomic_path, write_csv, write_json, write_parquet
-from .metrics import bootstrap_auc_ci, video_weights, weighted_aucs
+from .metrics import bootstrap_auc_ci, choose_threshold, video_weights, weighted_aucs
 
 logger = logging.getLogger(__name__)
 
@@ -730,6 +731,9 @@ PROBE_COLUMNS = [
     "n_neg",
     "acc",
     "bacc",
+    "threshold_val",
+    "acc_val",
+    "bacc_val",
     "auc",
     "auc_lo",
     "auc_hi",
@@ -755,22 +759,35 @@ def _getter_with_concat(get: Getter) -> Getter:
     return fetch
 
 
+def _accuracies(labels: np.ndarray, predicted: np.ndarray, w: np.ndarray) -> tuple[float, float]:
+    """Accuracy and balanced accuracy (the mean of the per-class recalls; plain accuracy with one class, as
+    binary_metrics) of `predicted`, every sample weighing `w`."""
+    right = w * (np.asarray(predicted).astype(int) == labels)
+    bacc = float(np.mean([right[labels == c].sum() / w[labels == c].sum() for c in np.unique(labels)]))
+    return float(right.sum() / w.sum()), bacc
+
+
 def evaluate_scores(
-    labels: np.ndarray, scores: np.ndarray, predicted: np.ndarray, video_keys: np.ndarray, n_boot: int, seed: int
+    labels: np.ndarray,
+    scores: np.ndarray,
+    predicted: np.ndarray,
+    video_keys: np.ndarray,
+    n_boot: int,
+    seed: int,
+    threshold: float | None = None,
 ) -> dict[str, Any]:
-    """ACC and balanced ACC of the classifier's own decisions, AUC of its scores with a bootstrap interval
-    over videos, every video weighing 1 (dfpipe.metrics' module docstring). The AUC is metrics.weighted_aucs
-    (what binary_metrics gives, tested equal): a table has thousands of rows, and binary_metrics' other
-    metrics cost ten times more than these together."""
+    """ACC and balanced ACC of the classifier's own decisions, and at the validation `threshold` on its scores
+    (NaN without one), AUC of its scores with a bootstrap interval over videos, every video weighing 1
+    (dfpipe.metrics' module docstring). The AUC is metrics.weighted_aucs (what binary_metrics gives, tested
+    equal): a table has thousands of rows, and binary_metrics' other metrics cost ten times more than these
+    together."""
     labels = np.asarray(labels).astype(int)
     scores = np.asarray(scores, dtype=float)
     w = video_weights(video_keys)
-    classes = np.unique(labels)
-    single = len(classes) < 2
+    single = len(np.unique(labels)) < 2
     auc = np.nan if single else float(weighted_aucs(labels, scores, w[None])[0])
-    right = w * (np.asarray(predicted).astype(int) == labels)
-    # balanced: the mean of the per-class weighted recalls (with one class, plain accuracy, as binary_metrics)
-    bacc = float(np.mean([right[labels == c].sum() / w[labels == c].sum() for c in classes]))
+    acc, bacc = _accuracies(labels, predicted, w)
+    acc_val, bacc_val = (np.nan, np.nan) if threshold is None else _accuracies(labels, scores >= threshold, w)
     lo, hi = (
         (np.nan, np.nan)
         if single or not n_boot
@@ -780,8 +797,11 @@ def evaluate_scores(
         "n": int(labels.size),
         "n_pos": int((labels == 1).sum()),
         "n_neg": int((labels == 0).sum()),
-        "acc": float(right.sum() / w.sum()),
+        "acc": acc,
         "bacc": bacc,
+        "threshold_val": np.nan if threshold is None else float(threshold),
+        "acc_val": acc_val,
+        "bacc_val": bacc_val,
         "auc": auc,
         "auc_lo": lo,
         "auc_hi": hi,
@@ -807,7 +827,9 @@ def probe_table(
 ) -> pd.DataFrame:
     """One row per backbone × reduction × classifier × train transform × test transform × train quality ×
     test quality (`PROBE_COLUMNS`). Trained on the "train" split of the train quality with the train transform,
-    tested on the "test" split. `get` returns cached features; a backbone "a+b" concatenates a's and b's.
+    tested on the "test" split. ACC and balanced ACC are given at the classifier's own decision and at the
+    threshold chosen on the "val" split of the training data (Youden's J, videos weighing alike, as the AUC
+    table does); NaN where the training data has no val split (the test sources). `get` returns cached features; a backbone "a+b" concatenates a's and b's.
     `test_get` (default `get`) gives the test features: another dataset's for a cross-dataset table.
 
     A classifier that fails to fit or score keeps its row, with NaN metrics and the exception in `error`
@@ -861,9 +883,14 @@ def _probe_table(
                         f"probes: the train split of {backbone} q{tq} holds one label only; a probe "
                         "needs real and fake training samples"
                     )
+                try:
+                    val = get(backbone, tq, "val", tt)
+                except FileNotFoundError:  # a test source has train and test splits only
+                    val = None
                 for red in reductions:
                     reducer = Reduction(red, components, seed, ae_epochs).fit(train.features)
                     x_train = reducer.transform(train.features)
+                    x_val = None if val is None else (reducer.transform(val.features), val)
                     tests = {
                         (q, te): test_get(backbone, q, "test", te) for q in test_qualities for te in test_transforms
                     }
@@ -876,7 +903,7 @@ def _probe_table(
                             "train_transform": tt,
                             "train_quality": tq,
                         }
-                        rows += _classifier_rows(name, x_train, train.labels, tests, reduced, base, n_boot, seed)
+                        rows += _classifier_rows(name, x_train, train.labels, x_val, tests, reduced, base, n_boot, seed)
     return pd.DataFrame(rows).reindex(columns=PROBE_COLUMNS)
 
 
@@ -884,17 +911,24 @@ def _classifier_rows(
     name: str,
     x_train: np.ndarray,
     y_train: np.ndarray,
+    x_val: tuple[np.ndarray, FeatureSet] | None,
     tests: Mapping[tuple, FeatureSet],
     reduced: Mapping[tuple, np.ndarray],
     base: dict[str, Any],
     n_boot: int,
     seed: int,
 ) -> list[dict[str, Any]]:
-    """One classifier fitted once and scored on every test set; a failure is kept in `error`, not dropped."""
+    """One classifier fitted once (its threshold chosen on the reduced validation features `x_val` when given)
+    and scored on every test set; a failure is kept in `error`, not dropped."""
+    threshold = None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # collinearity and convergence chatter
             clf = make_classifier(name, seed).fit(x_train, y_train)
+            if x_val is not None:
+                x, val = x_val
+                w = video_weights(val.meta["video_key"].to_numpy())
+                threshold = choose_threshold(val.labels, fake_scores(clf, x)[0], w)
         error = ""
     except Exception as exn:  # any estimator failure is reported in its rows
         clf, error = None, f"fit: {type(exn).__name__}: {exn}"
@@ -907,7 +941,8 @@ def _classifier_rows(
                     warnings.simplefilter("ignore")
                     scores, row["score_by"] = fake_scores(clf, reduced[(q, te)])
                     predicted = clf.predict(reduced[(q, te)])
-                row.update(evaluate_scores(fs.labels, scores, predicted, fs.meta["video_key"].to_numpy(), n_boot, seed))
+                keys = fs.meta["video_key"].to_numpy()
+                row.update(evaluate_scores(fs.labels, scores, predicted, keys, n_boot, seed, threshold))
             except Exception as exn:  # as above
                 row["error"] = f"score: {type(exn).__name__}: {exn}"
         if row["error"]:
