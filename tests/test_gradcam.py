@@ -12,7 +12,7 @@ from torch import nn
 
 from dfpipe.detectors import create_detector
 from dfpipe.detectors.base import HALF, Detector
-from dfpipe.evaluate import predict
+from dfpipe.evaluate import eval_stream, predict
 from dfpipe.gradcam import GROUPS, crops_of, gradcam_grid, grid_from_predictions, heatmaps, pick_examples, target_layer
 from dfpipe.io import write_parquet
 from dfpipe.loader import normalize
@@ -188,6 +188,9 @@ def test_crops_of_predictions_older_than_the_shards(tmp_path) -> None:
     shards = make_shards(tmp_path, "test", videos(2, 2), frames=2, n_shards=1)
     detector = create_detector("meso4", input_size=16)
     assert crops_of(detector, shards, [("original/q77/000", 0)]).shape == (1, 16, 16, 3)
+    # only the named samples are read and decoded, not the whole stream
+    picked = eval_stream(detector, shards, samples={"original-000-00000", "Deepfakes-001_002-00010"}).entries
+    assert sorted(e.key for e in picked) == ["Deepfakes-001_002-00010", "original-000-00000"], picked
     with pytest.raises(ValueError, match=r"test-0000.tar hold no sample \('original/q77/999', 0\).*rerun snakemake"):
         crops_of(detector, shards, [("original/q77/000", 0), ("original/q77/999", 0)])
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -25,9 +25,14 @@ def pick_device(device: str, local_rank: int = 0) -> torch.device:
 
 
 def eval_stream(
-    detector: nn.Module, shards: Sequence[Path], batch_size: int = 64, methods: Sequence[str] | None = None
+    detector: nn.Module,
+    shards: Sequence[Path],
+    batch_size: int = 64,
+    methods: Sequence[str] | None = None,
+    samples: Collection[str] | None = None,
 ) -> ShardStream:
-    """The evaluation stream of `shards` at the detector's input size (index once, score many times)."""
+    """The evaluation stream of `shards` at the detector's input size (index once, score many times); only the
+    samples of `methods`, or only the sample keys `samples`, when given."""
     return ShardStream(
         shards,
         batch_size=batch_size,
@@ -35,6 +40,7 @@ def eval_stream(
         train=False,
         methods=methods,
         ela=getattr(detector, "ela", None),
+        samples=samples,
     )
 
 

@@ -220,13 +220,17 @@ def crops_of(
     detector: nn.Module, shards: Sequence[Path], keys: Sequence[tuple[str, int]], batch_size: int = 64
 ) -> np.ndarray:
     """The uint8 N×H×W×3 crops (at the detector's input size, through its ELA when it has one) of the samples
-    `keys` ((video_key, frame_index) pairs) of evaluation shards, in the order of `keys`. Nothing is scored."""
+    `keys` ((video_key, frame_index) pairs) of evaluation shards, in the order of `keys`. Only those samples
+    are read and decoded (located by their shard keys); nothing is scored."""
     from .evaluate import eval_stream
     from .loader import make_loader
+    from .shards import sample_key
 
     wanted = {key: n for n, key in enumerate(keys)}
+    # video keys are {method}/q{quality}/{video_id} (dfpipe.shards), the samples' keys {method}-{video_id}-{frame}
+    names = {sample_key(v.split("/", 1)[0], v.rsplit("/", 1)[-1], f) for v, f in keys}
     found: dict[int, np.ndarray] = {}
-    for images, _labels, meta in make_loader(eval_stream(detector, shards, batch_size), 0):
+    for images, _labels, meta in make_loader(eval_stream(detector, shards, batch_size, samples=names), 0):
         for i, key in enumerate(zip(meta["video_key"], map(int, meta["frame_index"]), strict=True)):
             if key in wanted:
                 found[wanted[key]] = images[i].permute(1, 2, 0).numpy()

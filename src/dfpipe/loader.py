@@ -33,7 +33,7 @@ import io
 import json
 import random
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO, NamedTuple
 
@@ -314,6 +314,7 @@ class ShardStream(IterableDataset):
         methods: Sequence[str] | None = None,
         frames_per_method: dict[str, int] | None = None,
         ela: ELA | None = None,
+        samples: Collection[str] | None = None,
         quality: int | None = None,
         split: str | None = None,
         rank: int = 0,
@@ -331,6 +332,8 @@ class ShardStream(IterableDataset):
                 raise ValueError(f"no samples of methods {sorted(self.methods)} in: {', '.join(self.shards)}")
         if frames_per_method:
             self.entries = subsample_frames(self.entries, frames_per_method)
+        if samples is not None:  # a few named samples (dfpipe.shards.sample_key), e.g. Grad-CAM's picks
+            self.entries = [e for e in self.entries if e.key in samples]
         labels = np.array([e.label for e in self.entries])
         self.by_label = {c: np.flatnonzero(labels == c) for c in (0, 1) if (labels == c).any()}
         self.counts = {c: len(ix) for c, ix in self.by_label.items()}
