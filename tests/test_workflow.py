@@ -53,6 +53,10 @@ def snakemake_command(workdir: Path, config: dict, *args: str) -> list[str]:
         str(cfg),
         "--cores",
         "2",
+        # the workflow profile's 5-s rate-limit timespan (profiles/default) costs up to 5 s at exit: minutes over
+        # the suite's many seconds-long runs, which have no scheduler load to save
+        "--max-jobs-per-timespan",
+        "100/1s",
         *args,
     ]
 
