@@ -86,11 +86,12 @@ def score(
     """Scores (sigmoid of the logit) of every sample of an evaluation `stream` in loader order, with its
     metadata. With `features`, a `features` column holds each sample's feature vector (spatially averaged
     when the detector returns maps), e.g. for t-SNE. `run`: what computes (logits, features) of a normalised
-    batch, the detector's `logits_and_features` unless given (e.g. its `frozen` graph)."""
+    batch, unless given (e.g. the detector's `frozen` graph): its `logits_and_features`, or its forward alone
+    when no features are asked for."""
     was_training = detector.training
     detector.eval()
     rows: list[pd.DataFrame] = []
-    run = run or detector.logits_and_features
+    run = run or (detector.logits_and_features if features else lambda x: (detector(x), None))
     try:
         for images, labels, meta in make_loader(stream, num_workers, pin_memory=device.type == "cuda"):
             images = normalize(images.to(device, non_blocking=True), detector.mean, detector.std)

@@ -828,8 +828,9 @@ def probe_table(
     """One row per backbone × reduction × classifier × train transform × test transform × train quality ×
     test quality (`PROBE_COLUMNS`). Trained on the "train" split of the train quality with the train transform,
     tested on the "test" split. ACC and balanced ACC are given at the classifier's own decision and at the
-    threshold chosen on the "val" split of the training data (Youden's J, videos weighing alike, as the AUC
-    table does); NaN where the training data has no val split (the test sources). `get` returns cached features; a backbone "a+b" concatenates a's and b's.
+    threshold chosen on the untransformed "val" split of the training data (Youden's J, videos weighing alike,
+    as the AUC table does); NaN where the training data has no val split (the test sources). `get` returns
+    cached features; a backbone "a+b" concatenates a's and b's.
     `test_get` (default `get`) gives the test features: another dataset's for a cross-dataset table.
 
     A classifier that fails to fit or score keeps its row, with NaN metrics and the exception in `error`
@@ -876,6 +877,10 @@ def _probe_table(
     rows = []
     for backbone in backbones:
         for tq in train_qualities:
+            try:  # untransformed, as a detector's validation: the threshold is for the images as they come
+                val = get(backbone, tq, "val", "none")
+            except FileNotFoundError:  # a test source has train and test splits only
+                val = None
             for tt in transforms:
                 train = get(backbone, tq, "train", tt)
                 if len(np.unique(train.labels)) < 2:
@@ -883,10 +888,6 @@ def _probe_table(
                         f"probes: the train split of {backbone} q{tq} holds one label only; a probe "
                         "needs real and fake training samples"
                     )
-                try:
-                    val = get(backbone, tq, "val", tt)
-                except FileNotFoundError:  # a test source has train and test splits only
-                    val = None
                 for red in reductions:
                     reducer = Reduction(red, components, seed, ae_epochs).fit(train.features)
                     x_train = reducer.transform(train.features)
