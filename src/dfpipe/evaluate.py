@@ -56,10 +56,11 @@ class _LogitsAndFeatures(nn.Module):
 def frozen(detector: nn.Module) -> Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
     """The eval-mode detector's `logits_and_features` as a frozen TorchScript graph, for CPU inference.
 
-    Freezing folds BatchNorm and constant paddings into the convolutions (Lite0 and MobileNetV2 score 1.4-1.9x the
-    images/s of eager mode on 2 cores, bench/bench_predict.py) for ~1 s of tracing; scores agree with eager mode to
-    float rounding. Worth it where a model scores thousands of images, not for one validation pass. A detector
-    that cannot be traced runs as it is (logged)."""
+    Freezing folds BatchNorm and constant paddings into the convolutions: Lite0 and MobileNetV2 predict ~1.5x
+    faster than in eager mode on 2 cores, ResNet-18 ~1.1x, the Meso nets (decode-bound, BatchNorm after ReLU)
+    alike (bench/bench_scoring.py), for well under a second of tracing; scores agree with eager mode to float
+    rounding. Worth it where a model scores thousands of images, not for one validation pass. A detector that
+    cannot be traced runs as it is (logged)."""
     size = detector.input_size
     example = torch.zeros(2, 3, size, size).contiguous(memory_format=torch.channels_last)  # the loader's layout
     try:
