@@ -62,25 +62,15 @@ def encode_clip(
     return dest
 
 
+def stream_copy(src: Path, dest: Path, *options: str) -> Path:
+    """`src` copied to `dest` without re-encoding, with more output `options` (metadata, muxer flags)."""
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(src), "-c", "copy", *options, str(dest)], check=True)
+    return dest
+
+
 def tag_rotation(src: Path, dest: Path, degrees: int = 90) -> Path:
     """`src` with a display matrix saying "turn `degrees`" (written on a stream copy: encoding drops the tag)."""
-    subprocess.run(
-        [
-            "ffmpeg",
-            "-v",
-            "error",
-            "-y",
-            "-i",
-            str(src),
-            "-c",
-            "copy",
-            "-metadata:s:v:0",
-            f"rotate={degrees}",
-            str(dest),
-        ],
-        check=True,
-    )
-    return dest
+    return stream_copy(src, dest, "-metadata:s:v:0", f"rotate={degrees}")
 
 
 def make_ffpp_tree(root: Path, carphone: Path, seconds: float = 0.5) -> Path:

@@ -4,7 +4,7 @@ import subprocess
 
 import pandas as pd
 import pytest
-from conftest import encode_clip, tag_rotation
+from conftest import encode_clip, stream_copy, tag_rotation
 from logcapture import dfpipe_lines
 
 from dfpipe import manifest, sources
@@ -135,22 +135,7 @@ def test_truncated_video_keeps_its_real_frame_count(tree):
     from dfpipe.frames import iter_frames, plan_batch
 
     path = tree / video_dir("original", "c23") / "002.mp4"
-    subprocess.run(
-        [
-            "ffmpeg",
-            "-v",
-            "error",
-            "-y",
-            "-i",
-            str(path),
-            "-c",
-            "copy",
-            "-movflags",
-            "+faststart",
-            str(path.with_suffix(".tmp.mp4")),
-        ],
-        check=True,
-    )
+    stream_copy(path, path.with_suffix(".tmp.mp4"), "-movflags", "+faststart")
     data = path.with_suffix(".tmp.mp4").read_bytes()
     path.with_suffix(".tmp.mp4").unlink()
     path.write_bytes(data[: int(len(data) * 0.6)])  # header first, so the cut file still opens

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import encode_clip
+from conftest import encode_clip, tag_rotation
 from logcapture import dfpipe_lines
 
 from dfpipe import assets, faces, manifest
@@ -230,15 +230,7 @@ def test_rotated_with_metadata(tmp_path, good, model, clean):
         "yuv420p",
         str(tmp_path / "turned_raw.mp4"),
     )
-    ffmpeg(
-        "-i",
-        str(tmp_path / "turned_raw.mp4"),
-        "-c",
-        "copy",
-        "-metadata:s:v:0",
-        "rotate=90",
-        str(tmp_path / "turned.mp4"),
-    )
+    tag_rotation(tmp_path / "turned_raw.mp4", tmp_path / "turned.mp4")
     video, table, summary = check(tmp_path, good, model, clean, tmp_path / "turned.mp4")
     assert (video.width, video.height) == (176, 144)  # the decoded size, not the stored 144x176
     assert (table.status == "ok").all()
@@ -251,7 +243,7 @@ def test_rotated_wrongly(tmp_path, good, model, clean):
     """Upright pixels, metadata rotate=90: collapsed-keypoint frames flagged, every ok crop a level face.
 
     The detector follows some of the sideways faces correctly, and alignment levels those: they may stay ok."""
-    ffmpeg("-i", str(good), "-c", "copy", "-metadata:s:v:0", "rotate=90", str(tmp_path / "wrong.mp4"))
+    tag_rotation(good, tmp_path / "wrong.mp4")
     video, table, summary = check(tmp_path, good, model, clean, tmp_path / "wrong.mp4", per_video=30)
     assert (video.width, video.height) == (144, 176)
     flagged = table[table.status.isin(["collapsed_keypoints", "poor_alignment"])]
