@@ -2,9 +2,12 @@
 # from the model's predictions (no second scoring pass).
 from pathlib import Path
 
+import torch
+
 from dfpipe import gpus, gradcam, runlog
 
 log = runlog.to_file(snakemake.log[0])
+torch.set_num_threads(snakemake.threads)  # the rule's share of the cores (torch would take them all)
 # Jobs running side by side on one machine each get their own GPU (held until this process ends).
 gpu_claim = gpus.claim(1, device=snakemake.params.device)
 qualities = snakemake.params.qualities

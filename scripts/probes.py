@@ -3,11 +3,13 @@
 from pathlib import Path
 
 import pandas as pd
+import torch
 
 from dfpipe import crossdataset, evaluate, probes, runlog
 from dfpipe.io import write_parquet
 
 log = runlog.to_file(snakemake.log[0])
+torch.set_num_threads(snakemake.threads)  # the rule's share of the cores (torch would take them all)
 p = snakemake.params
 cfg = p.probes
 specs = {}

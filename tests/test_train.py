@@ -375,6 +375,16 @@ def test_config_settings_reach_the_trainer(shards, tmp_path) -> None:
     }
 
 
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_channels_last_applies_on_cpu(shards, tmp_path, channels_last) -> None:
+    """channels_last is a CPU setting too (oneDNN's convolutions run ~1.1-1.7x faster in that order): the
+    trainer puts the weights in it when asked, and leaves them alone when not."""
+    detector = fresh()
+    settings = {**SETTINGS, "epochs": 1, "max_steps_per_epoch": 1, "channels_last": channels_last}
+    train(detector, *shards, tmp_path, settings, device="cpu")
+    assert detector.body[0].weight.is_contiguous(memory_format=torch.channels_last) is channels_last
+
+
 def test_per_detector_batch_size_and_lr_are_training_settings(shards, tmp_path) -> None:
     """A detector's own batch_size and lr override the train section and never reach the model's constructor,
     in the train path and in the predict path (which builds the detector from the same spec)."""

@@ -15,8 +15,8 @@ only makes sure `best.pt` is there. Checkpoints hold tensors and plain Python va
 with `weights_only=True`: a file that would need to run code to load is refused.
 
 The loop is split as in timm: `train_one_epoch`, `validate`, a `CheckpointSaver` (last/best, atomic writes,
-fingerprint checks) and `create_optimizer` / `create_scheduler`. On CUDA: AMP (float16 autocast +
-GradScaler) and channels_last when enabled; under torchrun with more than one process, DDP (one GPU per
+fingerprint checks) and `create_optimizer` / `create_scheduler`. channels_last when enabled (CUDA and CPU);
+on CUDA, AMP (float16 autocast + GradScaler) when enabled; under torchrun with more than one process, DDP (one GPU per
 process, each rank its own batches, rank 0 validates and writes).
 """
 
@@ -350,7 +350,7 @@ def train_one_epoch(
     `checkpoint_every` steps. `model` is what runs forward (DDP-wrapped or not); `detector` gives the loss.
     `startup` ({"start": perf_counter at the job's start}) gets the seconds to this process's first batch
     and first finished step."""
-    amp, channels_last = s["amp"] and device.type == "cuda", s["channels_last"] and device.type == "cuda"
+    amp, channels_last = s["amp"] and device.type == "cuda", s["channels_last"]
     model.train()
     bar = tqdm(
         total=steps_per_epoch,
@@ -469,7 +469,7 @@ def train(
     seed_everything(s["seed"])  # every rank alike: DDP broadcasts rank 0's weights anyway
     amp = s["amp"] and cuda
 
-    model = detector.to(dev, memory_format=torch.channels_last) if s["channels_last"] and cuda else detector.to(dev)
+    model = detector.to(dev, memory_format=torch.channels_last) if s["channels_last"] else detector.to(dev)
     stream = ShardStream(
         train_shards,
         batch_size=s["batch_size"],
