@@ -102,9 +102,8 @@ def bench_trainer(args, name: str, train_shards, val_shards, dev: torch.device) 
 def bench_bare_loop(args, name: str, jpegs: list[bytes], dev: torch.device) -> dict[str, float]:
     cuda = dev.type == "cuda"
     torch.backends.cudnn.benchmark = cuda  # as the trainer (not deterministic)
-    detector = create_detector(name, input_size=args.size).to(dev)
-    if cuda:
-        detector = detector.to(memory_format=torch.channels_last)
+    # channels_last on CPU too, as the trainer (its default)
+    detector = create_detector(name, input_size=args.size).to(dev, memory_format=torch.channels_last)
     size = detector.input_size
     x = (
         torch.stack(
