@@ -15,9 +15,9 @@ only makes sure `best.pt` is there. Checkpoints hold tensors and plain Python va
 with `weights_only=True`: a file that would need to run code to load is refused.
 
 The loop is split as in timm: `train_one_epoch`, `validate`, a `CheckpointSaver` (last/best, atomic writes,
-fingerprint checks) and `create_optimizer` / `create_scheduler`. channels_last when enabled (CUDA and CPU);
-on CUDA, AMP (float16 autocast + GradScaler) when enabled; under torchrun with more than one process, DDP (one GPU per
-process, each rank its own batches, rank 0 validates and writes).
+fingerprint checks) and `create_optimizer` / `create_scheduler`. When enabled: channels_last (CUDA and CPU)
+and, on CUDA, AMP (float16 autocast + GradScaler). Under torchrun with more than one process, DDP (one GPU
+per process, each rank its own batches, rank 0 validates and writes).
 """
 
 from __future__ import annotations
