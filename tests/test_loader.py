@@ -137,6 +137,30 @@ def test_resume_position_reproduces_the_remaining_batches(train_shards) -> None:
     assert len(two) == len(full) - 1 and all(torch.equal(a, b) for (a, _), (b, _) in zip(full[1:], two))
 
 
+def test_decoded_cache_gives_the_same_batches_without_reading_again(tmp_path) -> None:
+    """A stream keeping its decoded crops yields the same batches as one decoding every time, epoch after epoch,
+    with augmentations (a cached crop is never changed by them), and once it holds every sample it no longer
+    reads the shards."""
+    shards = make_shards(tmp_path / "s", "train", videos(2, 4), noise=True)
+    aug = Augment(hflip=0.5, jpeg=0.5, jitter=0.5)
+    cached, plain = stream(shards, seed=3, augment=aug), stream(shards, seed=3, augment=aug)
+    cached.keep_decoded()
+    assert cached.decoded_bytes() == 18 * SIZE * SIZE * 3
+    for epoch in range(3):
+        for (a, la), (b, lb) in zip(batches(cached, epoch), batches(plain, epoch), strict=True):
+            assert torch.equal(a, b) and torch.equal(la, lb)
+    ev_cached, ev_plain = stream(shards, train=False), stream(shards, train=False)
+    ev_cached.keep_decoded()
+    first = batches(ev_cached)
+    for shard in shards:  # every sample is in memory now: the shards are not read again
+        shard.rename(shard.with_suffix(".gone"))
+    for (a, la, ma), (b, lb, mb) in zip(batches(ev_cached), first, strict=True):
+        assert torch.equal(a, b) and torch.equal(la, lb) and ma == mb
+    assert [torch.equal(a, b) for (a, _), (b, _) in zip(batches(cached, 3), batches(cached, 3))] == [True] * 6
+    with pytest.raises(FileNotFoundError):
+        batches(ev_plain)
+
+
 def test_normalize_per_channel_and_uniform(train_shards) -> None:
     images = batches(stream(train_shards, train=False))[0][0]
     unit = images.float() / 255

@@ -385,6 +385,27 @@ def test_channels_last_applies_on_cpu(shards, tmp_path, channels_last) -> None:
     assert detector.body[0].weight.is_contiguous(memory_format=torch.channels_last) is channels_last
 
 
+def test_decoded_cache_on_cpu_replaces_the_workers_and_changes_no_weight(shards, tmp_path, monkeypatch) -> None:
+    """On CPU, when both splits' decoded crops fit in `decoded_cache_mb`, training and validation run without
+    loader workers on crops decoded once; the weights come out the same as with workers decoding every epoch."""
+    import dfpipe.train as trainer
+
+    used: list[int] = []
+    real = trainer.make_loader
+    monkeypatch.setattr(
+        trainer, "make_loader", lambda stream, workers, **kw: used.append(workers) or real(stream, workers, **kw)
+    )
+    settings = {**SETTINGS, "num_workers": 2}
+    train(fresh(), *shards, tmp_path / "cached", settings, device="cpu")
+    assert used == [0]
+    train(fresh(), *shards, tmp_path / "workers", {**settings, "decoded_cache_mb": 0}, device="cpu")
+    assert used == [0, 2]
+    cached, workers = (torch.load(tmp_path / d / "last.pt", weights_only=True) for d in ("cached", "workers"))
+    assert cached["val_auc"] == workers["val_auc"]
+    for key, value in workers["model"].items():
+        assert torch.equal(cached["model"][key], value), key
+
+
 def test_per_detector_batch_size_and_lr_are_training_settings(shards, tmp_path) -> None:
     """A detector's own batch_size and lr override the train section and never reach the model's constructor,
     in the train path and in the predict path (which builds the detector from the same spec)."""

@@ -345,6 +345,18 @@ class ShardStream(IterableDataset):
         self.ranks, self.rank = (world_size, rank) if train else (1, 0)
         self.global_batches = self._global_batches(max_batches)
         self.epoch, self.position = 0, 0
+        self._cache: dict[tuple[int, str], tuple[np.ndarray, dict[str, Any]]] | None = None
+
+    def keep_decoded(self) -> None:
+        """Keep every decoded crop (after ELA and resizing, before augmentation) in memory, so later epochs and
+        passes skip reading and decoding. The cache lives in the process that iterates: use it with a loader
+        without workers (`make_loader(stream, 0)`). It holds len(entries) × H × W × 3 bytes; `decoded_bytes`."""
+        if self._cache is None:
+            self._cache = {}
+
+    def decoded_bytes(self) -> int:
+        """Bytes of every sample's decoded crop: what `keep_decoded` holds once each has been read."""
+        return len(self.entries) * self.size[0] * self.size[1] * 3
 
     def _global_batches(self, max_batches: int | None) -> int:
         """Batches per epoch over all ranks; training drops the short one and trims to a multiple of ranks."""
@@ -426,6 +438,7 @@ class ShardStream(IterableDataset):
         return sample
 
     def _decode(self, sample: dict[str, Any]) -> dict[str, Any]:
+        """The sample's crop as the model sees it before augmentation: decoded, ELA when set, resized (H×W×3)."""
         try:
             image = decode_image(sample["jpg"])
         except OSError as exn:
@@ -433,20 +446,41 @@ class ShardStream(IterableDataset):
         if self.ela is not None:
             # on the decoded crop at shard resolution, before resizing: what predict does (inference.prepare)
             image = error_level(image, self.ela)
-        # Resize first (less to augment); everything stays a PIL image until the batch: PIL's kernels are
-        # single-threaded SIMD, while per-image torch ops on small tensors contend for threads.
+        # Resize first (less to augment); PIL's kernels are single-threaded SIMD, while per-image torch ops on
+        # small tensors contend for threads.
         if image.size != self.size[::-1]:  # PIL sizes are (w, h); resizing to the same size would copy
             image = v2.functional.resize(image, list(self.size))
-        if self.train:
-            # Seed per sample (and restore torch's global RNG after), so augmentations depend on (seed, epoch,
-            # place) alone, not on workers or resume, and never disturb the trainer's RNG in the main process.
-            rng = random.Random(f"{self.seed}/{self.epoch}/{sample['__index__']}")
-            image = self.augment.flip(self.augment.recompress(image, rng), rng)
-            if self._transform is not None:
-                with torch.random.fork_rng(devices=[]):
-                    torch.random.default_generator.manual_seed(rng.getrandbits(63))
-                    image = self._transform(image)
-        return {"image": np.asarray(image), "meta": sample["meta"]}
+        return {"__index__": sample["__index__"], "image": np.asarray(image), "meta": sample["meta"]}
+
+    def _loader(self, files: dict[int, BinaryIO]) -> Callable[[tuple[int, Entry]], dict[str, Any]]:
+        """(place, entry) → decoded sample; from the cache when it holds the entry (see `keep_decoded`)."""
+        read = self._reader(files)
+
+        def load(item: tuple[int, Entry]) -> dict[str, Any]:
+            i, e = item
+            hit = None if self._cache is None else self._cache.get((e.shard, e.key))
+            if hit is not None:
+                return {"__index__": i, "image": hit[0], "meta": hit[1]}
+            sample = self._decode(self._check_method(check_sample(read(item))))
+            if self._cache is not None:
+                self._cache[(e.shard, e.key)] = (sample["image"], sample["meta"])
+            return sample
+
+        return load
+
+    def _augment(self, sample: dict[str, Any]) -> dict[str, Any]:
+        if not self.train:
+            return sample
+        # Seed per sample (and restore torch's global RNG after), so augmentations depend on (seed, epoch,
+        # place) alone, not on workers, resume or the cache, and never disturb the trainer's RNG in the main
+        # process. A new image each time: a cached crop is never changed.
+        rng = random.Random(f"{self.seed}/{self.epoch}/{sample['__index__']}")
+        image = self.augment.flip(self.augment.recompress(Image.fromarray(sample["image"]), rng), rng)
+        if self._transform is not None:
+            with torch.random.fork_rng(devices=[]):
+                torch.random.default_generator.manual_seed(rng.getrandbits(63))
+                image = self._transform(image)
+        return {**sample, "image": np.asarray(image)}
 
     def _collate(self, samples: list[dict[str, Any]]) -> tuple[Any, ...]:
         # N×C×H×W in channels_last memory order, the order decoded pixels already have (no transposing copy;
@@ -463,10 +497,8 @@ class ShardStream(IterableDataset):
         try:
             yield from wds.DataPipeline(
                 self._owned,
-                wds.map(self._reader(files)),
-                wds.map(check_sample),
-                wds.map(self._check_method),
-                wds.map(self._decode),
+                wds.map(self._loader(files)),
+                wds.map(self._augment),
                 wds.batched(self.batch_size, collation_fn=self._collate, partial=not self.train),
             )
         finally:
