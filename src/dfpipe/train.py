@@ -15,7 +15,9 @@ only makes sure `best.pt` is there. Checkpoints hold tensors and plain Python va
 with `weights_only=True`: a file that would need to run code to load is refused.
 
 The loop is split as in timm: `train_one_epoch`, `validate`, a `CheckpointSaver` (last/best, atomic writes,
-fingerprint checks) and `create_optimizer` / `create_scheduler`. When enabled: channels_last (CUDA and CPU)
+fingerprint checks) and `create_optimizer` / `create_scheduler`. On CPU, when the decoded crops of both splits
+fit in `decoded_cache_mb`, each crop is decoded once and kept in memory instead of by loader workers every
+epoch (the same batches: augmentation runs on a copy). When enabled: channels_last (CUDA and CPU)
 and, on CUDA, AMP (float16 autocast + GradScaler). Under torchrun with more than one process, DDP (one GPU
 per process, each rank its own batches, rank 0 validates and writes).
 """
