@@ -396,10 +396,12 @@ def test_decoded_cache_on_cpu_replaces_the_workers_and_changes_no_weight(shards,
         trainer, "make_loader", lambda stream, workers, **kw: used.append(workers) or real(stream, workers, **kw)
     )
     settings = {**SETTINGS, "num_workers": 2}
-    train(fresh(), *shards, tmp_path / "cached", settings, device="cpu")
-    assert used == [0]
-    train(fresh(), *shards, tmp_path / "workers", {**settings, "decoded_cache_mb": 0}, device="cpu")
-    assert used == [0, 2]
+    with dfpipe_lines() as messages:
+        train(fresh(), *shards, tmp_path / "cached", settings, device="cpu")
+    assert used == [0] and any("loader: decoded crops kept in memory" in m for m in messages)
+    with dfpipe_lines() as messages:
+        train(fresh(), *shards, tmp_path / "workers", {**settings, "decoded_cache_mb": 0}, device="cpu")
+    assert used == [0, 2] and any("loader: 2 workers" in m for m in messages)
     cached, workers = (torch.load(tmp_path / d / "last.pt", weights_only=True) for d in ("cached", "workers"))
     assert cached["val_auc"] == workers["val_auc"]
     for key, value in workers["model"].items():
