@@ -8,6 +8,7 @@ from dfpipe import evaluate, experiments, runlog
 from dfpipe.io import write_parquet
 
 log = runlog.to_file(snakemake.log[0])
+torch.set_num_threads(snakemake.threads)  # the rule's share of the cores (torch would take them all)
 # shards of quality q live in .../q{q}/ (match the folder name: the output root may itself hold "q95")
 test_shards = {
     q: [s for s in snakemake.input.test if Path(s).parent.name == f"q{q}"] for q in snakemake.params.qualities

@@ -99,14 +99,14 @@ def run(work: Path, config: dict, *args: str, env: dict, code: Path, check: bool
 
 def profile_rules(profile: Path) -> set[str]:
     settings = yaml.safe_load((profile / "config.yaml").read_text())
-    return set(settings["set-threads"]) | set(settings["set-resources"]) | set(settings["groups"])
+    return set().union(*(settings.get(key) or {} for key in ("set-threads", "set-resources", "groups")))
 
 
 def test_profiles_name_only_rules_of_the_workflow(tmp_path, ffpp_tree):
-    """A renamed rule would silently lose its resources and group: every name in the profiles must exist."""
+    """A renamed rule would silently lose its threads, resources and group: every name in the profiles must exist."""
     proc = run(tmp_path, tiny_config(ffpp_tree), "--list-rules", env=dict(os.environ), code=REPO)
     rules = set(proc.stdout.split())
-    for name in ("slurm", "cluster-generic"):
+    for name in ("default", "slurm", "cluster-generic"):
         unknown = profile_rules(REPO / "profiles" / name) - rules
         assert not unknown, f"profiles/{name}/config.yaml names rules the workflow lacks: {sorted(unknown)}"
     slurm, generic = (
