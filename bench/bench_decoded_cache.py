@@ -61,9 +61,8 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=6)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--n", type=int, default=1536)
-    ap.add_argument(
-        "--workdir", type=Path, default=Path("/tmp/dfpipe-bench-cache")
-    )  # shards of another --n: another folder
+    # not bench_train.py's folder: shards written there for another --n would be reused
+    ap.add_argument("--workdir", type=Path, default=Path("/tmp/dfpipe-bench-cache"))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     train_shards, val_shards, _ = make_shards(args.workdir, args.n)
