@@ -7,6 +7,9 @@ Its images go through the same MozJPEG encoder at every configured quality into 
 format (`{dest}/q<Q>/{split}-0000.tar`, `{split}.counts.json`, `index.json`), so the loader, predict and the
 probes read them like the main dataset's.
 
+The test sources' shard paths, splits and config lookup, which the rule files need, are in
+`dfpipe.crossdataset_layout`: this module imports torch, timm and scikit-learn, too slow for every workflow read.
+
 `detector_rows` / `probe_rows` turn scores into rows of one long table (`MATRIX_COLUMNS`): train dataset ×
 test dataset × test quality → AUC and balanced ACC, per model; `plot_matrix` draws it as a heat map.
 """
@@ -23,15 +26,13 @@ import pandas as pd
 
 from . import assets, ffpp_tree, ganfaces, probes, shards
 from .config import schema_defaults
+from .crossdataset_layout import SPLITS
 from .io import write_json, write_parquet
 from .metrics import choose_threshold, video_weights
 from .sources import images
 
 KINDS = ("ganfaces", "images", "ffpp_tree")
 BUILT = ("ganfaces", "ffpp_tree")  # kinds whose images are made under the source's own folder
-# train: for probes trained on the source; test: what every model is scored on. A test source's val images join
-# its test split: it chooses no threshold, and a few dozen images more steady its AUCs.
-SPLITS = ("train", "test")
 MATRIX_COLUMNS = [
     "train_dataset",
     "test_dataset",
@@ -237,13 +238,3 @@ def split_routed(table: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, pd.DataFr
         part["test_quality"] = part["test_quality"].astype(str).str.rsplit(":", n=1).str[1].astype(int)
         out[name] = part
     return own, out
-
-
-def source_entry(config: Mapping[str, Any], name: str) -> dict[str, Any]:
-    """The `evaluate.test_sources` entry called `name`."""
-    return next(s for s in config["evaluate"]["test_sources"] if s["name"] == name)
-
-
-def source_shards(output_root: str, name: str, split: str, qualities: Sequence[int]) -> list[str]:
-    """The shard tars of one test source and split at every quality."""
-    return [f"{output_root}/test_sources/{name}/shards/q{q}/{split}-0000.tar" for q in qualities]

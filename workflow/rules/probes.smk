@@ -5,7 +5,7 @@ rule probes:
         train=[s for q in PROBES.get("train_qualities", []) for s in shard_files(q, "train")],
         val=[s for q in PROBES.get("train_qualities", []) for s in shard_files(q, "val")],  # their thresholds
         test=[s for q in QUALITIES for s in shard_files(q, "test")],
-        sources=[s for n in TEST_SOURCES for split in TEST_SOURCE_SPLITS for s in crossdataset.source_shards(OUT, n, split, QUALITIES)],
+        sources=[s for n in TEST_SOURCES for split in TEST_SOURCE_SPLITS for s in crossdataset_layout.source_shards(OUT, n, split, QUALITIES)],
     output:
         csv=report(f"{RESULTS}/probe_table.csv", caption="../report/probes.rst", category="4. Probes"),
         md=f"{RESULTS}/probe_table.md",

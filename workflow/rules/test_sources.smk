@@ -2,11 +2,12 @@
 # FaceShifter / DeepFakeDetection videos (kind ffpp_tree), through the same MozJPEG qualities into shards of the
 # main format, {OUT}/test_sources/<name>/shards/q<Q>/{train,test}-0000.tar.
 # Every model trained on all methods is scored on them (cross_detectors); the probes use them too (probes.smk).
-from dfpipe import crossdataset
+# crossdataset_layout, not crossdataset: reading the rule files must not import torch, timm or scikit-learn (issue 18)
+from dfpipe import crossdataset_layout
 
 TEST_SOURCES = [s["name"] for s in config["evaluate"].get("test_sources") or []]
 TEST_SOURCE_NAMES = "|".join(TEST_SOURCES) or "(?!)"  # no source: a pattern nothing matches
-TEST_SOURCE_SPLITS = crossdataset.SPLITS
+TEST_SOURCE_SPLITS = crossdataset_layout.SPLITS
 PROBES = config.get("probes") or {}
 # the models scored across datasets: every one trained on all methods
 ALL_METHOD_RUNS = [r for r in RUNS if r.methods == "all" and r.detector in DETECTORS]
@@ -22,16 +23,16 @@ rule test_source:
         report=f"{OUT}/test_sources/{{name}}/scan.json",
     params:
         code=CODE["test_source"],
-        entry=lambda wc: crossdataset.source_entry(config, wc.name),
+        entry=lambda wc: crossdataset_layout.source_entry(config, wc.name),
         # only the FF++-tree kind crops faces: other kinds do not rerun when the faces settings change
-        faces=lambda wc: config["faces"] if crossdataset.source_entry(config, wc.name)["kind"] == "ffpp_tree" else None,
+        faces=lambda wc: config["faces"] if crossdataset_layout.source_entry(config, wc.name)["kind"] == "ffpp_tree" else None,
     log:
         f"{OUT}/logs/test_sources/{{name}}/scan.log",
     message:
         "Test source {wildcards.name}: building (GAN-face set, FF++-tree face crops) and scanning its images"
     wildcard_constraints:
         name=TEST_SOURCE_NAMES,
-    threads: lambda wc: 2 if crossdataset.source_entry(config, wc.name)["kind"] == "ffpp_tree" else 1
+    threads: lambda wc: 2 if crossdataset_layout.source_entry(config, wc.name)["kind"] == "ffpp_tree" else 1
     conda:
         ENV
     script:
@@ -48,7 +49,7 @@ rule test_source_shards:
         quality=f"{OUT}/test_sources/{{name}}/shards/q{{quality}}/quality.parquet",
     params:
         code=CODE["test_source_shards"],
-        entry=lambda wc: crossdataset.source_entry(config, wc.name),
+        entry=lambda wc: crossdataset_layout.source_entry(config, wc.name),
         flags=config["jpeg"]["cjpeg_flags"],
     log:
         f"{OUT}/logs/test_sources/{{name}}/q{{quality}}.log",
@@ -87,7 +88,7 @@ rule cross_detectors:
     input:
         models=[m for r in ALL_METHOD_RUNS for m in expand(rules.train.output.best, detector=r.detector,
                                                             train_q=r.quality, train_methods="all")],
-        test=lambda wc: crossdataset.source_shards(OUT, wc.name, "test", QUALITIES),
+        test=lambda wc: crossdataset_layout.source_shards(OUT, wc.name, "test", QUALITIES),
     output:
         table=f"{OUT}/test_sources/{{name}}/predictions.parquet",
     params:
