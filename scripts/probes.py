@@ -16,7 +16,9 @@ specs = {}
 for entry in cfg["backbones"]:
     entry = {"name": entry} if isinstance(entry, str) else dict(entry)
     name = entry.pop("name")
-    specs[name] = probes.backbone_spec(name, {"input_size": cfg["input_size"], **entry})
+    # an entry's own input_size, else probes.input_size for backbones that take any size (CNNs), else the
+    # backbone's native size (ViTs: always theirs)
+    specs[name] = probes.backbone_spec(name, entry, default_input_size=cfg.get("input_size"))
 out_root = Path(snakemake.output.cross).parent.parent  # the output root: cross is {root}/probes/...
 cache = out_root / "probes" / "features"
 device = str(evaluate.pick_device(p.device))

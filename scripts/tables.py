@@ -1,8 +1,6 @@
 # Rule `tables`: metrics from the saved predictions, the result tables with provenance, and the plots.
 from pathlib import Path
 
-import numpy as np
-
 from dfpipe import metrics, provenance, runlog, tables, tools
 
 log = runlog.to_file(snakemake.log[0])
@@ -24,21 +22,10 @@ if snakemake.params.ablation:
 
 tables.plot_auc_vs_quality(scores, out.auc_plot)
 tables.plot_roc(test[test.train_methods == "all"], out.roc_plot, test_quality=snakemake.params.roc_quality)
-own = test[(test.train_methods == "all") & (test.test_quality == test.train_quality)]
-# t-SNE of the best detector: highest frame-level AUC on the whole test set at its own training quality.
-best = (
-    scores[
-        (scores.level == "frame")
-        & (scores.test_set == "all")
-        & (scores.train_methods == "all")
-        & (scores.test_quality == scores.train_quality)
-    ]
-    .sort_values("auc", ascending=False)
-    .iloc[0]
-)
-chosen = own[(own.detector == best.detector) & (own.train_quality == best.train_quality)]
-tables.plot_tsne(
-    np.stack(chosen["features"].to_numpy()), chosen["label"].to_numpy(), chosen["method"].to_numpy(), out.tsne_plot
-)
-log(f"best detector for t-SNE: {best.detector} at q{best.train_quality} (AUC {best.auc:.4f})")
+# t-SNE of evaluate.tsne_detectors (null: the one model of highest validation AUC), each at its training quality
+# of highest validation AUC: chosen on the val split only, never on test.
+choice = tables.tsne_choice(preds, snakemake.params.tsne_detectors)  # reads the split == "val" rows only
+tables.plot_tsne_models(test, choice, out.tsne_plot)
+for row in choice.itertuples(index=False):
+    log(f"t-SNE: {row.detector} trained at q{row.train_quality} (validation AUC {row.val_auc:.4f})")
 log(tables.to_markdown(tables.auc_table(scores, "frame")))

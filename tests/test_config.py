@@ -103,13 +103,6 @@ def test_training_settings_must_match_the_data():
     assert cfg["train"]["generalization"]["quality"] == 77
 
 
-def test_paper_scale_config_is_valid():
-    paper = yaml.safe_load((REPO_CONFIG.parent / "configs" / "ffpp-paper.yaml").read_text())
-    cfg = dfconfig.validate({**yaml.safe_load(REPO_CONFIG.read_text()), **paper}, source="ffpp-paper.yaml")
-    assert cfg["train"]["device"] == "cuda" and "efficientnet_b4" in [d["model"] for d in cfg["detectors"]]
-    assert cfg["train"]["qualities"] == cfg["jpeg"]["qualities"]
-
-
 @pytest.mark.parametrize(
     "flags, words",
     [

@@ -7,6 +7,7 @@ import copy
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from test_loader import make_shards, videos
 
 from dfpipe import experiments, tables
@@ -85,7 +86,9 @@ def test_ablation_adds_one_run_whose_spec_trains_on_fewer_frames() -> None:
     assert len(experiments.runs(off)) == 4
 
 
-@pytest.mark.parametrize("key, value, names", [("detector", "nope", "detector"), ("quality", 77, "train.qualities")])
+@pytest.mark.parametrize(
+    "key, value, names", [("detector", "nope", "configured detector"), ("quality", 77, "training quality")]
+)
 def test_ablation_config_errors_name_the_key(key, value, names) -> None:
     """An ablation detector not in detectors, or a quality not trained, stops with the key named."""
     bad = copy.deepcopy(CONFIG)
@@ -175,3 +178,75 @@ def test_workflow_plans_the_ablation_run_and_its_table(ffpp_tree, tmp_path) -> N
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     jobs = planned(proc)
     assert jobs["train"] == 3 and jobs["predict"] == 3  # m at q77 and q10, and m_fewer_frames at q77
+
+
+# the frozen-probes seed's approach 1: ResNet-50 from ImageNet, SGD with momentum 0.9 at lr 1e-5, 128 × 80 epochs
+SGD_SEED = {
+    "name": "resnet50",
+    "model": "resnet50",
+    "pretrained": "imagenet",
+    "input_size": 256,
+    "optimizer": "sgd",
+    "momentum": 0.9,
+    "lr": 1.0e-5,
+    "batch_size": 128,
+    "epochs": 80,
+    "weight_decay": 0.0,
+    "scheduler": "step",
+    "step_epochs": 20,
+    "step_gamma": 0.5,
+    "augment": {"hflip": 0.5},
+}
+
+
+def test_a_detector_sets_its_own_optimizer_and_schedule_and_the_others_keep_train_defaults() -> None:
+    """A detector entry's optimizer / momentum / weight_decay / scheduler / step_* / augment / lr / batch_size /
+    epochs override train's for that detector only: the trainer's own factories build SGD (momentum 0.9, lr 1e-5)
+    and its step schedule for it, Adam with train's lr and the cosine schedule for the others; none reaches the
+    model's constructor."""
+    from dfpipe import config as dfconfig
+    from dfpipe.train import create_optimizer, create_scheduler, resolve_settings
+
+    config = dfconfig.validate(
+        {
+            "detectors": [SGD_SEED, {"name": "meso4", "model": "meso4", "input_size": 64}],
+            "train": {"lr": 3e-4, "weight_decay": 5e-4, "epochs": 2, "augment": {"jpeg": 0.3}},
+        }
+    )
+    seed_spec = experiments.detector_spec(config, "resnet50")
+    s = resolve_settings(experiments.training_settings(config, seed_spec))
+    assert (s["batch_size"], s["epochs"], s["augment"]) == (128, 80, {"hflip": 0.5})
+    detector = experiments.build_detector({**seed_spec, "pretrained": "none"})  # TypeError if a setting got there
+    optimizer = create_optimizer(detector, s)
+    assert type(optimizer) is torch.optim.SGD
+    group = optimizer.param_groups[0]
+    assert (group["lr"], group["momentum"], group["weight_decay"]) == (1e-5, 0.9, 0.0)
+    scheduler = create_scheduler(optimizer, s, steps_per_epoch=10)
+    assert type(scheduler) is torch.optim.lr_scheduler.StepLR
+    assert (scheduler.step_size, scheduler.gamma) == (200, 0.5)
+
+    meso_spec = experiments.detector_spec(config, "meso4")
+    other = resolve_settings(experiments.training_settings(config, meso_spec))
+    assert (other["batch_size"], other["epochs"], other["augment"]) == (32, 2, {"jpeg": 0.3})
+    optimizer = create_optimizer(experiments.build_detector(meso_spec), other)
+    assert type(optimizer) is torch.optim.Adam
+    assert (optimizer.param_groups[0]["lr"], optimizer.param_groups[0]["weight_decay"]) == (3e-4, 5e-4)
+    assert type(create_scheduler(optimizer, other, 10)) is torch.optim.lr_scheduler.CosineAnnealingLR
+    with pytest.raises(dfconfig.ConfigError, match=r"detectors\.0\.optimizer: 'rmsprop' is not allowed"):
+        dfconfig.validate({"detectors": [{**SGD_SEED, "optimizer": "rmsprop"}]})
+    with pytest.raises(dfconfig.ConfigError, match=r"detectors\.0\.augment: Additional properties"):
+        dfconfig.validate({"detectors": [{**SGD_SEED, "augment": {"mixup": 0.5}}]})
+
+
+def test_check_tsne_names_the_key_and_the_configured_detectors() -> None:
+    assert experiments.check_tsne(CONFIG) is None
+    named = copy.deepcopy(CONFIG)
+    named["evaluate"]["tsne_detectors"] = ["lite0", "meso4"]
+    assert experiments.check_tsne(named) == ["lite0", "meso4"]
+    named["evaluate"]["tsne_detectors"] = ["lite0", "effnet"]
+    with pytest.raises(
+        ValueError,
+        match=r"evaluate\.tsne_detectors: 'effnet' is not a configured detector; "
+        r"allowed values: 'meso4', 'lite0'",
+    ):
+        experiments.check_tsne(named)

@@ -88,7 +88,8 @@ def test_heatmap_of_the_opposite_decision_does_not_point_at_the_patch() -> None:
     "model, kwargs, layer",
     [
         ("meso4", {}, "backbone.3.2"),
-        ("mobilenet_v1", {}, "backbone.bn2"),
+        ("mobilenet_v1", {}, "backbone.blocks"),  # its conv_head and bn2 are Identity: no head conv
+        ("mobilenet_v2", {}, "backbone.bn2"),
         ("resnet18", {}, "backbone.layer4"),
         ("tf_efficientnet_lite0", {}, "backbone.bn2"),
         ("multi_attention", {"backbone": "tf_efficientnet_lite0"}, "backbone.blocks.6"),
@@ -107,6 +108,41 @@ def test_every_family_gives_a_finite_heatmap_of_the_input_size(model, kwargs, la
         assert attention is not None and attention.shape == (2, SIZE, SIZE) and np.isfinite(attention).all()
     else:
         assert attention is None
+
+
+@pytest.mark.parametrize("unfreeze_last", [0, 2])
+def test_mobilenet_v1_as_the_seed_sweeps_it_builds_and_gets_a_heatmap(tmp_path, unfreeze_last) -> None:
+    """The MobileNet seed's detector: MobileNet V1 with ImageNet-style weights (here random ones in timm's layout:
+    the hub is offline), dropout 0.5 and only the last blocks trained. Grad-CAM reads the last stage's maps (what
+    the global pool reduces: V1 has no head conv, its bn2 is an Identity), also when the whole backbone is frozen
+    (unfreeze_last 0: the head alone)."""
+    import timm
+
+    from dfpipe.experiments import build_detector
+
+    torch.manual_seed(0)
+    source = timm.create_model("mobilenetv1_100", num_classes=1000)
+    weights = tmp_path / "mobilenetv1_100.pth"
+    torch.save(source.state_dict(), weights)
+    spec = {
+        "name": "mobilenet",
+        "model": "mobilenetv1_100",
+        "pretrained": str(weights),
+        "input_size": SIZE,
+        "dropout": 0.5,
+        "unfreeze_last": unfreeze_last,
+    }
+    detector = build_detector(spec)
+    assert detector.dropout.p == 0.5 and detector.input_size == SIZE
+    assert torch.equal(detector.backbone.conv_stem.weight, source.conv_stem.weight)
+    groups = detector.backbone_groups()
+    trained = [all(p.requires_grad for p in g) for g in groups]
+    assert trained == [False] * (len(groups) - unfreeze_last) + [True] * unfreeze_last
+    name, layer = target_layer(detector)
+    assert name == "backbone.blocks" and layer is detector.backbone.blocks
+    images = np.random.default_rng(1).integers(0, 256, (2, SIZE, SIZE, 3), dtype=np.uint8)
+    cams, attention = heatmaps(detector.eval(), images, [True, False])
+    assert attention is None and cams.shape == (2, SIZE, SIZE) and np.isfinite(cams).all() and cams.max() > 0
 
 
 def test_examples_are_the_confident_ones_and_the_worst_errors() -> None:

@@ -289,15 +289,44 @@ def test_weights_from_a_file(tmp_path, crops):
         probes.build_backbone(probes.backbone_spec("x", {"model": "resnet10t", "weights": str(other)}))
 
 
-def test_unreachable_weights_say_how_to_give_a_file(monkeypatch):
-    """Offline, the DINO URL and the timm hub tag fail at once with the file hint; CLIP without open_clip says
-    how to install it."""
+def test_input_size_per_backbone():
+    """Each backbone at its native size by default (timm's pretrained config; open_clip's model config); the
+    config's probes.input_size (`default_input_size`) for backbones that take any size only; an entry's own size
+    first. A ViT refuses another size in one line naming the backbone and the key, also where a spec is made
+    without backbone_spec (the cache key asks for the size)."""
+    size = lambda spec: probes.input_config(spec)[0]  # noqa: E731
+    assert probes.backbone_spec("mobilenetv2").input_size is None and size(probes.backbone_spec("mobilenetv2")) == 224
+    # the demo's probes (input_size: 128, two CNNs): 128 px as before, so the same cache keys and features
+    assert size(probes.backbone_spec("mobilenetv2", default_input_size=128)) == 128
+    assert size(probes.backbone_spec("lite0", {"input_size": 96}, default_input_size=128)) == 96
+    assert size(probes.backbone_spec("dino_resnet50", {"input_size": None}, default_input_size=160)) == 160
+    for vit in ("dino_vitb16", "clip_vitb16"):
+        assert size(probes.backbone_spec(vit, default_input_size=128)) == 224
+        assert size(probes.backbone_spec(vit, {"input_size": 224})) == 224
+        with pytest.raises(
+            ValueError, match=rf"^backbone {vit}: input_size 128 does not fit .* takes 224 px only"
+        ) as err:
+            probes.backbone_spec(vit, {"input_size": 128})
+        assert "\n" not in str(err.value) and "remove input_size from its probes.backbones entry" in str(err.value)
+    direct = probes.BackboneSpec("dino_vitb16", "vit_base_patch16_224.dino", "none", input_size=160)
+    with pytest.raises(ValueError, match="input_size 160 does not fit"):
+        probes._cache_key(direct, "d", 95, "test", "none", 0, "f")
+
+
+def test_unreachable_weights_say_how_to_give_a_file(monkeypatch, tmp_path):
+    """Offline, the DINO URL, the timm hub tag and open_clip's hub tag fail at once with the file hint; CLIP
+    without open_clip says how to install it."""
     monkeypatch.setattr(probes.W, "_reachable", lambda *_a, **_k: False)
     with pytest.raises(LookupError, match="unreachable.*give the weights as a file"):
         probes.build_backbone(probes.backbone_spec("dino_resnet50"))
     monkeypatch.setattr(probes.W, "imagenet", lambda m: (_ for _ in ()).throw(LookupError(f"{m}: hub failed")))
     with pytest.raises(LookupError, match="dino_vitb16.*give the weights as a file"):
         probes.build_backbone(probes.backbone_spec("dino_vitb16"))
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))  # no CLIP weights cached here
+    with pytest.raises(LookupError, match="clip_vitb16: open_clip could not fetch ViT-B-16 openai.*as a file"):
+        probes.build_backbone(probes.backbone_spec("clip_vitb16"))
     monkeypatch.setitem(__import__("sys").modules, "open_clip", None)
     with pytest.raises(ImportError, match="pip install open_clip_torch"):
         probes.build_backbone(probes.backbone_spec("clip_vitb16"))

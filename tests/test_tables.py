@@ -314,3 +314,84 @@ def test_plots(metrics_df: pd.DataFrame, preds, tmp_path: Path) -> None:
     assert np.allclose(embedding, plot_tsne(features, labels, methods, tmp_path / "tsne2.png", seed=0))
     for name in ("auc.png", "roc.png", "tsne.png"):
         assert (tmp_path / name).read_bytes()[:8] == PNG_MAGIC
+
+
+def rigged_predictions() -> pd.DataFrame:
+    """Both splits of effb4 and meso4 trained at q95 and q60, with t-SNE features on the test split at the
+    model's own quality. On val (own quality) q60 wins: meso4 q60 separates perfectly, effb4 q60 but for one
+    fake video, the q95 models are inverted. On test it is the other way round: q95 perfect, q60 inverted."""
+    parts = []
+    for split, seed in (("test", 0), ("val", 1)):
+        table = make_predictions(split, seed=seed, n_videos=4, n_frames=3)
+        jitter = 0.01 * table["frame_index"] / 8
+        perfect = 0.2 + 0.6 * table["label"] + jitter
+        good_q = 60 if split == "val" else 95
+        table["score"] = np.where(table["train_quality"] == good_q, perfect, 1.0 - perfect)
+        if split == "val":  # effb4 q60: one fake video scored below every real one
+            miss = (table["detector"] == "effb4") & (table["video_key"] == "Deepfakes/q60/000_001")
+            table.loc[miss, "score"] = 0.05
+        parts.append(table)
+    preds = pd.concat(parts, ignore_index=True)
+    rng = np.random.default_rng(2)
+    own = (preds["split"] == "test") & (preds["test_quality"] == preds["train_quality"])
+    preds["features"] = None
+    preds.loc[own, "features"] = pd.Series(
+        list(rng.normal(0, 1, (int(own.sum()), 8)) + 3 * preds.loc[own, "label"].to_numpy()[:, None]),
+        index=preds.index[own],
+    )
+    return preds
+
+
+def test_tsne_models_are_chosen_on_validation_never_on_test(tmp_path: Path, monkeypatch) -> None:
+    """evaluate.tsne_detectors: each named detector at its training quality of highest validation AUC; null: the
+    one best model on validation. Permuting the test labels changes nothing; the same data read with the splits
+    swapped (a selection on test, as the old rule made it) picks other models, so this test catches that."""
+    from dfpipe import tables
+
+    preds = rigged_predictions()
+    choice = tables.tsne_choice(preds, ["effb4", "meso4"])
+    assert list(zip(choice["detector"], choice["train_quality"])) == [("effb4", 60), ("meso4", 60)]
+    assert np.allclose(choice["val_auc"], [15 / 16, 1.0])
+    best = tables.tsne_choice(preds, None)
+    assert list(zip(best["detector"], best["train_quality"])) == [("meso4", 60)]
+
+    test = preds["split"] == "test"
+    videos = preds.loc[test, ["video_key", "label"]].drop_duplicates("video_key")
+    permuted = dict(zip(videos["video_key"], np.random.default_rng(3).permutation(videos["label"].to_numpy())))
+    shuffled = preds.copy()
+    shuffled.loc[test, "label"] = shuffled.loc[test, "video_key"].map(permuted)
+    assert (shuffled.loc[test, "label"] != preds.loc[test, "label"]).any()
+    pd.testing.assert_frame_equal(tables.tsne_choice(shuffled, ["effb4", "meso4"]), choice)
+    pd.testing.assert_frame_equal(tables.tsne_choice(shuffled, None), best)
+
+    on_test = preds.assign(split=preds["split"].map({"test": "val", "val": "test"}))
+    assert set(tables.tsne_choice(on_test, ["effb4", "meso4"])["train_quality"]) == {95}
+
+    titles = []
+    real_save = tables._save
+    monkeypatch.setattr(
+        tables, "_save", lambda fig, path: titles.extend(ax.get_title() for ax in fig.axes) or real_save(fig, path)
+    )
+    embeddings = tables.plot_tsne_models(preds, choice, tmp_path / "tsne.png")
+    assert [e.shape for e in embeddings] == [(60, 2), (60, 2)]
+    assert titles[0].startswith("effb4, train q60\nval AUC 0.937") and titles[1].startswith(
+        "meso4, train q60\nval AUC 1.000"
+    )
+    assert (tmp_path / "tsne.png").read_bytes()[:8] == PNG_MAGIC
+    with pytest.raises(ValueError, match=r"evaluate\.tsne_detectors: no validation predictions .* \['xception'\]"):
+        tables.tsne_choice(preds, ["xception"])
+
+
+def test_tsne_of_a_tiny_test_split_keeps_perplexity_below_its_size(tmp_path: Path) -> None:
+    """A model with 3 test samples at its own quality still gets a panel (perplexity 1); with 1, an error."""
+    from dfpipe import tables
+
+    preds = rigged_predictions()
+    choice = tables.tsne_choice(preds, ["meso4"])
+    own = (preds["split"] == "test") & (preds["detector"] == "meso4") & (preds["train_quality"] == 60)
+    own &= preds["test_quality"] == 60
+    keep = preds[~own | preds.index.isin(preds.index[own][:3])]
+    assert tables.plot_tsne_models(keep, choice, tmp_path / "tsne.png")[0].shape == (3, 2)
+    keep = preds[~own | preds.index.isin(preds.index[own][:1])]
+    with pytest.raises(ValueError, match="meso4 trained at q60 has 1 test samples"):
+        tables.plot_tsne_models(keep, choice, tmp_path / "tsne.png")

@@ -12,6 +12,7 @@ from typing import Any
 import jsonschema
 import yaml
 
+from . import experiments
 from .layout import SPLITS_URL
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
@@ -208,6 +209,7 @@ def validate(config: dict[str, Any], source: str = "config") -> dict[str, Any]:
     if problems:
         _refuse(source, problems)
     check_paths(config, source)
+    check_weight_files(config, source)
     return config
 
 
@@ -239,6 +241,30 @@ def check_paths(config: dict[str, Any], source: str = "config") -> None:
             raise ConfigError(
                 f"{source}: {key}: {path} is not writable ({existing} does not allow writing); "
                 f"set {key} to a folder you can write to"
+            )
+
+
+WEIGHTS_DOC = "docs/WEIGHTS.md"
+# `pretrained:` / probe `weights:` values that name no file
+_WEIGHT_WORDS = ("none", "imagenet", "hub")
+
+
+def check_weight_files(config: dict[str, Any], source: str = "config") -> None:
+    """Refuse, in one line naming the key, a weights file that is not there: found at start-up, not in a training
+    job hours later. Relative paths are read from the working directory, as the jobs read them."""
+    entries = [(f"detectors.{i}.pretrained", d.get("pretrained", "none")) for i, d in enumerate(config["detectors"])]
+    for i, entry in enumerate((config.get("probes") or {}).get("backbones") or []):
+        if isinstance(entry, dict) and "weights" in entry:
+            entries.append((f"probes.backbones.{i}.weights", entry["weights"]))
+    for key, value in entries:
+        value = str(value)
+        if value.strip().lower() in _WEIGHT_WORDS or value.startswith(("http://", "https://")):
+            continue
+        path = Path(value).expanduser()
+        if not path.is_file():
+            raise ConfigError(
+                f"{source}: {key}: weights file {path} does not exist (relative to {Path.cwd()}); "
+                f"{WEIGHTS_DOC} says where each official file comes from"
             )
 
 
@@ -275,6 +301,13 @@ def _check_training(config: dict[str, Any], source: str) -> None:
     for q in config["train"]["qualities"]:
         if q not in qualities:
             raise ConfigError(f"{source}: train.qualities: {q} is not one of jpeg.qualities {qualities}")
+    for i, spec in enumerate(config["detectors"]):
+        for q in spec.get("train_qualities") or []:
+            if q not in qualities:
+                raise ConfigError(
+                    f"{source}: detectors.{i}.train_qualities: {q} ({spec['name']}) is not one of jpeg.qualities "
+                    f"{qualities}"
+                )
     gen = config["train"]["generalization"]
     if gen["quality"] is None:
         gen["quality"] = config["train"]["qualities"][0]
@@ -288,6 +321,11 @@ def _check_training(config: dict[str, Any], source: str) -> None:
                 f"{source}: train.generalization.detectors: {name!r} is not a configured detector; "
                 f"allowed values: {', '.join(map(repr, names))}"
             )
+    try:  # keys that name detectors or their qualities: one line naming the key, before any job
+        experiments.frame_rate_ablation(config)
+        experiments.check_tsne(config)
+    except ValueError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
 
 
 def load(path: str | Path) -> dict[str, Any]:

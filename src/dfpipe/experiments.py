@@ -37,11 +37,18 @@ SETTING_KEYS = (
     "channels_last",
     "deterministic",
 )
-# detector spec keys that are training settings of that detector (they override config["train"]), not model
-# arguments. frames_per_method is set by the frame-rate ablation's variant (frame_rate_ablation).
-SPEC_SETTING_KEYS = ("batch_size", "lr", "epochs", "max_steps_per_epoch", "frames_per_method")
+# detector spec keys that are training settings of that detector (they override config["train"], a whole value
+# each: a detector's `augment` replaces train.augment), not model arguments: a seed's recipe (e.g. SGD with
+# momentum 0.9 at lr 1e-5 for 80 epochs) beside the other detectors' train defaults. frames_per_method is set by
+# the frame-rate ablation's variant (frame_rate_ablation).
+SPEC_SETTING_KEYS = (
+    *(k for k in SETTING_KEYS if k not in ("seed", "checkpoint_every", "amp", "channels_last", "deterministic")),
+    "frames_per_method",
+)
 # name of the frame-rate ablation's model: the detector trained on fewer frames of the augmented methods
 ABLATION_SUFFIX = "_fewer_frames"
+# detector spec keys that say which models are trained (runs), not what a model is
+SPEC_GRID_KEYS = ("train_qualities",)
 # detector spec keys create_detector takes by name; everything else is an argument of the model
 SPEC_BUILD_KEYS = ("name", "model", "pretrained", "input_size", "ela")
 
@@ -53,10 +60,15 @@ class Run:
     methods: str  # "all" or one FF++ method (trained against the originals)
 
 
+def train_qualities(config: dict[str, Any], spec: dict[str, Any]) -> list[int]:
+    """The qualities a detector is trained at: its entry's `train_qualities`, else `train.qualities`."""
+    return spec.get("train_qualities") or config["train"]["qualities"]
+
+
 def runs(config: dict[str, Any]) -> list[Run]:
-    """Every model the config asks for: each detector at each training quality on all methods, plus the
+    """Every model the config asks for: each detector at each of its training qualities on all methods, plus the
     generalization detectors on each single configured method."""
-    out = [Run(d["name"], q, ALL) for d in config["detectors"] for q in config["train"]["qualities"]]
+    out = [Run(d["name"], q, ALL) for d in config["detectors"] for q in train_qualities(config, d)]
     gen = config["train"]["generalization"]
     methods = [m for m in config["dataset"]["methods"] if m in METHODS]
     out += [Run(name, gen["quality"], m) for name in gen["detectors"] for m in methods]
@@ -76,21 +88,45 @@ def frame_rate_ablation(config: dict[str, Any]) -> dict[str, Any] | None:
     if not ablation or not ablation.get("detector"):
         return None
     name, quality = ablation["detector"], ablation["quality"]
-    where = "config evaluate.frame_rate_ablation"
-    if name not in [d["name"] for d in config["detectors"]]:
-        raise ValueError(f"{where}.detector: {name!r} is not in config detectors; name one of them")
-    if quality not in config["train"]["qualities"]:
+    where = "evaluate.frame_rate_ablation"
+    names = [d["name"] for d in config["detectors"]]
+    if name not in names:
         raise ValueError(
-            f"{where}.quality: {quality} is not in train.qualities {config['train']['qualities']}; "
+            f"{where}.detector: {name!r} is not a configured detector; allowed values: {', '.join(map(repr, names))}"
+        )
+    trained_at = train_qualities(config, next(d for d in config["detectors"] if d["name"] == name))
+    if quality not in trained_at:
+        raise ValueError(
+            f"{where}.quality: {quality} is not a training quality of {name} {trained_at}; "
             "the ablation compares with the detector trained there"
         )
     return {**ablation, "variant": name + ABLATION_SUFFIX}
 
 
+def check_tsne(config: dict[str, Any]) -> list[str] | None:
+    """evaluate.tsne_detectors (the detectors the t-SNE plot shows) when every name is a configured detector;
+    None when unset (the plot then shows the detector of highest validation AUC). ValueError naming the key
+    and the allowed names otherwise."""
+    names = (config.get("evaluate") or {}).get("tsne_detectors")
+    if names is None:
+        return None
+    allowed = [d["name"] for d in config["detectors"]]
+    hint = f"allowed values: {', '.join(map(repr, allowed))} (or null: the detector of highest validation AUC)"
+    if not names:
+        raise ValueError(f"evaluate.tsne_detectors: the list is empty; name at least one detector; {hint}")
+    unknown = [n for n in names if n not in allowed]
+    if unknown:
+        what = "is not a configured detector" if len(unknown) == 1 else "are not configured detectors"
+        raise ValueError(f"evaluate.tsne_detectors: {', '.join(map(repr, unknown))} {what}; {hint}")
+    return list(names)
+
+
 def detector_spec(config: dict[str, Any], name: str) -> dict[str, Any]:
+    """A detector's entry without its grid keys: what its models are (a job's params), not which are trained,
+    so that training a detector at one more quality reruns none of its other models."""
     for spec in config["detectors"]:
         if spec["name"] == name:
-            return spec
+            return {k: v for k, v in spec.items() if k not in SPEC_GRID_KEYS}
     ablation = frame_rate_ablation(config)
     if ablation and name == ablation["variant"]:
         base = detector_spec(config, ablation["detector"])
@@ -99,6 +135,8 @@ def detector_spec(config: dict[str, Any], name: str) -> dict[str, Any]:
 
 
 def training_settings(config: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
+    """A detector's training settings (what dfpipe.train.resolve_settings takes): config["train"]'s, each of
+    SPEC_SETTING_KEYS that the detector's entry sets replaced by its value."""
     settings = {k: config["train"][k] for k in SETTING_KEYS}
     settings.update({k: spec[k] for k in SPEC_SETTING_KEYS if k in spec})
     return settings

@@ -2,9 +2,10 @@
 
 The target layer is chosen per detector family, never by the user (`target_layer`):
   Meso-4 / MesoInception-4   the last conv block's feature maps (its BatchNorm, before the final pool)
-  timm backbones             the module whose output global pooling reduces (EfficientNet / MobileNet:
-                             `bn2` after the 1×1 head conv; ResNet: `layer4`); models without a pooling
-                             child: the last entry of timm's `feature_info`
+  timm backbones             the module whose output global pooling reduces (EfficientNet / MobileNetV2:
+                             `bn2` after the 1×1 head conv; MobileNetV1, which has no head conv: `blocks`;
+                             ResNet: `layer4`); models without a pooling child: the last entry of timm's
+                             `feature_info`
   multi_attention            the deepest EfficientNet stage (the globally pooled features); its attention
                              maps are shown as a second panel
   anything else              the last Conv2d / norm layer of the backbone
@@ -47,9 +48,12 @@ def target_layer(detector: nn.Module) -> tuple[str, nn.Module]:
         return f"backbone.{name}", backbone.get_submodule(name)
     children = list(backbone.named_children())
     names = [n for n, _ in children]
-    if "global_pool" in names and names.index("global_pool") > 0:
-        name, module = children[names.index("global_pool") - 1]
-        return f"backbone.{name}", module
+    if "global_pool" in names:
+        # the nearest module before the pool that computes something: timm's MobileNetV1 has no head conv, its
+        # conv_head and bn2 are Identity placeholders, so its maps are those of the last stage (`blocks`)
+        before = [(n, m) for n, m in children[: names.index("global_pool")] if not isinstance(m, nn.Identity)]
+        if before:
+            return f"backbone.{before[-1][0]}", before[-1][1]
     info = getattr(backbone, "feature_info", None)
     if info is not None:
         name = info[-1]["module"] if isinstance(info, list) else info.module_name()[-1]
@@ -105,6 +109,9 @@ def heatmaps(
         with GradCAM(model=detector, target_layers=[layer]) as cam:
             for start in range(0, len(batch), batch_size):
                 part = normalize(batch[start : start + batch_size].to(device), detector.mean, detector.std)
+                # Gradients to the input make every activation carry one, also where the layers up to the target
+                # are frozen (`unfreeze_last: 0`, the head alone): else the target layer's output has no gradient.
+                part.requires_grad_(True)
                 targets = [BinaryClassifierOutputTarget(int(bool(f))) for f in fake[start : start + batch_size]]
                 attention_before = len(attention)
                 cams.append(np.asarray(cam(input_tensor=part, targets=targets), np.float32))

@@ -2,9 +2,10 @@
 classifiers on them, optionally after a dimensionality reduction, with blur/jitter transforms at train and test.
 
 Pieces, each usable alone:
-- `BACKBONES` / `backbone_spec` / `build_backbone`: frozen feature extractors. Offline: the ImageNet MobileNetV2
-  and EfficientNet-Lite0 that ship in registry packages (`dfpipe.weights`). Online or from a file: CLIP
-  ViT-B/16 (open_clip, an optional dependency), DINO ViT-B/16 and DINO ResNet-50 (timm architectures).
+- `BACKBONES` / `backbone_spec` / `build_backbone`: frozen feature extractors, each at its native input size
+  unless its entry says otherwise (ViTs: their native size only). Offline: the ImageNet MobileNetV2 and
+  EfficientNet-Lite0 that ship in registry packages (`dfpipe.weights`). Online or from a file (docs/WEIGHTS.md):
+  CLIP ViT-B/16 (open_clip), DINO ViT-B/16 and DINO ResNet-50 (timm architectures).
 - `extract_features`: one forward pass per crop in batches (eval, inference mode, channels_last).
 - `shard_features` / `array_features`: features of one dataset × split × quality × transform, cached as
   `.npy` + a `.parquet` of sample metadata + a `.json` manifest; a second call with the same inputs reads the
@@ -25,6 +26,7 @@ import json
 import logging
 import random
 import warnings
+import zipfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -58,20 +60,27 @@ class BackboneSpec:
     """A frozen feature extractor. `kind` "timm": `model` is a timm architecture built with num_classes=0;
     "open_clip": `model` is an open_clip architecture whose image tower gives the features.
     `weights`: "imagenet" (dfpipe.weights: timm hub, else the packaged offline file), "hub" (the timm
-    pretrained tag in `model`, or open_clip's `pretrained` tag), an http(s) URL, or a file path."""
+    pretrained tag in `model`, or open_clip's `pretrained_tag`), "none" (random), an http(s) URL (timm kinds),
+    or a file path (docs/WEIGHTS.md: where each official file comes from).
+    `input_size`: the side fed to the backbone; None = its native size (`native_input`). A fixed-size backbone
+    (a ViT: position embeddings for one size) takes its native size only.
+    `pretrained_tag`: for open_clip, which weights these are (the hub tag, or what a file holds): it sets the
+    normalisation and the activation (OpenAI's CLIP uses QuickGELU)."""
 
     name: str
     model: str
     weights: str
     kind: str = "timm"
     input_size: int | None = None
-    pretrained_tag: str | None = None  # open_clip's `pretrained=` name for "hub"
+    pretrained_tag: str | None = None
 
 
 BACKBONES: dict[str, BackboneSpec] = {
     "mobilenetv2": BackboneSpec("mobilenetv2", "mobilenetv2_100", "imagenet"),
     "lite0": BackboneSpec("lite0", "tf_efficientnet_lite0", "imagenet"),
+    # a file: OpenAI's ViT-B-16.pt (TorchScript) or open_clip's state dict of it
     "clip_vitb16": BackboneSpec("clip_vitb16", "ViT-B-16", "hub", kind="open_clip", pretrained_tag="openai"),
+    # a file: DINO's dino_vitbase16_pretrain.pth (a plain state dict with timm's key names)
     "dino_vitb16": BackboneSpec("dino_vitb16", "vit_base_patch16_224.dino", "hub"),
     # DINO's ResNet-50 is a torchvision-layout ResNet-50 (the same keys as timm's resnet50); timm has no tag for it
     "dino_resnet50": BackboneSpec(
@@ -82,10 +91,14 @@ BACKBONES: dict[str, BackboneSpec] = {
 }
 
 
-def backbone_spec(name: str, overrides: Mapping[str, Any] | None = None) -> BackboneSpec:
+def backbone_spec(
+    name: str, overrides: Mapping[str, Any] | None = None, default_input_size: int | None = None
+) -> BackboneSpec:
     """A known backbone, with `overrides` (e.g. {"weights": "/path/file.pth", "input_size": 128}); an unknown
-    name needs at least `model` and `weights` in `overrides` (any timm model)."""
-    overrides = dict(overrides or {})
+    name needs at least `model` and `weights` in `overrides` (any timm model). `default_input_size` (the config's
+    probes.input_size) applies to backbones that take any size (CNNs) without their own `input_size`; fixed-size
+    ones (ViTs) keep their native size. An input size the backbone cannot take is refused here."""
+    overrides = {k: v for k, v in dict(overrides or {}).items() if not (k == "input_size" and v is None)}
     allowed = {"model", "weights", "kind", "input_size", "pretrained_tag"}
     unknown = sorted(set(overrides) - allowed)
     if unknown:
@@ -102,11 +115,31 @@ def backbone_spec(name: str, overrides: Mapping[str, Any] | None = None) -> Back
     spec = BackboneSpec(**{**asdict(base), **overrides, "name": name})
     if spec.kind not in ("timm", "open_clip"):
         raise ValueError(f"backbone {name}: kind {spec.kind!r}; allowed: timm, open_clip")
+    if "input_size" not in overrides and default_input_size is not None and not native_input(spec)[1]:
+        spec = BackboneSpec(**{**asdict(spec), "input_size": int(default_input_size)})
+    input_config(spec)  # refuses a size the backbone cannot take, before any feature is extracted
     return spec
 
 
 def _is_url(weights: str) -> bool:
     return weights.startswith(("http://", "https://"))
+
+
+_DIGESTS: dict[tuple[str, int, int], str] = {}
+
+
+def _file_sha256(path: Path) -> str:
+    """A file's sha256, remembered per (path, size, mtime): a probe run asks for it once per feature set, and
+    hashing a 600 MB CLIP file takes seconds."""
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _DIGESTS:
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        _DIGESTS[key] = digest.hexdigest()
+    return _DIGESTS[key]
 
 
 def weights_id(spec: BackboneSpec) -> str:
@@ -117,24 +150,65 @@ def weights_id(spec: BackboneSpec) -> str:
     path = Path(spec.weights).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"backbone {spec.name}: weights file {path} does not exist; {WEIGHTS_HINT}")
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return f"file:{path.name}:sha256:{digest.hexdigest()[:16]}"
+    return f"file:{path.name}:sha256:{_file_sha256(path)[:16]}"
 
 
-def input_config(spec: BackboneSpec) -> tuple[int, tuple[float, ...], tuple[float, ...]]:
-    """(input size, mean, std) of a backbone without building it (the cache key needs the size)."""
+def _open_clip(spec: BackboneSpec) -> Any:
+    try:
+        import open_clip
+    except ImportError as exn:
+        raise ImportError(
+            f"backbone {spec.name}: needs open_clip, which is not installed (open-clip-torch in "
+            f"envs/requirements.txt: `make setup`, or `.venv/bin/pip install open_clip_torch -c envs/constraints.txt`); "
+            f"or drop {spec.name} from the probe backbones"
+        ) from exn
+    if spec.model not in open_clip.list_models():
+        raise ValueError(f"backbone {spec.name}: {spec.model!r} is not an open_clip model (open_clip.list_models())")
+    return open_clip
+
+
+def _clip_tag_cfg(spec: BackboneSpec) -> dict[str, Any]:
+    """open_clip's pretrained config of the tag the weights are (normalisation, QuickGELU); {} without a tag."""
+    return (
+        dict(_open_clip(spec).get_pretrained_cfg(spec.model, spec.pretrained_tag) or {}) if spec.pretrained_tag else {}
+    )
+
+
+def native_input(spec: BackboneSpec) -> tuple[int, bool]:
+    """(native input side, whether it is the only side the backbone takes) without building it: timm's
+    pretrained config (`fixed_input_size` marks ViTs), open_clip's model config (every open_clip image tower
+    has position embeddings for one size)."""
     if spec.kind == "open_clip":
-        # OpenAI CLIP's normalisation (open_clip.constants.OPENAI_DATASET_MEAN/STD)
-        return (spec.input_size or 224, (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711))
+        size = _open_clip(spec).get_model_config(spec.model)["vision_cfg"]["image_size"]
+        return int(size if isinstance(size, int) else size[-1]), True
     import timm
 
     if not timm.is_model(spec.model):
         raise ValueError(f"backbone {spec.name}: {spec.model!r} is not a timm model (timm.list_models())")
     cfg = timm.models.get_pretrained_cfg(spec.model)
-    size = spec.input_size or (cfg.input_size[-1] if cfg is not None else 224)
+    if cfg is None:
+        return 224, False
+    return int(cfg.input_size[-1]), bool(cfg.fixed_input_size)
+
+
+def input_config(spec: BackboneSpec) -> tuple[int, tuple[float, ...], tuple[float, ...]]:
+    """(input size, mean, std) of a backbone without building it (the cache key needs the size)."""
+    native, fixed = native_input(spec)
+    size = spec.input_size or native
+    if fixed and size != native:
+        raise ValueError(
+            f"backbone {spec.name}: input_size {size} does not fit {spec.model}, which takes {native} px only "
+            f"(position embeddings); remove input_size from its probes.backbones entry (or set {native})"
+        )
+    if spec.kind == "open_clip":
+        # OpenAI CLIP's normalisation (open_clip.constants.OPENAI_DATASET_MEAN/STD) unless the tag says otherwise
+        cfg = _clip_tag_cfg(spec)
+        mean = tuple(cfg.get("mean", (0.48145466, 0.4578275, 0.40821073)))
+        std = tuple(cfg.get("std", (0.26862954, 0.26130258, 0.27577711)))
+        return size, mean, std
+    import timm
+
+    cfg = timm.models.get_pretrained_cfg(spec.model)
     mean = tuple(cfg.mean) if cfg is not None else (0.485, 0.456, 0.406)
     std = tuple(cfg.std) if cfg is not None else (0.229, 0.224, 0.225)
     return int(size), mean, std
@@ -211,18 +285,18 @@ def _timm_weights(spec: BackboneSpec) -> tuple[W.StateDict | None, str]:
 def build_backbone(spec: BackboneSpec, device: str | torch.device = "cpu") -> Backbone:
     """The frozen backbone of `spec` on `device` (eval mode, no gradients, channels_last)."""
     size, mean, std = input_config(spec)
-    if spec.kind == "open_clip":
-        module, source = _build_open_clip(spec)
-    else:
-        import timm
+    try:
+        if spec.kind == "open_clip":
+            module, source = _build_open_clip(spec)
+        else:
+            import timm
 
-        try:
             state, source = _timm_weights(spec)  # first: unreachable weights fail before a ViT-B is built
             module = timm.create_model(spec.model, num_classes=0, pretrained=False)
             if state is not None:
                 W.load_into(module, state, f"{spec.name} ({source})")
-        except (ValueError, OSError) as exn:  # dfpipe.weights words its hint for detectors' `pretrained:`
-            raise type(exn)(str(exn).replace(W.FILE_HINT, WEIGHTS_HINT)) from exn
+    except (ValueError, OSError) as exn:  # dfpipe.weights words its hint for detectors' `pretrained:`
+        raise type(exn)(str(exn).replace(W.FILE_HINT, WEIGHTS_HINT)) from exn
     module = module.eval().requires_grad_(False).to(device, memory_format=torch.channels_last)
     return Backbone(spec, module, size, mean, std, source)
 
@@ -240,29 +314,65 @@ def shared_backbone(spec: BackboneSpec, device: str | torch.device = "cpu") -> B
     return _BUILT[key]
 
 
+def _clip_file_state(path: Path, name: str) -> W.StateDict:
+    """The tensors of a CLIP weights file: a plain state dict (.pth/.bin/.safetensors, open_clip's layout, as
+    open_clip saves it) or OpenAI's TorchScript archive (ViT-B-16.pt; torch.load(weights_only=True), which
+    open_clip's `pretrained=PATH` uses, refuses those). The archive is read with torch.jit.load for its tensors
+    only: its TorchScript methods are never called."""
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as zf:
+            scripted = any(n.rsplit("/", 1)[-1] == "constants.pkl" for n in zf.namelist())
+        if scripted:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)  # torch.jit.load is deprecated in favour of torch.export
+                try:
+                    archive = torch.jit.load(str(path), map_location="cpu")
+                except Exception as exn:  # TorchScript's errors have no common base class
+                    raise ValueError(
+                        f"backbone {name}: weights file {path}: not a readable TorchScript archive "
+                        f"({type(exn).__name__}); {WEIGHTS_HINT}"
+                    ) from exn
+            return {k: v for k, v in archive.state_dict().items() if isinstance(v, Tensor)}
+    return W.load_file(path)
+
+
 def _build_open_clip(spec: BackboneSpec) -> tuple[nn.Module, str]:
-    try:
-        import open_clip
-    except ImportError as exn:
-        raise ImportError(
-            f"backbone {spec.name}: needs open_clip, which is not installed; "
-            f"`.venv/bin/pip install open_clip_torch`, or drop {spec.name} from the probe backbones"
-        ) from exn
+    open_clip = _open_clip(spec)
+    # QuickGELU where the weights were trained with it (OpenAI's): open_clip 3 only warns when a tag's activation
+    # differs from the model config's, and knows nothing of a file's
+    quick_gelu = bool(_clip_tag_cfg(spec).get("quick_gelu", False))
     if spec.weights in ("hub", "imagenet"):
-        try:
-            model = open_clip.create_model(spec.model, pretrained=spec.pretrained_tag or "openai")
+        import huggingface_hub.constants as hf
+
+        try:  # cache only when the hub does not answer (huggingface_hub would retry for ~50 s)
+            with W._hf_offline(not W._reachable(hf.ENDPOINT)):
+                model = open_clip.create_model(
+                    spec.model, pretrained=spec.pretrained_tag or "openai", force_quick_gelu=quick_gelu
+                )
         except Exception as exn:  # hub and network errors have no common base class
             raise LookupError(
                 f"backbone {spec.name}: open_clip could not fetch {spec.model} "
                 f"{spec.pretrained_tag} ({type(exn).__name__}); {WEIGHTS_HINT}"
             ) from exn
-        source = f"open_clip hub {spec.pretrained_tag}"
-    else:
-        path = Path(spec.weights).expanduser()
-        if not path.is_file():
-            raise FileNotFoundError(f"backbone {spec.name}: weights file {path} does not exist; {WEIGHTS_HINT}")
-        model = open_clip.create_model(spec.model, pretrained=str(path))
-        source = weights_id(spec)
+        return _ClipImage(model), f"open_clip hub {spec.pretrained_tag}"
+    if _is_url(spec.weights):
+        raise ValueError(
+            f"backbone {spec.name}: kind open_clip takes weights hub (open_clip's pretrained tag), none or a file, "
+            f"not a URL; download {spec.weights} and {WEIGHTS_HINT}"
+        )
+    source = "none (random initialisation)" if spec.weights == "none" else weights_id(spec)
+    state = None if spec.weights == "none" else _clip_file_state(Path(spec.weights).expanduser(), spec.name)
+    disabled = logging.root.manager.disable
+    logging.disable(logging.WARNING)  # open_clip warns that the model it builds holds no weights yet
+    try:
+        model = open_clip.create_model(spec.model, pretrained=None, force_quick_gelu=quick_gelu)
+    finally:
+        logging.disable(disabled)
+    if state is not None:
+        # the image tower only (the features); every one of its tensors must be in the file, with its shape
+        state = {k.removeprefix("module."): v for k, v in state.items()}
+        visual = {k.removeprefix("visual."): v for k, v in state.items() if k.startswith("visual.")}
+        W.load_into(model.visual, visual, f"{spec.name} ({source})")
     return _ClipImage(model), source
 
 

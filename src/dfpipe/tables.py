@@ -218,14 +218,9 @@ def plot_roc(preds: pd.DataFrame, path: str | os.PathLike, test_quality: int | N
     _save(fig, path)
 
 
-def plot_tsne(
-    features: np.ndarray, labels: np.ndarray, methods: np.ndarray, path: str | os.PathLike, seed: int = 0
-) -> np.ndarray:
-    """PNG of a 2-d t-SNE of `features` (n × d), coloured by method, and the embedding (n × 2).
-
-    Perplexity is 30 or (n - 1) / 3 when that is smaller: t-SNE needs perplexity < n, and small demo runs
-    have few samples. Same `seed`, same embedding.
-    """
+def _tsne(features: np.ndarray, seed: int) -> tuple[np.ndarray, float]:
+    """2-d t-SNE embedding of `features` (n × d) and its perplexity: 30, or (n - 1) / 3 when that is smaller
+    (t-SNE needs perplexity < n, and small demo runs have few samples). Same `seed`, same embedding."""
     features = np.asarray(features, dtype=float)
     if features.ndim != 2 or features.shape[0] < 2:
         raise ValueError(f"plot_tsne: features must be n × d with n >= 2, got shape {features.shape}")
@@ -236,9 +231,11 @@ def plot_tsne(
     embedding = TSNE(n_components=2, perplexity=perplexity, init="pca", method=method, random_state=seed).fit_transform(
         features
     )
+    return embedding, perplexity
+
+
+def _scatter_methods(ax, embedding: np.ndarray, labels: np.ndarray, methods: np.ndarray) -> None:
     labels, methods = np.asarray(labels), np.asarray(methods)
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 5), constrained_layout=True)
     for method in [m for m in METHODS if m in set(methods)]:
         at = methods == method
         ax.scatter(
@@ -248,10 +245,101 @@ def plot_tsne(
             marker="o" if method == "original" else "x",
             label=f"{method} ({'fake' if labels[at].any() else 'real'})",
         )
-    ax.set_title(f"t-SNE of detector features (perplexity {perplexity:.1f})")
     ax.legend(fontsize="small")
+
+
+def plot_tsne(
+    features: np.ndarray, labels: np.ndarray, methods: np.ndarray, path: str | os.PathLike, seed: int = 0
+) -> np.ndarray:
+    """PNG of a 2-d t-SNE of `features` (n × d), coloured by method, and the embedding (n × 2).
+
+    Perplexity is 30 or (n - 1) / 3 when that is smaller: t-SNE needs perplexity < n, and small demo runs
+    have few samples. Same `seed`, same embedding.
+    """
+    embedding, perplexity = _tsne(features, seed)
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 5), constrained_layout=True)
+    _scatter_methods(ax, embedding, labels, methods)
+    ax.set_title(f"t-SNE of detector features (perplexity {perplexity:.1f})")
     _save(fig, path)
     return embedding
+
+
+def val_aucs(val_preds: pd.DataFrame) -> pd.DataFrame:
+    """Frame-level validation AUC (every video weighing the same, as in `dfpipe.metrics`) of each detector ×
+    training quality trained on all methods, on its val split at its own quality (what the predict rule scores
+    there). Columns detector, train_quality, val_auc; single-class validation sets are left out."""
+    sel = val_preds[
+        (val_preds["split"] == "val")
+        & (val_preds["train_methods"] == "all")
+        & (val_preds["test_quality"] == val_preds["train_quality"])
+    ]
+    rows = []
+    for (detector, train_q), part in sel.groupby(["detector", "train_quality"], sort=True):
+        if part["label"].nunique() < 2:
+            continue
+        weights = video_weights(part["video_key"].to_numpy())
+        rows.append((detector, int(train_q), float(roc_auc_score(part["label"], part["score"], sample_weight=weights))))
+    return pd.DataFrame(rows, columns=["detector", "train_quality", "val_auc"])
+
+
+def tsne_choice(val_preds: pd.DataFrame, detectors: list[str] | None = None) -> pd.DataFrame:
+    """The models the t-SNE plot shows, chosen on validation data only (never on test): each of `detectors` at
+    its training quality of highest validation AUC (`val_aucs`), in the given order; with `detectors` None, the
+    one detector × training quality of highest validation AUC. Ties go to the higher training quality, then the
+    detector name. Columns detector, train_quality, val_auc."""
+    aucs = val_aucs(val_preds).sort_values(
+        ["val_auc", "train_quality", "detector"], ascending=[False, False, True], ignore_index=True
+    )
+    if detectors is None:
+        if aucs.empty:
+            raise ValueError("t-SNE: no validation predictions of a model trained on all methods with both classes")
+        return aucs.iloc[:1].reset_index(drop=True)
+    missing = [d for d in detectors if d not in set(aucs["detector"])]
+    if missing:
+        raise ValueError(
+            f"evaluate.tsne_detectors: no validation predictions (trained on all methods, both classes) of "
+            f"{missing}; the tables rule's input holds {sorted(set(aucs['detector']))}"
+        )
+    return pd.concat([aucs[aucs["detector"] == d].iloc[:1] for d in detectors], ignore_index=True)
+
+
+def plot_tsne_models(
+    test_preds: pd.DataFrame, choice: pd.DataFrame, path: str | os.PathLike, seed: int = 0
+) -> list[np.ndarray]:
+    """PNG with one t-SNE panel per row of `choice` (`tsne_choice`), side by side: the penultimate features
+    of that detector × training quality on the test split at its own quality (the predictions' "features"),
+    coloured by method, titled with the detector, training quality and validation AUC. Returns the
+    embeddings. Each panel has the perplexity of `plot_tsne` for its number of samples."""
+    panels = []
+    for row in choice.itertuples(index=False):
+        rows = test_preds[
+            (test_preds["split"] == "test")
+            & (test_preds["detector"] == row.detector)
+            & (test_preds["train_quality"] == row.train_quality)
+            & (test_preds["train_methods"] == "all")
+            & (test_preds["test_quality"] == row.train_quality)
+        ]
+        if "features" in rows.columns:
+            rows = rows[rows["features"].notna()]
+        if len(rows) < 2:
+            raise ValueError(
+                f"t-SNE: {row.detector} trained at q{row.train_quality} has {len(rows)} test samples with "
+                "features at its own quality; t-SNE needs 2 or more"
+            )
+        embedding, perplexity = _tsne(np.stack(rows["features"].to_numpy()), seed)
+        title = f"{row.detector}, train q{row.train_quality}\nval AUC {row.val_auc:.3f} (perplexity {perplexity:.1f})"
+        panels.append((embedding, rows["label"].to_numpy(), rows["method"].to_numpy(), title))
+    if not panels:
+        raise ValueError("t-SNE: no model chosen")
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 5), constrained_layout=True, squeeze=False)
+    for ax, (embedding, labels, methods, title) in zip(axes[0], panels, strict=True):
+        _scatter_methods(ax, embedding, labels, methods)
+        ax.set_title(title)
+    fig.suptitle("t-SNE of detector features, test split (models chosen by validation AUC)")
+    _save(fig, path)
+    return [embedding for embedding, *_ in panels]
 
 
 def _provenance_footer(provenance: dict) -> str:

@@ -64,7 +64,7 @@ DEFAULTS: dict[str, Any] = {
     "decoded_cache_mb": 1024,  # on CPU: keep both splits' decoded crops in memory when they fit in this many MiB
 }
 OPTIMIZERS = ("adam", "sgd")
-SCHEDULERS = ("cosine", "step")
+SCHEDULERS = ("cosine", "step", "constant")
 # Settings that change nothing in the result, so a resumed run may differ in them.
 FREE = {"num_workers", "cudnn_benchmark", "decoded_cache_mb"}
 # Progress of a run, stored at the top level of last.pt.
@@ -136,6 +136,8 @@ def create_scheduler(
     """Stepped once per iteration (a resumed run continues mid-epoch on the same curve)."""
     if s["scheduler"] == "step":
         return torch.optim.lr_scheduler.StepLR(optimizer, s["step_epochs"] * steps_per_epoch, s["step_gamma"])
+    if s["scheduler"] == "constant":  # DeepfakeBench's detector configs (lr_scheduler: null)
+        return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
     return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=s["epochs"] * steps_per_epoch)
 
 

@@ -1,4 +1,4 @@
-from dfpipe.experiments import frame_rate_ablation
+from dfpipe.experiments import check_tsne, frame_rate_ablation
 
 # The augmented-frame-rate ablation's table, when evaluate.frame_rate_ablation names a detector.
 ABLATION = frame_rate_ablation(config)
@@ -33,6 +33,7 @@ rule tables:
         flags=config["jpeg"]["cjpeg_flags"],
         ablation=ABLATION,
         roc_quality=config["train"]["qualities"][0],
+        tsne_detectors=check_tsne(config),  # the names, each a configured detector; None: the best by val AUC
         config=config,  # what the provenance records and hashes: a changed config reruns the tables
     log:
         f"{OUT}/logs/tables.log",
