@@ -144,7 +144,8 @@ def smoke_run(tmp_path_factory, ffpp_tree_all_methods):
 def test_only_size_caps_differ_from_the_paper_config():
     paper = load_configfile(str(PAPER))
     changed = changed_paths(paper, smoke_caps(paper))
-    assert changed and changed <= SIZE_CAPS, changed - SIZE_CAPS
+    beyond = {p for p in changed if not any(p == cap or p.startswith(cap + ".") for cap in SIZE_CAPS)}
+    assert changed and not beyond, beyond
 
 
 def test_every_paper_detector_trains_and_is_scored(smoke_run):
@@ -162,7 +163,9 @@ def test_every_paper_detector_trains_and_is_scored(smoke_run):
 def test_table_3_probes_gradcam_and_the_report(smoke_run):
     work, paper, _ = smoke_run
     table3 = pd.read_csv(work / "results/augmentation_table.csv")
-    assert len(table3) and (table3.astype(str).apply(lambda c: c.str.contains("efficientnet_b4")).any().any())
+    # the study's Table 3: B4 on fewer NeuralTextures frames ("before") against all of them ("after")
+    assert len(table3) and table3[["auc_before", "auc_after"]].notna().all().all()
+    assert set(table3.test_quality) == set(smoke_run[2]["jpeg"]["qualities"])
     probes = pd.read_csv(work / "results/probe_table.csv")
     assert {b["name"] for b in paper["probes"]["backbones"]} <= set(probes.backbone)
     assert set(probes.test_transform) == set(paper["probes"]["test_transforms"])

@@ -91,7 +91,7 @@ def test_splits_are_stable(tree, tmp_path):
     shares its split; the fractions hold on many names."""
     first = images.scan(tree).table.set_index("path")["split"]
     for i in range(40):
-        _save(tree / "fake" / "ldm" / "more" / f"{i}.png", PHOTO[i : i + 8, :8], "PNG")
+        _save(tree / "fake" / "ldm" / "more" / f"{i}.png", PHOTO[i : i + 32, :32], "PNG")
     second = images.scan(tree).table.set_index("path")["split"]
     assert len(second) == len(first) + 40
     pd.testing.assert_series_equal(second.loc[first.index], first)

@@ -6,12 +6,13 @@ trains on the shards' pixels as they are):
 - DeepfakeBench (Yan et al. 2023): horizontal flip 0.5, rotation ±10° 0.5, Gaussian blur 0.5, brightness /
   contrast 0.5, hue / saturation 0.5, JPEG re-compression at quality 40–100 with 0.5.
 - The DFDC winner (Seferbekov): flip, JPEG quality 60–100, Gaussian blur, brightness/contrast, rotation.
-- The EfficientNet/MozJPEG study trains with horizontal flips only (`configs/ffpp-paper.yaml`).
+- The EfficientNet/MozJPEG study states no augmentation of its own beyond its augmented frame rate; it builds on
+  DeepfakeBench, whose recipe `configs/ffpp-paper.yaml` uses for its detectors.
 
 Order: JPEG, flip, then rotation, blur and colour jitter. The field applies JPEG last; here it comes first
 because the shards already hold MozJPEG crops at the training quality and the loader asks for it first
-(`recompress` before `transform`); with rotation, blur and jitter off (the study's recipe) the order does not
-matter.
+(`recompress` before `transform`); with rotation, blur and jitter off (the demo's flips) the order does not
+matter, with them on (`configs/ffpp-paper.yaml`) it is a departure from DeepfakeBench, said there.
 
 Every random draw comes from the per-sample `random.Random` the loader passes (seeded by seed, epoch and the
 sample's place in the epoch), so a sample's augmentation is the same in any worker and after a resume. The

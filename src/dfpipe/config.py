@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import difflib
 import functools
 import os
 import re
@@ -12,7 +13,7 @@ from typing import Any
 import jsonschema
 import yaml
 
-from . import experiments
+from . import experiments, model_names
 from .layout import SPLITS_URL
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
@@ -210,6 +211,8 @@ def validate(config: dict[str, Any], source: str = "config") -> dict[str, Any]:
         _refuse(source, problems)
     check_paths(config, source)
     check_weight_files(config, source)
+    check_model_names(config, source)
+    check_test_sources(config, source)
     return config
 
 
@@ -265,6 +268,95 @@ def check_weight_files(config: dict[str, Any], source: str = "config") -> None:
             raise ConfigError(
                 f"{source}: {key}: weights file {path} does not exist (relative to {Path.cwd()}); "
                 f"{WEIGHTS_DOC} says where each official file comes from"
+            )
+
+
+def _closest(name: str, names: list[str] | tuple[str, ...]) -> str:
+    close = difflib.get_close_matches(name, names, n=5)
+    return f"closest: {', '.join(map(repr, close))}" if close else "no name is close"
+
+
+def _timm_names() -> list[str]:
+    return sorted(model_names.timm_models() or ())
+
+
+def check_model_names(config: dict[str, Any], source: str = "config") -> None:
+    """Refuse, one line per key, a model name a job would fail to resolve: a detector's model (registered or a timm
+    model), multi_attention's backbone (timm), a probe backbone (dfpipe.probes.BACKBONES, or a new name with model
+    and weights) and the parts of probe combinations. timm is asked only about names outside dfpipe's own tables
+    (dfpipe.model_names), so a config of registered names validates without importing it."""
+    problems = []
+    for i, spec in enumerate(config["detectors"]):
+        model = spec["model"]
+        if model not in model_names.DETECTORS and not model_names.is_timm_model(model):
+            registered = ", ".join(map(repr, model_names.DETECTORS))
+            problems.append(
+                f"detectors.{i}.model: {model!r} is not a registered detector ({registered}) and not a timm model; "
+                f"{_closest(model, sorted({*model_names.DETECTORS, *_timm_names()}))}"
+            )
+        if "backbone" not in spec:
+            continue
+        if model != "multi_attention":
+            problems.append(
+                f"detectors.{i}.backbone: only model multi_attention takes a backbone; remove it from {spec['name']}"
+            )
+        elif not model_names.is_timm_model(spec["backbone"]):
+            problems.append(
+                f"detectors.{i}.backbone: {spec['backbone']!r} is not a timm model; "
+                f"{_closest(spec['backbone'], _timm_names())}"
+            )
+    probes = config.get("probes") or {}
+    configured = []
+    known = ", ".join(map(repr, model_names.PROBE_BACKBONES))
+    for i, entry in enumerate(probes.get("backbones") or []):
+        entry = {"name": entry} if isinstance(entry, str) else entry
+        name = entry["name"]
+        configured.append(name)
+        if name not in model_names.PROBE_BACKBONES and not ("model" in entry and "weights" in entry):
+            problems.append(
+                f"probes.backbones.{i}: {name!r} is not a probe backbone; allowed values: {known}; "
+                "a new backbone is an entry {name, model, weights}"
+            )
+        elif (
+            "model" in entry
+            and entry.get("kind", model_names.PROBE_BACKBONES.get(name, "timm")) == "timm"
+            and not model_names.is_timm_model(entry["model"])
+        ):
+            problems.append(
+                f"probes.backbones.{i}.model: {entry['model']!r} is not a timm model; "
+                f"{_closest(entry['model'], _timm_names())}"
+            )
+    for i, combination in enumerate(probes.get("combinations") or []):
+        for part in combination.split("+"):
+            if part not in configured:
+                problems.append(
+                    f"probes.combinations.{i}: {part!r} is not a configured backbone; "
+                    f"allowed values: {', '.join(map(repr, configured))}"
+                )
+    if problems:
+        _refuse(source, problems)
+
+
+def check_test_sources(config: dict[str, Any], source: str = "config") -> None:
+    """Refuse, in one line naming the key, an image-folder test source whose root is unset, missing, or holds no
+    real/ or fake/ folder: found at start-up, not by its scan job. Relative roots are read from the working
+    directory, as the jobs read them. (An ffpp_tree root may be made by the download job, so it is not checked.)"""
+    layout = "a folder with real/ and fake/<generator>/"
+    for i, entry in enumerate(config["evaluate"].get("test_sources") or []):
+        if entry["kind"] != "images":
+            continue
+        key = f"evaluate.test_sources.{i}.root"
+        if not entry.get("root"):
+            raise ConfigError(f"{source}: {key} is not set; a test source of kind images needs {layout}")
+        root = Path(entry["root"]).expanduser()
+        if not root.is_dir():
+            what = "is not a folder" if root.exists() else "does not exist"
+            raise ConfigError(f"{source}: {key}: {root} {what} (relative to {Path.cwd()}); point it at {layout}")
+        missing = [f"{kind}/" for kind in ("real", "fake") if not (root / kind).is_dir()]
+        if missing:
+            raise ConfigError(
+                f"{source}: {key}: {root} has no {' or '.join(missing)} folder; an image-folder dataset keeps "
+                "real images under real/ and each generator's under fake/<generator>/"
             )
 
 

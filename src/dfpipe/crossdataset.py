@@ -54,7 +54,7 @@ def source_root(entry: Mapping[str, Any], dest: Path) -> Path:
         raise ValueError(
             f"evaluate.test_sources[{entry['name']}]: kind images needs `root` (a folder with real/ and fake/<generator>/)"
         )
-    return Path(entry["root"])
+    return Path(entry["root"]).expanduser()
 
 
 def scan_source(
@@ -89,7 +89,31 @@ def scan_source(
         )
     scan = images.scan(root, split_file=split_file)
     scan.left_out = left_out
+    check_splits(scan.table, where, root if entry["kind"] == "images" else None)
     return scan
+
+
+def check_splits(table: pd.DataFrame, where: str, root: Path | None = None) -> None:
+    """Refuse a test source whose test split (its test and val images: what every model is scored on) lacks real
+    or fake images, or whose train split holds one class only (probes trained on the source need both); an empty
+    train split is a test-only source. `root`: the image folder of kind images, named in the fix."""
+    in_shards = table["split"].replace({"val": "test"})
+    for split in SPLITS:
+        labels = table.loc[in_shards == split, "label"]
+        real, fake = int((labels == 0).sum()), int((labels == 1).sum())
+        if (real and fake) or (split == "train" and not real + fake):
+            continue
+        missing = " and ".join(name for name, n in (("real", real), ("fake", fake)) if not n)
+        fix = (
+            f"add {missing} images under {root} (a stable hash of each file's name puts about 30% of them in test "
+            "and val, the rest in train)"
+            if root is not None
+            else f"add {missing} inputs to the source (its scan.json names what its build left out)"
+        )
+        raise ValueError(
+            f"{where}: its {split} split{' (test and val)' if split == 'test' else ''} holds {real} real and "
+            f"{fake} fake images, and scores need both classes; {fix}"
+        )
 
 
 def write_source_shards(

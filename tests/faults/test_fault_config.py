@@ -178,3 +178,103 @@ def test_snakemake_stops_in_one_line_on_output_root_under_a_file(tmp_path):
     assert proc.returncode != 0
     assert f"output_root: {blocker / 'data'} cannot be created because {blocker} is a regular file" in text
     assert "Traceback" not in text and blocker.read_text() == "a file"
+
+
+def test_misspelt_probe_backbone(tmp_path):
+    """Config names a probe backbone that does not exist (lite_0), a new one without model and weights, or a combination of an unknown one: key and allowed names."""
+    _refused(
+        tmp_path,
+        {"probes": {"backbones": ["mobilenetv2", "lite_0"]}},
+        "probes.backbones.1: 'lite_0' is not a probe backbone",
+        "'lite0'",
+        "'clip_vitb16'",
+        "{name, model, weights}",
+    )
+    _refused(
+        tmp_path, {"probes": {"backbones": [{"name": "mine", "model": "resnet18"}]}}, "probes.backbones.0", "weights"
+    )
+    _refused(
+        tmp_path,
+        {"probes": {"backbones": ["mobilenetv2", "lite0"], "combinations": ["mobilenetv2+lite1"]}},
+        "probes.combinations.0: 'lite1' is not a configured backbone",
+        "allowed values: 'mobilenetv2', 'lite0'",
+    )
+    path = tmp_path / "fixed.yaml"
+    path.write_text(
+        yaml.safe_dump({"probes": {"backbones": ["mobilenetv2", "lite0"], "combinations": ["mobilenetv2+lite0"]}})
+    )
+    assert dfconfig.load(path)["probes"]["backbones"] == ["mobilenetv2", "lite0"]
+
+
+def test_unknown_timm_model(tmp_path):
+    """Config names a detector model or multi_attention backbone that timm lacks (resnet181): refused with the closest names."""
+    _refused(
+        tmp_path,
+        {"detectors": [{"name": "r", "model": "resnet181"}]},
+        "detectors.0.model: 'resnet181' is not a registered detector",
+        "not a timm model",
+        "closest: 'resnet18'",
+    )
+    _refused(
+        tmp_path,
+        {"detectors": [{"name": "m", "model": "multi_attention", "backbone": "efficientnet_b44"}]},
+        "detectors.0.backbone: 'efficientnet_b44' is not a timm model",
+        "'efficientnet_b4'",
+    )
+    _refused(
+        tmp_path,
+        {"detectors": [{"name": "m", "model": "meso4", "backbone": "efficientnet_b4"}]},
+        "detectors.0.backbone: only model multi_attention takes a backbone",
+    )
+    _refused(
+        tmp_path,
+        {"probes": {"backbones": [{"name": "mine", "model": "resnet181", "weights": "imagenet"}]}},
+        "probes.backbones.0.model: 'resnet181' is not a timm model",
+    )
+    path = tmp_path / "fixed.yaml"
+    path.write_text(
+        yaml.safe_dump({"detectors": [{"name": "r", "model": "resnet34"}, {"name": "x", "model": "legacy_xception"}]})
+    )
+    assert [d["model"] for d in dfconfig.load(path)["detectors"]] == ["resnet34", "legacy_xception"]
+
+
+def test_image_source_root_missing(tmp_path):
+    """Config gives an image-folder test source a root that does not exist, none, or one without real/ and fake/: the key named at start-up."""
+    gone = tmp_path / "my_images"
+    entry = {"name": "folder", "kind": "images"}
+    _refused(
+        tmp_path,
+        {"evaluate": {"test_sources": [{**entry, "root": str(gone)}]}},
+        f"evaluate.test_sources.0.root: {gone} does not exist",
+        "real/ and fake/<generator>/",
+    )
+    _refused(
+        tmp_path, {"evaluate": {"test_sources": [entry]}}, "evaluate.test_sources.0.root is not set", "kind images"
+    )
+    (gone / "real").mkdir(parents=True)
+    _refused(
+        tmp_path,
+        {"evaluate": {"test_sources": [{**entry, "root": str(gone)}]}},
+        f"evaluate.test_sources.0.root: {gone} has no fake/ folder",
+    )
+    (gone / "fake" / "gan").mkdir(parents=True)
+    path = tmp_path / "fixed.yaml"
+    path.write_text(yaml.safe_dump({"evaluate": {"test_sources": [{**entry, "root": str(gone)}]}}))
+    assert dfconfig.load(path)["evaluate"]["test_sources"][0]["root"] == str(gone)
+
+
+def test_report_before_the_results_exist(tmp_path):
+    """`snakemake --report` before any run: stops in one line saying which command to run first, no traceback."""
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(yaml.safe_dump({"output_root": str(tmp_path / "data"), "results_dir": str(tmp_path / "results")}))
+    snakemake = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(tmp_path)]
+    proc = subprocess.run(
+        [*snakemake, "--configfile", str(cfg), "--cores", "1", "--report", str(tmp_path / "report.html")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    text = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and not (tmp_path / "report.html").exists()
+    assert f"{tmp_path / 'results' / 'auc_table.csv'} does not exist yet" in text, text
+    assert "run `snakemake --cores N` first" in text and "Traceback" not in text

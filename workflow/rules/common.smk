@@ -44,6 +44,22 @@ CODE = codehash.script_hashes(Path(workflow.basedir) / "scripts", Path(dfpipe.__
 
 # Jobs stop when this Snakemake process is killed (dfpipe.runlog), so they cannot write outputs it never records.
 os.environ[runlog.SNAKEMAKE_PID] = str(os.getpid())
+
+
+def _report_only(argv):
+    """Whether this Snakemake only writes the report (`--report [FILE]` without --report-after-run). Snakemake
+    reads the Snakefile before it acts on --report and tells it nothing, so its command line is read."""
+    args = argv[1:]
+    return any(a == "--report" or a.startswith("--report=") for a in args) and "--report-after-run" not in args
+
+
+# Before a run, Snakemake's report stops at the first missing result with a message that names no command.
+if workflow.is_main_process and _report_only(sys.argv) and not Path(RESULTS, "auc_table.csv").exists():
+    raise WorkflowError(
+        f"--report: {RESULTS}/auc_table.csv does not exist yet, and the report collects the results of a finished "
+        "run: run `snakemake --cores N` first (with the same config), then the report"
+    )
+
 # Outputs a killed Snakemake's orphaned jobs wrote without a run record go before the DAG is planned.
 if workflow.is_main_process:
     _removed = interrupted.remove_unrecorded(Path.cwd(), [OUT, RESULTS])

@@ -4,8 +4,10 @@
     <root>/fake/<generator>/**/<image>  label 1, method = the generator's name made key-safe
 
 at any depth, as .jpg/.jpeg/.png/.webp. `scan` lists them into a manifest-like table (`TABLE_COLUMNS`), one row
-per readable image; a file that does not decode is reported and skipped, a file of any other type is
-ignored with a log line.
+per usable image; a file of any other type is ignored with a log line. Skipped by name, with the reason in
+`Scan.skipped` (the scan report): a file that does not decode, an image smaller than `MIN_SIDE` px on a side, and
+every copy of an image whose bytes (sha256) are under both real/ and fake/ (a label error) or in two splits (a
+leak between them). A dataset without real/ or fake/, or without a usable image in either, is refused.
 
 Splits come from a stable hash of each image's name (its path inside real/ or fake/<generator>/, so a
 generator's `0001.png` and the real `0001.png` of a paired dataset land together), or from a split file.
@@ -20,6 +22,7 @@ quantisation tables) because a detector could otherwise learn "PNG vs JPEG histo
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import re
@@ -43,6 +46,10 @@ REAL, FAKE = "real", "fake"
 ORIGINAL = "original"
 SPLITS = ("train", "val", "test")
 DEFAULT_FRACTIONS = {"train": 0.7, "val": 0.15, "test": 0.15}
+# The smallest side an image may have. SSIM (dfpipe.quality.measure) needs 11 px for its window, and 32 px is the
+# smallest crop the pipeline makes or reads anywhere else (faces.size, ganfaces size, probes input_size):
+# a smaller image holds no face worth scoring, only its upscaling.
+MIN_SIDE = 32
 TABLE_COLUMNS = [
     "key",
     "video_id",
@@ -205,7 +212,8 @@ class Scan:
     """The image table and what was left out of it (paths relative to the root, with the reason)."""
 
     table: pd.DataFrame
-    skipped: list[tuple[str, str]] = field(default_factory=list)  # images that do not decode
+    # images left out of the table: unreadable, too small, or duplicated across classes or splits
+    skipped: list[tuple[str, str]] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)  # files that are not images
     # inputs a built source made no image of (ffpp_tree: videos without a usable face), with the reason
     left_out: list[tuple[str, str]] = field(default_factory=list)
@@ -221,10 +229,10 @@ def _class_of(rel: Path) -> tuple[str, str, Path] | None:
     return None
 
 
-def _inspect(path: Path) -> tuple[str, float, int, int]:
-    """(encoding, JPEG quality estimate, width, height) of an image file; decodes it fully, so a damaged file
-    raises here."""
-    with Image.open(path) as im:
+def _inspect(data: bytes) -> tuple[str, float, int, int]:
+    """(encoding, JPEG quality estimate, width, height) of an image file's bytes; decodes them fully, so a damaged
+    file raises here."""
+    with Image.open(io.BytesIO(data)) as im:
         fmt = (im.format or "?").lower()
         qtables = getattr(im, "quantization", None) if fmt == "jpeg" else None
         im.load()
@@ -234,9 +242,10 @@ def _inspect(path: Path) -> tuple[str, float, int, int]:
 def scan(root: Path, *, split_file: Path | None = None, fractions: Mapping[str, float] = DEFAULT_FRACTIONS) -> Scan:
     """Every image under `root`/real and `root`/fake/<generator> (see the module docstring), sorted by path."""
     root = Path(root)
-    if not (root / REAL).is_dir() and not (root / FAKE).is_dir():
+    missing = [folder for kind, folder in ((REAL, "real/"), (FAKE, "fake/<generator>/")) if not (root / kind).is_dir()]
+    if missing:
         raise FileNotFoundError(
-            f"{root}: no real/ or fake/<generator>/ folder; an image-folder dataset keeps "
+            f"{root}: no {' or '.join(missing)} folder; an image-folder dataset keeps "
             "real images under real/ and each generator's under fake/<generator>/"
         )
     if abs(sum(fractions.values()) - 1.0) > 1e-9 or set(fractions) - set(SPLITS):
@@ -265,14 +274,20 @@ def scan(root: Path, *, split_file: Path | None = None, fractions: Mapping[str, 
                 f"which {'names the real images' if method == ORIGINAL else 'another generator folder also becomes'}; "
                 "rename the folder"
             )
+        data = path.read_bytes()
         try:
-            encoding, quality, width, height = _inspect(path)
+            encoding, quality, width, height = _inspect(data)
         except Exception as exn:  # PIL raises many types for damaged files (OSError, SyntaxError, ValueError...)
             reason = f"{type(exn).__name__}: {exn}"
             skipped.append((rel.as_posix(), reason))
             logger.warning(
                 f"images: skipped {rel.as_posix()}: not a readable image ({reason}); replace or delete the file"
             )
+            continue
+        if min(width, height) < MIN_SIDE:
+            reason = f"too small: {width}×{height} px, an image needs at least {MIN_SIDE} px a side"
+            skipped.append((rel.as_posix(), reason))
+            logger.warning(f"images: skipped {rel.as_posix()}: {reason}; replace or delete the file")
             continue
         name = inner.as_posix()
         if listed is not None:
@@ -291,9 +306,19 @@ def scan(root: Path, *, split_file: Path | None = None, fractions: Mapping[str, 
                 "quality_estimate": quality,
                 "width": width,
                 "height": height,
-                "bytes": path.stat().st_size,
+                "bytes": len(data),
+                "sha256": hashlib.sha256(data).hexdigest(),
             }
         )
+    rows, duplicated = _without_duplicates(rows)
+    skipped = sorted([*skipped, *duplicated])
+    for label, name, folder in ((0, "real", "real/"), (1, "fake", "fake/<generator>/")):
+        if not any(row["label"] == label for row in rows):
+            left = f" ({len(skipped)} files skipped, named in the log)" if skipped else ""
+            raise ValueError(
+                f"{root / folder}: no usable image{left}; an image-folder dataset needs {name} images: "
+                f"put them under {folder}"
+            )
     table = pd.DataFrame(rows, columns=[c for c in TABLE_COLUMNS if c != "key"])
     table.insert(0, "key", table["method"] + "/" + table["video_id"])
     if listed is not None:
@@ -304,12 +329,38 @@ def scan(root: Path, *, split_file: Path | None = None, fractions: Mapping[str, 
             )
     logger.info(
         f"images: {len(table)} images ({(table['label'] == 0).sum()} real, {(table['label'] == 1).sum()} fake "
-        f"from {table.loc[table['label'] == 1, 'method'].nunique()} generators), {len(skipped)} unreadable, "
-        f"{len(ignored)} other files ignored"
+        f"from {table.loc[table['label'] == 1, 'method'].nunique()} generators), {len(skipped)} skipped "
+        f"(unreadable, too small or duplicated), {len(ignored)} other files ignored"
     )
     return Scan(
         table.astype({"label": "int64", "width": "int64", "height": "int64", "bytes": "int64"}), skipped, ignored
     )
+
+
+def _without_duplicates(rows: list[dict]) -> tuple[list[dict], list[tuple[str, str]]]:
+    """The rows (each with its file's "sha256", dropped here) less every copy of an image whose bytes are in both
+    classes or in two splits, and those copies as (path, reason). Every copy goes rather than all but one: which
+    copy is right is the dataset owner's call, and dropping them all does not depend on which file came first."""
+    groups: dict[str, list[dict]] = {}
+    for row in rows:
+        groups.setdefault(row.pop("sha256"), []).append(row)
+    dropped: list[tuple[str, str]] = []
+    for copies in groups.values():
+        labels = {row["label"] for row in copies}
+        splits = {row["split"] for row in copies if row["split"] is not None}
+        if len(labels) == 1 and len(splits) <= 1:
+            continue  # copies in one class and one split: harmless, kept
+        if len(labels) > 1:
+            why = "an image cannot be both real and fake; delete the copy with the wrong label"
+        else:
+            why = "one image in two splits would leak between them; delete the extra copy"
+        for row in copies:
+            others = ", ".join(f"{o['path']} ({o['split'] or 'no split'})" for o in copies if o is not row)
+            reason = f"same bytes as {others}: {why}"
+            dropped.append((row["path"], reason))
+            logger.warning(f"images: skipped {row['path']}: {reason}")
+    gone = {path for path, _ in dropped}
+    return [row for row in rows if row["path"] not in gone], dropped
 
 
 def write_scan(result: Scan, table_path: Path, report_path: Path | None = None) -> None:
