@@ -1,6 +1,7 @@
 """Export: every registered detector written to ONNX and TorchScript gives PyTorch's scores on real face crops
 (ONNX within 1e-4, TorchScript within 1e-5), carries its preprocessing and threshold, and runs without dfpipe;
-an int8 dynamic-quantised MobileNet stays within 0.1; a detector that cannot export says so clearly."""
+an int8 dynamic-quantised MobileNet stays within 0.1 (how int8 is checked on validation crops and bounded:
+tests/faults/test_fault_export.py); a detector that cannot export says so clearly."""
 
 from __future__ import annotations
 
@@ -17,7 +18,17 @@ from dfpipe.__main__ import main
 from dfpipe.compress import decode_rgb
 from dfpipe.detectors import create_detector, list_detectors
 from dfpipe.detectors.base import HALF, Detector
-from dfpipe.export import ExportError, export, onnx_metadata, onnx_scores, quantize_int8, to_onnx, torchscript_scores
+from dfpipe.export import (
+    INT8_MAX_FLIP_RATE,
+    ExportError,
+    export,
+    is_export,
+    onnx_metadata,
+    onnx_scores,
+    quantize_int8,
+    to_onnx,
+    torchscript_scores,
+)
 from dfpipe.inference import FACE_DEFAULTS, Model, crop_faces, load_model, prepare, write_model_file
 from dfpipe.loader import normalize
 
@@ -78,15 +89,18 @@ def test_every_registered_detector_exports_with_parity(name, crops, tmp_path) ->
     assert np.abs(torchscript_scores(ts_path, x[:3])[0] - expected[:3]).max() <= TORCHSCRIPT_TOLERANCE
 
 
-def test_int8_mobilenet_is_smaller_and_close(crops, tmp_path) -> None:
+def test_int8_mobilenet_is_smaller_and_close(crops, tmp_path, capsys) -> None:
     model, path = model_file(tmp_path, "mobilenet_v2")
     x = inputs(model, crops)
-    assert main(["export", str(path), "--format", "onnx", "--int8"]) == 0
+    # no validation shards beside a file given alone: the check is skipped only when forced (test_fault_export)
+    assert main(["export", str(path), "--format", "onnx", "--int8", "--int8-force"]) == 0
+    assert "int8 file not checked" in capsys.readouterr().err
     float_path, int8_path = tmp_path / "best.onnx", tmp_path / "best.int8.onnx"
     assert int8_path.stat().st_size < 0.5 * float_path.stat().st_size
     assert np.abs(onnx_scores(int8_path, x) - reference(model, x)).max() <= INT8_TOLERANCE
     meta = onnx_metadata(int8_path)
     assert meta == onnx_metadata(float_path)
+    assert is_export(int8_path) and is_export(float_path) and not is_export(path)  # best.pt is a zip too
     assert quantize_int8(float_path, tmp_path / "again.onnx").is_file()
 
 
@@ -141,6 +155,13 @@ def test_a_detector_that_cannot_export_says_why_and_what_to_do(tmp_path) -> None
     ):
         to_onnx(model, tmp_path / "best.onnx")
     assert not (tmp_path / "best.onnx").exists() and not list(tmp_path.glob(".*part"))
+
+
+def test_the_cli_states_the_int8_bound_export_applies() -> None:
+    from dfpipe import __main__ as cli
+
+    assert cli.INT8_MAX_FLIP_RATE == INT8_MAX_FLIP_RATE
+    assert cli._parser().parse_args(["export", "m.pt", "--format", "onnx"]).int8_max_flip_rate == INT8_MAX_FLIP_RATE
 
 
 def test_int8_needs_onnx(tmp_path, capsys) -> None:

@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import encode_clip, tag_rotation
+from PIL import Image
 
 from dfpipe.frames import (
     UNREADABLE,
@@ -233,6 +234,51 @@ def test_rotation_metadata_is_applied_with_matching_frame_size(carphone, tmp_pat
     sideways = dict(iter_frames(tmp_path / "wrong.mp4", [3]))[3]
     assert sideways.shape == (176, 144, 3)
     assert np.abs(sideways.astype(int) - np.rot90(reference)).mean() < 1  # a quarter turn counter-clockwise
+
+
+def test_every_quarter_turn_of_a_video_comes_out_as_shown(carphone, tmp_path):
+    """Display rotations of 90, 180 and 270° (counter-clockwise) turn the decoded frame by as many quarter turns,
+    through the same table as an image's EXIF orientation."""
+    upright = encode_clip(carphone, tmp_path / "upright.mp4", 0, 0.2, crf=18)
+    reference = dict(iter_frames(upright, [2]))[2]
+    for quarters in (1, 2, 3):
+        turned = tag_rotation(upright, tmp_path / f"r{quarters}.mp4", 90 * quarters)
+        frame = dict(iter_frames(turned, [2]))[2]
+        expected = np.rot90(reference, quarters)
+        assert video_size(turned) == (expected.shape[1], expected.shape[0]) and frame.shape == expected.shape
+        assert np.abs(frame.astype(int) - expected).mean() < 1, quarters
+
+
+# Pillow's table (ImageOps.exif_transpose): the transform that shows an image of each EXIF orientation upright
+SHOWN = {
+    1: None,
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+
+@pytest.mark.parametrize("code", range(1, 9))
+def test_exif_orientation_is_applied_in_every_image_format(code, tmp_path):
+    """An image stored with EXIF Orientation `code` comes out as a viewer shows it, in JPEG, PNG, WebP and TIFF
+    alike: the stored pixels transposed as the tag says, and the frame size with them."""
+    y, x = np.mgrid[0:48, 0:80]
+    image = Image.fromarray(np.stack([x * 3, y * 5, (x + y) * 2], axis=-1).astype(np.uint8))
+    exif = image.getexif()
+    exif[0x0112] = code
+    shown = {c: np.asarray(image if how is None else image.transpose(how)).astype(int) for c, how in SHOWN.items()}
+    for suffix, options in ((".jpg", {"quality": 95}), (".png", {}), (".webp", {"lossless": True}), (".tiff", {})):
+        path = tmp_path / f"o{code}{suffix}"
+        image.save(path, exif=exif, **options)
+        frame = dict(iter_frames(path, [0]))[0].astype(int)
+        assert frame.shape == shown[code].shape and video_size(path) == frame.shape[1::-1], suffix
+        assert np.abs(frame - shown[code]).mean() < 2, suffix
+        diffs = {c: np.abs(frame - pixels).mean() for c, pixels in shown.items() if pixels.shape == frame.shape}
+        assert min(diffs, key=diffs.__getitem__) == code, suffix
 
 
 def test_display_size_follows_ffmpeg_autorotation():

@@ -269,9 +269,10 @@ def test_model_grids_of_a_trained_model_per_test_quality(tmp_path, monkeypatch) 
     written = gradcam.model_grids(best, test, pred, outs, 77, k=2, device="cpu")
     assert written == [outs[77], outs[10]] and all(p.stat().st_size > 1000 for p in written)
     assert [c[1] for c in calls] == [
-        f"meso_ela trained at q77, ELA q90, test q{q}, default threshold" for q in (77, 10)
+        f"meso_ela trained at q77, ELA q90, test q{q}, validation threshold" for q in (77, 10)
     ]
-    assert all(c[0] is not None and c[0].quality == 90 and c[2] == 0.5 for c in calls)  # the model's ELA, scored
+    # the model's ELA, scored, and the threshold the trainer chose on validation, stored in best.pt
+    assert all(c[0] is not None and c[0].quality == 90 and c[2] == model.threshold for c in calls)
     assert [c[3] for c in calls] == [{77}, {10}]  # each grid from the scores of its own test quality
     with pytest.raises(ValueError, match=r"test shards of qualities \[10, 77\] but outputs for \[77\]"):
         gradcam.model_grids(best, test, pred, {77: outs[77]}, 77, device="cpu")

@@ -1,6 +1,7 @@
 """predict on user files: a model file alone is enough (no config); a real video, an image, and a folder with an
 unreadable file and a no-face file give rows and one-line reasons and exit code 1; crops reach the detector
-exactly as training shards do; the threshold comes from the model file, the validation predictions, or 0.5."""
+exactly as training shards do; the threshold is the one the trainer chose on validation and stored in the model
+file (0.5 for older files without one, said in the output)."""
 
 from __future__ import annotations
 
@@ -21,9 +22,19 @@ from dfpipe.compress import decode_rgb, encode
 from dfpipe.config import SCHEMA_PATH
 from dfpipe.detectors import create_detector
 from dfpipe.ela import ELA, error_level
-from dfpipe.inference import FACE_DEFAULTS, crop_faces, load_model, predict_file, prepare, run_predict, write_model_file
+from dfpipe.inference import (
+    FACE_BOUNDS,
+    FACE_DEFAULTS,
+    crop_faces,
+    load_model,
+    predict_file,
+    prepare,
+    run_predict,
+    write_model_file,
+)
 from dfpipe.io import write_json
 from dfpipe.loader import ShardStream, make_loader
+from dfpipe.manifest import probe
 from dfpipe.metrics import choose_threshold
 from dfpipe.shards import write_split
 from dfpipe.train import train
@@ -33,8 +44,8 @@ SIZE = 32  # the models' input size here: small, so the tests stay fast
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """A best.pt written by the trainer itself (its format: the detector spec, no threshold), in the workflow's
-    layout data/models/<detector>/<run>/best.pt."""
+    """A best.pt written by the trainer itself (its format: the detector spec and the validation threshold), in
+    the workflow's layout data/models/<detector>/<run>/best.pt."""
     root = tmp_path_factory.mktemp("run")
     train_shards = make_shards(root / "shards", "train", videos(3, 3))
     val_shards = make_shards(root / "shards", "val", videos(2, 2, offset=100), frames=2, n_shards=1, first=100)
@@ -68,10 +79,10 @@ def media(tmp_path_factory, carphone):
 def test_the_trainers_model_file_alone_is_enough(trained) -> None:
     ckpt = torch.load(trained, map_location="cpu", weights_only=True)
     assert ckpt["spec"] == {"name": "meso_small", "model": "meso4", "input_size": SIZE}
-    assert "threshold" not in ckpt  # the workflow's validation predictions hold it
     model = load_model(trained)
     assert model.name == "meso_small" and model.input_size == SIZE and not model.detector.training
-    assert model.threshold == 0.5 and "no validation threshold" in model.threshold_source
+    assert model.threshold == ckpt["threshold"] and model.threshold_source == "the model file"
+    assert model.threshold_note is None
     for key, value in ckpt["model"].items():
         assert torch.equal(model.detector.state_dict()[key], value)
 
@@ -82,7 +93,8 @@ def test_real_video_frames_scored_and_decided(trained, carphone, tmp_path, capsy
     row = files.iloc[0]
     assert row["kind"] == "video" and row["frames_scored"] == 8 and row["status"] == "ok"
     assert row["video_score"] == pytest.approx(frames["score"].mean())
-    assert row["decision"] == ("fake" if row["video_score"] >= 0.5 else "real")
+    assert row["threshold"] == load_model(trained).threshold
+    assert row["decision"] == ("fake" if row["video_score"] >= row["threshold"] else "real")
     written = pd.read_csv(tmp_path / "out" / "frames.csv")
     assert written["score"].to_numpy() == pytest.approx(frames["score"].to_numpy())
     out = capsys.readouterr().out
@@ -174,56 +186,45 @@ def test_folder_with_unreadable_and_faceless_files(trained, media, tmp_path, cap
 
 
 def test_heatmaps_for_a_video(trained, carphone, tmp_path) -> None:
-    run_predict([carphone], trained, tmp_path, frames_per_video=3, heatmap=True, device="cpu")
-    folder = tmp_path / "heatmaps" / carphone.name
+    _, files = run_predict([carphone], trained, tmp_path, frames_per_video=3, heatmap=True, device="cpu")
+    assert files["heatmaps"].tolist() == [f"heatmaps/001-{carphone.name}"]  # named by place in the run
+    folder = tmp_path / files["heatmaps"].iloc[0]
     pngs = sorted(folder.glob("f*.png"))
     assert [p.name for p in pngs] == ["f000020.png", "f000060.png", "f000100.png"]
     with Image.open(pngs[0]) as png:
         assert png.size == (2 * SIZE, 2 * SIZE)
-    assert (folder / "heatmap.mp4").stat().st_size > 0
+    assert probe(folder / "heatmap.mp4")["n_frames"] == 3  # those frames, in order
+    # what the run wrote is listed, so that a rerun into this folder can replace it
+    listed = (tmp_path / ".predict-outputs.txt").read_text().splitlines()
+    assert sorted(listed) == sorted(
+        ["frames.csv", "files.csv", *(str(p.relative_to(tmp_path)) for p in folder.iterdir())]
+    )
 
 
-def test_threshold_from_the_model_file_else_the_validation_predictions(trained, tmp_path) -> None:
-    root = tmp_path / "data"
-    best = root / "models" / "meso_small" / "q77-all" / "best.pt"
-    best.parent.mkdir(parents=True)
-    best.write_bytes(trained.read_bytes())
-    # the workflow's predictions of this model: val at its own quality (used) and at another (ignored)
-    rows = []
-    for q, shift in ((77, 0.0), (10, 0.3)):
-        for v, (label, s) in enumerate([(0, 0.2), (0, 0.35), (1, 0.6), (1, 0.4), (1, 0.9)]):
-            method = "Deepfakes" if label else "original"
-            for f in range(2):
-                rows.append(
-                    {
-                        "detector": "meso_small",
-                        "train_quality": 77,
-                        "train_methods": "all",
-                        "test_quality": q,
-                        "split": "val",
-                        "method": method,
-                        "video_id": f"{v:03d}",
-                        "video_key": f"{method}/q{q}/{v:03d}",
-                        "frame_index": f,
-                        "label": label,
-                        "score": s + shift + 0.01 * f,
-                    }
-                )
-    pred = root / "predictions" / "meso_small" / "q77-all.parquet"
+def test_threshold_is_the_trainers_choice_on_validation_and_travels_with_the_file(trained, tmp_path) -> None:
+    """The trainer stores the video-level threshold of the best epoch's validation scores (Youden's J, as the
+    tables choose it); a copy anywhere decides at it. A file without one decides at 0.5 and says so, even beside
+    the workflow's validation predictions."""
+    from dfpipe.evaluate import eval_stream, score
+    from dfpipe.metrics import video_scores
+
+    model = load_model(trained)
+    val = sorted((trained.parents[4] / "shards" / "q77").glob("val-*.tar"))
+    videos_val = video_scores(score(model.detector, eval_stream(model.detector, val), torch.device("cpu")))
+    expected = choose_threshold(videos_val["label"].to_numpy(), videos_val["score"].to_numpy())
+    assert model.threshold == pytest.approx(expected, abs=1e-6)
+    copy = tmp_path / "copy.pt"
+    copy.write_bytes(trained.read_bytes())
+    assert load_model(copy).threshold == model.threshold
+    # an older file (no threshold) in the workflow's layout, its predictions beside it: 0.5, said
+    old = tmp_path / "data" / "models" / "meso_small" / "q77-all" / "best.pt"
+    write_model_file(old, model.detector, spec=model.spec)
+    pred = tmp_path / "data" / "predictions" / "meso_small" / "q77-all.parquet"
     pred.parent.mkdir(parents=True)
-    pd.DataFrame(rows).to_parquet(pred)
-    model = load_model(best)
-    videos_val = (
-        pd.DataFrame(rows)
-        .query("test_quality == 77")
-        .groupby("video_key")
-        .agg(label=("label", "first"), score=("score", "mean"))
-    )
-    assert model.threshold == pytest.approx(
-        choose_threshold(videos_val["label"].to_numpy(), videos_val["score"].to_numpy())
-    )
-    assert model.threshold_source == "validation predictions meso_small/q77-all.parquet"
-    # a threshold stored in the model file wins
+    pred.write_bytes(b"not read")
+    older = load_model(old)
+    assert older.threshold == 0.5 and older.threshold_note == f"no validation threshold in {old}: deciding at 0.5"
+    assert older.threshold_source == f"the default ({older.threshold_note})"
     stamped = write_model_file(tmp_path / "stamped.pt", model.detector, threshold=0.123)
     assert load_model(stamped).threshold == 0.123
 
@@ -266,6 +267,13 @@ def test_missing_or_foreign_model_file_is_named(tmp_path, media) -> None:
 def test_face_defaults_are_the_schemas() -> None:
     schema = yaml.safe_load(SCHEMA_PATH.read_text())["properties"]["faces"]["properties"]
     assert FACE_DEFAULTS == {k: schema[k]["default"] for k in FACE_DEFAULTS}
+    # the bounds a model file's face settings are checked against when it is loaded
+    assert {k: (low, high) for k, (low, high, _) in FACE_BOUNDS.items()} == {
+        k: (schema[k]["minimum"], schema[k].get("maximum")) for k in FACE_BOUNDS
+    }
+    assert {k: whole for k, (_, _, whole) in FACE_BOUNDS.items()} == {
+        k: schema[k]["type"] == "integer" for k in FACE_BOUNDS
+    }
 
 
 def test_heatmaps_of_a_multi_attention_model_show_its_attention_beside(media, tmp_path) -> None:
@@ -276,11 +284,12 @@ def test_heatmaps_of_a_multi_attention_model_show_its_attention_beside(media, tm
         detector,
         spec={"name": "mat", "model": "multi_attention", "backbone": "tf_efficientnet_lite0", "input_size": SIZE},
     )
-    run_predict([media / "astronaut.png"], path, tmp_path / "out", heatmap=True, device="cpu")
-    (png,) = (tmp_path / "out" / "heatmaps" / "astronaut.png").glob("f*.png")
+    _, files = run_predict([media / "astronaut.png"], path, tmp_path / "out", heatmap=True, device="cpu")
+    folder = tmp_path / "out" / files["heatmaps"].iloc[0]
+    (png,) = folder.glob("f*.png")
     with Image.open(png) as image:
         assert image.size == (2 * 2 * SIZE, 2 * SIZE)  # Grad-CAM and attention side by side, upscaled ×2
-    assert not (tmp_path / "out" / "heatmaps" / "astronaut.png" / "heatmap.mp4").exists()  # an image: no MP4
+    assert not (folder / "heatmap.mp4").exists()  # an image: no MP4
 
 
 def test_ela_in_a_detector_spec_reaches_training_evaluation_and_predict(tmp_path, monkeypatch) -> None:

@@ -6,6 +6,12 @@ decoder outputs frames, i.e. what reading a video sequentially with OpenCV count
 A video the manifest marks unreadable (or with no frames) still gets exactly one plan row, with
 `frame_index` -1 and `n_planned` 0, so it cannot vanish between stages: the faces stage turns that row into
 a `not_decoded` row carrying the manifest's error, and the face summary lists the video with 0 planned.
+
+Frames come out upright, one way for every file (`orientation`): ffmpeg decodes the stored pixels
+(`-noautorotate`) and numpy turns them as the file says, by its EXIF Orientation for an image (JPEG, PNG,
+WebP, TIFF alike) or its display rotation for a video. ffmpeg's own autorotation is not used: ffmpeg 5.1
+turns a JPEG by its EXIF but not a PNG, WebP or TIFF, and ffprobe gives the stored size, so a JPEG turned a
+quarter was read with width and height swapped (a smeared frame).
 """
 
 from __future__ import annotations
@@ -61,28 +67,84 @@ def plan_batch(videos: pd.DataFrame, per_video: int, per_method: dict[str, int])
     )
 
 
+ORIENTATION_TAG = 0x0112  # EXIF (TIFF) Orientation
+# A display rotation by a quarter turn (counter-clockwise, as `rotation` gives it) is the EXIF orientation
+# that turns the stored pixels the same way.
+QUARTER_TURNS = {0: 1, 90: 8, 180: 3, 270: 6}
+
+
 def rotation(stream: dict) -> float:
-    """The display rotation of a probed video stream in degrees, counter-clockwise, in [0, 360): what
-    ffmpeg's autorotation turns the decoded pixels by (the display matrix side data, or the old `rotate`
-    tag)."""
+    """The display rotation of a probed video stream in degrees, counter-clockwise, in [0, 360): what the
+    decoded pixels are turned by to be shown (the display matrix side data, or the old `rotate` tag)."""
     angle = stream.get("tags", {}).get("rotate") or next(
         (s.get("rotation") for s in stream.get("side_data_list", []) if "rotation" in s), 0
     )
     return float(angle) % 360
 
 
-def display_size(stream: dict) -> tuple[int, int]:
-    """(width, height) of the frames ffmpeg outputs for a probed video stream. Like ffmpeg's autorotation
-    (fftools, 5.x), a rotation within 1° of a quarter turn transposes the frame; any other angle rotates
-    inside the coded size. The manifest and the decoder both size frames with this one function."""
-    width, height = int(stream["width"]), int(stream["height"])
+def exif_orientation(path: Path) -> int:
+    """The EXIF Orientation (1-8) of an image file, as Pillow finds it in JPEG, PNG (eXIf), WebP and TIFF; 1
+    when there is none or it holds another value."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            value = image.getexif().get(ORIENTATION_TAG, 1)
+    except Exception:  # a file Pillow cannot parse, or broken EXIF: ffmpeg's stored pixels stand as they are
+        return 1
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
+def orientation(stream: dict, exif: int = 1) -> tuple[int, float]:
+    """How the stored pixels of a probed stream are turned to be shown upright: (EXIF orientation 1-8, angle).
+    An image's EXIF orientation (`exif`), else the stream's display rotation: within 1° of a quarter turn, the
+    EXIF orientation of that turn, and any other angle (degrees counter-clockwise) rotates the frame inside its
+    size, as ffmpeg's autorotation does (fftools, 5.x)."""
+    if exif != 1:
+        return exif, 0.0
     turn = rotation(stream)
-    if abs(turn - 90) < 1 or abs(turn - 270) < 1:
-        return height, width
-    return width, height
+    for quarter, code in QUARTER_TURNS.items():
+        if min(abs(turn - quarter), abs(turn - quarter - 360)) < 1:
+            return code, 0.0
+    return 1, turn
 
 
-def _probe_stream(path: Path) -> dict:
+# EXIF orientation -> what shows stored pixels (H×W×C) upright: the TIFF 6.0 meaning of tag 274
+_SHOW: dict[int, Callable[[np.ndarray], np.ndarray]] = {
+    1: lambda a: a,
+    2: lambda a: a[:, ::-1],  # mirrored left-right
+    3: lambda a: a[::-1, ::-1],
+    4: lambda a: a[::-1],
+    5: lambda a: a.swapaxes(0, 1),  # mirrored along the main diagonal
+    6: lambda a: np.rot90(a, -1),  # stored a quarter turn counter-clockwise: turned clockwise
+    7: lambda a: a[::-1, ::-1].swapaxes(0, 1),  # mirrored along the other diagonal
+    8: lambda a: np.rot90(a, 1),
+}
+
+
+def upright(frame: np.ndarray, code: int, angle: float = 0.0) -> np.ndarray:
+    """A decoded frame (stored pixels, H×W×C) turned as EXIF orientation `code` says, then rotated `angle`
+    degrees counter-clockwise inside its size (black corners)."""
+    turned = _SHOW[code](frame)
+    if angle:
+        import cv2
+
+        height, width = turned.shape[:2]
+        matrix = cv2.getRotationMatrix2D(((width - 1) / 2, (height - 1) / 2), angle, 1.0)
+        return cv2.warpAffine(np.ascontiguousarray(turned), matrix, (width, height), flags=cv2.INTER_LINEAR)
+    return np.ascontiguousarray(turned)
+
+
+def display_size(stream: dict, exif: int = 1) -> tuple[int, int]:
+    """(width, height) of the frames `iter_frames` yields for a probed stream (`exif`: an image's EXIF
+    orientation): orientations 5-8 transpose the stored size. The manifest and the decoder both size frames
+    with this one function."""
+    width, height = int(stream["width"]), int(stream["height"])
+    return (height, width) if orientation(stream, exif)[0] >= 5 else (width, height)
+
+
+def _probe_stream(path: Path) -> tuple[dict, int]:
+    """The first video stream of `path` and its EXIF orientation (1 unless ffprobe reads it as an image)."""
     try:
         info = ffmpeg.probe(str(path), select_streams="v:0")
     except ffmpeg.Error as exc:
@@ -91,18 +153,21 @@ def _probe_stream(path: Path) -> dict:
     streams = info.get("streams") or []
     if not streams or not streams[0].get("width") or not streams[0].get("height"):
         raise ValueError(f"{path}: not a readable video (no video stream)")
-    return streams[0]
+    # still images come through ffmpeg's image demuxers: image2, or <codec>_pipe when probed by content
+    demuxer = str((info.get("format") or {}).get("format_name", ""))
+    exif = exif_orientation(path) if demuxer == "image2" or demuxer.endswith("_pipe") else 1
+    return streams[0], exif
 
 
 def video_size(path: Path) -> tuple[int, int]:
-    """(width, height) of the frames ffmpeg will output for `path` (rotation applied), or a ValueError
-    naming the file when it is not a readable video."""
-    return display_size(_probe_stream(path))
+    """(width, height) of the frames `iter_frames` yields for `path` (turned upright), or a ValueError naming
+    the file when it is not a readable video or image."""
+    return display_size(*_probe_stream(path))
 
 
 def video_rotation(path: Path) -> float:
     """The display rotation `path` carries (0 when none), see `rotation`."""
-    return rotation(_probe_stream(path))
+    return rotation(_probe_stream(path)[0])
 
 
 # ffmpeg runs at `-v level+info -debug_ts` with the showinfo filter in front of select. Its log then holds, in
@@ -193,8 +258,9 @@ def iter_frames(
     """Yield (frame_index, RGB uint8 array H×W×3) for each wanted index, in increasing order, from one
     straight ffmpeg pass: the select filter keeps the wanted frames, passthrough fps mode stops ffmpeg from
     duplicating or dropping any, and raw frames are read from a pipe one at a time (never all in memory,
-    never a seek per frame). Frames come out as a player shows them: rotation metadata is applied, and
-    their size is `display_size` of the stream, the same the manifest records.
+    never a seek per frame). Frames come out as a viewer shows them: turned upright by the file's EXIF
+    orientation or display rotation (module docstring), their size `display_size` of the stream, the same
+    the manifest records.
 
     A video that stops decoding early (truncated, corrupt) yields the frames it could decode and ends
     without raising; `on_error` then receives a message naming the file and ffmpeg's complaint. When the
@@ -209,7 +275,7 @@ def iter_frames(
     args = (
         # Slice threads only: frame threads would decode packets out of step with the demuxer's lines,
         # and damaged_frames could not tell which packet an error belongs to.
-        ffmpeg.input(str(path), threads=threads, thread_type="slice")
+        ffmpeg.input(str(path), noautorotate=None, threads=threads, thread_type="slice")
         .filter("showinfo", checksum=0)
         .filter("select", select)
         # frames:v stops ffmpeg at the last wanted frame instead of decoding the rest of the video.
@@ -226,14 +292,16 @@ def iter_frames(
         finished = False  # False when the caller closed us early or the file is not a video: nothing to report
         try:
             # Probed while ffmpeg starts, which hides most of ffprobe's start-up time.
-            width, height = video_size(path)
+            stream, exif = _probe_stream(path)
+            width, height = int(stream["width"]), int(stream["height"])  # as stored: ffmpeg does not turn them
+            code, angle = orientation(stream, exif)
             frame_bytes = width * height * 3
             for index in wanted:
                 buf = stdout.read(frame_bytes)
                 if len(buf) < frame_bytes:
                     break
                 yielded.append(index)
-                yield index, np.frombuffer(buf, np.uint8).reshape(height, width, 3)
+                yield index, upright(np.frombuffer(buf, np.uint8).reshape(height, width, 3), code, angle)
             finished = True
         finally:
             if proc.poll() is None:

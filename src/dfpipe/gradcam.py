@@ -288,10 +288,10 @@ def model_grids(
 ) -> list[Path]:
     """The Grad-CAM grid of one trained model (the workflow's best.pt) on the test shards of each quality,
     written to `out_paths[quality]`. The model comes from the file alone, as predict loads it (its spec, ELA and
-    threshold: the file's, else the workflow's validation predictions beside it, else 0.5); the examples are
+    threshold: the one chosen on validation stored in the file, else 0.5); the examples are
     picked from its test scores in `predictions` (the predict rule's table), so each quality costs reading its
     test shards back plus Grad-CAM on the <= 3·k crops picked."""
-    from .inference import load_model
+    from .inference import FROM_FILE, load_model
     from .metrics import read_predictions
 
     if set(test_shards) != set(out_paths):
@@ -305,14 +305,8 @@ def model_grids(
     detector = model.detector
     detector.ela = model.ela  # the evaluation stream applies it (files without a spec carry it on their own)
     ela = f", ELA q{model.ela.quality}" if model.ela else ""
-    source = next(
-        (
-            short
-            for long, short in (("validation", "validation"), ("the model file", "model file"))
-            if model.threshold_source.startswith(long)
-        ),
-        "default",
-    )
+    # the trainer stores the threshold it chose on validation in the file; older files decide at 0.5
+    source = "validation" if model.threshold_source == FROM_FILE else "default"
     return [
         grid_from_predictions(
             detector,

@@ -4,30 +4,38 @@ PATH is a video, an image, or a folder of them. Each file goes through the pipel
 plan (`frames.sample_indices`, evenly spaced), one streaming decode and the face crop of the faces stage
 (`faces.crop_batch`: mediapipe, alignment, the same sanity checks and reasons), optionally MozJPEG at a
 chosen quality (`compress.encode`, the jpeg stage's encoder call), then the loader's decode, resize and the
-detector's normalisation. Images are decoded by ffmpeg like a one-frame video (EXIF orientation is not
-applied, as in the faces stage).
+detector's normalisation. Images are decoded by ffmpeg like a one-frame video and turned upright by their
+EXIF orientation, as video frames are by their rotation (`frames.orientation`); an animated GIF is a clip.
 
 Everything comes from the model file (`load_model`): the detector is rebuilt from the spec it stores (or
 from its registered name), its input size, mean/std, the ELA and face-crop settings when recorded, and the
-decision threshold. The threshold chosen on validation is looked up in this order: the model file's
-`threshold`; the validation predictions the workflow wrote beside the model
-(`<out>/predictions/<detector>/<run>.parquet` for `<out>/models/<detector>/<run>/best.pt`, video level,
-Youden's J as in the tables); else 0.5, and the output says which.
+decision threshold. The threshold is the one the trainer chose on the validation split (video level, Youden's
+J as in the tables) and stored in best.pt, so a copy of the file decides alike wherever it lies; an older file
+without one decides at 0.5, and the output says so. Every value read is checked when the file is loaded: a
+damaged or edited file is refused naming the file and the key, before any work.
 
 Outputs in `--out`: `frames.csv` (one row per planned frame of every file: status, reason, score),
-`files.csv` (one row per file: frames planned and scored, video score, decision, status, reason) and with
-`--heatmap` Grad-CAM overlays `heatmaps/<file>/f<index>.png` (and `heatmaps/<file>.mp4` for a video). A
-file that cannot be read or shows no usable face gets a one-line reason and its rows; the run goes on,
-and the exit code is 1 when any file failed.
+`files.csv` (one row per input: frames planned and scored, video score, decision, status, reason, heatmap
+folder) and with `--heatmap` Grad-CAM overlays `heatmaps/<n>-<file name>/f<index>.png` (n: the input's
+place in the run, so names never collide) and `heatmap.mp4` of them for a video. Every input named gets a
+row: a file that cannot be read or shows no usable face, and a folder holding no images or videos, get a
+one-line reason; the run goes on, and the exit code is 1 when any input failed.
+
+One `--out` holds one run: a run locks it (`.predict.lock`; a second run into it is refused), removes what
+the previous run there wrote (listed in `.predict-outputs.txt`; other files are left alone) and lists its
+own outputs there before writing them. The folder is checked before any file is scored.
 """
 
 from __future__ import annotations
 
+import math
+import numbers
 import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,6 +54,13 @@ VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpe
 # The faces stage's settings when the model file does not record them: the schema's defaults (a test checks
 # they agree with workflow/schemas/config.schema.yaml).
 FACE_DEFAULTS = {"size": 256, "margin": 1.3, "align": True, "min_confidence": 0.5, "min_face_size": 32}
+# the schema's bounds of the same settings, (low, high, whole number), checked when a model file is loaded
+FACE_BOUNDS = {
+    "size": (32, 1024, True),
+    "margin": (1, 3, False),
+    "min_confidence": (0, 1, False),
+    "min_face_size": (1, None, True),
+}
 DEFAULT_THRESHOLD = 0.5
 BANNER = re.compile(r"^(lib[a-z]+ +[0-9.]|ffprobe version|built with|configuration:)")
 FRAME_COLUMNS = ["file", "frame_index", "status", "reason", "score"]
@@ -59,6 +74,7 @@ FILE_COLUMNS = [
     "decision",
     "status",
     "reason",
+    "heatmaps",
 ]
 
 
@@ -78,6 +94,13 @@ class Model:
     ela: ELA | None = None
     faces: dict[str, Any] = field(default_factory=lambda: dict(FACE_DEFAULTS))
     spec: dict[str, Any] | None = None
+
+    @property
+    def threshold_note(self) -> str | None:
+        """The line predict and export show when the file holds no validation threshold (older files)."""
+        if self.threshold_source == FROM_FILE:
+            return None
+        return f"no validation threshold in {self.path}: deciding at {self.threshold:g}"
 
 
 def write_model_file(
@@ -114,28 +137,74 @@ def write_model_file(
     return Path(path)
 
 
-def validation_threshold(model_path: Path) -> tuple[float, str] | None:
-    """The video-level threshold chosen on the validation predictions the workflow wrote for this model
-    (module docstring), with where it came from; None when there are none."""
-    from .metrics import _train_methods, choose_threshold, read_predictions, video_scores
+FROM_FILE = "the model file"
+DAMAGED = "the file is damaged or was edited: copy it again from its run folder, or retrain that run"
 
-    model_path = Path(model_path)
-    run, detector, models = model_path.parent, model_path.parent.parent, model_path.parent.parent.parent
-    if models.name != "models":
-        return None
-    table = models.parent / "predictions" / detector.name / f"{run.name}.parquet"
-    if not table.is_file():
-        return None
-    pred = read_predictions([table])
-    val = pred[(pred["split"] == "val") & (pred["test_quality"] == pred["train_quality"])]
-    if val.empty:
-        return None
-    val = val[val["method"].isin(_train_methods(str(val["train_methods"].iloc[0])))]
-    videos = video_scores(val)
-    if videos["label"].nunique() < 2:
-        return None
-    where = f"validation predictions {detector.name}/{table.name}"
-    return choose_threshold(videos["label"].to_numpy(), videos["score"].to_numpy()), where
+
+def _bad(path: Path, key: str, value: Any, what: str) -> ValueError:
+    return ValueError(f"{path}: {key}: {value!r} is not {what}; {DAMAGED}")
+
+
+def _number(path: Path, key: str, value: Any, low: float, high: float | None, whole: bool = False) -> Any:
+    """`value` when it is a finite number (a whole one when `whole`) in [low, high]; else a ValueError naming
+    the file and the key."""
+    kind = "a whole number" if whole else "a number"
+    real = isinstance(value, numbers.Integral if whole else numbers.Real) and not isinstance(value, bool)
+    if not (real and math.isfinite(value) and low <= value and (high is None or value <= high)):
+        raise _bad(path, key, value, f"{kind} in [{low}, {high}]" if high is not None else f"{kind} >= {low}")
+    return value
+
+
+def _numbers(path: Path, key: str, value: Any, positive: bool) -> tuple[float, ...]:
+    """Three finite numbers (mean or std per RGB channel; > 0 when `positive`)."""
+    what = "3 numbers > 0" if positive else "3 finite numbers"
+    if not isinstance(value, list | tuple) or len(value) != 3:
+        raise _bad(path, key, value, what)
+    for v in value:
+        if not isinstance(v, numbers.Real) or isinstance(v, bool) or not math.isfinite(v) or (positive and v <= 0):
+            raise _bad(path, key, value, what)
+    return tuple(float(v) for v in value)
+
+
+def _checked_faces(path: Path, faces: Any) -> dict[str, Any]:
+    """The face-crop settings of a model file over the defaults; keys it does not know are left out (a config's
+    whole `faces` section may be stored)."""
+    if faces is None:
+        return dict(FACE_DEFAULTS)
+    if not isinstance(faces, dict):
+        raise _bad(path, "faces", faces, "a mapping")
+    out = dict(FACE_DEFAULTS)
+    for key, value in faces.items():
+        if key == "align":
+            if not isinstance(value, bool):
+                raise _bad(path, "faces.align", value, "true or false")
+            out[key] = value
+        elif key in FACE_BOUNDS:
+            low, high, whole = FACE_BOUNDS[key]
+            out[key] = _number(path, f"faces.{key}", value, low, high, whole)
+    return out
+
+
+def _checked_values(path: Path, ckpt: dict[str, Any]) -> dict[str, Any]:
+    """What a model file records besides the weights, each value checked: input_size, mean and std (those it
+    holds), threshold (None when it holds none), ELA and face settings."""
+    values: dict[str, Any] = {}
+    if ckpt.get("spec") is not None and not isinstance(ckpt["spec"], dict):
+        raise _bad(path, "spec", ckpt["spec"], "a mapping")
+    if "input_size" in ckpt:
+        values["input_size"] = int(_number(path, "input_size", ckpt["input_size"], 8, 4096, whole=True))
+    for key in ("mean", "std"):
+        if key in ckpt:
+            values[key] = _numbers(path, key, ckpt[key], positive=key == "std")
+    threshold = ckpt.get("threshold")
+    values["threshold"] = None if threshold is None else float(_number(path, "threshold", threshold, 0, 1))
+    spec = ckpt.get("spec") or {}
+    try:
+        values["ela"] = ELA.from_dict(ckpt.get("ela") or spec.get("ela") or (ckpt.get("settings") or {}).get("ela"))
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{path}: ela: {err}; {DAMAGED}") from err
+    values["faces"] = _checked_faces(path, ckpt.get("faces"))
+    return values
 
 
 def _build(ckpt: dict[str, Any], path: Path) -> tuple[nn.Module, dict[str, Any] | None]:
@@ -172,6 +241,7 @@ def load_model(path: Path, device: str | torch.device = "cpu") -> Model:
         raise ValueError(
             f"{problem}; use an intact model file (copy best.pt again from its run folder, or retrain that run)"
         ) from err
+    values = _checked_values(path, ckpt)  # before any work: a damaged value is named, not met mid-run
     detector, spec = _build(ckpt, path)
     try:
         detector.load_state_dict(ckpt["model"])
@@ -188,19 +258,18 @@ def load_model(path: Path, device: str | torch.device = "cpu") -> Model:
             )
         ) from err
     # what the file records wins over the builder's defaults: it is what the model was trained with
-    detector.input_size = int(ckpt.get("input_size", detector.input_size))
-    detector.mean = tuple(float(m) for m in ckpt.get("mean", detector.mean))
-    detector.std = tuple(float(s) for s in ckpt.get("std", detector.std))
+    detector.input_size = values.get("input_size", detector.input_size)
+    detector.mean = values.get("mean", tuple(detector.mean))
+    detector.std = values.get("std", tuple(detector.std))
     # crops arrive channels_last (H×W×3 arrays permuted), as the loader's batches do; weights in the same order
     # save the per-layer reorder: measured 1.2-1.7× faster for EfficientNet-Lite0 on CPU
     detector.to(device, memory_format=torch.channels_last).eval()
-    if "threshold" in ckpt:
-        threshold, source = float(ckpt["threshold"]), "the model file"
-    else:
-        found = validation_threshold(path)
-        threshold, source = found if found else (DEFAULT_THRESHOLD, "default 0.5 (no validation threshold found)")
-    ela = ELA.from_dict(ckpt.get("ela") or (spec or {}).get("ela") or (ckpt.get("settings") or {}).get("ela"))
-    faces = {**FACE_DEFAULTS, **{k: v for k, v in (ckpt.get("faces") or {}).items() if k in FACE_DEFAULTS}}
+    # the threshold the trainer chose on validation travels in the file; older files have none
+    threshold, source = values["threshold"], FROM_FILE
+    if threshold is None:
+        threshold = DEFAULT_THRESHOLD
+        source = f"the default (no validation threshold in {path}: deciding at {threshold:g})"
+    ela, faces = values["ela"], values["faces"]
     name = str(spec.get("name", ckpt["detector"])) if spec else str(ckpt["detector"])
     return Model(
         detector, path, name, detector.input_size, detector.mean, detector.std, threshold, source, ela, faces, spec
@@ -243,17 +312,23 @@ def score_inputs(model: Model, inputs: np.ndarray, batch_size: int = 32) -> np.n
 
 
 # -- files ---------------------------------------------------------------------------------------------------
+GIF_SUFFIXES = {".gif"}  # one frame: an image; more: a clip
+MEDIA_SUFFIXES = IMAGE_SUFFIXES | VIDEO_SUFFIXES | GIF_SUFFIXES
+
+
 def collect_files(paths: Iterable[Path]) -> list[Path]:
-    """Files named, and the images and videos inside folders named (recursively, sorted); a path that does not
-    exist is kept, so it gets its row and reason."""
+    """Every path named, a folder replaced by the images, videos and GIFs inside it (recursively, sorted). A
+    folder holding none of them and a path that does not exist stay as they are, so each gets its row and
+    reason."""
     out: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            out += sorted(
+            media = sorted(
                 f
                 for f in p.rglob("*")
-                if f.is_file() and not f.name.startswith(".") and f.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES
+                if f.is_file() and not f.name.startswith(".") and f.suffix.lower() in MEDIA_SUFFIXES
             )
+            out += media or [p]
         else:
             out.append(p)
     return out
@@ -274,7 +349,13 @@ def _probe(path: Path) -> tuple[str, int]:
     if not path.exists():
         raise ValueError("file not found")
     if path.is_dir():
-        raise ValueError("a folder with no images or videos")
+        others = sorted(str(f.relative_to(path)) for f in path.rglob("*") if f.is_file())
+        if not others:
+            raise ValueError("an empty folder (no images or videos)")
+        listed = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
+        raise ValueError(
+            f"a folder with no images or videos ({len(others)} other file{'s' if len(others) != 1 else ''}: {listed})"
+        )
     if path.suffix.lower() in IMAGE_SUFFIXES:
         try:
             video_size(path)  # readable by ffmpeg at all
@@ -283,6 +364,13 @@ def _probe(path: Path) -> tuple[str, int]:
             raise ValueError(f"not a readable image ({detail})") from err
         return "image", 1
     try:
+        if path.suffix.lower() in GIF_SUFFIXES:
+            # manifest.probe wants a frame rate, which a still GIF lacks: count its frames alone
+            stream = (ffmpeg.probe(str(path), select_streams="v:0", count_packets=None).get("streams") or [{}])[0]
+            n_frames = int(stream.get("nb_read_packets") or 0)
+            if n_frames < 1:
+                raise ValueError("not a readable GIF (no frames)")
+            return ("video" if n_frames > 1 else "image"), n_frames
         return "video", int(probe(path)["n_frames"])
     except ffmpeg.Error as err:
         # ffprobe prints its banner (library versions) before complaining about some files: not a reason
@@ -414,54 +502,47 @@ def predict_file(
     return FileResult(name, kind, frames, video_score, decision, "ok", "", [*inputs] if keep_inputs else [])
 
 
-def write_heatmaps(result: FileResult, model: Model, out_dir: Path, name: str) -> list[Path]:
+def write_heatmaps(
+    result: FileResult, model: Model, out_dir: Path, name: str, record: Callable[[Path], Path] | None = None
+) -> list[Path]:
     """Grad-CAM overlays of a file's scored frames (`heatmaps/<name>/f<index>.png`, upscaled ×2, the attention
-    maps beside them for a multi-attention model) and, for a video with ffmpeg at hand, `heatmap.mp4` of them."""
+    maps beside them for a multi-attention model) and, for a video with ffmpeg at hand, `heatmap.mp4` of
+    exactly those frames. `record(path)` is called before each file is written."""
     from .gradcam import heatmaps, overlay
     from .io import atomic_path
 
     if result.failed or not result.crops:
         return []
+    note = record or (lambda path: path)
     ok = result.frames[result.frames["status"] == "ok"]
     inputs = np.stack(result.crops)
     scores = ok["score"].to_numpy(float)
     cams, attention = heatmaps(model.detector, inputs, [s >= model.threshold for s in scores])
     folder = out_dir / "heatmaps" / name
-    written = []
+    written, pictures = [], []
     for n, index in enumerate(ok["frame_index"]):
         tiles = [overlay(inputs[n], cams[n])] + ([overlay(inputs[n], attention[n])] if attention is not None else [])
         image = Image.fromarray(np.concatenate(tiles, axis=1))
         image = image.resize((image.width * 2, image.height * 2), Image.Resampling.NEAREST)
-        path = folder / f"f{int(index):06d}.png"
+        path = note(folder / f"f{int(index):06d}.png")
         with atomic_path(path) as tmp:
             image.save(tmp, format="PNG")
         written.append(path)
-    if result.kind == "video" and len(written) > 1 and shutil.which("ffmpeg"):
-        mp4 = folder / "heatmap.mp4"
-        # the scored frames are spread over the clip: show them at ~4 per second, not at the clip's rate
+        pictures.append(np.asarray(image.convert("RGB")))
+    if result.kind == "video" and len(pictures) > 1 and shutil.which("ffmpeg"):
+        mp4 = note(folder / "heatmap.mp4")
+        height, width = pictures[0].shape[:2]
+        # the frames go to ffmpeg through a pipe, in order: the video holds these and nothing else in the folder;
+        # the scored frames are spread over the clip: shown at 4 per second, not at the clip's rate
+        command = ["ffmpeg", "-v", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}"]
+        command += ["-framerate", "4", "-i", "pipe:", "-c:v", "libx264", "-pix_fmt", "yuv420p", "-f", "mp4"]
         with atomic_path(mp4) as tmp:
-            subprocess.run(
-                [
-                    "ffmpeg",
-                    "-v",
-                    "error",
-                    "-y",
-                    "-framerate",
-                    "4",
-                    "-pattern_type",
-                    "glob",
-                    "-i",
-                    str(folder / "f*.png"),
-                    "-c:v",
-                    "libx264",
-                    "-pix_fmt",
-                    "yuv420p",
-                    "-f",
-                    "mp4",
-                    str(tmp),
-                ],
-                check=True,
+            done = subprocess.run(
+                [*command, str(tmp)], input=b"".join(p.tobytes() for p in pictures), stderr=subprocess.PIPE
             )
+            if done.returncode:
+                said = done.stderr.decode(errors="replace").strip().splitlines()
+                raise RuntimeError(f"ffmpeg could not write {mp4}: {said[-1] if said else f'exit {done.returncode}'}")
         written.append(mp4)
     return written
 
@@ -475,6 +556,77 @@ def summary_line(result: FileResult, model: Model) -> str:
         f"{result.file}: {n_ok}/{n} frames scored, score {result.video_score:.3f} -> {result.decision} "
         f"(threshold {model.threshold:.3f})"
     )
+
+
+LOCK_NAME = ".predict.lock"
+RECORD_NAME = ".predict-outputs.txt"
+
+
+def _remove_recorded(out_dir: Path) -> None:
+    """Delete what the previous run into `out_dir` listed in its record (and the temporary files of those it
+    was writing when stopped), then the folders that leaves empty: the user's own files are never listed."""
+    record = out_dir / RECORD_NAME
+    if not record.is_file():
+        return
+    written: dict[Path, set[str]] = {}  # folder -> names written there
+    for line in record.read_text(errors="replace").splitlines():
+        relative = Path(line)
+        if not line or relative.is_absolute() or ".." in relative.parts:
+            continue  # not written by predict: never follow it out of the folder
+        path = out_dir / relative
+        if path.is_symlink() or path.is_file():
+            path.unlink()
+        written.setdefault(path.parent, set()).add(path.name)
+    for folder, names in sorted(written.items(), key=lambda item: -len(item[0].parts)):  # deepest first
+        if not folder.is_dir():
+            continue
+        for left in folder.iterdir():  # atomic_path's .<name>.<random>.part of a run that was stopped
+            if left.name.endswith(".part") and any(left.name.startswith(f".{name}.") for name in names):
+                left.unlink(missing_ok=True)
+        while folder != out_dir and out_dir in folder.parents and not any(folder.iterdir()):
+            folder.rmdir()
+            folder = folder.parent
+
+
+@contextmanager
+def claim_out(out_dir: Path) -> Iterator[Callable[[Path], Path]]:
+    """Hold `out_dir` for one run: create it, lock it, remove the previous run's outputs, and yield
+    `record(path)`, which lists a file before it is written. ValueError naming the folder when it cannot be
+    written or another run holds it. The lock goes with the block (or the process)."""
+    import fcntl
+
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"{out_dir}: --out must be a folder, and this is a file; pass another --out")
+    blocker = next((p for p in out_dir.parents if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise ValueError(f"{out_dir}: cannot write the outputs here: {blocker} is a file; pass another --out")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        lock = open(out_dir / LOCK_NAME, "a")  # held open, and locked, for the whole run
+    except OSError as err:
+        raise ValueError(
+            f"{out_dir}: cannot write the outputs here ({err.strerror or err}); pass another --out"
+        ) from err
+    try:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ValueError(
+                f"{out_dir}: another dfpipe predict is writing into this folder; wait for it to end or pass another "
+                "--out"
+            ) from None
+        _remove_recorded(out_dir)
+        with open(out_dir / RECORD_NAME, "w") as listing:
+
+            def record(path: Path) -> Path:
+                listing.write(f"{Path(path).relative_to(out_dir).as_posix()}\n")
+                listing.flush()
+                return path
+
+            yield record
+    finally:
+        lock.close()
 
 
 def run_predict(
@@ -500,54 +652,62 @@ def run_predict(
         raise ValueError(f"--quality {quality}: use 1..100")
     cjpeg = find_cjpeg() if quality is not None else None
     out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise ValueError(f"{out_dir}: --out must be a folder, and this is a file; pass another --out")
     files = collect_files(paths)
     if not files:
         raise ValueError("no files to predict: pass videos, images or folders holding them")
-    say = echo or (lambda line: tqdm.write(line, file=sys.stdout))
-    say(
-        f"model {model.name} ({model_path}): input {model.input_size} px, threshold {model.threshold:.3f} from "
-        f"{model.threshold_source}"
-        + (f", ELA q{model.ela.quality}" if model.ela else "")
-        + (f", crops re-encoded by MozJPEG at q{quality}" if quality is not None else ", crops scored as decoded")
-    )
-    frames, rows = [], []
-    names: set[str] = set()
-    for path in tqdm(files, desc="predict", unit="file", file=sys.stderr, disable=len(files) < 2):
-        result = predict_file(path, model, frames_per_video, quality, cjpeg, keep_inputs=heatmap, threads=threads)
-        if heatmap:
-            name = path.name  # two files of one name (in two folders) get two heatmap folders
-            while name in names:
-                name = f"{path.stem}-{len(names)}{path.suffix}"
-            names.add(name)
-            try:
-                write_heatmaps(result, model, out_dir, name)
-            except Exception as err:  # a heatmap problem is reported, the scores stand
-                say(f"{result.file}: heatmaps not written ({type(err).__name__}: {_one_line(err)})")
-        say(summary_line(result, model))
-        frames.append(result.frames)
-        n_ok = int((result.frames["status"] == "ok").sum())
-        rows.append(
-            {
-                "file": result.file,
-                "kind": result.kind,
-                "frames_planned": int((result.frames["frame_index"] >= 0).sum()),
-                "frames_scored": n_ok,
-                "video_score": result.video_score,
-                "threshold": model.threshold,
-                "decision": result.decision,
-                "status": result.status,
-                "reason": result.reason,
-            }
+    # heatmap folders named once, by place in the run: unique whatever the file names are
+    width = max(3, len(str(len(files))))
+    folders = [f"{n:0{width}d}-{path.name}" for n, path in enumerate(files, 1)]
+    with claim_out(out_dir) as record:
+        tables = [record(out_dir / "frames.csv"), record(out_dir / "files.csv")]
+        say = echo or (lambda line: tqdm.write(line, file=sys.stdout))
+        say(
+            f"model {model.name} ({model_path}): input {model.input_size} px, threshold {model.threshold:.3f} from "
+            f"{model.threshold_source}"
+            + (f", ELA q{model.ela.quality}" if model.ela else "")
+            + (f", crops re-encoded by MozJPEG at q{quality}" if quality is not None else ", crops scored as decoded")
         )
-    frame_table = pd.concat(frames, ignore_index=True)[FRAME_COLUMNS]
-    file_table = pd.DataFrame(rows, columns=FILE_COLUMNS)
-    write_csv(out_dir / "frames.csv", frame_table)
-    write_csv(out_dir / "files.csv", file_table)
-    failed = int((file_table["status"] != "ok").sum())
-    say(
-        f"{len(files)} files, {len(files) - failed} scored, {failed} failed; per-frame scores in "
-        f"{out_dir / 'frames.csv'}, per file in {out_dir / 'files.csv'}"
-    )
-    return frame_table, file_table
+        frames, rows = [], []
+        for path, folder in zip(
+            tqdm(files, desc="predict", unit="file", file=sys.stderr, disable=len(files) < 2), folders, strict=True
+        ):
+            result = predict_file(path, model, frames_per_video, quality, cjpeg, keep_inputs=heatmap, threads=threads)
+            drawn = ""
+            if heatmap:
+                try:
+                    if write_heatmaps(result, model, out_dir, folder, record):
+                        drawn = f"heatmaps/{folder}"
+                except Exception as err:  # a heatmap problem is reported, the scores stand
+                    say(f"{result.file}: heatmaps not written ({type(err).__name__}: {_one_line(err)})")
+            say(summary_line(result, model))
+            frames.append(result.frames)
+            n_ok = int((result.frames["status"] == "ok").sum())
+            rows.append(
+                {
+                    "file": result.file,
+                    "kind": result.kind,
+                    "frames_planned": int((result.frames["frame_index"] >= 0).sum()),
+                    "frames_scored": n_ok,
+                    "video_score": result.video_score,
+                    "threshold": model.threshold,
+                    "decision": result.decision,
+                    "status": result.status,
+                    "reason": result.reason,
+                    "heatmaps": drawn,
+                }
+            )
+        frame_table = pd.concat(frames, ignore_index=True)[FRAME_COLUMNS]
+        file_table = pd.DataFrame(rows, columns=FILE_COLUMNS)
+        for path, table in zip(tables, (frame_table, file_table), strict=True):
+            try:
+                write_csv(path, table)
+            except OSError as err:  # the temporary file's name would only confuse: name the output
+                raise ValueError(
+                    f"{path}: could not be written ({err.strerror or err}); fix the folder and rerun"
+                ) from err
+        failed = int((file_table["status"] != "ok").sum())
+        say(
+            f"{len(files)} files, {len(files) - failed} scored, {failed} failed; per-frame scores in "
+            f"{out_dir / 'frames.csv'}, per file in {out_dir / 'files.csv'}"
+        )
+        return frame_table, file_table

@@ -2,7 +2,8 @@
 
 A run writes into `out_dir`: `last.pt` (everything needed to continue: model, optimizer, scheduler, grad
 scaler, RNG states, epoch, position in the epoch, step, validation history, the best epoch's weights),
-`best.pt` (the model of the epoch with the best validation AUC, earliest on ties), `train_log.jsonl` (one
+`best.pt` (the model of the epoch with the best validation AUC, earliest on ties, with the decision threshold
+chosen on that epoch's validation scores: video level, Youden's J as in the tables), `train_log.jsonl` (one
 line per step) and `summary.json`. Restarted with the same settings after a kill at any point, it continues
 from `last.pt` and ends with the same weights as an uninterrupted run: the loader reproduces the rest of the
 epoch exactly (see `dfpipe.loader`), the RNG states are restored, and the LR schedule is stepped per
@@ -47,6 +48,7 @@ from .evaluate import eval_stream, pick_device, score
 from .experiments import SETTING_KEYS
 from .io import atomic_path, write_json
 from .loader import Augment, ShardStream, make_loader, normalize
+from .metrics import choose_threshold, video_scores
 from .weights import load_plain
 
 logger = logging.getLogger(__name__)
@@ -254,15 +256,19 @@ class CheckpointSaver:
                 self.last,
             )
 
-    def update_best(self, state: dict[str, Any], auc: float, epoch: int, model: nn.Module) -> None:
-        """Record epoch `epoch`'s validation AUC; keep and write its weights when it beats every earlier one
-        (the earliest of equal epochs stays)."""
+    def update_best(
+        self, state: dict[str, Any], auc: float, epoch: int, model: nn.Module, threshold: float | None = None
+    ) -> None:
+        """Record epoch `epoch`'s validation AUC; keep and write its weights (and the `threshold` chosen on its
+        validation scores) when it beats every earlier one (the earliest of equal epochs stays)."""
         state["val_auc"] = [*state["val_auc"][: epoch - 1], auc]
         if state["best_val_auc"] is not None and auc <= state["best_val_auc"]:
             return
         state["best_val_auc"], state["best_epoch"] = auc, epoch
         self.best_model = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
         self.best_meta = {"epoch": epoch, "val_auc": auc}
+        if threshold is not None:  # predict and export decide at it, wherever the file is copied
+            self.best_meta["threshold"] = threshold
         self._write_best()
 
     def ensure_best(self) -> None:
@@ -324,12 +330,17 @@ class StepLog:
             self.file.close()
 
 
-def validate(detector: nn.Module, stream: ShardStream, device: torch.device, num_workers: int, amp: bool) -> float:
-    """Validation AUC of `detector` on an evaluation stream (the validation shards)."""
+def validate(
+    detector: nn.Module, stream: ShardStream, device: torch.device, num_workers: int, amp: bool
+) -> tuple[float, float]:
+    """Validation AUC of `detector` on an evaluation stream (the validation shards), frame level, and the decision
+    threshold those scores give at video level (Youden's J, as the tables choose it from the predict rule's)."""
     scores = score(detector, stream, device, num_workers=num_workers, amp=amp)
     if scores["label"].nunique() < 2:
         raise ValueError(f"validation shards hold one label only, AUC is undefined: {', '.join(stream.shards)}")
-    return float(roc_auc_score(scores["label"], scores["score"]))
+    videos = video_scores(scores)
+    threshold = choose_threshold(videos["label"].to_numpy(), videos["score"].to_numpy())
+    return float(roc_auc_score(scores["label"], scores["score"])), threshold
 
 
 def train_one_epoch(
@@ -576,8 +587,8 @@ def train(
                     f"loader: {loading}"
                 )
             if is_main:
-                auc = validate(model, val_stream, dev, workers, amp)
-                saver.update_best(state, auc, epoch + 1, model)
+                auc, threshold = validate(model, val_stream, dev, workers, amp)
+                saver.update_best(state, auc, epoch + 1, model, threshold)
                 logger.info(
                     f"epoch {epoch + 1}/{s['epochs']}: val AUC {auc:.4f} "
                     f"(best {state['best_val_auc']:.4f}, epoch {state['best_epoch']})"
