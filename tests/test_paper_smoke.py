@@ -53,10 +53,10 @@ SIZE_CAPS = {
 
 
 def smoke_caps(paper: dict) -> dict:
-    """The paper config at smoke size: 2 frames a video (4 of NeuralTextures), two qualities, one step of 4
-    crops per model, 96-px CNN inputs (ViT probes keep their own 224)."""
+    """The paper config at smoke size: one frame a video (2 of NeuralTextures), two qualities, one step of 4
+    crops per model, 96-px CNN inputs (ViT probes keep their own 224, the probe stage's main cost)."""
     smoke = copy.deepcopy(paper)
-    smoke["frames"].update(per_video=2, per_method={"NeuralTextures": 4})
+    smoke["frames"].update(per_video=1, per_method={"NeuralTextures": 2})
     smoke["faces"]["min_faces_per_video"] = 1
     smoke["jpeg"]["qualities"] = [95, 77]
     smoke["train"]["qualities"] = [95]
@@ -70,7 +70,7 @@ def smoke_caps(paper: dict) -> dict:
             if key in spec:
                 spec[key] = {"batch_size": 4, "epochs": 1}[key]
     smoke["evaluate"]["bootstrap"] = 10
-    smoke["evaluate"]["frame_rate_ablation"]["frames_per_method"] = {"NeuralTextures": 2}
+    smoke["evaluate"]["frame_rate_ablation"]["frames_per_method"] = {"NeuralTextures": 1}
     smoke["probes"].update(components=4, ae_epochs=1, bootstrap=5, batch_size=16)
     return smoke
 

@@ -395,3 +395,16 @@ def test_probe_table_and_plot(features, tmp_path):
     assert [p.name for p in written] == ["probe_table.csv", "probe_table.md", "probe_effects.png"]
     assert all(p.stat().st_size > 0 for p in written)
     assert "rows without metrics" in (tmp_path / "probe_table.md").read_text()
+
+
+def test_backbones_asked_for_in_turn_are_built_once(monkeypatch):
+    """A combination (a+b) asks for its parts in turn for every split, quality and transform: each is built once."""
+    built = []
+    monkeypatch.setattr(probes, "build_backbone", lambda spec, device: built.append(spec.name) or spec.name)
+    monkeypatch.setattr(probes, "_BUILT", {})
+    specs = [probes.backbone_spec(n) for n in ("mobilenetv2", "lite0", "mobilenetv2", "lite0", "mobilenetv2")]
+    assert [probes.shared_backbone(s) for s in specs] == [s.name for s in specs]
+    assert built == ["mobilenetv2", "lite0"]
+    for name in ("a", "b", "c"):  # a fourth backbone evicts the least recently used
+        probes.shared_backbone(probes.backbone_spec(name, {"model": "resnet18", "weights": "none"}))
+    assert len(probes._BUILT) == probes.KEEP_BUILT and built[-3:] == ["a", "b", "c"]

@@ -302,14 +302,19 @@ def build_backbone(spec: BackboneSpec, device: str | torch.device = "cpu") -> Ba
 
 
 _BUILT: dict[tuple, Backbone] = {}
+# Backbones kept built: the seed's three (CLIP ViT-B/16, DINO ViT-B/16 and ResNet-50, ~0.8 GB together) are asked
+# for in turn for each split, quality and transform, and rebuilding one (a 0.3-0.6 GB file read) costs seconds.
+KEEP_BUILT = 3
 
 
 def shared_backbone(spec: BackboneSpec, device: str | torch.device = "cpu") -> Backbone:
-    """`build_backbone`, remembering the last backbone built: one extraction run asks for the same backbone
-    once per split, quality and transform, and building one (weights load included) costs seconds."""
+    """`build_backbone`, remembering the last KEEP_BUILT backbones built (least recently used goes first)."""
     key = (spec, weights_id(spec), str(device))
-    if key not in _BUILT:
-        _BUILT.clear()  # one at a time: a ViT-B holds ~350 MB
+    if key in _BUILT:
+        _BUILT[key] = _BUILT.pop(key)  # most recently used last
+    else:
+        while len(_BUILT) >= KEEP_BUILT:
+            del _BUILT[next(iter(_BUILT))]
         _BUILT[key] = build_backbone(spec, device)
     return _BUILT[key]
 
