@@ -4,6 +4,8 @@ The SLURM executor plugin runs against the stand-in sbatch/sacct (tests/standins
 output exists beforehand (the synthetic manifest of bench_dag.py, the rest created as empty files) and each
 submitted job only touches its outputs. So Snakemake's real scheduler, grouping and checkpoint handling run on
 the full-size plan (--forceall) in minutes, without a video. Prints the submissions per rule or group.
+The weights files a --configfile names (detectors[].pretrained, probes.backbones[].weights, relative paths) are
+created empty in the temporary work folder: config validation only checks at start-up that they exist.
 
     .venv/bin/python bench/bench_cluster.py [--videos-per-job 50] [--configfile configs/ffpp-paper.yaml]
 """
@@ -25,6 +27,22 @@ from bench_dag import synthetic_manifest
 
 REPO = Path(__file__).resolve().parents[1]
 STANDIN = REPO / "tests" / "standins" / "slurm.py"
+# pretrained / weights values that name no file (dfpipe.config's check skips them too)
+NOT_FILES = ("none", "imagenet", "hub")
+
+
+def weight_files(settings: dict) -> list[str]:
+    """The weights files a config names (detectors[].pretrained, probes.backbones[].weights), relative to the
+    working directory: config validation refuses to start unless each exists."""
+    values = [d.get("pretrained") for d in settings.get("detectors") or []]
+    values += [b.get("weights") for b in (settings.get("probes") or {}).get("backbones") or [] if isinstance(b, dict)]
+    return sorted(
+        {
+            str(v)
+            for v in values
+            if v and str(v).strip().lower() not in NOT_FILES and not str(v).startswith(("http://", "https://"))
+        }
+    )
 
 
 def main() -> None:
@@ -53,10 +71,16 @@ def main() -> None:
             }
         )
         (work / "config.yaml").write_text(yaml.safe_dump(settings))
+        for name in weight_files(settings):  # empty stand-ins: planning only checks that they exist
+            path = Path(name).expanduser()
+            if not path.is_absolute():  # an absolute path is the user's own file, left as it is
+                (work / path).parent.mkdir(parents=True, exist_ok=True)
+                (work / path).touch()
         base = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--configfile", "config.yaml"]
-        summary = subprocess.run(
-            [*base, "--cores", "1", "--summary"], cwd=work, capture_output=True, text=True, check=True
-        ).stdout
+        proc = subprocess.run([*base, "--cores", "1", "--summary"], cwd=work, capture_output=True, text=True)
+        if proc.returncode != 0:
+            sys.exit(f"snakemake --summary failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
+        summary = proc.stdout
         for line in summary.splitlines()[1:]:
             name = line.split("\t")[0]
             if "\t" in line and not (work / name).exists():
