@@ -24,7 +24,7 @@ from dfpipe.tables import (
     generalization_matrix,
     plot_auc_vs_quality,
     plot_roc,
-    plot_tsne,
+    plot_tsne_models,
     robustness_matrix,
     to_markdown,
     write_results,
@@ -308,10 +308,22 @@ def test_plots(metrics_df: pd.DataFrame, preds, tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     labels = np.repeat([0, 1], 6)
     features = rng.normal(0, 1, (12, 8)) + 4 * labels[:, None]
-    methods = np.where(labels == 1, "Deepfakes", "original")
-    embedding = plot_tsne(features, labels, methods, tmp_path / "tsne.png", seed=0)
+    one = pd.DataFrame(
+        {
+            "split": "test",
+            "detector": "m",
+            "train_quality": 95,
+            "train_methods": "all",
+            "test_quality": 95,
+            "label": labels,
+            "method": np.where(labels == 1, "Deepfakes", "original"),
+            "features": list(features),
+        }
+    )
+    choice = pd.DataFrame({"detector": ["m"], "train_quality": [95], "val_auc": [0.9]})
+    [embedding] = plot_tsne_models(one, choice, tmp_path / "tsne.png", seed=0)
     assert embedding.shape == (12, 2) and np.isfinite(embedding).all()
-    assert np.allclose(embedding, plot_tsne(features, labels, methods, tmp_path / "tsne2.png", seed=0))
+    assert np.allclose(embedding, plot_tsne_models(one, choice, tmp_path / "tsne2.png", seed=0)[0])
     for name in ("auc.png", "roc.png", "tsne.png"):
         assert (tmp_path / name).read_bytes()[:8] == PNG_MAGIC
 

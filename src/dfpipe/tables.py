@@ -223,7 +223,7 @@ def _tsne(features: np.ndarray, seed: int) -> tuple[np.ndarray, float]:
     (t-SNE needs perplexity < n, and small demo runs have few samples). Same `seed`, same embedding."""
     features = np.asarray(features, dtype=float)
     if features.ndim != 2 or features.shape[0] < 2:
-        raise ValueError(f"plot_tsne: features must be n × d with n >= 2, got shape {features.shape}")
+        raise ValueError(f"t-SNE: features must be n × d with n >= 2, got shape {features.shape}")
     n = features.shape[0]
     perplexity = min(30.0, max(1.0, (n - 1) / 3))
     # Exact gradients are cheap for a few hundred points and avoid Barnes-Hut's threaded approximation there.
@@ -246,23 +246,6 @@ def _scatter_methods(ax, embedding: np.ndarray, labels: np.ndarray, methods: np.
             label=f"{method} ({'fake' if labels[at].any() else 'real'})",
         )
     ax.legend(fontsize="small")
-
-
-def plot_tsne(
-    features: np.ndarray, labels: np.ndarray, methods: np.ndarray, path: str | os.PathLike, seed: int = 0
-) -> np.ndarray:
-    """PNG of a 2-d t-SNE of `features` (n × d), coloured by method, and the embedding (n × 2).
-
-    Perplexity is 30 or (n - 1) / 3 when that is smaller: t-SNE needs perplexity < n, and small demo runs
-    have few samples. Same `seed`, same embedding.
-    """
-    embedding, perplexity = _tsne(features, seed)
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 5), constrained_layout=True)
-    _scatter_methods(ax, embedding, labels, methods)
-    ax.set_title(f"t-SNE of detector features (perplexity {perplexity:.1f})")
-    _save(fig, path)
-    return embedding
 
 
 def val_aucs(val_preds: pd.DataFrame) -> pd.DataFrame:
@@ -310,7 +293,7 @@ def plot_tsne_models(
     """PNG with one t-SNE panel per row of `choice` (`tsne_choice`), side by side: the penultimate features
     of that detector × training quality on the test split at its own quality (the predictions' "features"),
     coloured by method, titled with the detector, training quality and validation AUC. Returns the
-    embeddings. Each panel has the perplexity of `plot_tsne` for its number of samples."""
+    embeddings. Each panel's perplexity suits its number of samples (`_tsne`)."""
     panels = []
     for row in choice.itertuples(index=False):
         rows = test_preds[
