@@ -1,5 +1,6 @@
-# Rule `cross_dataset`: results/cross_dataset_matrix.csv (train dataset x test dataset x quality -> AUC, balanced
-# ACC per model) from the detectors' own predictions, their scores on each test source and the probes' rows.
+# Rule `cross_dataset`: results/cross_dataset_matrix.csv (train dataset x test dataset x quality -> n, AUC with a
+# bootstrap 95% interval over videos, balanced ACC per model) from the detectors' own predictions, their scores on
+# each test source and the probes' rows.
 import pandas as pd
 
 from dfpipe import crossdataset, runlog
@@ -7,13 +8,17 @@ from dfpipe.io import write_csv
 
 log = runlog.to_file(snakemake.log[0])
 p = snakemake.params
+# bootstrap resamples of the detectors' AUC intervals, as the main metrics table (probe rows bring their own,
+# config probes.bootstrap)
+n_boot = int(p.bootstrap)
 rows = []
 own = {(r["detector"], int(r["train_q"])): path for r, path in zip(p.runs, snakemake.input.own, strict=True)}
 for name, path in zip(p.sources, snakemake.input.detectors, strict=True):
     cross = pd.read_parquet(path)
     for (detector, tq), part in cross.groupby(["detector", "train_quality"], sort=True):
         predictions = pd.read_parquet(own[(detector, int(tq))])
-        rows += crossdataset.detector_rows(predictions, part, p.dataset, name, f"{detector}@q{tq}")
+        model = f"{detector}@q{tq}"
+        rows += crossdataset.detector_rows(predictions, part, p.dataset, name, model, n_boot=n_boot)
 frames = [pd.DataFrame(rows, columns=crossdataset.MATRIX_COLUMNS)]
 frames += [pd.read_parquet(f) for f in snakemake.input.probes]
 matrix = pd.concat(frames, ignore_index=True).drop_duplicates()

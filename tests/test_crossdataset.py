@@ -71,3 +71,78 @@ def test_detector_rows_use_the_validation_threshold():
     rows = pd.DataFrame(crossdataset.detector_rows(own, cross, "demo", "gan", "m@q95"))
     assert list(rows["test_dataset"]) == ["demo", "gan"]
     assert rows["auc"].tolist() == [1.0, 1.0] and rows["bacc"].tolist() == [1.0, 0.5]
+
+
+def _detector_tables(n_videos: int, separation: float, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Own predictions (val and test) and a test source's scores: `n_videos` videos of each class, 4 frames each;
+    a fake's scores are shifted up by `separation` (0: random scores)."""
+    rng = np.random.default_rng(seed)
+
+    def part(name: str) -> pd.DataFrame:
+        video = np.repeat(np.arange(2 * n_videos), 4)
+        label = (video % 2).astype(int)
+        return pd.DataFrame(
+            {
+                "split": name,
+                "test_quality": 95,
+                "train_quality": 95,
+                "label": label,
+                "score": rng.normal(size=video.size) + separation * label,
+                "video_key": [f"{name}{v}" for v in video],
+            }
+        )
+
+    own = pd.concat([part("val"), part("test").assign(score=lambda t: t["score"] + 3.0 * t["label"])])
+    return own, part("cross").drop(columns="split")
+
+
+def test_matrix_rows_carry_n_and_a_video_bootstrap_interval(monkeypatch, tmp_path):
+    """Every matrix row says how many samples it scored and how sure its AUC is (a bootstrap over videos): the
+    interval holds the AUC, narrows with more videos, holds 0.5 for random scores; the heat map writes it."""
+    rows = {}
+    for n_videos, separation in ((6, 0.0), (6, 1.0), (120, 1.0)):
+        own, cross = _detector_tables(n_videos, separation)
+        found = pd.DataFrame(crossdataset.detector_rows(own, cross, "demo", "gan", "m@q95", n_boot=300))
+        assert list(found.columns) == crossdataset.MATRIX_COLUMNS
+        rows[n_videos, separation] = found.set_index("test_dataset").loc["gan"]
+    for row in rows.values():
+        assert row["auc_lo"] <= row["auc"] <= row["auc_hi"]
+    few, many = rows[6, 1.0], rows[120, 1.0]
+    assert (few["n"], few["n_pos"], few["n_neg"]) == (48, 24, 24) and many["n"] == 960
+    assert many["auc_hi"] - many["auc_lo"] < (few["auc_hi"] - few["auc_lo"]) / 2
+    assert rows[6, 0.0]["auc_lo"] < 0.5 < rows[6, 0.0]["auc_hi"]
+    assert many["auc_lo"] > 0.5
+
+    # probe rows keep the probe table's interval and class counts
+    probe_table = pd.DataFrame(
+        {
+            **{c: ["b", "none", "svm", "none", "none"][i] for i, c in enumerate(probes.PROBE_COLUMNS[:5])},
+            "train_quality": [95],
+            "test_quality": [95],
+            "n": [40],
+            "n_pos": [30],
+            "n_neg": [10],
+            "auc": [0.7],
+            "auc_lo": [0.55],
+            "auc_hi": [0.85],
+            "bacc": [0.6],
+        }
+    )
+    probe = crossdataset.probe_rows(probe_table, "demo", "gan").iloc[0]
+    assert (probe["n_pos"], probe["n_neg"], probe["auc_lo"], probe["auc_hi"]) == (30, 10, 0.55, 0.85)
+
+    # the heat map: one model in a cell shows its interval; a cell whose every interval holds 0.5 is hatched
+    matrix = pd.concat(
+        [pd.DataFrame([rows[6, 0.0]]).assign(test_quality=95), pd.DataFrame([rows[120, 1.0]]).assign(test_quality=50)]
+    ).reset_index(drop=True)
+    matrix["test_dataset"] = "gan"
+    figures = []
+    from dfpipe import tables
+
+    monkeypatch.setattr(tables, "_save", lambda fig, path: figures.append(fig))
+    crossdataset.plot_matrix(matrix, tmp_path / "m.png")
+    (ax, *_) = figures[0].axes
+    texts = [t.get_text() for t in ax.texts]
+    chance = rows[6, 0.0]
+    assert any(f"[{chance['auc_lo']:.2f}, {chance['auc_hi']:.2f}]" in t for t in texts), texts
+    assert [p.get_hatch() for p in ax.patches if p.get_hatch()], "the cell whose interval holds 0.5 is not marked"

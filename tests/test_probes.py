@@ -362,10 +362,13 @@ def test_probe_table_and_plot(features, tmp_path):
     from dfpipe.metrics import choose_threshold, video_weights
 
     val_keys = features["val"].meta["video_key"].to_numpy()
-    thr = choose_threshold(
-        features["val"].labels, probes.fake_scores(clf, features["val"].features)[0], video_weights(val_keys)
-    )
+    val_scores = probes.fake_scores(clf, features["val"].features)[0]
+    thr = choose_threshold(features["val"].labels, val_scores, video_weights(val_keys))
     assert lda["threshold_val"].item() == pytest.approx(thr)
+    from sklearn.metrics import roc_auc_score
+
+    auc_val = roc_auc_score(features["val"].labels, val_scores, sample_weight=video_weights(val_keys))
+    assert lda["auc_val"].item() == pytest.approx(auc_val)
     assert (table["error"] == "").all() and table["auc"].between(0.5, 1).all()
     assert set(table.loc[table["classifier"] == "svm", "score_by"]) == {"decision_function"}
     assert (table["auc_lo"] <= table["auc"]).all() and (table["auc"] <= table["auc_hi"]).all()
@@ -380,7 +383,8 @@ def test_probe_table_and_plot(features, tmp_path):
         return store[(backbone, quality, split, transform)]
 
     test_only = one_probe(without_val)
-    assert test_only["auc"].notna().all() and test_only[["threshold_val", "acc_val", "bacc_val"]].isna().all(axis=None)
+    assert test_only["auc"].notna().all()
+    assert test_only[["threshold_val", "acc_val", "bacc_val", "auc_val"]].isna().all(axis=None)
 
     bad = {
         k: probes.FeatureSet(np.where(np.arange(v.features.shape[1]) == 0, np.nan, v.features), v.meta)
@@ -408,3 +412,72 @@ def test_backbones_asked_for_in_turn_are_built_once(monkeypatch):
     for name in ("a", "b", "c"):  # a fourth backbone evicts the least recently used
         probes.shared_backbone(probes.backbone_spec(name, {"model": "resnet18", "weights": "none"}))
     assert len(probes._BUILT) == probes.KEEP_BUILT and built[-3:] == ["a", "b", "c"]
+
+
+def _synthetic(seed: int, videos: int = 24, frames: int = 3, dims: int = 6) -> probes.FeatureSet:
+    """`videos` videos of `frames` frames, half fake; the fakes' first features are shifted, weakly."""
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(videos) % 2, frames)
+    x = rng.normal(size=(labels.size, dims)).astype(np.float32)
+    x[:, :2] += 0.8 * labels[:, None]
+    meta = pd.DataFrame(
+        {
+            "video_key": np.repeat([f"v{seed}_{i:02d}" for i in range(videos)], frames),
+            "label": labels,
+            "frame_index": np.tile(np.arange(frames), videos),
+        }
+    )
+    return probes.FeatureSet(x, meta)
+
+
+def _shown(md: str) -> list[tuple[str, ...]]:
+    """The settings (the first seven cells) of each row in the markdown's first table."""
+    table = md.split("\n\n")[1]
+    return [tuple(c.strip() for c in line.strip("|").split("|")[:7]) for line in table.splitlines()[2:]]
+
+
+def test_shown_probes_and_thresholds_do_not_depend_on_test_labels(tmp_path):
+    """Nothing is chosen on test data: shuffling the test videos' labels (every frame keeps its video's label)
+    leaves each probe's threshold and the rows the markdown shows, in their order, as they were."""
+    splits = {"train": _synthetic(1), "val": _synthetic(2)}
+    tests = {q: _synthetic(3 + q) for q in (0, 1)}
+
+    def shuffled(fs: probes.FeatureSet, seed: int) -> probes.FeatureSet:
+        video = fs.meta["video_key"].to_numpy()
+        first = fs.meta.groupby("video_key", sort=False)["label"].first()
+        relabel = dict(zip(first.index, np.random.default_rng(seed).permutation(first.to_numpy())))
+        return probes.FeatureSet(fs.features, fs.meta.assign(label=[relabel[v] for v in video]))
+
+    def table(test_sets):
+        def get(backbone, quality, split, transform):
+            return test_sets[quality] if split == "test" else splits[split]
+
+        return probes.probe_table(
+            get,
+            backbones=["synthetic"],
+            train_qualities=[0],
+            test_qualities=[0, 1],
+            reductions=["none", "pca"],
+            classifiers=["lda", "naive_bayes", "knn3", "knn5", "decision_tree"],
+            transforms=["none"],
+            components=3,
+            n_boot=0,
+        )
+
+    shown, thresholds, aucs = [], [], []
+    for seed in (None, 0, 1):
+        t = table(tests if seed is None else {q: shuffled(fs, 10 * seed + q) for q, fs in tests.items()})
+        out = tmp_path / str(seed)
+        probes.write_probe_results(t, out, top=4)
+        shown.append(_shown((out / "probe_table.md").read_text()))
+        thresholds.append(t["threshold_val"].to_numpy())
+        aucs.append(t["auc"].to_numpy())
+    assert len(shown[0]) == 4 and np.isfinite(thresholds[0]).all()
+    assert not np.allclose(aucs[1], aucs[0]) and not np.allclose(aucs[2], aucs[0])  # the shuffles do matter
+    for other in thresholds[1:]:
+        np.testing.assert_array_equal(other, thresholds[0])
+    for other in shown[1:]:
+        assert other == shown[0]
+    # the four best validation AUCs are the rows shown, in order (ties in table order)
+    best = t.assign(key=-t["auc_val"]).sort_values("key", kind="stable").head(4)
+    assert [tuple(str(v) for v in r) for r in best.iloc[:, :7].itertuples(index=False)] == shown[0]

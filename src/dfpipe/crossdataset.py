@@ -11,7 +11,8 @@ The test sources' shard paths, splits and config lookup, which the rule files ne
 `dfpipe.crossdataset_layout`: this module imports torch, timm and scikit-learn, too slow for every workflow read.
 
 `detector_rows` / `probe_rows` turn scores into rows of one long table (`MATRIX_COLUMNS`): train dataset ×
-test dataset × test quality → AUC and balanced ACC, per model; `plot_matrix` draws it as a heat map.
+test dataset × test quality → AUC with its bootstrap interval (`INTERVAL`) and balanced ACC, per model, with
+the samples scored (n, n_pos fake, n_neg real); `plot_matrix` draws it as a heat map.
 """
 
 from __future__ import annotations
@@ -41,9 +42,14 @@ MATRIX_COLUMNS = [
     "train_quality",
     "test_quality",
     "n",
+    "n_pos",
+    "n_neg",
     "auc",
+    "auc_lo",
+    "auc_hi",
     "bacc",
 ]
+INTERVAL = ("auc_lo", "auc_hi")  # percentile bootstrap 95% interval of the AUC, resampling videos within each class
 
 
 def source_root(entry: Mapping[str, Any], dest: Path) -> Path:
@@ -161,17 +167,24 @@ def has_train_split(shards_dir: Path, qualities: Sequence[int]) -> bool:
     return all(c["samples"] > 0 for c in counts)
 
 
-def _scores_row(labels, scores, predicted, video_keys) -> dict[str, Any]:
-    m = probes.evaluate_scores(labels, scores, predicted, video_keys, n_boot=0, seed=0)
-    return {"n": m["n"], "auc": m["auc"], "bacc": m["bacc"]}
+def _scores_row(labels, scores, predicted, video_keys, n_boot: int, seed: int) -> dict[str, Any]:
+    m = probes.evaluate_scores(labels, scores, predicted, video_keys, n_boot=n_boot, seed=seed)
+    return {c: m[c] for c in ("n", "n_pos", "n_neg", "auc", *INTERVAL, "bacc")}
 
 
 def detector_rows(
-    predictions: pd.DataFrame, cross: pd.DataFrame, train_dataset: str, test_dataset: str, model: str
+    predictions: pd.DataFrame,
+    cross: pd.DataFrame,
+    train_dataset: str,
+    test_dataset: str,
+    model: str,
+    n_boot: int = 0,
+    seed: int = 0,
 ) -> list[dict[str, Any]]:
     """Rows of one detector: on its own test split (`predictions`, the predict rule's table) and on a test
     source (`cross`: test_quality, label, score, video_key). Balanced ACC at the threshold chosen on the
-    model's own validation split (as the AUC table does)."""
+    model's own validation split (as the AUC table does); the AUC's interval from `n_boot` resamples of whole
+    videos (as `dfpipe.metrics` does for the main table; 0: NaN bounds)."""
     val = predictions[predictions["split"] == "val"]
     w = video_weights(val["video_key"].to_numpy())
     threshold = choose_threshold(val["label"].to_numpy(), val["score"].to_numpy(), w)
@@ -188,7 +201,14 @@ def detector_rows(
                     "kind": "detector",
                     "train_quality": tq,
                     "test_quality": int(q),
-                    **_scores_row(part["label"].to_numpy(), scores, scores >= threshold, part["video_key"].to_numpy()),
+                    **_scores_row(
+                        part["label"].to_numpy(),
+                        scores,
+                        scores >= threshold,
+                        part["video_key"].to_numpy(),
+                        n_boot,
+                        seed,
+                    ),
                 }
             )
     return rows
@@ -196,7 +216,8 @@ def detector_rows(
 
 def probe_rows(table: pd.DataFrame, train_dataset: str, test_dataset: str) -> pd.DataFrame:
     """Matrix rows from a probe table (untransformed test images), one per probe and test quality; a probe is
-    named backbone/reduction/classifier/train transform."""
+    named backbone/reduction/classifier/train transform. Counts and the AUC interval are the probe table's
+    (config probes.bootstrap resamples)."""
     sel = table[(table["test_transform"] == "none") & table["auc"].notna()]
     out = pd.DataFrame(
         {
@@ -206,31 +227,68 @@ def probe_rows(table: pd.DataFrame, train_dataset: str, test_dataset: str) -> pd
             "kind": "probe",
             "train_quality": sel["train_quality"].astype(int),
             "test_quality": sel["test_quality"].astype(int),
-            "n": sel["n"],
-            "auc": sel["auc"],
-            "bacc": sel["bacc"],
+            **{c: sel[c] for c in ("n", "n_pos", "n_neg", "auc", *INTERVAL, "bacc")},
         }
     )
     return out.reindex(columns=MATRIX_COLUMNS)
 
 
+def _cell_notes(matrix: pd.DataFrame) -> pd.DataFrame:
+    """Per pair × test quality: the one model's interval bounds (NaN when the cell averages several models or
+    has no interval), how many models have an interval, and how many of those lie off 0.5 (all above or below)."""
+    m = matrix.assign(
+        has=matrix["auc_lo"].notna() & matrix["auc_hi"].notna(),
+        off=(matrix["auc_lo"] > 0.5) | (matrix["auc_hi"] < 0.5),
+    )
+    cells = m.groupby(["pair", "test_quality"]).agg(
+        models=("auc", "count"),
+        lo=("auc_lo", "first"),
+        hi=("auc_hi", "first"),
+        bounded=("has", "sum"),
+        off=("off", "sum"),
+    )
+    single = cells["models"] == 1
+    cells[["lo", "hi"]] = cells[["lo", "hi"]].where(single, np.nan)
+    return cells
+
+
 def plot_matrix(matrix: pd.DataFrame, path: str | Path) -> None:
-    """Heat map of mean AUC: rows train dataset → test dataset per kind of model, columns test quality."""
+    """Heat map of mean AUC: rows train dataset → test dataset per kind of model, columns test quality. Under
+    the AUC each cell gives the bootstrap 95% interval when it holds one model, else "k/m ≠ 0.5": of the m
+    models with an interval, k have one that excludes 0.5. A cell where every model's interval holds 0.5 (no
+    model told apart from chance) is hatched; cells without intervals (bootstrap 0) show the AUC only."""
+    from matplotlib.patches import Rectangle
+
     from .tables import _pyplot, _save
 
     plt = _pyplot()
-    m = matrix.assign(pair=matrix["kind"] + ": " + matrix["train_dataset"] + " → " + matrix["test_dataset"])
+    m = matrix.reindex(columns=[*matrix.columns, *(c for c in INTERVAL if c not in matrix)])
+    m = m.assign(pair=m["kind"] + ": " + m["train_dataset"] + " → " + m["test_dataset"])
     grid = m.pivot_table(index="pair", columns="test_quality", values="auc", aggfunc="mean")
     grid = grid[sorted(grid.columns, reverse=True)]
-    fig, ax = plt.subplots(figsize=(1.2 * grid.shape[1] + 4, 0.5 * grid.shape[0] + 1.5))
+    cells = _cell_notes(m)
+    fig, ax = plt.subplots(figsize=(1.6 * grid.shape[1] + 4, 0.7 * grid.shape[0] + 1.8))
     im = ax.imshow(grid.to_numpy(), vmin=0.0, vmax=1.0, cmap="RdYlGn", aspect="auto")
     ax.set_xticks(range(grid.shape[1]), [f"q{q}" for q in grid.columns])
     ax.set_yticks(range(grid.shape[0]), grid.index)
     for (i, j), v in np.ndenumerate(grid.to_numpy()):
-        if np.isfinite(v):
-            ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=8)
+        if not np.isfinite(v):
+            continue
+        cell = cells.loc[(grid.index[i], grid.columns[j])]
+        text = f"{v:.2f}"
+        if np.isfinite(cell["lo"]):
+            text += f"\n[{cell['lo']:.2f}, {cell['hi']:.2f}]"
+        elif cell["bounded"]:
+            text += f"\n{int(cell['off'])}/{int(cell['bounded'])} ≠ 0.5"
+        chance = bool(cell["bounded"]) and not cell["off"]
+        if chance:
+            ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, hatch="//", edgecolor="0.35", lw=0))
+        box = {"facecolor": "white", "alpha": 0.7, "lw": 0, "pad": 1.5} if chance else None
+        ax.text(j, i, text, ha="center", va="center", fontsize=7, bbox=box)
     ax.set_xlabel("test quality")
-    ax.set_title("cross-dataset mean AUC (over models)")
+    ax.set_title(
+        "cross-dataset mean AUC (over models), bootstrap 95% CI over videos\nhatched: every interval holds 0.5"
+    )
     fig.colorbar(im, ax=ax, fraction=0.04)
     fig.tight_layout()
     _save(fig, path)

@@ -14,8 +14,9 @@ Pieces, each usable alone:
   none / blur / jitter / both (p = 0.5 each).
 - `probe_table`: backbone (or "a+b" concatenations) × reduction × classifier × train transform × test
   transform × train quality × test quality → ACC and balanced ACC (at the classifier's own decision and at a
-  threshold chosen on the val split), AUC with a bootstrap interval; `write_probe_results` writes the CSV,
-  markdown and the plot of classifier and backbone effects.
+  threshold chosen on the val split), AUC with a bootstrap interval and the val split's AUC;
+  `write_probe_results` writes the CSV, markdown (its rows chosen by the val AUC, never a test metric) and the
+  plot of classifier and backbone effects.
 """
 
 from __future__ import annotations
@@ -849,6 +850,7 @@ PROBE_COLUMNS = [
     "threshold_val",
     "acc_val",
     "bacc_val",
+    "auc_val",
     "auc",
     "auc_lo",
     "auc_hi",
@@ -944,8 +946,8 @@ def probe_table(
     test quality (`PROBE_COLUMNS`). Trained on the "train" split of the train quality with the train transform,
     tested on the "test" split. ACC and balanced ACC are given at the classifier's own decision and at the
     threshold chosen on the untransformed "val" split of the training data (Youden's J, videos weighing alike,
-    as the AUC table does); NaN where the training data has no val split (the test sources). `get` returns
-    cached features; a backbone "a+b" concatenates a's and b's.
+    as the AUC table does), and `auc_val` is the AUC of the same val scores; NaN where the training data has no
+    val split (the test sources). `get` returns cached features; a backbone "a+b" concatenates a's and b's.
     `test_get` (default `get`) gives the test features: another dataset's for a cross-dataset table.
 
     A classifier that fails to fit or score keeps its row, with NaN metrics and the exception in `error`
@@ -1034,9 +1036,9 @@ def _classifier_rows(
     n_boot: int,
     seed: int,
 ) -> list[dict[str, Any]]:
-    """One classifier fitted once (its threshold chosen on the reduced validation features `x_val` when given)
-    and scored on every test set; a failure is kept in `error`, not dropped."""
-    threshold = None
+    """One classifier fitted once (its threshold and val AUC from the reduced validation features `x_val` when
+    given, never from a test set) and scored on every test set; a failure is kept in `error`, not dropped."""
+    threshold, auc_val = None, np.nan
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # collinearity and convergence chatter
@@ -1044,13 +1046,15 @@ def _classifier_rows(
             if x_val is not None:
                 x, val = x_val
                 w = video_weights(val.meta["video_key"].to_numpy())
-                threshold = choose_threshold(val.labels, fake_scores(clf, x)[0], w)
+                val_scores = fake_scores(clf, x)[0]
+                threshold = choose_threshold(val.labels, val_scores, w)
+                auc_val = float(weighted_aucs(val.labels, val_scores, w[None])[0])
         error = ""
     except Exception as exn:  # any estimator failure is reported in its rows
         clf, error = None, f"fit: {type(exn).__name__}: {exn}"
     rows = []
     for (q, te), fs in tests.items():
-        row = {**base, "test_transform": te, "test_quality": q, "score_by": "", "error": error}
+        row = {**base, "test_transform": te, "test_quality": q, "auc_val": auc_val, "score_by": "", "error": error}
         if clf is not None:
             try:
                 with warnings.catch_warnings():
@@ -1096,16 +1100,23 @@ def plot_probe_effects(table: pd.DataFrame, path: str | Path) -> None:
 
 
 def write_probe_results(table: pd.DataFrame, out_dir: str | Path, top: int = 20) -> list[Path]:
-    """`probe_table.csv` (every row), `probe_table.md` (best rows by AUC, then every failed row) and
-    `probe_effects.png`."""
+    """`probe_table.csv` (every row), `probe_table.md` (the `top` rows with metrics by validation AUC, then
+    every failed row) and `probe_effects.png`.
+
+    Nothing shown is chosen on test data: the rows are ranked by `auc_val` alone, ties (a probe has the same
+    val AUC at every test quality and transform) and rows without a val split (last) kept in table order."""
     from .tables import to_markdown
 
     out_dir = Path(out_dir)
     write_csv(out_dir / "probe_table.csv", table)
-    best = table.dropna(subset=["auc"]).sort_values(["auc", "bacc"], ascending=False).head(top)
-    failed = table[table["error"].fillna("") != ""]
+    has_error = table["error"].fillna("") != ""
+    failed, ok = table[has_error], table[~has_error]
+    order = np.argsort(-ok["auc_val"].fillna(-np.inf).to_numpy(dtype=float), kind="stable")
+    best = ok.iloc[order[:top]]
     cols = [c for c in PROBE_COLUMNS if c not in ("error", "n_pos", "n_neg")]
-    text = f"# Probe table: best {len(best)} of {len(table)} rows by AUC\n\n" + to_markdown(best[cols])
+    text = f"# Probe table: best {len(best)} of {len(table)} rows by validation AUC (auc_val)\n\n" + to_markdown(
+        best[cols]
+    )
     if len(failed):
         text += f"\n## {len(failed)} rows without metrics\n\n" + to_markdown(
             failed[

@@ -128,6 +128,7 @@ rule cross_dataset:
         sources=TEST_SOURCES,
         runs=[{"detector": r.detector, "train_q": r.quality} for r in ALL_METHOD_RUNS],
         dataset=config["source"],
+        bootstrap=config["evaluate"]["bootstrap"],
     log:
         f"{OUT}/logs/cross_dataset.log",
     message:
