@@ -146,3 +146,26 @@ def test_matrix_rows_carry_n_and_a_video_bootstrap_interval(monkeypatch, tmp_pat
     chance = rows[6, 0.0]
     assert any(f"[{chance['auc_lo']:.2f}, {chance['auc_hi']:.2f}]" in t for t in texts), texts
     assert [p.get_hatch() for p in ax.patches if p.get_hatch()], "the cell whose interval holds 0.5 is not marked"
+
+
+def test_detector_threshold_from_val_not_test_changes_bacc():
+    """Catches the detector rows' threshold chosen on the test split instead of the validation split."""
+
+    def part(split, scores):
+        return pd.DataFrame(
+            {
+                "split": split,
+                "test_quality": 95,
+                "train_quality": 95,
+                "label": [0, 0, 1, 1],
+                "score": scores,
+                "video_key": [f"{split}{i}" for i in range(4)],
+            }
+        )
+
+    # val gives a threshold of 0.4, test one of 0.7: each calls the other's real images fake or its fakes real
+    own = pd.concat([part("val", [0.1, 0.2, 0.6, 0.7]), part("test", [0.5, 0.6, 0.8, 0.9])])
+    cross = part("cross", [0.3, 0.35, 0.5, 0.6]).drop(columns="split")
+    rows = pd.DataFrame(crossdataset.detector_rows(own, cross, "demo", "gan", "m@q95"))
+    assert rows["test_dataset"].tolist() == ["demo", "gan"]
+    assert rows["auc"].tolist() == [1.0, 1.0] and rows["bacc"].tolist() == [0.5, 1.0]

@@ -329,3 +329,60 @@ def test_balanced_accuracy_is_in_every_evaluated_row(evaluated) -> None:
     _, _, result = evaluated
     assert {"bacc_05", "bacc_val"} <= set(result.columns)
     assert result["bacc_05"].between(0, 1).all() and result["bacc_val"].between(0, 1).all()
+
+
+def _uneven_videos(split: str, seed: int) -> pd.DataFrame:
+    """meso4 at q95: 6 originals and 6 Deepfakes videos of 1 to 10 frames, every frame scoring its video's score,
+    rows sorted by video_key (as video_scores orders videos)."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for method in ("original", "Deepfakes"):
+        for v in range(6):
+            vid = f"{v:03d}" if method == "original" else f"{v:03d}_{v + 1:03d}"
+            score = float(rng.uniform(0.2, 0.8) + 0.15 * (method != "original"))
+            for f in range(1 + 9 * (v % 2) + v // 2):
+                rows.append(
+                    (
+                        "meso4",
+                        95,
+                        "all",
+                        95,
+                        split,
+                        method,
+                        vid,
+                        f"{method}/q95/{vid}",
+                        f,
+                        int(method != "original"),
+                        score,
+                    )
+                )
+    return pd.DataFrame(rows, columns=PRED_COLUMNS).sort_values(["video_key", "frame_index"], ignore_index=True)
+
+
+def test_frame_level_weighs_and_resamples_whole_videos() -> None:
+    """Catches frame weights or bootstrap groups dropped from the frame-level metrics: with constant scores per
+    video, a 10-frame video weighs as a 1-frame one, so the frame row equals the video row, interval included."""
+    result = evaluate(_uneven_videos("test", 0), _uneven_videos("val", 1), n_boot=200)
+    result = result[result["test_set"] == "all"].set_index("level")
+    values = ["auc", "auc_lo", "auc_hi", "ap", "eer", "acc_05", "bacc_05", "f1_05", "threshold_val", "bacc_val"]
+    assert result.loc["frame", "n"] > result.loc["video", "n"] == 12
+    np.testing.assert_allclose(result.loc["frame", values].astype(float), result.loc["video", values].astype(float))
+
+
+def test_bootstrap_resamples_groups_with_their_weights() -> None:
+    """Catches bootstrap_auc_ci ignoring `groups` or `weights`: frames of constant-score videos, grouped and
+    weighted 1/frames, give the interval of the videos themselves, and frames as units give another."""
+    from dfpipe.metrics import video_weights
+
+    test = _uneven_videos("test", 2)
+    keys = test["video_key"].to_numpy()
+    videos = video_scores(test)
+    labels, scores = test["label"].to_numpy(), test["score"].to_numpy()
+    expected = bootstrap_auc_ci(videos["label"].to_numpy(), videos["score"].to_numpy(), n=200)
+    grouped = bootstrap_auc_ci(labels, scores, n=200, groups=keys, weights=video_weights(keys))
+    np.testing.assert_allclose(grouped, expected)
+    assert not np.allclose(bootstrap_auc_ci(labels, scores, n=200, weights=video_weights(keys)), expected)
+    assert not np.allclose(bootstrap_auc_ci(labels, scores, n=200, groups=keys), expected)
+    w = video_weights(keys)  # and the point estimate: the weighted AUC is the videos' AUC
+    assert weighted_aucs(labels, scores, w[None])[0] == pytest.approx(roc_auc_score(videos["label"], videos["score"]))
+    assert roc_auc_score(labels, scores) != pytest.approx(roc_auc_score(videos["label"], videos["score"]))

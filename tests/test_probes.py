@@ -481,3 +481,85 @@ def test_shown_probes_and_thresholds_do_not_depend_on_test_labels(tmp_path):
     # the four best validation AUCs are the rows shown, in order (ties in table order)
     best = t.assign(key=-t["auc_val"]).sort_values("key", kind="stable").head(4)
     assert [tuple(str(v) for v in r) for r in best.iloc[:, :7].itertuples(index=False)] == shown[0]
+
+
+def _expected_auc(train: probes.FeatureSet, test: probes.FeatureSet, reduction: str = "none") -> float:
+    """The AUC of LDA fitted on `train` (reduced by a fit on `train` alone) and scored on `test`, by hand."""
+    from dfpipe.metrics import video_weights, weighted_aucs
+
+    reducer = probes.Reduction(reduction, components=3).fit(train.features)
+    clf = probes.make_classifier("lda").fit(reducer.transform(train.features), train.labels)
+    scores = probes.fake_scores(clf, reducer.transform(test.features))[0]
+    w = video_weights(test.meta["video_key"].to_numpy())
+    return float(weighted_aucs(test.labels, scores, w[None])[0])
+
+
+def test_probe_reduction_is_fitted_on_the_training_features_only(monkeypatch):
+    """Catches a reduction fitted on train+test (or test) features inside probe_table."""
+    splits = {"train": _synthetic(1), "val": _synthetic(2), "test": _synthetic(3)}
+    splits["test"].features[:, 3] *= 50  # a direction only the test set varies in: PCA on it would pick it
+    fitted = []
+    fit = probes.Reduction.fit
+    monkeypatch.setattr(probes.Reduction, "fit", lambda self, x: fitted.append(x.copy()) or fit(self, x))
+    table = probes.probe_table(
+        lambda b, q, split, t: splits[split],
+        backbones=["synthetic"],
+        train_qualities=[0],
+        test_qualities=[0],
+        reductions=["pca", "autoencoder"],
+        classifiers=["lda"],
+        transforms=["none"],
+        components=3,
+        ae_epochs=2,
+        n_boot=0,
+    )
+    assert len(fitted) == 2
+    for x in fitted:
+        np.testing.assert_array_equal(x, splits["train"].features)
+    monkeypatch.undo()
+    pca = table[table["reduction"] == "pca"]
+    assert pca["auc"].iloc[0] == pytest.approx(_expected_auc(splits["train"], splits["test"], "pca"))
+
+
+def test_probe_test_features_use_the_test_transform():
+    """Catches test features fetched with the training transform (or none) instead of the test transform."""
+    sets = {("train", t): _synthetic(10 + i) for i, t in enumerate(("blur", "jitter"))}
+    sets.update({("test", t): _synthetic(20 + i) for i, t in enumerate(("none", "blur", "jitter", "both"))})
+    sets["val", "none"] = _synthetic(30)
+    calls = []
+
+    def get(backbone, quality, split, transform):
+        calls.append((split, transform))
+        return sets[split, transform]
+
+    table = probes.probe_table(
+        get,
+        backbones=["synthetic"],
+        train_qualities=[0],
+        test_qualities=[0],
+        reductions=["none"],
+        classifiers=["lda"],
+        transforms=["blur", "jitter"],
+        test_transforms=["none", "both"],
+        n_boot=0,
+    )
+    assert {t for s, t in calls if s == "test"} == {"none", "both"}
+    assert len(table) == 4
+    for row in table.itertuples():
+        expected = _expected_auc(sets["train", row.train_transform], sets["test", row.test_transform])
+        assert row.auc == pytest.approx(expected), (row.train_transform, row.test_transform)
+
+
+def test_probe_scores_weigh_and_resample_whole_videos():
+    """Catches evaluate_scores dropping its video weights or its bootstrap groups: frames of constant-score
+    videos of 1 to 10 frames score as the videos themselves."""
+    rng = np.random.default_rng(0)
+    labels, scores = np.arange(12) % 2, rng.uniform(size=12) + 0.2 * (np.arange(12) % 2)
+    frames = 1 + 9 * (np.arange(12) // 2 % 2) + np.arange(12) // 4
+    keys = np.repeat([f"v{i:02d}" for i in range(12)], frames)
+    by_frame = probes.evaluate_scores(
+        np.repeat(labels, frames), np.repeat(scores, frames), np.repeat(scores > 0.6, frames), keys, 200, 0, 0.6
+    )
+    by_video = probes.evaluate_scores(labels, scores, scores > 0.6, np.unique(keys), 200, 0, 0.6)
+    for k in ("acc", "bacc", "acc_val", "bacc_val", "auc", "auc_lo", "auc_hi"):
+        assert by_frame[k] == pytest.approx(by_video[k]), k

@@ -407,3 +407,28 @@ def test_tsne_of_a_tiny_test_split_keeps_perplexity_below_its_size(tmp_path: Pat
     keep = preds[~own | preds.index.isin(preds.index[own][:1])]
     with pytest.raises(ValueError, match="meso4 trained at q60 has 1 test samples"):
         tables.plot_tsne_models(keep, choice, tmp_path / "tsne.png")
+
+
+def test_auc_table_columns_are_the_test_quality() -> None:
+    """Catches auc_table keying its quality columns by the training quality instead of the test quality."""
+    rows = [
+        {
+            "detector": "d",
+            "train_methods": "all",
+            "level": "frame",
+            "train_quality": tq,
+            "test_quality": q,
+            "test_set": s,
+            "auc": tq / 1000 + q / 100 + i / 10000,
+        }
+        for tq in (95, 80)
+        for q in (95, 60)
+        for i, s in enumerate(["all", *SETS])
+    ]
+    table = auc_table(pd.DataFrame(rows))
+    assert [c for c in table.columns if c.endswith("/all")] == ["q95/all", "q60/all"]
+    assert table["train_quality"].tolist() == [95, 80]
+    for r, tq in enumerate((95, 80)):
+        for q in (95, 60):
+            for i, s in enumerate(["all", *SETS]):
+                assert table.loc[r, f"q{q}/{s}"] == pytest.approx(tq / 1000 + q / 100 + i / 10000)
