@@ -331,6 +331,11 @@ def test_balanced_accuracy_is_in_every_evaluated_row(evaluated) -> None:
     assert result["bacc_05"].between(0, 1).all() and result["bacc_val"].between(0, 1).all()
 
 
+def meso4_q95_row(split: str, method: str, vid: str, frame: int, score: float) -> tuple:
+    """One PRED_COLUMNS row of meso4 trained on all methods at q95 and tested at q95."""
+    return ("meso4", 95, "all", 95, split, method, vid, f"{method}/q95/{vid}", frame, int(method != "original"), score)
+
+
 def _uneven_videos(split: str, seed: int) -> pd.DataFrame:
     """meso4 at q95: 6 originals and 6 Deepfakes videos of 1 to 10 frames, every frame scoring its video's score,
     rows sorted by video_key (as video_scores orders videos)."""
@@ -340,22 +345,7 @@ def _uneven_videos(split: str, seed: int) -> pd.DataFrame:
         for v in range(6):
             vid = f"{v:03d}" if method == "original" else f"{v:03d}_{v + 1:03d}"
             score = float(rng.uniform(0.2, 0.8) + 0.15 * (method != "original"))
-            for f in range(1 + 9 * (v % 2) + v // 2):
-                rows.append(
-                    (
-                        "meso4",
-                        95,
-                        "all",
-                        95,
-                        split,
-                        method,
-                        vid,
-                        f"{method}/q95/{vid}",
-                        f,
-                        int(method != "original"),
-                        score,
-                    )
-                )
+            rows += [meso4_q95_row(split, method, vid, f, score) for f in range(1 + 9 * (v % 2) + v // 2)]
     return pd.DataFrame(rows, columns=PRED_COLUMNS).sort_values(["video_key", "frame_index"], ignore_index=True)
 
 

@@ -14,6 +14,7 @@ import tarfile
 import numpy as np
 import pandas as pd
 import pytest
+from test_metrics import meso4_q95_row
 
 from dfpipe import manifest
 from dfpipe.layout import SPLITS, video_dir
@@ -93,21 +94,8 @@ def correlated_predictions(split: str, n_videos: int = 12, n_frames: int = 30, s
             vid = f"{v:03d}" if label == 0 else f"{v:03d}_{(v + 1) % n_videos:03d}"
             level = 0.8 * label + rng.normal(0, 1)
             for f in range(n_frames):
-                rows.append(
-                    (
-                        "meso4",
-                        95,
-                        "all",
-                        95,
-                        split,
-                        method,
-                        vid,
-                        f"{method}/q95/{vid}",
-                        f,
-                        label,
-                        float(1 / (1 + np.exp(-(level + rng.normal(0, 0.05))))),
-                    )
-                )
+                score = float(1 / (1 + np.exp(-(level + rng.normal(0, 0.05)))))
+                rows.append(meso4_q95_row(split, method, vid, f, score))
     return pd.DataFrame(rows, columns=PRED_COLUMNS)
 
 
