@@ -25,24 +25,10 @@ from pathlib import Path
 import yaml
 from bench_dag import synthetic_manifest
 
+from dfpipe.config import weight_files
+
 REPO = Path(__file__).resolve().parents[1]
 STANDIN = REPO / "tests" / "standins" / "slurm.py"
-# pretrained / weights values that name no file (dfpipe.config's check skips them too)
-NOT_FILES = ("none", "imagenet", "hub")
-
-
-def weight_files(settings: dict) -> list[str]:
-    """The weights files a config names (detectors[].pretrained, probes.backbones[].weights), relative to the
-    working directory: config validation refuses to start unless each exists."""
-    values = [d.get("pretrained") for d in settings.get("detectors") or []]
-    values += [b.get("weights") for b in (settings.get("probes") or {}).get("backbones") or [] if isinstance(b, dict)]
-    return sorted(
-        {
-            str(v)
-            for v in values
-            if v and str(v).strip().lower() not in NOT_FILES and not str(v).startswith(("http://", "https://"))
-        }
-    )
 
 
 def main() -> None:
@@ -71,7 +57,8 @@ def main() -> None:
             }
         )
         (work / "config.yaml").write_text(yaml.safe_dump(settings))
-        for name in weight_files(settings):  # empty stand-ins: planning only checks that they exist
+        # empty stand-ins for the weights files: planning only checks that they exist
+        for _, name in weight_files(settings):
             path = Path(name).expanduser()
             if not path.is_absolute():  # an absolute path is the user's own file, left as it is
                 (work / path).parent.mkdir(parents=True, exist_ok=True)

@@ -96,6 +96,27 @@ def make_clips(workdir: Path, n: int, seconds: float) -> list[Path]:
     return [make_clip(workdir / f"face720p_{seconds:g}s_{i}.mp4", seconds, hue=40 * i) for i in range(n)]
 
 
+def clip_videos(clips: list[Path], split: str) -> pd.DataFrame:
+    """The bench clips as manifest rows (originals of `split`), what the faces stage plans from."""
+    return pd.DataFrame(
+        [
+            {
+                "key": f"original/{p.stem}",
+                "video_id": p.stem,
+                "method": "original",
+                "split": split,
+                "label": 0,
+                "path": p.name,
+                "mask_path": None,
+                "n_frames": probe(p)["n_frames"],
+                "status": "ok",
+                "error": None,
+            }
+            for p in clips
+        ]
+    )
+
+
 def baseline_video(path: str, indices: list[int], size: int = 256, margin: float = 1.3) -> int:
     """DeepfakeBench-style: decode every frame, HOG-detect on the kept ones, crop the largest face."""
     import dlib  # only the baseline needs it
@@ -207,23 +228,7 @@ def main() -> None:
         f"clips: {len(clips)} × 1280×720 H.264 CRF 23, {args.seconds:g} s each "
         f"(ready in {time.perf_counter() - t:.1f} s)"
     )
-    videos = pd.DataFrame(
-        [
-            {
-                "key": f"original/{p.stem}",
-                "video_id": p.stem,
-                "method": "original",
-                "split": "test",
-                "label": 0,
-                "path": p.name,
-                "mask_path": None,
-                "n_frames": probe(p)["n_frames"],
-                "status": "ok",
-                "error": None,
-            }
-            for p in clips
-        ]
-    )
+    videos = clip_videos(clips, "test")
     plan = plan_batch(videos, args.frames, {})
     jobs = [(p, sample_indices(int(n), args.frames)) for p, n in zip(clips, videos.n_frames)]
     planned = len(plan)

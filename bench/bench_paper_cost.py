@@ -38,9 +38,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import pandas as pd
 import yaml
-from bench_faces import cpu_seconds, decode_to_pipe, make_clips
+from bench_faces import clip_videos, cpu_seconds, decode_to_pipe, make_clips
 
 from dfpipe import assets
 from dfpipe.compress import compress_batch
@@ -49,7 +48,6 @@ from dfpipe.faces import crop_batch
 from dfpipe.frames import plan_batch
 from dfpipe.io import write_parquet
 from dfpipe.layout import METHODS, ORIGINAL
-from dfpipe.manifest import probe
 from dfpipe.quality import measure_batch
 from dfpipe.shards import write_split
 from dfpipe.tools import find_cjpeg
@@ -111,23 +109,7 @@ def tar_content_bytes(path: Path) -> int:
 # -- data path -----------------------------------------------------------------------------------------------
 def measure_data_path(args: argparse.Namespace, config: dict) -> dict:
     clips = make_clips(args.workdir, args.videos, args.seconds)
-    videos = pd.DataFrame(
-        [
-            {
-                "key": f"{ORIGINAL}/{p.stem}",
-                "video_id": p.stem,
-                "method": ORIGINAL,
-                "split": "train",
-                "label": 0,
-                "path": p.name,
-                "mask_path": None,
-                "n_frames": probe(p)["n_frames"],
-                "status": "ok",
-                "error": None,
-            }
-            for p in clips
-        ]
-    )
+    videos = clip_videos(clips, "train")
     settings, model = config["faces"], assets.face_detector_model()
     plan = plan_batch(videos, config["frames"]["per_video"], {})
     crop_batch(plan.iloc[:2], videos, args.workdir, settings, model)  # warm-up: imports, model load

@@ -36,14 +36,6 @@ def snakemake_reads(configfile: str | None, overrides: dict | None = None) -> di
     return config
 
 
-def weight_files(config: dict) -> list[str]:
-    """The weights files a config names (detectors' `pretrained`, probe backbones' `weights`)."""
-    names = [d.get("pretrained", "none") for d in config.get("detectors") or []]
-    backbones = (config.get("probes") or {}).get("backbones", [])
-    names += [b["weights"] for b in backbones if isinstance(b, dict) and "weights" in b]
-    return [n for n in names if n not in ("none", "imagenet", "hub") and not n.startswith("http")]
-
-
 def local_overrides(tree: Path) -> dict:
     """The --config a user gives to point a config at their FF++ tree (the paper's is /data/FaceForensics++)."""
     return {"source": "local", "local": {"root": str(tree)}}
@@ -51,7 +43,7 @@ def local_overrides(tree: Path) -> dict:
 
 def place_weights(config: dict, where: Path) -> None:
     """Empty stand-ins for the weights files a config names: validation checks they exist, a dry run no more."""
-    for name in weight_files(config):
+    for _, name in dfconfig.weight_files(config):
         (where / name).parent.mkdir(parents=True, exist_ok=True)
         (where / name).touch()
 

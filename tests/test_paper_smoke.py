@@ -20,6 +20,7 @@ import yaml
 from conftest import torchscript_archive
 from snakemake.common.configfile import load_configfile
 
+from dfpipe import config as dfconfig
 from dfpipe import experiments
 
 REPO = Path(__file__).resolve().parents[1]
@@ -127,8 +128,7 @@ def smoke_run(tmp_path_factory, ffpp_tree_all_methods):
     paper = load_configfile(str(PAPER))
     smoke = smoke_caps(paper)
     (work / "smoke.yaml").write_text(yaml.safe_dump(smoke, sort_keys=False))
-    files = {d["pretrained"] for d in paper["detectors"] if d["pretrained"] not in ("none", "imagenet")}
-    files |= {b["weights"] for b in paper["probes"]["backbones"]}
+    files = {path for _, path in dfconfig.weight_files(paper)}
     for rel in sorted(files):
         write_official_weights(work / rel)
     cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(work)]

@@ -252,17 +252,26 @@ WEIGHTS_DOC = "docs/WEIGHTS.md"
 _WEIGHT_WORDS = ("none", "imagenet", "hub")
 
 
+def weight_files(config: dict[str, Any]) -> list[tuple[str, str]]:
+    """(key, path) of every weights file a config names (detectors' `pretrained`, probe backbones' `weights`):
+    the values that are neither a word (none, imagenet, hub) nor a URL. Works on a raw config too."""
+    entries = [(f"detectors.{i}.pretrained", d.get("pretrained")) for i, d in enumerate(config.get("detectors") or [])]
+    for i, entry in enumerate((config.get("probes") or {}).get("backbones") or []):
+        if isinstance(entry, dict):
+            entries.append((f"probes.backbones.{i}.weights", entry.get("weights")))
+    return [
+        (key, str(value))
+        for key, value in entries
+        if value
+        and str(value).strip().lower() not in _WEIGHT_WORDS
+        and not str(value).startswith(("http://", "https://"))
+    ]
+
+
 def check_weight_files(config: dict[str, Any], source: str = "config") -> None:
     """Refuse, in one line naming the key, a weights file that is not there: found at start-up, not in a training
     job hours later. Relative paths are read from the working directory, as the jobs read them."""
-    entries = [(f"detectors.{i}.pretrained", d.get("pretrained", "none")) for i, d in enumerate(config["detectors"])]
-    for i, entry in enumerate((config.get("probes") or {}).get("backbones") or []):
-        if isinstance(entry, dict) and "weights" in entry:
-            entries.append((f"probes.backbones.{i}.weights", entry["weights"]))
-    for key, value in entries:
-        value = str(value)
-        if value.strip().lower() in _WEIGHT_WORDS or value.startswith(("http://", "https://")):
-            continue
+    for key, value in weight_files(config):
         path = Path(value).expanduser()
         if not path.is_file():
             raise ConfigError(

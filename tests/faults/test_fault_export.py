@@ -39,7 +39,7 @@ def model(tmp_path_factory) -> Path:
     return write_model_file(
         tmp_path_factory.mktemp("model") / "best.pt",
         create_detector("meso4", input_size=SIZE),
-        spec={"name": "meso_small", "model": "meso4", "input_size": SIZE},
+        spec=SPEC,
     )
 
 
