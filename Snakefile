@@ -36,6 +36,7 @@ include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/tables.smk"
 include: "workflow/rules/gradcam.smk"
 include: "workflow/rules/test_sources.smk"
+include: "workflow/rules/shortcuts.smk"
 include: "workflow/rules/probes.smk"
 include: "workflow/rules/report.smk"
 
@@ -63,3 +64,4 @@ rule all:
         rules.probes.output if PROBES else [],
         rules.cross_dataset.output if TEST_SOURCES else [],
         rules.test_source_quality_report.output if TEST_SOURCES else [],
+        rules.shortcuts.output,

@@ -23,6 +23,7 @@ frames = [pd.DataFrame(rows, columns=crossdataset.MATRIX_COLUMNS)]
 frames += [pd.read_parquet(f) for f in snakemake.input.probes]
 matrix = pd.concat(frames, ignore_index=True).drop_duplicates()
 matrix = matrix.sort_values(["kind", "train_dataset", "test_dataset", "model", "train_quality", "test_quality"])
+matrix = crossdataset.mark_shortcuts(matrix, pd.read_csv(snakemake.input.shortcuts))
 if matrix["auc"].notna().sum() == 0:
     raise ValueError(f"{snakemake.output.csv}: no row has an AUC; check evaluate.test_sources and the logs above")
 write_csv(snakemake.output.csv, matrix)

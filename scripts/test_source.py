@@ -2,15 +2,20 @@
 # first, under its output folder).
 from pathlib import Path
 
-from dfpipe import crossdataset, runlog
+from dfpipe import crossdataset, ganfaces, runlog
 from dfpipe.sources import images
 
 log = runlog.to_file(snakemake.log[0])
 entry = snakemake.params.entry
 # The GAN-face build runs mediapipe, whose native INFO lines belong in the job's log, not on the terminal.
 with runlog.native_output_to(log):
+    main = snakemake.params.main
     result = crossdataset.scan_source(
-        entry, Path(snakemake.output.table).parent, snakemake.params.faces, threads=snakemake.threads
+        entry,
+        Path(snakemake.output.table).parent,
+        snakemake.params.faces,
+        threads=snakemake.threads,
+        main_splits=ganfaces.main_identity_splits(main["source"], main["demo"]) if main else None,
     )
 images.write_scan(result, Path(snakemake.output.table), Path(snakemake.output.report))
 log(f"{entry['name']}: {len(result.table)} images, {len(result.skipped)} skipped, {len(result.left_out)} left out")

@@ -1,6 +1,7 @@
 import copy
 import io
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -63,6 +64,36 @@ def test_cross_field_rules():
         dfconfig.validate({"source": "ffpp"})
     with pytest.raises(dfconfig.ConfigError, match=r"splits.dir is not set.*dataset/splits"):
         dfconfig.validate({"source": "ffpp", "ffpp": {"accept_tos": True}})
+
+
+def test_ffpp_tree_source_on_the_training_tree_needs_its_splits(tmp_path, monkeypatch):
+    """A test source reading the tree the models train on would score their training videos as unseen."""
+    monkeypatch.chdir(tmp_path)
+    tree = tmp_path / "ffpp"
+    entry = {"name": "fsh", "kind": "ffpp_tree", "root": "ffpp/", "methods": ["FaceShifter", "Deepfakes"]}
+    local = {"source": "local", "local": {"root": str(tree)}}
+    with pytest.raises(dfconfig.ConfigError) as err:  # the same tree, named by another path
+        dfconfig.validate({**local, "evaluate": {"test_sources": [entry]}}, source="my.yaml")
+    message = str(err.value)
+    assert message.startswith("my.yaml: evaluate.test_sources[fsh]: root ffpp/ is the tree the models train on")
+    assert "\n" not in message and f"set its splits_dir to that tree's split files ({tree / 'splits'})" in message
+    with_splits = {**entry, "splits_dir": str(tree / "splits")}
+    dfconfig.validate({**local, "evaluate": {"test_sources": [with_splits]}})
+    other = {**entry, "root": str(tmp_path / "other_tree")}
+    dfconfig.validate({**local, "evaluate": {"test_sources": [other]}})
+    dfd = {**entry, "methods": ["DeepFakeDetection"]}  # actors' videos: no model trained on them
+    dfconfig.validate({**local, "evaluate": {"test_sources": [dfd]}})
+    # The demo and download sources' trees lie under output_root.
+    demo = {**entry, "root": "out/sources/demo"}
+    with pytest.raises(dfconfig.ConfigError, match=r"evaluate.test_sources\[fsh\]: root out/sources/demo"):
+        dfconfig.validate({"output_root": "out", "evaluate": {"test_sources": [demo]}})
+    assert dfconfig.main_tree_root(dfconfig.validate({"output_root": "out"})) == Path("out/sources/demo")
+    for split in ("train", "val", "test"):
+        (tmp_path / f"{split}.json").write_text("[]")
+    ffpp = {"source": "ffpp", "ffpp": {"accept_tos": True}, "splits": {"dir": str(tmp_path)}, "output_root": "out"}
+    downloaded = {**entry, "root": str(tmp_path / "out" / "downloads" / "ffpp")}
+    with pytest.raises(dfconfig.ConfigError, match=f"split files \\({re.escape(str(tmp_path))}\\)"):
+        dfconfig.validate({**ffpp, "evaluate": {"test_sources": [downloaded]}})
 
 
 def test_ffpp_needs_split_files_before_anything_is_downloaded(tmp_path):

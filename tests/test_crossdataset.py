@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
+from logcapture import dfpipe_lines
 
 from dfpipe import crossdataset, probes
 
@@ -169,3 +172,50 @@ def test_detector_threshold_from_val_not_test_changes_bacc():
     rows = pd.DataFrame(crossdataset.detector_rows(own, cross, "demo", "gan", "m@q95"))
     assert rows["test_dataset"].tolist() == ["demo", "gan"]
     assert rows["auc"].tolist() == [1.0, 1.0] and rows["bacc"].tolist() == [0.5, 1.0]
+
+
+def test_a_test_sources_val_images_stay_out_of_its_test_split(tmp_path, cjpeg):
+    """Val images get their own shard; none of them is scored as a test image."""
+    import tarfile
+
+    from PIL import Image
+
+    from dfpipe.sources import images
+
+    rows = []
+    for i, (label, split) in enumerate([(0, "train"), (1, "train"), (0, "val"), (1, "val"), (0, "test"), (1, "test")]):
+        folder = tmp_path / "src" / ("fake/gen" if label else "real")
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.full((48, 48, 3), 40 * i, np.uint8)).save(folder / f"{i}.png")
+        rows.append((f"{folder.relative_to(tmp_path / 'src').as_posix()}/{i}.png", split))
+    split_file = tmp_path / "splits.json"
+    split_file.write_text(
+        json.dumps(
+            {s: [p.split("/", 1)[1].split("/", 1)[-1] for p, t in rows if t == s] for s in ("train", "val", "test")}
+        )
+    )
+    table = images.scan(tmp_path / "src", split_file=split_file).table
+    crossdataset.check_splits(table, "test")
+    crossdataset.write_source_shards(table, tmp_path / "src", 90, [], cjpeg, tmp_path / "out")
+    keys = {}
+    for split in ("val", "test"):
+        with tarfile.open(tmp_path / "out" / f"{split}-0000.tar") as tar:
+            keys[split] = {m.name.split(".")[0] for m in tar.getmembers()}
+    assert len(keys["val"]) == 2 and len(keys["test"]) == 2 and not keys["val"] & keys["test"]
+
+
+def test_identities_the_main_models_saw_never_reach_a_test_split():
+    main = {"000": "train", "001": "train", "002": "val", "003": "val", "004": "test", "005": "test"}
+    table = pd.DataFrame(
+        {
+            "path": [f"real/{i:03d}/0.png" for i in range(8)] + [f"fake/g/{i:03d}/0.png" for i in range(8)],
+            "split": ["test"] * 16,
+            "label": [0] * 8 + [1] * 8,
+        }
+    )
+    with dfpipe_lines() as messages:
+        kept = crossdataset.drop_seen_identities(table, main, "evaluate.test_sources[gan]")
+    seen = {i for i, s in main.items() if s != "test"}
+    assert not set(crossdataset.identity_of(kept["path"])) & seen
+    assert set(crossdataset.identity_of(kept["path"])) == {"004", "005", "006", "007"}
+    assert any("8 test images" in m and "'000'" in m for m in messages)

@@ -98,6 +98,24 @@ def test_meso4_as_in_paper() -> None:
     assert torch.equal(meso.backbone[:4](x), nn.functional.max_pool2d(before_pool, 4))
 
 
+@pytest.mark.parametrize("name", ["meso4", "mesoinception4"])
+def test_meso_dropout_setting_reaches_both_dropouts(name: str) -> None:
+    """`dropout` sets the Meso nets' dropout before the dense layer as well as before the output (the paper's two,
+    0.5 each by default); a pair sets each. Regression guard: a fixed 0.5 before the dense layer fails here."""
+
+    def rates(detector: nn.Module) -> list[float]:
+        return [m.p for m in detector.modules() if isinstance(m, nn.Dropout)]
+
+    assert rates(create_detector(name)) == [0.5, 0.5]
+    assert rates(create_detector(name, dropout=0.0)) == [0.0, 0.0]
+    assert rates(create_detector(name, dropout=0.3)) == [0.3, 0.3]
+    assert rates(create_detector(name, dropout=[0.5, 0.0])) == [0.5, 0.0]  # the demo's: before dense, before output
+    with pytest.raises(ValueError, match="before the dense layer"):
+        create_detector(name, dropout=[0.1, 0.2, 0.3])
+    with pytest.raises(ValueError, match="Meso"):
+        create_detector("resnet18", dropout=[0.1, 0.2])
+
+
 def test_mesoinception4_starts_with_inception_modules(images: torch.Tensor) -> None:
     meso = create_detector("mesoinception4")
     dilations = [

@@ -1,5 +1,6 @@
-"""The GAN-face set: a tiny build (6 identities, truncations 0.6 and 1.0, 64² crops) checked for identical
-size and encoder path of real and fake images, FF++-like pair splits, determinism and idempotency."""
+"""The GAN-face set: a tiny build (6 identities, the DigiFace DCGAN and MobileStyleGAN, 64² images) checked for
+identical size and encoder path of real and fake images, FF++-like pair splits or the main dataset's, the detail
+matching, determinism and idempotency."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import io
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from logcapture import dfpipe_lines
 from PIL import Image
@@ -15,7 +17,15 @@ from PIL import Image
 from dfpipe import ganfaces
 from dfpipe.sources import images
 
-SETTINGS = {"identities": 6, "truncations": [0.6, 1.0], "size": 64, "seed": 0}
+SETTINGS = {
+    "identities": 6,
+    "generators": ["dcgan_digiface", "mobilestylegan_t0_6"],
+    "views": 2,
+    "size": 64,
+    "native_size": 24,
+    "pool": 2,
+    "seed": 0,
+}
 
 
 @pytest.fixture(scope="module")
@@ -36,10 +46,10 @@ def _digests(root: Path) -> dict[str, str]:
 
 def test_real_and_fake_images_are_alike_but_for_the_generator(built):
     """Every image, real or fake, is a 64² 8-bit RGB PNG with the same PNG metadata; the classes are balanced
-    and each truncation is its own generator."""
+    and each generator has its own folder."""
     root, split_file, _ = built
     table = images.scan(root, split_file=split_file).table
-    assert sorted(table["method"].unique()) == ["original", "trunc_0_6", "trunc_1"]
+    assert sorted(table["method"].unique()) == ["dcgan_digiface", "mobilestylegan_t0_6", "original"]
     assert (table["label"] == 0).sum() == (table["label"] == 1).sum() == 12
     assert set(table["encoding"]) == {"png"} and set(table["width"]) == set(table["height"]) == {64}
     formats = set()
@@ -81,9 +91,10 @@ def test_identities_split_like_ffpp_pairs(built):
     per_ident = table.groupby("ident")["split"].agg(set)
     assert all(len(s) == 1 for s in per_ident)
     record = json.loads((root / "sources.json").read_text())
-    for split, pairs in record["pairs"].items():
-        for pair in pairs:
-            assert {next(iter(per_ident[i])) for i in pair} == {split}
+    for split, idents in record["splits"].items():
+        assert {next(iter(per_ident[i])) for i in idents} <= {split}
+    for pair in ([f"{i:03d}", f"{i + 1:03d}"] for i in range(0, 6, 2)):  # FF++-like pairs stay together
+        assert len({next(iter(per_ident[i])) for i in pair}) == 1
     assert table.groupby("split")["label"].nunique().eq(2).all()
     assert set(table["split"]) == {"train", "val", "test"}
 
@@ -103,5 +114,28 @@ def test_bad_settings_are_named():
         ganfaces.build(Path("unused"), {"identities": 5})
     with pytest.raises(ValueError, match="unknown keys"):
         ganfaces.build(Path("unused"), {"faces": 3})
-    with pytest.raises(ValueError, match="ganfaces.truncations"):
-        ganfaces.build(Path("unused"), {"truncations": [0.5, 0.5]})
+    with pytest.raises(ValueError, match="ganfaces.generators"):
+        ganfaces.build(Path("unused"), {"generators": ["dcgan_digiface", "dcgan_digiface"]})
+    with pytest.raises(ValueError, match="ganfaces.generators"):
+        ganfaces.build(Path("unused"), {"generators": ["mobilestylegan_t2"]})
+    with pytest.raises(ValueError, match="ganfaces.views = 1"):
+        ganfaces.build(Path("unused"), {"views": 1, "generators": ["dcgan_digiface", "mobilestylegan_t1"]})
+
+
+def test_splits_follow_the_main_dataset_and_unused_faces_join_test():
+    """When the main dataset is the demo, an identity it trains or validates on keeps that split here, and the
+    faces it does not use (numbers past its identities) are test identities."""
+    main = ganfaces.main_identity_splits("demo", {"identities": 8, "seed": 0})
+    assert sorted(main) == [f"{i:03d}" for i in range(8)] and set(main.values()) == {"train", "val", "test"}
+    splits = ganfaces.assign_splits([f"{i:03d}" for i in range(12)], main, seed=0)
+    for split in ("train", "val"):
+        assert splits[split] == sorted(i for i, s in main.items() if s == split)
+    assert set(splits["test"]) == {i for i, s in main.items() if s == "test"} | {"008", "009", "010", "011"}
+    assert ganfaces.main_identity_splits("local", {}) == {}
+
+
+def test_matching_gives_each_real_view_the_nearest_distinct_draw():
+    real = np.array([[1.0, 1.0], [5.0, 5.0], [5.1, 5.1]])
+    pool = np.array([[0.0, 0.0], [5.0, 5.0], [1.1, 0.9], [9.0, 9.0], [5.2, 5.2]])
+    chosen = ganfaces.match(real, pool)
+    assert len(set(chosen)) == 3 and chosen[0] == 2 and set(chosen[1:]) == {1, 4}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import random
 import shutil
 import tarfile
 from pathlib import Path
@@ -14,7 +15,9 @@ import pytest
 import torch
 import webdataset as wds
 from PIL import Image
+from torchvision.transforms import v2
 
+from dfpipe.ela import ELA, error_level
 from dfpipe.io import write_json
 from dfpipe.loader import Augment, ShardStream, index_shards, make_loader, normalize
 from dfpipe.shards import write_split
@@ -214,6 +217,45 @@ def test_jpeg_augmentation_changes_the_image(tmp_path) -> None:
     for (a, _), (b, _), (c, _) in zip(plain, jpeg, flip):
         assert (a.float() - b.float()).abs().mean() > 5  # quality 10 visibly degrades textured noise
         assert torch.equal(a.flip(-1), c)
+
+
+def test_ela_is_computed_on_the_augmented_photo(tmp_path) -> None:
+    """Training: blur and JPEG re-compression act on the photo at shard resolution, ELA on the result, then the
+    resize; the old order (ELA and resize at decoding, augmenting the ELA image) fails here. Evaluation, which
+    does not augment, stays the ELA of the decoded crop, resized (what predict computes)."""
+    shards = make_shards(tmp_path, "train", videos(1, 2), n_shards=1, noise=True)
+    half, ela = SIZE // 2, ELA()
+    # probability 1 and one-point ranges: every sample gets the same augmentation whatever the draws
+    aug = Augment(jpeg=1.0, jpeg_quality=(30, 30), blur=1.0, blur_sigma=(1.0, 1.0))
+    photos = [
+        image.permute(1, 2, 0).numpy() for images, _, _ in batches(stream(shards, train=False)) for image in images
+    ]
+
+    def resized(image: Image.Image) -> np.ndarray:
+        return np.asarray(v2.functional.resize(image, [half, half]))
+
+    def augmented(image: Image.Image) -> Image.Image:
+        return aug(image, random.Random(0))
+
+    new = {resized(error_level(augmented(Image.fromarray(p)), ela)).tobytes() for p in photos}
+    old = {
+        np.asarray(augmented(Image.fromarray(resized(error_level(Image.fromarray(p), ela))))).tobytes() for p in photos
+    }
+    assert len(new) == len(photos) and not new & old  # the two orders give different inputs here
+    plain = ShardStream(shards, batch_size=2, input_size=half, train=True, augment=aug, ela=ela)
+    cached = ShardStream(shards, batch_size=2, input_size=half, train=True, augment=aug, ela=ela)
+    cached.keep_decoded()
+    assert cached.decoded_bytes() == len(photos) * SIZE * SIZE * 3  # the photos, kept at shard resolution
+    for epoch in range(2):
+        got = batches(plain, epoch)
+        assert all(torch.equal(a, b) for (a, _), (b, _) in zip(got, batches(cached, epoch), strict=True))
+        assert {image.permute(1, 2, 0).numpy().tobytes() for images, _ in got for image in images} <= new
+    evaluation = ShardStream(shards, batch_size=4, input_size=half, train=False, ela=ela)
+    assert evaluation.decoded_bytes() == len(photos) * half * half * 3
+    shown = [image.permute(1, 2, 0).numpy() for images, _, _ in batches(evaluation) for image in images]
+    assert all(
+        np.array_equal(s, resized(error_level(Image.fromarray(p), ela))) for s, p in zip(shown, photos, strict=True)
+    )
 
 
 def test_missing_and_empty_shards_are_named(tmp_path, train_shards) -> None:

@@ -1,4 +1,4 @@
-"""Metrics: known-answer values, bootstrap CIs, video keying by method/quality/id, val-chosen thresholds."""
+"""Metrics: known-answer values, bootstrap CIs (videos, identity clusters), video keying by method/quality/id, val-chosen thresholds."""
 
 from __future__ import annotations
 
@@ -14,10 +14,13 @@ from dfpipe.metrics import (
     TEST_SETS,
     binary_metrics,
     bootstrap_auc_ci,
+    bootstrap_counts,
     check_predictions,
     choose_threshold,
     evaluate,
+    identity_keys,
     video_scores,
+    video_weights,
     weighted_aucs,
 )
 
@@ -161,6 +164,90 @@ def test_bootstrap_by_video_is_wider_for_correlated_frames() -> None:
     assert hi_v - lo_v > 3 * (hi_f - lo_f)
     with pytest.raises(ValueError, match="both labels"):
         bootstrap_auc_ci(np.array([0, 1, 0, 1]), np.array([0.1, 0.9, 0.2, 0.8]), groups=np.array(["a", "a", "b", "b"]))
+
+
+def _identity_table(seed: int = 0, n_ids: int = 40) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Video keys, labels and scores of FF++-named videos: each target's original and its four fakes `TTT_SSS`,
+    the fakes sharing a strong per-target offset (a target hard to fake well makes all its fakes easy)."""
+    rng = np.random.default_rng(seed)
+    keys, labels, scores = [], [], []
+    for i in range(n_ids):
+        target, source = f"{i:03d}", f"{(i + 1) % n_ids:03d}"
+        keys.append(f"original/q95/{target}")
+        labels.append(0)
+        scores.append(rng.normal())
+        offset = rng.normal(0, 2)
+        for method in FAKE_METHODS:
+            keys.append(f"{method}/q95/{target}_{source}")
+            labels.append(1)
+            scores.append(1 + offset + rng.normal(0, 0.1))
+    return np.array(keys), np.array(labels), np.array(scores)
+
+
+def test_identity_keys_are_each_videos_target() -> None:
+    keys = ["original/q95/007", "Deepfakes/q95/007_012", "NeuralTextures/q60/012_007", "original/q60/012"]
+    assert list(identity_keys(keys)) == ["007", "007", "012", "012"]
+    assert list(identity_keys(pd.Series(keys[:2]))) == ["007", "007"]
+    # Names outside FF++'s scheme stay one cluster per video: "_" in a file name is no identity pair.
+    others = ["real/q95/img_01_3f2a9c1b", "fake_sd/q95/img_01_3f2a9c1b", "DeepFakeDetection/q95/01_02__hugging__A1"]
+    assert list(identity_keys(others)) == others
+
+
+def test_identity_bootstrap_draws_whole_identities_with_both_classes() -> None:
+    keys, labels, _ = _identity_table()
+    counts, codes = bootstrap_counts(labels, identity_keys(keys), n=300, seed=0, stratify=False)
+    weight = counts[:, codes]  # each video's multiplicity in each replicate
+    assert counts.shape == (300, 40) and (counts.sum(1) == 40).all()  # 40 identities drawn with replacement
+    for i in range(0, len(keys), 5):  # an original and its four fakes are drawn together, every time
+        assert (weight[:, i : i + 5] == weight[:, i : i + 1]).all()
+    assert ((weight * labels).sum(1) > 0).all() and ((weight * (1 - labels)).sum(1) > 0).all()
+    # Resampling videos within each class draws an original and its fakes independently.
+    video_counts, video_codes = bootstrap_counts(labels, keys, n=300, seed=0)
+    video_weight = video_counts[:, video_codes]
+    assert (video_weight[:, 1] != video_weight[:, 0]).any()
+    # Two one-class clusters: half the draws lack a class; they are redrawn, so every replicate has both.
+    counts, _ = bootstrap_counts(np.array([0, 1]), np.array(["a", "b"]), n=50, seed=0, stratify=False)
+    assert (counts == 1).all()
+    pair = bootstrap_auc_ci(np.array([0, 1]), np.array([0.2, 0.7]), n=50, groups=np.array(["a", "b"]), stratify=False)
+    assert pair == (1.0, 1.0)
+
+
+def test_identity_interval_is_wider_than_the_video_interval() -> None:
+    """The four fakes of a target share its offset: resampling them as independent videos hides that variance."""
+    keys, labels, scores = _identity_table()
+    lo_v, hi_v = bootstrap_auc_ci(labels, scores, n=400, groups=keys)
+    lo_i, hi_i = bootstrap_auc_ci(labels, scores, n=400, groups=identity_keys(keys), stratify=False)
+    assert hi_i - lo_i > 1.25 * (hi_v - lo_v)
+    assert lo_i < roc_auc_score(labels, scores) < hi_i
+
+
+def test_groups_with_both_classes_are_resampled_as_clusters() -> None:
+    labels, scores = np.array([0, 1, 0, 1, 0, 1]), np.array([0.1, 0.9, 0.2, 0.4, 0.5, 0.8])
+    groups = np.array(["a", "a", "b", "b", "c", "c"])
+    lo, hi = bootstrap_auc_ci(labels, scores, n=200, groups=groups, stratify=False)
+    assert 0 <= lo <= hi <= 1 and lo < hi
+    with pytest.raises(ValueError, match="stratify=False"):  # stratified draws need groups of one class
+        bootstrap_auc_ci(labels, scores, groups=groups)
+    assert np.isnan(bootstrap_auc_ci(np.zeros(6), scores, groups=groups, stratify=False)).all()
+
+
+def test_evaluate_intervals_resample_identities(evaluated) -> None:
+    """Catches the main metrics going back to resampling videos: their interval is that of identity clusters,
+    with the frames' 1/frames weights, and differs from the video-resampling one."""
+    test, _, result = evaluated
+    run = test[
+        (test["detector"] == "meso4")
+        & (test["train_quality"] == 95)
+        & (test["train_methods"] == "all")
+        & (test["test_quality"] == 60)
+    ]
+    row = result.set_index(["detector", "train_quality", "train_methods", "test_quality", "test_set", "level"])
+    got = row.loc[("meso4", 95, "all", 60, "all", "frame"), ["auc_lo", "auc_hi"]].astype(float).to_numpy()
+    labels, scores, keys = run["label"].to_numpy(), run["score"].to_numpy(), run["video_key"].to_numpy()
+    w = video_weights(keys)
+    expected = bootstrap_auc_ci(labels, scores, n=5, groups=identity_keys(keys), weights=w, stratify=False)
+    np.testing.assert_allclose(got, expected)
+    assert not np.allclose(got, bootstrap_auc_ci(labels, scores, n=5, groups=keys, weights=w))
 
 
 def test_video_keying_keeps_methods_apart() -> None:
@@ -362,8 +449,6 @@ def test_frame_level_weighs_and_resamples_whole_videos() -> None:
 def test_bootstrap_resamples_groups_with_their_weights() -> None:
     """Catches bootstrap_auc_ci ignoring `groups` or `weights`: frames of constant-score videos, grouped and
     weighted 1/frames, give the interval of the videos themselves, and frames as units give another."""
-    from dfpipe.metrics import video_weights
-
     test = _uneven_videos("test", 2)
     keys = test["video_key"].to_numpy()
     videos = video_scores(test)

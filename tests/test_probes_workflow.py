@@ -18,7 +18,7 @@ def issue9_config(config: dict) -> dict:
     full = trained_config(config)
     full["evaluate"] = {
         **full["evaluate"],
-        "test_sources": [{"name": "gan", "kind": "ganfaces", "ganfaces": {"identities": 6, "truncations": [0.6, 1.0]}}],
+        "test_sources": [{"name": "gan", "kind": "ganfaces", "ganfaces": {"identities": 6, "views": 2, "pool": 2}}],
     }
     full["probes"] = {
         "backbones": ["mobilenetv2"],

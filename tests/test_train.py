@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from logcapture import dfpipe_lines
@@ -19,7 +20,8 @@ from torch import nn
 from dfpipe import config as dfconfig
 from dfpipe.evaluate import predict
 from dfpipe.experiments import build_detector, detector_spec, train_job, training_settings
-from dfpipe.train import set_rng_state, train
+from dfpipe.metrics import choose_threshold, video_scores, video_weights
+from dfpipe.train import set_rng_state, train, validation_metrics
 
 
 class TinyDetector(nn.Module):
@@ -48,6 +50,11 @@ class TinyDetector(nn.Module):
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
         bce = nn.functional.binary_cross_entropy_with_logits(logits.float(), labels)
         return {"loss": bce + 1e-3 * self.head[1].weight.square().sum(), "bce": bce}
+
+
+def video_auc(scores) -> float:
+    """Frame-level AUC with every video weighing 1, as the trainer and the tables compute it."""
+    return roc_auc_score(scores["label"], scores["score"], sample_weight=video_weights(scores["video_key"].to_numpy()))
 
 
 def fresh() -> TinyDetector:
@@ -165,7 +172,7 @@ def test_best_checkpoint_is_the_best_validation_epoch(shards, reference) -> None
     model = TinyDetector()
     model.load_state_dict(best["model"])
     scores = predict(model, shards[1], device="cpu", batch_size=3)
-    assert roc_auc_score(scores["label"], scores["score"]) == pytest.approx(best["val_auc"])
+    assert video_auc(scores) == pytest.approx(best["val_auc"])
 
 
 @pytest.fixture(scope="module")
@@ -192,7 +199,7 @@ def test_best_epoch_is_chosen_by_validation_auc(uneven) -> None:
     model = TinyDetector()
     model.load_state_dict(ckpt["model"])
     scores = predict(model, val, device="cpu", batch_size=5)
-    assert roc_auc_score(scores["label"], scores["score"]) == pytest.approx(max(aucs))
+    assert video_auc(scores) == pytest.approx(max(aucs))
 
 
 def test_validation_scores_the_validation_shards(shards, uneven) -> None:
@@ -202,8 +209,37 @@ def test_validation_scores_the_validation_shards(shards, uneven) -> None:
     model.load_state_dict(weights_of(out / "last.pt"))
     on_val, on_train = (predict(model, s, device="cpu", batch_size=5) for s in (val, shards[0]))
     last_auc = json.loads((out / "summary.json").read_text())["val_auc"][-1]
-    assert last_auc == pytest.approx(roc_auc_score(on_val["label"], on_val["score"]))
-    assert abs(last_auc - roc_auc_score(on_train["label"], on_train["score"])) > 0.3
+    assert last_auc == pytest.approx(video_auc(on_val))
+    assert abs(last_auc - video_auc(on_train)) > 0.3
+
+
+def test_validation_auc_weighs_every_video_alike() -> None:
+    """Regression guard: a frame-weighted validation AUC lets a video with many frames (NeuralTextures' doubled
+    frame rate) choose the epoch. Here one fake video has 10 frames, the others 1: per frame, epoch A ranks
+    better (its 10-frame video is right); per video, epoch B does (3 of its 4 real-fake pairs are right, A's 2)."""
+    frames = {"original/q95/r1": 1, "original/q95/r2": 1, "Deepfakes/q95/f1_x": 10, "Deepfakes/q95/f2_y": 1}
+
+    def table(per_video: dict[str, float]) -> pd.DataFrame:
+        keys = [k for k, n in frames.items() for _ in range(n)]
+        return pd.DataFrame(
+            {
+                "video_key": keys,
+                "method": [k.split("/")[0] for k in keys],
+                "video_id": [k.split("/")[-1] for k in keys],
+                "label": [int(k.startswith("Deepfakes")) for k in keys],
+                "score": [per_video[k] for k in keys],
+            }
+        )
+
+    reals = {"original/q95/r1": 0.4, "original/q95/r2": 0.5}
+    epoch_a = table({**reals, "Deepfakes/q95/f1_x": 0.9, "Deepfakes/q95/f2_y": 0.1})
+    epoch_b = table({**reals, "Deepfakes/q95/f1_x": 0.45, "Deepfakes/q95/f2_y": 0.9})
+    assert roc_auc_score(epoch_a["label"], epoch_a["score"]) > roc_auc_score(epoch_b["label"], epoch_b["score"])
+    (auc_a, threshold_a), (auc_b, _) = validation_metrics(epoch_a), validation_metrics(epoch_b)
+    assert auc_a == pytest.approx(0.5) and auc_b == pytest.approx(0.75)
+    # the threshold is chosen on video means, one row (weight 1) per video, as the tables choose it
+    videos = video_scores(epoch_a)
+    assert threshold_a == choose_threshold(videos["label"].to_numpy(), videos["score"].to_numpy())
 
 
 def test_summary_times_the_start_up(reference) -> None:

@@ -219,6 +219,11 @@ def gan_model_files() -> tuple[Path, Path]:
     )
 
 
+def dcgan_weights_file() -> Path:
+    """The DigiFace-1M DCGAN generator's checkpoint shipped inside `gan-face-generate` (the GAN-face set's fakes)."""
+    return _installed_file("gan_face_generate", "weights.tar", "gan-face-generate")
+
+
 def fetch_all(tools: Path) -> None:
     fetch_models(tools)
     fetch_media(tools)

@@ -14,6 +14,11 @@ because the shards already hold MozJPEG crops at the training quality and the lo
 (`recompress` before `transform`); with rotation, blur and jitter off (the demo's flips) the order does not
 matter, with them on (`configs/ffpp-paper.yaml`) it is a departure from DeepfakeBench, said there.
 
+Every augmentation acts on the photo, never on a detector's input transform: for a detector trained on ELA
+(`dfpipe.ela`) the loader augments the decoded crop and computes ELA of the result, so blur, colour jitter and
+JPEG re-compression change the picture whose error levels the detector sees, as a blurred or re-saved face would
+in the wild, instead of blurring or re-compressing the error map itself.
+
 Every random draw comes from the per-sample `random.Random` the loader passes (seeded by seed, epoch and the
 sample's place in the epoch), so a sample's augmentation is the same in any worker and after a resume. The
 `transform` stages are torchvision v2 transforms drawing from torch's generator: the loader (and `__call__`)
@@ -92,6 +97,11 @@ class Augment:
                     raise ValueError(f"train.augment.{k} = {d[k]}: need two values [lo, hi]")
                 d[k] = tuple(d[k])
         return cls(**d)
+
+    @property
+    def active(self) -> bool:
+        """Whether any augmentation can change a sample (some probability above 0)."""
+        return any(getattr(self, name) > 0 for name in PROBABILITIES)
 
     def transform(self) -> v2.Transform | None:
         """Rotation, blur and colour jitter as v2 stages on a PIL image (each with its probability), or None when

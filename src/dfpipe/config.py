@@ -14,7 +14,7 @@ import jsonschema
 import yaml
 
 from . import experiments, model_names
-from .layout import SPLITS_URL
+from .layout import ORIGINAL, SPLITS_URL, originals_of
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
 
@@ -389,6 +389,33 @@ def _check_cross_fields(config: dict[str, Any], source: str) -> None:
         if missing:
             raise ConfigError(
                 f"{source}: splits.dir: {folder} lacks {', '.join(missing)}; FF++'s split files are in {SPLITS_URL}"
+            )
+    _check_test_source_splits(config, source)
+
+
+def main_tree_root(config: dict[str, Any]) -> Path:
+    """The FF++-layout tree the models train on, as `dfpipe.sources.prepare` places it (nothing is read)."""
+    if config["source"] == "local":
+        return Path(config["local"]["root"]).expanduser()
+    name = {"ffpp": ("downloads", "ffpp"), "demo": ("sources", "demo")}[config["source"]]
+    return Path(config["output_root"]).expanduser().joinpath(*name)
+
+
+def _check_test_source_splits(config: dict[str, Any], source: str) -> None:
+    """Refuse an ffpp_tree test source that reads the training tree's youtube videos without its splits_dir:
+    dfpipe.ffpp_tree would then score every video, training identities included, as unseen test data."""
+    main = main_tree_root(config).resolve()
+    for entry in config["evaluate"].get("test_sources") or []:
+        if entry["kind"] != "ffpp_tree" or entry.get("splits_dir") or not entry.get("root"):
+            continue
+        if not any(originals_of(m) == ORIGINAL for m in entry.get("methods") or []):
+            continue  # DeepFakeDetection alone: its actors' videos are not in the training data
+        if Path(entry["root"]).expanduser().resolve() == main:
+            splits = config["splits"]["dir"] or main / "splits"
+            raise ConfigError(
+                f"{source}: evaluate.test_sources[{entry['name']}]: root {entry['root']} is the tree the models "
+                f"train on, and without splits_dir its training videos would be scored as unseen; set its "
+                f"splits_dir to that tree's split files ({splits}) so only test identities are used"
             )
 
 

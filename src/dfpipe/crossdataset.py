@@ -18,6 +18,7 @@ the samples scored (n, n_pos fake, n_neg real); `plot_matrix` draws it as a heat
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,10 @@ from .config import schema_defaults
 from .crossdataset_layout import SPLITS
 from .io import write_json, write_parquet
 from .metrics import choose_threshold, video_weights
+from .shortcuts import flags as shortcut_flags
 from .sources import images
+
+logger = logging.getLogger(__name__)
 
 KINDS = ("ganfaces", "images", "ffpp_tree")
 BUILT = ("ganfaces", "ffpp_tree")  # kinds whose images are made under the source's own folder
@@ -49,6 +53,7 @@ MATRIX_COLUMNS = [
     "auc_hi",
     "bacc",
 ]
+SHORTCUT_COLUMNS = ["shortcut_cue", "shortcut_auc", "shortcut"]  # added by mark_shortcuts
 INTERVAL = ("auc_lo", "auc_hi")  # percentile bootstrap 95% interval of the AUC, resampling videos within each class
 
 
@@ -68,16 +73,20 @@ def scan_source(
     dest: Path,
     face_settings: Mapping[str, Any] | None = None,
     threads: int = 1,
+    main_splits: Mapping[str, str] | None = None,
 ) -> images.Scan:
     """Build the images of a built kind, then scan the image folder (with the built set's split file).
-    Kind ffpp_tree crops faces with `face_settings` (config `faces`; None: the schema's defaults)."""
+    Kind ffpp_tree crops faces with `face_settings` (config `faces`; None: the schema's defaults). Kind ganfaces
+    follows `main_splits` (identity → split of the main dataset, when it holds the set's people: see
+    `ganfaces.main_identity_splits`), and `drop_seen_identities` then guarantees its test split holds none of the
+    identities the main models were trained or selected on."""
     where = f"evaluate.test_sources[{entry['name']}]"
     if entry["kind"] not in KINDS:
         raise ValueError(f"{where}: kind {entry['kind']!r}; allowed {list(KINDS)}")
     root = source_root(entry, dest)
     split_file, left_out = None, []
     if entry["kind"] == "ganfaces":
-        split_file = ganfaces.build(root, entry.get("ganfaces") or {})
+        split_file = ganfaces.build(root, entry.get("ganfaces") or {}, main_splits=main_splits)
     elif entry["kind"] == "ffpp_tree":
         if not entry.get("root"):
             raise ValueError(f"{where}: kind ffpp_tree needs `root` (an FF++-layout tree, e.g. downloads/ffpp)")
@@ -94,31 +103,51 @@ def scan_source(
             threads=threads,
         )
     scan = images.scan(root, split_file=split_file)
+    if entry["kind"] == "ganfaces":
+        scan.table = drop_seen_identities(scan.table, main_splits or {}, where)
     scan.left_out = left_out
     check_splits(scan.table, where, root if entry["kind"] == "images" else None)
     return scan
 
 
+def identity_of(paths: pd.Series) -> pd.Series:
+    """The identity folder of each image path of a GAN-face set (`real/<identity>/<k>.png`,
+    `fake/<generator>/<identity>/<k>.png`)."""
+    return paths.astype(str).str.split("/").str[-2]
+
+
+def drop_seen_identities(table: pd.DataFrame, main_splits: Mapping[str, str], where: str) -> pd.DataFrame:
+    """`table` without the test-split images of identities the main dataset trains or validates on (a log line
+    says how many): a model must never be scored on a person it was trained or selected on."""
+    seen = {i for i, split in main_splits.items() if split != "test"}
+    drop = table["split"].eq("test") & identity_of(table["path"]).isin(seen)
+    if drop.any():
+        logger.info(
+            f"{where}: {int(drop.sum())} test images of identities the main models train or validate on left out: "
+            f"{sorted(set(identity_of(table.loc[drop, 'path'])))}"
+        )
+    return table[~drop].reset_index(drop=True)
+
+
 def check_splits(table: pd.DataFrame, where: str, root: Path | None = None) -> None:
-    """Refuse a test source whose test split (its test and val images: what every model is scored on) lacks real
-    or fake images, or whose train split holds one class only (probes trained on the source need both); an empty
-    train split is a test-only source. `root`: the image folder of kind images, named in the fix."""
-    in_shards = table["split"].replace({"val": "test"})
+    """Refuse a test source whose test split (what every model is scored on) lacks real or fake images, or whose
+    train or val split holds one class only (probes trained on the source fit on train and choose their threshold
+    on val); empty train and val splits make a test-only source. `root`: the image folder of kind images, named
+    in the fix."""
     for split in SPLITS:
-        labels = table.loc[in_shards == split, "label"]
+        labels = table.loc[table["split"] == split, "label"]
         real, fake = int((labels == 0).sum()), int((labels == 1).sum())
-        if (real and fake) or (split == "train" and not real + fake):
+        if (real and fake) or (split != "test" and not real + fake):
             continue
         missing = " and ".join(name for name, n in (("real", real), ("fake", fake)) if not n)
         fix = (
-            f"add {missing} images under {root} (a stable hash of each file's name puts about 30% of them in test "
-            "and val, the rest in train)"
+            f"add {missing} images under {root} (a stable hash of each file's name puts about 15% of them in test, "
+            "15% in val and the rest in train)"
             if root is not None
             else f"add {missing} inputs to the source (its scan.json names what its build left out)"
         )
         raise ValueError(
-            f"{where}: its {split} split{' (test and val)' if split == 'test' else ''} holds {real} real and "
-            f"{fake} fake images, and scores need both classes; {fix}"
+            f"{where}: its {split} split holds {real} real and {fake} fake images, and scores need both classes; {fix}"
         )
 
 
@@ -129,7 +158,6 @@ def write_source_shards(
     index.json, as the shards stage writes them, and `quality.parquet`: each image's PSNR/SSIM/bpp with its
     original encoding (`original_encoding`); returns the index."""
     jpegs = images.compress_images(table, root, quality, flags, cjpeg, threads=threads)
-    jpegs["split"] = jpegs["split"].replace({"val": "test"})
     counts = []
     for split in SPLITS:
         c = shards.write_split([jpegs], quality, split, 1, out_dir)
@@ -233,6 +261,17 @@ def probe_rows(table: pd.DataFrame, train_dataset: str, test_dataset: str) -> pd
     return out.reindex(columns=MATRIX_COLUMNS)
 
 
+def mark_shortcuts(matrix: pd.DataFrame, shortcut_table: pd.DataFrame) -> pd.DataFrame:
+    """`matrix` with, per row, its test set's strongest shortcut cue at that quality (`dfpipe.shortcuts`):
+    `shortcut_cue`, `shortcut_auc` and `shortcut` (True where a cue alone reaches the flag)."""
+    marks = shortcut_flags(shortcut_table).rename(columns={"dataset": "test_dataset"})
+    out = matrix.drop(columns=[c for c in SHORTCUT_COLUMNS if c in matrix]).merge(
+        marks, on=["test_dataset", "test_quality"], how="left"
+    )
+    out["shortcut"] = out["shortcut"].eq(True)
+    return out
+
+
 def _cell_notes(matrix: pd.DataFrame) -> pd.DataFrame:
     """Per pair × test quality: the one model's interval bounds (NaN when the cell averages several models or
     has no interval), how many models have an interval, and how many of those lie off 0.5 (all above or below)."""
@@ -240,7 +279,11 @@ def _cell_notes(matrix: pd.DataFrame) -> pd.DataFrame:
         has=matrix["auc_lo"].notna() & matrix["auc_hi"].notna(),
         off=(matrix["auc_lo"] > 0.5) | (matrix["auc_hi"] < 0.5),
     )
+    m["shortcut"] = m["shortcut"].eq(True)
     cells = m.groupby(["pair", "test_quality"]).agg(
+        shortcut=("shortcut", "any"),
+        cue=("shortcut_cue", "first"),
+        cue_auc=("shortcut_auc", "first"),
         models=("auc", "count"),
         lo=("auc_lo", "first"),
         hi=("auc_hi", "first"),
@@ -262,7 +305,7 @@ def plot_matrix(matrix: pd.DataFrame, path: str | Path) -> None:
     from .tables import _pyplot, _save
 
     plt = _pyplot()
-    m = matrix.reindex(columns=[*matrix.columns, *(c for c in INTERVAL if c not in matrix)])
+    m = matrix.reindex(columns=[*matrix.columns, *(c for c in (*INTERVAL, *SHORTCUT_COLUMNS) if c not in matrix)])
     m = m.assign(pair=m["kind"] + ": " + m["train_dataset"] + " → " + m["test_dataset"])
     grid = m.pivot_table(index="pair", columns="test_quality", values="auc", aggfunc="mean")
     grid = grid[sorted(grid.columns, reverse=True)]
@@ -283,11 +326,15 @@ def plot_matrix(matrix: pd.DataFrame, path: str | Path) -> None:
         chance = bool(cell["bounded"]) and not cell["off"]
         if chance:
             ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, hatch="//", edgecolor="0.35", lw=0))
+        if cell["shortcut"]:  # a trivial cue separates this test set: the AUC may measure the cue
+            text += f"\nshortcut: {cell['cue']} {float(cell['cue_auc']):.2f}"
+            ax.add_patch(Rectangle((j - 0.48, i - 0.48), 0.96, 0.96, fill=False, edgecolor="black", lw=2.5, ls="--"))
         box = {"facecolor": "white", "alpha": 0.7, "lw": 0, "pad": 1.5} if chance else None
         ax.text(j, i, text, ha="center", va="center", fontsize=7, bbox=box)
     ax.set_xlabel("test quality")
     ax.set_title(
-        "cross-dataset mean AUC (over models), bootstrap 95% CI over videos\nhatched: every interval holds 0.5"
+        "cross-dataset mean AUC (over models), bootstrap 95% CI\nhatched: every interval holds 0.5; dashed frame: "
+        "a cue alone separates the test set (shortcut_table.csv)"
     )
     fig.colorbar(im, ax=ax, fraction=0.04)
     fig.tight_layout()

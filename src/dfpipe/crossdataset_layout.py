@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-# train: for probes trained on the source; test: what every model is scored on. A test source's val images join
-# its test split: it chooses no threshold, and a few dozen images more steady its AUCs.
-SPLITS = ("train", "test")
+# train and val: for probes trained on the source (val chooses their threshold and ranks them); test: what every
+# model is scored on. Val images never join the test split: a source's val identities may be the main dataset's.
+SPLITS = ("train", "val", "test")
 
 
 def source_entry(config: Mapping[str, Any], name: str) -> dict[str, Any]:

@@ -4,7 +4,8 @@ amplified absolute difference, |image - resaved| × scale (clipped to 255), per 
 Regions whose JPEG history differs from the rest of the image (pasted from another source, re-compressed at
 another quality, synthesised without any JPEG step) change by a different amount under the same re-save, so
 they stand out. The MobileNet seed (`shared/seeds/mobilenet-gradcam-readme.md`) used ELA as preprocessing;
-a detector trained on ELA images sees the ELA image in training, evaluation and predict alike.
+a detector trained on ELA images sees the ELA image in training, evaluation and predict alike. In training,
+ELA is computed after the augmentations (`dfpipe.loader`): they change the photo, and ELA reads the result.
 
 Encoder: libjpeg (libjpeg-turbo, the one inside the pinned Pillow wheel), in-process, baseline, 4:4:4, not
 MozJPEG's cjpeg. ELA measures the error of a *standard* re-save, the one ELA tools and the seed's literature

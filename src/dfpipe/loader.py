@@ -24,6 +24,13 @@ one starts; an epoch ends when every sample of the majority label has been seen 
 
 Evaluation: shard order and sample order as written, no augmentation, every sample exactly once (last batch
 may be short), and the metadata of each sample (video_key, method, video_id, frame_index, label).
+
+ELA (a detector's `ela` setting) is computed on the crop at its shard resolution, then resized: decode → ELA →
+resize in evaluation, as predict does (`inference.prepare`). In training with augmentation the augmentations
+act on the photo first, at shard resolution, since blur, colour jitter and JPEG re-compression are meant to
+change the picture, not its error map: decode → augment (JPEG, flip, rotation, blur, jitter) → ELA → resize.
+Without augmentation both orders are the same. Pixel-sized settings (blur sigma) therefore act at shard
+resolution for an ELA detector and at input resolution for the others.
 """
 
 from __future__ import annotations
@@ -342,21 +349,40 @@ class ShardStream(IterableDataset):
         self.size = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
         self.augment = (augment or Augment()) if train else NO_AUGMENT
         self._transform = self.augment.transform()
+        # ELA after augmentation: the photo stays at shard resolution until then (module docstring)
+        self._ela_per_sample = self.ela is not None and self.augment.active
         self.ranks, self.rank = (world_size, rank) if train else (1, 0)
         self.global_batches = self._global_batches(max_batches)
         self.epoch, self.position = 0, 0
         self._cache: dict[tuple[int, str], tuple[np.ndarray, dict[str, Any]]] | None = None
 
     def keep_decoded(self) -> None:
-        """Keep every decoded crop (after ELA and resizing, before augmentation) in memory, so later epochs and
-        passes skip reading and decoding. The cache lives in the process that iterates: use it with a loader
-        without workers (`make_loader(stream, 0)`). It holds len(entries) × H × W × 3 bytes; `decoded_bytes`."""
+        """Keep every decoded crop (before augmentation) in memory, so later epochs and passes skip reading and
+        decoding: resized and, when set, ELA'd; or, for an ELA stream that augments, the photo at shard
+        resolution (ELA follows augmentation, per sample). The cache lives in the process that iterates: use it
+        with a loader without workers (`make_loader(stream, 0)`). Its size: `decoded_bytes`."""
         if self._cache is None:
             self._cache = {}
 
     def decoded_bytes(self) -> int:
         """Bytes of every sample's decoded crop: what `keep_decoded` holds once each has been read."""
-        return len(self.entries) * self.size[0] * self.size[1] * 3
+        h, w = self._crop_shape() if self._ela_per_sample else self.size
+        return len(self.entries) * h * w * 3
+
+    def _crop_shape(self) -> tuple[int, int]:
+        """(H, W) of the shards' crops, from the first sample's JPEG header (the crops of a run share one size)."""
+        if not self.entries:
+            return (0, 0)
+        e = self.entries[0]
+        with open(self.shards[e.shard], "rb") as f:
+            f.seek(e.jpg[0])
+            w, h = Image.open(io.BytesIO(f.read(e.jpg[1]))).size
+        return h, w
+
+    def _resize(self, image: Image.Image) -> Image.Image:
+        if image.size != self.size[::-1]:  # PIL sizes are (w, h); resizing to the same size would copy
+            image = v2.functional.resize(image, list(self.size))
+        return image
 
     def _global_batches(self, max_batches: int | None) -> int:
         """Batches per epoch over all ranks; training drops the short one and trims to a multiple of ranks."""
@@ -438,18 +464,19 @@ class ShardStream(IterableDataset):
         return sample
 
     def _decode(self, sample: dict[str, Any]) -> dict[str, Any]:
-        """The sample's crop as the model sees it before augmentation: decoded, ELA when set, resized (H×W×3)."""
+        """The sample's crop as augmentation takes it (H×W×3): decoded, ELA when set, resized; for an ELA stream
+        that augments, the decoded photo alone (`_augment` does the rest)."""
         try:
             image = decode_image(sample["jpg"])
         except OSError as exn:
             raise shard_error(sample["__url__"], f"sample {sample['__key__']} is not a readable JPEG ({exn})") from exn
-        if self.ela is not None:
-            # on the decoded crop at shard resolution, before resizing: what predict does (inference.prepare)
-            image = error_level(image, self.ela)
-        # Resize first (less to augment); PIL's kernels are single-threaded SIMD, while per-image torch ops on
-        # small tensors contend for threads.
-        if image.size != self.size[::-1]:  # PIL sizes are (w, h); resizing to the same size would copy
-            image = v2.functional.resize(image, list(self.size))
+        if not self._ela_per_sample:
+            if self.ela is not None:
+                # on the decoded crop at shard resolution, before resizing: what predict does (inference.prepare)
+                image = error_level(image, self.ela)
+            # Resize first (less to augment); PIL's kernels are single-threaded SIMD, while per-image torch ops
+            # on small tensors contend for threads.
+            image = self._resize(image)
         return {"__index__": sample["__index__"], "image": np.asarray(image), "meta": sample["meta"]}
 
     def _loader(self, files: dict[int, BinaryIO]) -> Callable[[tuple[int, Entry]], dict[str, Any]]:
@@ -469,17 +496,15 @@ class ShardStream(IterableDataset):
         return load
 
     def _augment(self, sample: dict[str, Any]) -> dict[str, Any]:
-        if not self.train:
+        if not self.augment.active:
             return sample
-        # Seed per sample (and restore torch's global RNG after), so augmentations depend on (seed, epoch,
-        # place) alone, not on workers, resume or the cache, and never disturb the trainer's RNG in the main
-        # process. A new image each time: a cached crop is never changed.
+        # Seed per sample (Augment.__call__ restores torch's global RNG after), so augmentations depend on
+        # (seed, epoch, place) alone, not on workers, resume or the cache, and never disturb the trainer's RNG in
+        # the main process. A new image each time: a cached crop is never changed.
         rng = random.Random(f"{self.seed}/{self.epoch}/{sample['__index__']}")
-        image = self.augment.flip(self.augment.recompress(Image.fromarray(sample["image"]), rng), rng)
-        if self._transform is not None:
-            with torch.random.fork_rng(devices=[]):
-                torch.random.default_generator.manual_seed(rng.getrandbits(63))
-                image = self._transform(image)
+        image = self.augment(Image.fromarray(sample["image"]), rng, self._transform)
+        if self._ela_per_sample:
+            image = self._resize(error_level(image, self.ela))
         return {**sample, "image": np.asarray(image)}
 
     def _collate(self, samples: list[dict[str, Any]]) -> tuple[Any, ...]:

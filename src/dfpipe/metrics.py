@@ -16,6 +16,13 @@ because it makes every metric independent of any per-video frame count, keeps th
 mean is less noisy) and leaves one extraction setting per method. With it, the frame and video levels score the
 same population of videos (FF++: 4 fakes per original, as the literature's ACC/AP/F1 assume); balanced
 accuracy removes that prevalence too. AUC and EER do not depend on the class ratio.
+
+The AUC's 95% interval resamples target identities, not videos (`identity_keys`, `bootstrap_auc_ci` with
+stratify=False). A fake `TTT_SSS` is made from the original video `TTT`: it shares that video's person,
+background, lighting and pose, and every manipulation method made its own fake of it, so the videos of one
+target are not independent samples. Resampling them one by one treats 4 correlated fakes of a target as 4
+independent ones and gives too narrow an interval; drawing whole identities (original and fakes together)
+keeps that dependence in every replicate.
 """
 
 from __future__ import annotations
@@ -156,6 +163,21 @@ def video_weights(video_keys: np.ndarray) -> np.ndarray:
     return 1.0 / np.bincount(codes)[codes]
 
 
+def identity_keys(video_keys: Iterable[str]) -> np.ndarray:
+    """Target identity of each video, from its `video_key` ("method/q{q}/video_id"): the original's id, and for
+    a fake `TTT_SSS` its target `TTT`, the original whose video the fake was made from.
+
+    The method and quality are dropped, so an original and all its fakes, at any quality, form one cluster for
+    `bootstrap_auc_ci`. The source `SSS` lends only a face (Deepfakes, FaceSwap) or expressions (Face2Face,
+    NeuralTextures); the fake's frames are the target's. Only FF++ names (digits, or digits_digits) are read
+    so: any other id (an image file's, a DeepFakeDetection scene) keeps its whole video_key as its own cluster,
+    since a "_" there says nothing about who is shown.
+    """
+    keys = pd.Series(list(video_keys), dtype=str)
+    target = keys.str.rsplit("/", n=1).str[-1].str.extract(r"^(\d+)(?:_\d+)?$", expand=False)
+    return target.fillna(keys).to_numpy(dtype=object)
+
+
 def _eer(labels: np.ndarray, scores: np.ndarray, weights: np.ndarray | None = None) -> float:
     """Equal error rate: where the ROC curve crosses FNR = FPR, interpolated linearly between ROC points
     (each point between two thresholds is reachable by randomising between them)."""
@@ -259,6 +281,49 @@ def weighted_aucs(labels: np.ndarray, scores: np.ndarray, weights: np.ndarray) -
     return (pos * (below[:, level] + 0.5 * tied[:, level])).sum(1) / (pos.sum(1) * real_cum[:, -1])
 
 
+def bootstrap_counts(
+    labels: np.ndarray, groups: np.ndarray | None, n: int, seed: int = 0, stratify: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """The resamples of `bootstrap_auc_ci`: (n × G multiplicity of each group in each replicate, each row's group
+    index). Row i of the data weighs counts[r, codes[i]] in replicate r, so all rows of a group are drawn together.
+
+    stratify=True: every group must hold one class; each class's groups are drawn with replacement, as many as
+    it has, so every replicate keeps both classes and the class sizes. stratify=False: groups may hold both
+    classes (identity clusters); G groups are drawn with replacement from all of them, and a replicate that
+    lacks a class is redrawn (the AUC is undefined there), so the n replicates are draws conditioned on both
+    classes being present. With both classes in the data a draw has both with probability over 1 - 2/e, so
+    redrawing ends quickly. Raises ValueError when the data hold one class only.
+    """
+    labels = np.asarray(labels).astype(int)
+    codes, uniques = pd.factorize(pd.Series(groups if groups is not None else np.arange(labels.size)))
+    size = len(uniques)
+    has = np.zeros((2, size), dtype=bool)
+    for c in (0, 1):
+        has[c, codes[labels == c]] = True
+    if not (has[0].any() and has[1].any()):
+        raise ValueError("bootstrap_counts: the labels hold one class only; no replicate can have both")
+    rng = np.random.default_rng(seed)
+    if stratify:
+        if (has[0] & has[1]).any():
+            raise ValueError(
+                "bootstrap_auc_ci: a group holds both labels; groups must be videos of one class, "
+                "or pass stratify=False to resample mixed clusters (e.g. identities)"
+            )
+        counts = np.zeros((n, size))
+        for c in (0, 1):
+            members = np.flatnonzero(has[c])
+            counts[:, members] = rng.multinomial(members.size, np.full(members.size, 1.0 / members.size), size=n)
+        return counts, codes
+    kept: list[np.ndarray] = []
+    found = 0
+    while found < n:
+        draw = rng.multinomial(size, np.full(size, 1.0 / size), size=n).astype(float)
+        draw = draw[(draw @ has[0] > 0) & (draw @ has[1] > 0)][: n - found]
+        kept.append(draw)
+        found += len(draw)
+    return np.concatenate(kept), codes
+
+
 def bootstrap_auc_ci(
     labels: np.ndarray,
     scores: np.ndarray,
@@ -267,29 +332,23 @@ def bootstrap_auc_ci(
     level: float = 0.95,
     groups: np.ndarray | None = None,
     weights: np.ndarray | None = None,
+    stratify: bool = True,
 ) -> tuple[float, float]:
     """Percentile bootstrap CI of the ROC AUC.
 
-    Resamples with replacement within each class, so every replicate has both classes. With `groups`
-    (e.g. video_key for frame scores) whole groups are resampled: frames of one video are correlated, and
-    resampling them independently would make the interval far too narrow. A resample is applied as
-    integer sample weights (its multiplicities), which gives the same AUC as repeating rows; `weights` (e.g.
-    `video_weights`) multiply them. (NaN, NaN) when one class is missing.
+    With `groups` whole groups are resampled: frames of one video, or the videos of one identity
+    (`identity_keys`), are correlated, and resampling them one by one would make the interval too narrow.
+    stratify=True (groups of one class, e.g. video_key) resamples within each class; stratify=False resamples
+    clusters that may hold both classes and redraws replicates left with one class (`bootstrap_counts`), so
+    there are always `n` replicates. A resample is applied as integer sample weights (its multiplicities), which
+    gives the same AUC as repeating rows; `weights` (e.g. `video_weights`) multiply them inside every replicate.
+    (NaN, NaN) when one class is missing.
     """
     labels = np.asarray(labels).astype(int)
     scores = np.asarray(scores, dtype=float)
     if len(np.unique(labels)) < 2:
         return (np.nan, np.nan)
-    codes, uniques = pd.factorize(pd.Series(groups if groups is not None else np.arange(labels.size)))
-    group_label = np.full(len(uniques), -1)
-    group_label[codes] = labels
-    if (group_label[codes] != labels).any():
-        raise ValueError("bootstrap_auc_ci: a group holds both labels; groups must be videos of one class")
-    rng = np.random.default_rng(seed)
-    counts = np.zeros((n, len(uniques)))
-    for c in (0, 1):
-        members = np.flatnonzero(group_label == c)
-        counts[:, members] = rng.multinomial(members.size, np.full(members.size, 1.0 / members.size), size=n)
+    counts, codes = bootstrap_counts(labels, groups, n, seed, stratify)
     base = np.ones(labels.size) if weights is None else np.asarray(weights, dtype=float)
     rows = max(1, 2_000_000 // labels.size)  # replicates at a time: bounded memory for big test sets
     aucs = np.concatenate(
@@ -329,8 +388,15 @@ def _evaluate_run(run: tuple, test: pd.DataFrame, val: pd.DataFrame, n_boot: int
             metrics = binary_metrics(labels, scores, threshold, weights)
             metrics["auc_lo"], metrics["auc_hi"] = np.nan, np.nan
             if n_boot:
+                # Identity clusters at both levels (module docstring); frames keep their 1/frames weights.
                 metrics["auc_lo"], metrics["auc_hi"] = bootstrap_auc_ci(
-                    labels, scores, n=n_boot, seed=seed, groups=part["video_key"].to_numpy(), weights=weights
+                    labels,
+                    scores,
+                    n=n_boot,
+                    seed=seed,
+                    groups=identity_keys(part["video_key"]),
+                    weights=weights,
+                    stratify=False,
                 )
             rows.append({**dict(zip(RUN_KEYS, run, strict=True)), "test_set": test_set, "level": level, **metrics})
     return rows
@@ -347,8 +413,9 @@ def evaluate(
     methods it was trained on. It is thus fixed before the detector meets another quality, so calibration
     drift under compression shows in acc_val. Frame-level metrics weigh every video equally (module
     docstring), so they do not depend on how many frames each method or video contributes. AUC CIs
-    (`bootstrap_auc_ci`, `n_boot` replicates; 0 skips them) resample videos at both levels. Runs are
-    evaluated in `n_jobs` processes; the result does not depend on `n_jobs`.
+    (`bootstrap_auc_ci`, `n_boot` replicates; 0 skips them) resample target identities (`identity_keys`:
+    an original with all its fakes) at both levels. Runs are evaluated in `n_jobs` processes; the result does
+    not depend on `n_jobs`.
     """
     check_predictions(pred_test, "pred_test", split="test")
     check_predictions(pred_val, "pred_val", split="val")

@@ -2,12 +2,13 @@
 
 A run writes into `out_dir`: `last.pt` (everything needed to continue: model, optimizer, scheduler, grad
 scaler, RNG states, epoch, position in the epoch, step, validation history, the best epoch's weights),
-`best.pt` (the model of the epoch with the best validation AUC, earliest on ties, with the decision threshold
-chosen on that epoch's validation scores: video level, Youden's J as in the tables), `train_log.jsonl` (one
-line per step) and `summary.json`. Restarted with the same settings after a kill at any point, it continues
-from `last.pt` and ends with the same weights as an uninterrupted run: the loader reproduces the rest of the
-epoch exactly (see `dfpipe.loader`), the RNG states are restored, and the LR schedule is stepped per
-iteration. Exact equality holds where the kernels are deterministic (CPU; on CUDA set `deterministic: true`).
+`best.pt` (the model of the epoch with the best validation AUC, every video weighing the same as in the tables,
+earliest on ties, with the decision threshold chosen on that epoch's validation scores: video level, Youden's J
+as in the tables), `train_log.jsonl` (one line per step) and `summary.json`. Restarted with the same settings
+after a kill at any point, it continues from `last.pt` and ends with the same weights as an uninterrupted run:
+the loader reproduces the rest of the epoch exactly (see `dfpipe.loader`), the RNG states are restored, and
+the LR schedule is stepped per iteration. Exact equality holds where the kernels are deterministic (CPU; on
+CUDA set `deterministic: true`).
 
 A resume point is bound to what it was trained on: a fingerprint of the shards (every member's name, size
 and place, and every label), of the settings and of the detector. When any differs (shards rebuilt after an
@@ -37,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 import torch.distributed as dist
 from sklearn.metrics import roc_auc_score
@@ -48,7 +50,7 @@ from .evaluate import eval_stream, pick_device, score
 from .experiments import SETTING_KEYS
 from .io import atomic_path, write_json
 from .loader import Augment, ShardStream, make_loader, normalize
-from .metrics import choose_threshold, video_scores
+from .metrics import choose_threshold, video_scores, video_weights
 from .weights import load_plain
 
 logger = logging.getLogger(__name__)
@@ -330,17 +332,29 @@ class StepLog:
             self.file.close()
 
 
+def validation_metrics(scores: pd.DataFrame) -> tuple[float, float]:
+    """(AUC, decision threshold) of validation frame scores (`score`'s columns), weighed as the
+    tables weigh them (`dfpipe.metrics`): the frame-level AUC gives every video weight 1 (each frame
+    1 / its video's frame count), so a video or method with more frames (NeuralTextures' doubled frame rate)
+    sways the choice of the best epoch no more than any other; the threshold is Youden's J on video mean scores,
+    one row per video and so every video weighing 1 there too."""
+    if scores["label"].nunique() < 2:
+        raise ValueError("validation scores hold one label only, AUC is undefined")
+    weights = video_weights(scores["video_key"].to_numpy())
+    auc = roc_auc_score(scores["label"], scores["score"], sample_weight=weights)
+    videos = video_scores(scores)
+    threshold = choose_threshold(videos["label"].to_numpy(), videos["score"].to_numpy())
+    return float(auc), threshold
+
+
 def validate(
     detector: nn.Module, stream: ShardStream, device: torch.device, num_workers: int, amp: bool
 ) -> tuple[float, float]:
-    """Validation AUC of `detector` on an evaluation stream (the validation shards), frame level, and the decision
-    threshold those scores give at video level (Youden's J, as the tables choose it from the predict rule's)."""
+    """`validation_metrics` of `detector` on an evaluation stream (the validation shards)."""
     scores = score(detector, stream, device, num_workers=num_workers, amp=amp)
     if scores["label"].nunique() < 2:
         raise ValueError(f"validation shards hold one label only, AUC is undefined: {', '.join(stream.shards)}")
-    videos = video_scores(scores)
-    threshold = choose_threshold(videos["label"].to_numpy(), videos["score"].to_numpy())
-    return float(roc_auc_score(scores["label"], scores["score"])), threshold
+    return validation_metrics(scores)
 
 
 def train_one_epoch(

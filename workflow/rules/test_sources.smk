@@ -26,6 +26,8 @@ rule test_source:
         entry=lambda wc: crossdataset_layout.source_entry(config, wc.name),
         # only the FF++-tree kind crops faces: other kinds do not rerun when the faces settings change
         faces=lambda wc: config["faces"] if crossdataset_layout.source_entry(config, wc.name)["kind"] == "ffpp_tree" else None,
+        # the GAN-face set's people are the demo's: its splits follow the main dataset's (no seen identity in test)
+        main=lambda wc: {"source": config["source"], "demo": config["demo"]} if crossdataset_layout.source_entry(config, wc.name)["kind"] == "ganfaces" else None,
     log:
         f"{OUT}/logs/test_sources/{{name}}/scan.log",
     message:
@@ -118,6 +120,7 @@ rule cross_dataset:
         own=[expand(rules.predict.output.table, detector=r.detector, train_q=r.quality, train_methods="all")[0]
              for r in ALL_METHOD_RUNS],
         probes=[f"{OUT}/probes/cross_dataset.parquet"] if PROBES else [],
+        shortcuts=f"{RESULTS}/shortcut_table.csv",  # rule shortcuts: sets a trivial cue separates are marked
     output:
         csv=report(f"{RESULTS}/cross_dataset_matrix.csv", caption="../report/cross_dataset.rst",
                    category="3. Detection", subcategory="Cross-dataset"),

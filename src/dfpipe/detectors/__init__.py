@@ -5,7 +5,7 @@ Adding a detector is one module (a `Detector` subclass) and one line in `REGISTR
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
 
 from ..weights import resolve
@@ -42,13 +42,14 @@ def create_detector(
     *,
     pretrained: str = "none",
     input_size: int | None = None,
-    dropout: float | None = None,
+    dropout: float | Sequence[float] | None = None,
     unfreeze_last: int | None = None,
     **kwargs: object,
 ) -> Detector:
     """Build detector `name` with weights `pretrained` ("none", "imagenet" or a file path).
 
-    `dropout` (before the head) defaults to the model's own (0.5 for Meso nets as in the paper, else 0);
+    `dropout` (before the head) defaults to the model's own (else 0); Meso nets apply it before their dense layer
+    too (0.5 at both by default, as the paper) and take a pair [before dense, before output] as well;
     `unfreeze_last=k` trains only the backbone's last k blocks and the head; other kwargs go to the model.
     """
     factory = REGISTRY.get(name) or partial(TimmDetector, name)

@@ -36,6 +36,10 @@ class Detector(nn.Module):
         dropout: float,
     ) -> None:
         super().__init__()
+        if isinstance(dropout, bool) or not isinstance(dropout, int | float):
+            raise ValueError(
+                f"dropout: {dropout!r}; give one rate in [0, 1] (two rates are for the Meso nets' two dropouts)"
+            )
         self.backbone = backbone
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(num_features, 1)

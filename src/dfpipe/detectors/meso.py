@@ -5,9 +5,15 @@ dropout, dense 16 (LeakyReLU 0.1), dropout and one output: 27,977 trainable para
 paper counts (BatchNorm scale and shift; its running statistics are buffers here). MesoInception-4 replaces
 the first two blocks by inception modules whose branches are 1×1, 3×3 and 3×3 dilated by 2 and 3.
 The last pool is adaptive to 8×8 — exactly the paper's max-pool 4 at 256 px — so smaller inputs work too.
+
+Dropout: the paper has two, 0.5 each, before the dense layer and before the output. `dropout` sets them: None
+gives the paper's 0.5 at both, a number sets both, a pair [before dense, before output] sets each (e.g. the
+demo's [0.5, 0.0], the network it trained while the first was fixed at 0.5).
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
@@ -15,7 +21,19 @@ from torch import Tensor, nn
 from .base import HALF, Detector
 
 PAPER_INPUT = 256
+PAPER_DROPOUT = 0.5
 DENSE = 16
+
+
+def dropouts(dropout: float | Sequence[float] | None) -> tuple[float, float]:
+    """(before the dense layer, before the output) from a Meso net's `dropout` (module docstring)."""
+    if dropout is None:
+        return PAPER_DROPOUT, PAPER_DROPOUT
+    if isinstance(dropout, int | float) and not isinstance(dropout, bool):
+        return float(dropout), float(dropout)
+    if isinstance(dropout, Sequence) and not isinstance(dropout, str) and len(dropout) == 2:
+        return float(dropout[0]), float(dropout[1])
+    raise ValueError(f"dropout: {dropout!r}; give a rate, or two rates [before the dense layer, before the output]")
 
 
 def _conv_block(c_in: int, c_out: int, kernel: int, pool: nn.Module) -> nn.Sequential:
@@ -48,20 +66,22 @@ def _inception_block(c_in: int, widths: tuple[int, int, int, int]) -> nn.Sequent
     return nn.Sequential(inception, nn.BatchNorm2d(inception.out_channels), nn.MaxPool2d(2))
 
 
-def _dense() -> nn.Sequential:
-    return nn.Sequential(nn.Flatten(), nn.Dropout(0.5), nn.Linear(16 * 8 * 8, DENSE), nn.LeakyReLU(0.1))
+def _dense(dropout: float) -> nn.Sequential:
+    return nn.Sequential(nn.Flatten(), nn.Dropout(dropout), nn.Linear(16 * 8 * 8, DENSE), nn.LeakyReLU(0.1))
 
 
 class _Meso(Detector):
-    def __init__(self, body: nn.Sequential, *, input_size: int | None, dropout: float | None) -> None:
-        # the paper's dropout before the output layer is 0.5
+    def __init__(
+        self, blocks: list[nn.Module], *, input_size: int | None, dropout: float | Sequence[float] | None
+    ) -> None:
+        dense, output = dropouts(dropout)
         super().__init__(
-            body,
+            nn.Sequential(*blocks, _dense(dense)),
             DENSE,
             input_size=input_size or PAPER_INPUT,
             mean=HALF,
             std=HALF,
-            dropout=0.5 if dropout is None else dropout,
+            dropout=output,
         )
 
     def features(self, x: Tensor) -> Tensor:
@@ -74,28 +94,26 @@ class _Meso(Detector):
 class Meso4(_Meso):
     weights_name = "meso4"
 
-    def __init__(self, *, input_size: int | None = None, dropout: float | None = None) -> None:
-        body = nn.Sequential(
+    def __init__(self, *, input_size: int | None = None, dropout: float | Sequence[float] | None = None) -> None:
+        blocks = [
             _conv_block(3, 8, 3, nn.MaxPool2d(2)),
             _conv_block(8, 8, 5, nn.MaxPool2d(2)),
             _conv_block(8, 16, 5, nn.MaxPool2d(2)),
             _conv_block(16, 16, 5, nn.AdaptiveMaxPool2d(8)),
-            _dense(),
-        )
-        super().__init__(body, input_size=input_size, dropout=dropout)
+        ]
+        super().__init__(blocks, input_size=input_size, dropout=dropout)
 
 
 class MesoInception4(_Meso):
     weights_name = "mesoinception4"
 
-    def __init__(self, *, input_size: int | None = None, dropout: float | None = None) -> None:
+    def __init__(self, *, input_size: int | None = None, dropout: float | Sequence[float] | None = None) -> None:
         first = _inception_block(3, (1, 4, 4, 2))
         second = _inception_block(first[0].out_channels, (2, 4, 4, 2))
-        body = nn.Sequential(
+        blocks = [
             first,
             second,
             _conv_block(second[0].out_channels, 16, 5, nn.MaxPool2d(2)),
             _conv_block(16, 16, 5, nn.AdaptiveMaxPool2d(8)),
-            _dense(),
-        )
-        super().__init__(body, input_size=input_size, dropout=dropout)
+        ]
+        super().__init__(blocks, input_size=input_size, dropout=dropout)
