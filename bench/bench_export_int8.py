@@ -1,4 +1,4 @@
-"""Test-set AUC of a MobileNet as PyTorch, as float ONNX and as int8 dynamic-quantised ONNX (issue 10, export).
+"""Test-set AUC of a MobileNet as PyTorch, as float ONNX and as int8 dynamic-quantised ONNX (what export costs in AUC).
 
     .venv/bin/python bench/bench_export_int8.py --shards DATA/shards/q95 [--model best.pt] [--workdir DIR]
                                                 [--input-size 128] [--epochs 2] [--steps 25] [--ela]

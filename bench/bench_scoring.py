@@ -1,4 +1,4 @@
-"""Where a demo predict/train job's time goes (issue 11, the demo budget), on the shards of a built dataset.
+"""Where a demo predict/train job's time goes (the demo's time budget), on the shards of a built dataset.
 
 Prints, for one detector spec:
 - predict: `dfpipe.evaluate.predict` images/s on the test shards of one quality, per loader-worker count and

@@ -1,5 +1,5 @@
 # Rule `cross_dataset`: results/cross_dataset_matrix.csv (train dataset x test dataset x quality -> n, AUC with a
-# bootstrap 95% interval over videos, balanced ACC per model) from the detectors' own predictions, their scores on
+# bootstrap 95% interval over identities, balanced ACC per model) from the detectors' own predictions, their scores on
 # each test source and the probes' rows.
 import pandas as pd
 
@@ -13,12 +13,15 @@ p = snakemake.params
 n_boot = int(p.bootstrap)
 rows = []
 own = {(r["detector"], int(r["train_q"])): path for r, path in zip(p.runs, snakemake.input.own, strict=True)}
-for name, path in zip(p.sources, snakemake.input.detectors, strict=True):
+for name, path, scan in zip(p.sources, snakemake.input.detectors, snakemake.input.scans, strict=True):
     cross = pd.read_parquet(path)
+    identities = crossdataset.image_identities(pd.read_parquet(scan))
     for (detector, tq), part in cross.groupby(["detector", "train_quality"], sort=True):
         predictions = pd.read_parquet(own[(detector, int(tq))])
         model = f"{detector}@q{tq}"
-        rows += crossdataset.detector_rows(predictions, part, p.dataset, name, model, n_boot=n_boot)
+        rows += crossdataset.detector_rows(
+            predictions, part, p.dataset, name, model, n_boot=n_boot, identities=identities
+        )
 frames = [pd.DataFrame(rows, columns=crossdataset.MATRIX_COLUMNS)]
 frames += [pd.read_parquet(f) for f in snakemake.input.probes]
 matrix = pd.concat(frames, ignore_index=True).drop_duplicates()

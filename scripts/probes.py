@@ -1,5 +1,7 @@
-# Rule `probes`: frozen-backbone probes trained on the main dataset (scored on its test split at every quality and
-# on every test source) and trained on each test source (scored on the main test split); features cached.
+# Rule `probes`: frozen-backbone probes trained on each dataset with a train split (the main dataset, every test
+# source with train images) and on their union, each scored on every dataset's test split at every quality (the
+# source x source matrix); the main dataset's own table is probe_table.csv. Features cached per dataset.
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -25,6 +27,16 @@ device = str(evaluate.pick_device(p.device))
 common = dict(cache_dir=cache, specs=specs, seed=p.seed, batch_size=cfg["batch_size"], device=device)
 main = probes.shard_getter(out_root / "shards", dataset="main", train_shards=cfg["train_shards"], **common)
 sources = {s: probes.shard_getter(out_root / "test_sources" / s / "shards", dataset=s, **common) for s in p.sources}
+# every dataset's test split, by its name in the matrix
+datasets = {p.dataset: main, **sources}
+if crossdataset.UNION in datasets:
+    raise ValueError(f"a dataset is named {crossdataset.UNION!r}, the name of the probes trained on all datasets")
+trainable = {p.dataset: main}
+for name, get in sources.items():
+    if crossdataset.has_train_split(out_root / "test_sources" / name / "shards", cfg["train_qualities"]):
+        trainable[name] = get
+    else:
+        log(f"{name}: no train images (a test-only source such as ffpp_tree): no probe trained on it")
 settings = dict(
     backbones=[*specs, *cfg["combinations"]],
     train_qualities=cfg["train_qualities"],
@@ -37,23 +49,34 @@ settings = dict(
     n_boot=cfg["bootstrap"],
     seed=p.seed,
 )
-table = probes.probe_table(
-    main,
-    test_qualities=[*p.qualities, *(f"{s}:{q}" for s in sources for q in p.qualities)],
-    test_get=crossdataset.routed_getter(main, sources),
-    **settings,
-)
-own, routed = crossdataset.split_routed(table)
+# the probes trained on a test source or on the union: the train transforms config probes.cross_transforms
+# names (null: all of probes.transforms), as they add fits while the main dataset's table stays whole
+extra = {**settings, "transforms": cfg.get("cross_transforms") or cfg["transforms"]}
+
+
+def fit_and_score(train_name, get, own, setting):
+    """One probe table trained through `get`, scored on every dataset's test split; its matrix rows."""
+    start = time.monotonic()
+    table = probes.probe_table(
+        crossdataset.routed_getter(get, datasets),
+        test_qualities=crossdataset.routed_qualities(p.qualities, datasets, own=own),
+        **setting,
+    )
+    log(f"probes trained on {train_name}: {len(table)} rows in {time.monotonic() - start:.1f} s")
+    return table, crossdataset.routed_probe_rows(table, train_name)
+
+
+table, rows = fit_and_score(p.dataset, main, p.dataset, settings)
+own, _ = crossdataset.split_routed(table)
 probes.write_probe_results(own, Path(snakemake.output.csv).parent)
 log(f"probe table: {len(own)} rows, {int(own['auc'].notna().sum())} with an AUC")
-cross = [crossdataset.probe_rows(part, p.dataset, name) for name, part in routed.items()]
-for name, get in sources.items():
-    if not crossdataset.has_train_split(out_root / "test_sources" / name / "shards", cfg["train_qualities"]):
-        log(f"{name}: no train images (a test-only source such as ffpp_tree): no probe trained on it")
-        continue
-    # trained on the source's train split (no transform-heavy extras needed: it is small), scored on the main test split
-    back = probes.probe_table(get, test_qualities=p.qualities, test_get=main, **settings)
-    cross.append(crossdataset.probe_rows(back, name, p.dataset))
+cross = [rows]
+for name, get in trainable.items():
+    if name != p.dataset:
+        cross.append(fit_and_score(name, get, name, extra)[1])
+if len(trainable) > 1:  # with one dataset the union is that dataset
+    cross.append(fit_and_score(crossdataset.UNION, crossdataset.union_getter(trainable), None, extra)[1])
+cross = [c for c in cross if len(c)]
 matrix = pd.concat(cross, ignore_index=True) if cross else pd.DataFrame(columns=crossdataset.MATRIX_COLUMNS)
 write_parquet(snakemake.output.cross, matrix)
 log(f"cross-dataset probe rows: {len(matrix)}")

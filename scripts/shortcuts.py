@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from dfpipe import report, runlog, shortcuts
+from dfpipe import crossdataset, report, runlog, shortcuts
 from dfpipe.io import write_bytes, write_csv
 
 log = runlog.to_file(snakemake.log[0])
@@ -23,8 +23,10 @@ sets = {
 }
 for name, scan in zip(p.sources, snakemake.input.scans, strict=True):
     tars = [t for t in snakemake.input.sources if Path(t).parts[-4] == name]
-    per_image = shortcuts.source_image_cues(pd.read_parquet(scan))
-    sets[name] = shortcuts.with_sources(shortcuts.shard_samples(tars), per_image, ["video_id"])
+    images = pd.read_parquet(scan)
+    samples = shortcuts.with_sources(shortcuts.shard_samples(tars), shortcuts.source_image_cues(images), ["video_id"])
+    samples["group"] = crossdataset.source_groups(samples["video_key"], crossdataset.image_identities(images))
+    sets[name] = samples
 table = shortcuts.shortcut_table(sets, n_boot=int(p.bootstrap), seed=int(p.seed))
 write_csv(snakemake.output.csv, table)
 write_bytes(snakemake.output.md, shortcuts.to_markdown(table).encode())

@@ -1,4 +1,4 @@
-"""Cross-dataset helpers on small real tables: routed test qualities and detector rows."""
+"""Cross-dataset helpers on small real tables: routed test qualities, the union of datasets and detector rows."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pandas as pd
+import pytest
 from logcapture import dfpipe_lines
 
 from dfpipe import crossdataset, probes
@@ -49,6 +50,82 @@ def test_one_fit_scores_the_main_and_the_routed_dataset():
     assert ("gan", 95, "test") in calls and ("gan", 95, "train") not in calls
     rows = crossdataset.probe_rows(routed["gan"], "demo", "gan")
     assert list(rows.columns) == crossdataset.MATRIX_COLUMNS and rows["model"].iloc[0] == "b/none/linear_probe/none"
+
+
+def _fs_on(column: int, n: int = 40, seed: int = 0, prefix: str = "v") -> probes.FeatureSet:
+    """`n` samples, fakes shifted along feature `column` only: a probe learns that one direction."""
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % 2
+    x = rng.normal(size=(n, 4)).astype(np.float32)
+    x[:, column] += 3.0 * y
+    meta = pd.DataFrame(
+        {"video_key": [f"{prefix}{i}" for i in range(n)], "method": "m", "video_id": "x", "frame_index": 0, "label": y}
+    )
+    return probes.FeatureSet(x, meta)
+
+
+def test_union_and_every_dataset_trained_probe_cover_the_source_by_source_matrix():
+    """Probes trained on each dataset and on their union (train and val features of both pooled) are each fitted
+    once per setting and scored on every dataset's test split; the matrix rows cover every (train, test) pair."""
+    calls = []
+
+    def dataset(name, column, has_val=True):
+        def get(b, q, split, t):
+            if split == "val" and not has_val:
+                raise FileNotFoundError("no val shards")
+            calls.append((name, b, q, split))
+            # the same video keys in both datasets: the union must keep their videos apart
+            return _fs_on(column, n={"train": 40, "val": 20, "test": 30}[split], seed=len(split) + column)
+
+        return get
+
+    datasets = {"demo": dataset("demo", 0), "gan": dataset("gan", 1), "faces": dataset("faces", 1, has_val=False)}
+
+    union = crossdataset.union_getter({k: datasets[k] for k in ("demo", "gan", "faces")})
+    pooled = union("b", 95, "train", "none")
+    parts = [datasets[k]("b", 95, "train", "none") for k in ("demo", "gan", "faces")]
+    assert np.array_equal(pooled.features, np.vstack([p.features for p in parts]))
+    assert pooled.labels.tolist() == [y for p in parts for y in p.labels]
+    assert pooled.meta["video_key"].nunique() == 120 and pooled.meta["video_key"].iloc[40] == "gan/v0"
+    assert len(union("b", 95, "val", "none").meta) == 40  # faces has no val split: the others' val serves
+    with pytest.raises(ValueError, match="no test split"):
+        union("b", 95, "test", "none")
+
+    datasets.pop("faces")
+    settings = dict(
+        backbones=["b"],
+        train_qualities=[95],
+        reductions=["none"],
+        classifiers=["linear_probe"],
+        transforms=["none"],
+        n_boot=0,
+    )
+    tables, rows = {}, []
+    trainers = [*datasets.items(), (crossdataset.UNION, crossdataset.union_getter(datasets))]
+    for name, get in trainers:
+        own = name if name in datasets else None
+        calls.clear()
+        tables[name] = probes.probe_table(
+            crossdataset.routed_getter(get, datasets),
+            test_qualities=crossdataset.routed_qualities([95, 50], datasets, own=own),
+            **settings,
+        )
+        # one fit per setting: the training data read once, every dataset's test split at each quality
+        assert sorted(c for c in calls if c[3] == "test") == [(d, "b", q, "test") for d in datasets for q in (50, 95)]
+        trained = {c[0] for c in calls if c[3] == "train"}
+        assert trained == (set(datasets) if own is None else {name})
+        rows.append(crossdataset.routed_probe_rows(tables[name], name))
+    matrix = pd.concat(rows, ignore_index=True)
+    assert list(matrix.columns) == crossdataset.MATRIX_COLUMNS
+    pairs = matrix.groupby(["train_dataset", "test_dataset"])["test_quality"].apply(sorted).to_dict()
+    assert pairs == {(tr, te): [50, 95] for tr in ("demo", "gan", "union") for te in ("demo", "gan")}
+    auc = matrix.groupby(["train_dataset", "test_dataset"])["auc"].mean()
+    # each dataset's probe knows its own direction only; the union's probe learnt both
+    assert auc["demo", "demo"] > 0.9 and auc["gan", "gan"] > 0.9
+    assert abs(auc["demo", "gan"] - 0.5) < 0.25 and abs(auc["gan", "demo"] - 0.5) < 0.25
+    assert auc["union", "demo"] > auc["gan", "demo"] + 0.2 and auc["union", "gan"] > auc["demo", "gan"] + 0.2
+    assert auc["union", "demo"] > 0.8 and auc["union", "gan"] > 0.8
+    assert tables[crossdataset.UNION]["auc_val"].notna().all()
 
 
 def test_detector_rows_use_the_validation_threshold():
@@ -219,3 +296,39 @@ def test_identities_the_main_models_saw_never_reach_a_test_split():
     assert not set(crossdataset.identity_of(kept["path"])) & seen
     assert set(crossdataset.identity_of(kept["path"])) == {"004", "005", "006", "007"}
     assert any("8 test images" in m and "'000'" in m for m in messages)
+
+
+def test_a_test_sources_interval_resamples_its_identities():
+    """Images of one person (a GAN-face identity folder) move together in the bootstrap: four identical views
+    per identity give the same interval as one view each, where resampling images would narrow it."""
+    rng = np.random.default_rng(0)
+    n_id = 12
+    base = pd.DataFrame(
+        {
+            "video_id": [f"{i:03d}_0_h{c}" for c in (0, 1) for i in range(n_id)],
+            "label": [c for c in (0, 1) for _ in range(n_id)],
+            "score": np.r_[rng.normal(0, 1, n_id), rng.normal(0.8, 1, n_id)],
+        }
+    )
+    scan = pd.DataFrame(
+        {
+            "video_id": base["video_id"],
+            "path": [f"{'fake/g' if c else 'real'}/{v[:3]}/0.png" for v, c in zip(base["video_id"], base["label"])],
+        }
+    )
+    identities = crossdataset.image_identities(scan)
+    assert identities["003_0_h1"] == "003" == identities["003_0_h0"]
+
+    def rows(table):
+        cross = table.assign(test_quality=95, video_key="m/q95/" + table["video_id"])
+        own = cross.assign(split="val", train_quality=95)
+        preds = pd.concat([own, own.assign(split="test")])
+        return crossdataset.detector_rows(preds, cross, "a", "b", "m", n_boot=400, identities=identities)[-1]
+
+    one = rows(base)
+    views = pd.concat([base.assign(video_id=base["video_id"] + f"v{k}") for k in range(4)])
+    identities.update({f"{v}v{k}": identities[v] for v in base["video_id"] for k in range(4)})
+    four = rows(views)
+    assert four["n"] == 4 * one["n"] and four["auc"] == pytest.approx(one["auc"])
+    width = lambda r: r["auc_hi"] - r["auc_lo"]  # noqa: E731
+    assert width(four) == pytest.approx(width(one), rel=0.35)

@@ -1,4 +1,4 @@
-"""The experiment grid: per-detector training settings and the augmented-frame-rate ablation (issue 11.6)."""
+"""The experiment grid: per-detector training settings and the augmented-frame-rate ablation."""
 
 from __future__ import annotations
 

@@ -173,6 +173,48 @@ def test_grid_png_has_a_row_per_group_and_the_caption(tmp_path) -> None:
     assert height > 3 * 150 and width > 2 * 150  # three rows of two tiles at 100 dpi
 
 
+@pytest.mark.parametrize("k, attention", [(1, False), (3, True)])
+def test_grid_text_stays_inside_the_figure(tmp_path, monkeypatch, k: int, attention: bool) -> None:
+    """A long caption over few tiles (one per row) or many (with attention panels): the caption is wrapped,
+    not shrunk, and no text of the grid (caption, tile titles, row names) runs past the figure's edges."""
+    import matplotlib.pyplot as plt
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.text import Text
+
+    from dfpipe.gradcam import CAPTION_PT, grid_figure
+
+    rng = np.random.default_rng(0)
+    n = 3 * k
+    images = rng.integers(0, 256, (n, SIZE, SIZE, 3), dtype=np.uint8)
+    cams = rng.random((n, SIZE, SIZE), dtype=np.float32)
+    groups = {g: list(range(r * k, (r + 1) * k)) for r, g in enumerate(GROUPS)}
+    caption = (
+        "multi_attention_efficientnet_b4 trained at q95, ELA q90, test q10, validation threshold · "
+        "Grad-CAM on backbone.blocks.6 for the decision at threshold 0.723"
+    )
+    figures = []
+    real_close = plt.close
+    monkeypatch.setattr(plt, "close", lambda fig: figures.append(fig) or real_close(fig))
+    labels, scores = np.arange(n) % 2, rng.random(n)
+    out = grid_figure(tmp_path / "q10.png", images, labels, scores, cams, groups, caption, cams if attention else None)
+    assert out.read_bytes()[:4] == b"\x89PNG"
+    [fig] = figures
+    canvas = FigureCanvasAgg(fig)  # closing the figure dropped its canvas
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    texts = [t for t in fig.findobj(Text) if t.get_visible() and t.get_text()]
+    caption_lines = fig.get_suptitle().split("\n")
+    if k == 1:
+        assert len(caption_lines) >= 2  # one tile a row is too narrow for it on one line
+    words = [w for w in " ".join(caption_lines).split() if w != "·"]
+    assert words == [w for w in caption.split() if w != "·"]  # wrapped, nothing dropped
+    assert any(t.get_text() == fig.get_suptitle() and t.get_fontsize() == CAPTION_PT for t in texts)
+    for t in texts:
+        box = t.get_window_extent(renderer)
+        assert fig.bbox.x0 <= box.x0 and box.x1 <= fig.bbox.x1, t.get_text()
+        assert fig.bbox.y0 <= box.y0 and box.y1 <= fig.bbox.y1, t.get_text()
+
+
 def predictions_file(detector, test: dict, path, train_quality: int = 77):
     """The predict rule's table of `detector` on test shards {quality: shards}: what the gradcam job reads."""
     import pandas as pd

@@ -130,7 +130,7 @@ def test_relative_text_cuts_every_spelling_of_the_root(tmp_path):
 
 
 def test_truncated_video_keeps_its_real_frame_count(tree):
-    """Issue 11: a cut file that still decodes is ok with the frames it really holds, and the plan stays
+    """A cut file that still decodes is ok with the frames it really holds, and the plan stays
     inside them (the container header still claims all 15)."""
     from dfpipe.frames import iter_frames, plan_batch
 

@@ -401,6 +401,53 @@ def test_probe_table_and_plot(features, tmp_path):
     assert "rows without metrics" in (tmp_path / "probe_table.md").read_text()
 
 
+def _effects_table() -> pd.DataFrame:
+    """A probe table whose AUC is 0.9, less 0.2 for a transformed test image, of which training with the same
+    transform wins back 0.15, plus a small per-classifier offset."""
+    rows = []
+    for backbone in ("mobilenetv2", "lite0"):
+        for red in ("none", "pca"):
+            for k, clf in enumerate(("lda", "svm", "knn3")):
+                for tt in ("none", "blur", "jitter", "both"):
+                    for te in ("none", "blur", "jitter", "both"):
+                        auc = 0.9 - 0.2 * (te != "none") + 0.15 * (te != "none" and te == tt) + 0.01 * (k - 1)
+                        rows.append(
+                            {
+                                "backbone": backbone,
+                                "reduction": red,
+                                "classifier": clf,
+                                "train_transform": tt,
+                                "test_transform": te,
+                                "train_quality": 95,
+                                "test_quality": 95,
+                                "auc": auc,
+                            }
+                        )
+    return pd.DataFrame(rows).reindex(columns=probes.PROBE_COLUMNS)
+
+
+def test_effects_plot_shows_the_test_transform_per_train_transform(monkeypatch, tmp_path):
+    """A third panel gives the mean test AUC of every train transform × test transform; the other two panels
+    stay on untransformed test images."""
+    from dfpipe import tables
+
+    figures = []
+    monkeypatch.setattr(tables, "_save", lambda fig, path: figures.append(fig))
+    probes.plot_probe_effects(_effects_table(), tmp_path / "effects.png")
+    clf_ax, backbone_ax, grid_ax = figures[0].axes[:3]
+    assert grid_ax.get_xlabel() == "test transform" and grid_ax.get_ylabel() == "train transform"
+    assert [t.get_text() for t in grid_ax.get_yticklabels()] == ["none", "blur", "jitter", "both"]
+    assert [t.get_text() for t in grid_ax.get_xticklabels()] == ["none", "blur", "jitter", "both"]
+    cells = [t.get_text() for t in grid_ax.texts]
+    expected = [
+        0.9 if te == "none" else 0.85 if te == tt else 0.7 for tt in probes.TRANSFORMS for te in probes.TRANSFORMS
+    ]
+    assert cells == [f"{v:.3f}" for v in expected]
+    # the bars average untransformed test images only: 0.9 for every backbone
+    heights = [b.get_height() for b in backbone_ax.patches]
+    assert heights and np.allclose(heights, 0.9)
+
+
 def test_backbones_asked_for_in_turn_are_built_once(monkeypatch):
     """A combination (a+b) asks for its parts in turn for every split, quality and transform: each is built once."""
     built = []

@@ -1,4 +1,4 @@
-"""Issue 9 in the DAG on the tiny workflow: a GAN-face test source, frozen-backbone probes and the cross-dataset
+"""Test sources and probes in the DAG of the tiny workflow: a GAN-face test source, frozen-backbone probes and the cross-dataset
 matrix, built by Snakemake from the shards and a trained model."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from test_workflow import Project, copy_code, planned, tiny_config, trained_conf
 pytestmark = pytest.mark.slow
 
 
-def issue9_config(config: dict) -> dict:
+def probes_config(config: dict) -> dict:
     """The tiny trained config plus a 6-identity GAN-face (3 pairs: one train, one val, one test) test source and small probes on MobileNetV2."""
     full = trained_config(config)
     full["evaluate"] = {
@@ -36,7 +36,7 @@ def issue9_config(config: dict) -> dict:
 @pytest.fixture(scope="module")
 def project(tmp_path_factory, ffpp_tree) -> Project:
     proj = Project(tmp_path_factory.mktemp("work"), tiny_config(ffpp_tree), copy_code(tmp_path_factory.mktemp("repo")))
-    proj.run(issue9_config(proj.config))
+    proj.run(probes_config(proj.config))
     return proj
 
 
@@ -70,16 +70,15 @@ def test_cross_dataset_matrix_has_detectors_and_probes_both_ways(project):
     matrix = pd.read_csv(project.work / "results/cross_dataset_matrix.csv")
     assert len(matrix) and np.isfinite(matrix["auc"]).all() and matrix["bacc"].between(0, 1).all()
     pairs = set(zip(matrix["kind"], matrix["train_dataset"], matrix["test_dataset"]))
-    # the detector on its own test split and on the GAN faces; probes trained on each, tested on the other
-    assert {
-        ("detector", "local", "local"),
-        ("detector", "local", "gan"),
-        ("probe", "local", "gan"),
-        ("probe", "gan", "local"),
-    } <= pairs
+    # the detector on its own test split and on the GAN faces; probes trained on each dataset and on their union,
+    # each tested on both (its own included)
+    probe_pairs = {("probe", tr, te) for tr in ("local", "gan", "union") for te in ("local", "gan")}
+    assert pairs == {("detector", "local", "local"), ("detector", "local", "gan"), *probe_pairs}
+    probe = matrix[matrix["kind"] == "probe"]
+    assert all(qs == {77, 10} for qs in probe.groupby(["train_dataset", "test_dataset"])["test_quality"].agg(set))
     assert set(matrix["test_quality"]) == {77, 10}
     assert (project.work / "results/plots/cross_dataset.png").stat().st_size > 1000
 
 
 def test_rerun_is_a_no_op(project):
-    assert planned(project.run(issue9_config(project.config), "-n")) == {}
+    assert planned(project.run(probes_config(project.config), "-n")) == {}

@@ -328,6 +328,49 @@ def test_plots(metrics_df: pd.DataFrame, preds, tmp_path: Path) -> None:
         assert (tmp_path / name).read_bytes()[:8] == PNG_MAGIC
 
 
+def test_auc_plot_gives_each_detector_its_own_colour_and_keeps_the_legend_off_the_panels(
+    metrics_df: pd.DataFrame, tmp_path: Path, monkeypatch
+) -> None:
+    """More detectors than tab10 has colours (12), each trained at two qualities: one panel per training
+    quality (high to low), test qualities high to low, a detector's lines in one colour in every panel and no
+    two detectors alike; the legend and the title lie inside the figure and clear of every panel."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.colors import to_hex
+    from matplotlib.text import Text
+
+    from dfpipe import tables
+
+    base = metrics_df[metrics_df["detector"] == "meso4"]
+    names = [f"det{i:02d}" for i in range(12)]
+    many = pd.concat([base.assign(detector=name) for name in names], ignore_index=True)
+    figures = []
+    real_save = tables._save
+    monkeypatch.setattr(tables, "_save", lambda fig, path: figures.append(fig) or real_save(fig, path))
+    plot_auc_vs_quality(many, tmp_path / "auc.png")
+    assert (tmp_path / "auc.png").read_bytes()[:8] == PNG_MAGIC
+    [fig] = figures
+    panels = [ax for ax in fig.axes if ax.get_visible()]
+    assert [ax.get_title() for ax in panels] == ["trained at q95", "trained at q60"]
+    assert [t.get_text() for t in panels[0].get_xticklabels()] == ["q95", "q60"]
+    colours: dict[str, set] = {}
+    for ax in panels:
+        for line in ax.get_lines():
+            if line.get_label() in names:
+                colours.setdefault(line.get_label(), set()).add(to_hex(line.get_color()))
+    assert sorted(colours) == names and all(len(c) == 1 for c in colours.values())  # one colour per detector
+    assert len({c for cs in colours.values() for c in cs}) == len(names)  # never two detectors alike
+    canvas = FigureCanvasAgg(fig)  # closing the figure after saving dropped its canvas
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    [legend] = fig.legends
+    legend_box = legend.get_window_extent(renderer)
+    assert all(not legend_box.overlaps(ax.get_tightbbox(renderer)) for ax in panels)  # data, ticks, labels
+    [title] = [t for t in fig.findobj(Text) if t.get_text() and t.get_text() == fig.get_suptitle()]
+    for box in (legend_box, title.get_window_extent(renderer)):
+        assert fig.bbox.x0 <= box.x0 <= box.x1 <= fig.bbox.x1 and fig.bbox.y0 <= box.y0 <= box.y1 <= fig.bbox.y1
+    assert {t.get_text() for t in legend.get_texts()} == {*names, "chance (0.5)"}
+
+
 def rigged_predictions() -> pd.DataFrame:
     """Both splits of effb4 and meso4 trained at q95 and q60, with t-SNE features on the test split at the
     model's own quality. On val (own quality) q60 wins: meso4 q60 separates perfectly, effb4 q60 but for one

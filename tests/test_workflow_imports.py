@@ -1,6 +1,6 @@
 """Reading the workflow stays light: every dry run, every no-op rerun and every cluster job parses the Snakefile, so
 the rule files and the modules they import at parse time must not import the heavy libraries (torch, timm,
-scikit-learn, matplotlib) that only jobs need (issue 18: they were 9 of the 10 s of a no-op dry run)."""
+scikit-learn, matplotlib) that only jobs need (importing them took most of the time of a no-op dry run)."""
 
 from __future__ import annotations
 

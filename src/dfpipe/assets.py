@@ -37,10 +37,6 @@ def models_dir() -> Path:
     return tools_dir() / "models"
 
 
-def media_dir() -> Path:
-    return tools_dir() / "media"
-
-
 def face_detector_model() -> Path:
     path = models_dir() / "face_detection_short_range.tflite"
     if not path.is_file():

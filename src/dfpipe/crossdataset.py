@@ -12,14 +12,16 @@ The test sources' shard paths, splits and config lookup, which the rule files ne
 
 `detector_rows` / `probe_rows` turn scores into rows of one long table (`MATRIX_COLUMNS`): train dataset ×
 test dataset × test quality → AUC with its bootstrap interval (`INTERVAL`) and balanced ACC, per model, with
-the samples scored (n, n_pos fake, n_neg real); `plot_matrix` draws it as a heat map.
+the samples scored (n, n_pos fake, n_neg real); `plot_matrix` draws it as a heat map. Probes fill it source ×
+source: `routed_getter` lets one probe_table call, trained on any dataset (or on the union of all with a train
+split, `union_getter`), score every dataset's test split, and `routed_probe_rows` names the rows.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +32,7 @@ from . import assets, ffpp_tree, ganfaces, probes, shards
 from .config import schema_defaults
 from .crossdataset_layout import SPLITS
 from .io import write_json, write_parquet
-from .metrics import choose_threshold, video_weights
+from .metrics import bootstrap_auc_ci, choose_threshold, identity_keys, video_weights
 from .shortcuts import flags as shortcut_flags
 from .sources import images
 
@@ -54,7 +56,7 @@ MATRIX_COLUMNS = [
     "bacc",
 ]
 SHORTCUT_COLUMNS = ["shortcut_cue", "shortcut_auc", "shortcut"]  # added by mark_shortcuts
-INTERVAL = ("auc_lo", "auc_hi")  # percentile bootstrap 95% interval of the AUC, resampling videos within each class
+INTERVAL = ("auc_lo", "auc_hi")  # percentile bootstrap 95% interval of the AUC (detector rows: resampling identities)
 
 
 def source_root(entry: Mapping[str, Any], dest: Path) -> Path:
@@ -195,8 +197,30 @@ def has_train_split(shards_dir: Path, qualities: Sequence[int]) -> bool:
     return all(c["samples"] > 0 for c in counts)
 
 
-def _scores_row(labels, scores, predicted, video_keys, n_boot: int, seed: int) -> dict[str, Any]:
-    m = probes.evaluate_scores(labels, scores, predicted, video_keys, n_boot=n_boot, seed=seed)
+def image_identities(table: pd.DataFrame) -> dict[str, str]:
+    """video_id → identity of a test source's images (its scan table): the first folder inside the class folder
+    (`real/<identity>/...`, `fake/<generator>/<identity>/...`: a GAN-face set's identity numbers, a folder per
+    person in an image folder), else the image itself. Views of one person are not independent samples."""
+    rest = table["path"].astype(str).str.split("/").map(lambda p: p[1:] if p[0] == "real" else p[2:])
+    identity = [r[0] if len(r) > 1 else v for r, v in zip(rest, table["video_id"])]
+    return dict(zip(table["video_id"], identity))
+
+
+def source_groups(video_keys: np.ndarray, identities: Mapping[str, str] | None) -> np.ndarray:
+    """The identity of each test-source sample (`image_identities` by video_id; an unknown id is its own)."""
+    ids = pd.Series(video_keys).str.rsplit("/", n=1).str[-1]
+    return ids.map(identities or {}).fillna(ids).to_numpy()
+
+
+def _scores_row(labels, scores, predicted, video_keys, groups, n_boot: int, seed: int) -> dict[str, Any]:
+    """Counts, AUC with its interval resampling whole `groups` (identities: each brings its images of both
+    classes), balanced ACC of `predicted`; frames weigh 1 / their video's count."""
+    m = probes.evaluate_scores(labels, scores, predicted, video_keys, n_boot=0, seed=seed)
+    if n_boot and np.isfinite(m["auc"]):
+        w = video_weights(video_keys)
+        m["auc_lo"], m["auc_hi"] = bootstrap_auc_ci(
+            labels, scores, n=n_boot, seed=seed, groups=groups, weights=w, stratify=False
+        )
     return {c: m[c] for c in ("n", "n_pos", "n_neg", "auc", *INTERVAL, "bacc")}
 
 
@@ -208,19 +232,24 @@ def detector_rows(
     model: str,
     n_boot: int = 0,
     seed: int = 0,
+    identities: Mapping[str, str] | None = None,
 ) -> list[dict[str, Any]]:
     """Rows of one detector: on its own test split (`predictions`, the predict rule's table) and on a test
     source (`cross`: test_quality, label, score, video_key). Balanced ACC at the threshold chosen on the
     model's own validation split (as the AUC table does); the AUC's interval from `n_boot` resamples of whole
-    videos (as `dfpipe.metrics` does for the main table; 0: NaN bounds)."""
+    identities: the main split's target identities (`metrics.identity_keys`, as the main table), the test
+    source's by `identities` (video_id → identity, `image_identities`; None: each image its own); 0: NaN bounds."""
     val = predictions[predictions["split"] == "val"]
     w = video_weights(val["video_key"].to_numpy())
     threshold = choose_threshold(val["label"].to_numpy(), val["score"].to_numpy(), w)
     tq = int(predictions["train_quality"].iloc[0])
     rows = []
-    for dataset, table in ((train_dataset, predictions[predictions["split"] == "test"]), (test_dataset, cross)):
+    own = predictions[predictions["split"] == "test"]
+    for dataset, table, main in ((train_dataset, own, True), (test_dataset, cross, False)):
         for q, part in table.groupby("test_quality", sort=True):
             scores = part["score"].to_numpy()
+            keys = part["video_key"].to_numpy()
+            groups = identity_keys(keys) if main else source_groups(keys, identities)
             rows.append(
                 {
                     "train_dataset": train_dataset,
@@ -233,7 +262,8 @@ def detector_rows(
                         part["label"].to_numpy(),
                         scores,
                         scores >= threshold,
-                        part["video_key"].to_numpy(),
+                        keys,
+                        groups,
                         n_boot,
                         seed,
                     ),
@@ -341,9 +371,14 @@ def plot_matrix(matrix: pd.DataFrame, path: str | Path) -> None:
     _save(fig, path)
 
 
+UNION = "union"  # train_dataset of probes fitted on every dataset with a train split together
+
+
 def routed_getter(default: probes.Getter, others: Mapping[str, probes.Getter]) -> probes.Getter:
-    """A getter whose quality may name another dataset, "name:Q": one probe fit then scores the main test
-    split and every test source's (probe_table fits once per setting and scores every test quality)."""
+    """A getter whose quality may name a dataset, "name:Q" (served by `others[name]`); a plain quality goes to
+    `default`, the training getter (its train and val splits, and its own test split when it has one). Any
+    training getter (the main dataset's, a test source's, the union's) routed to every dataset lets one
+    probe_table call fit once per setting and score every dataset's test split (`routed_qualities`)."""
 
     def get(backbone: str, quality: Any, split: str, transform: str) -> probes.FeatureSet:
         if isinstance(quality, str) and ":" in quality:
@@ -354,9 +389,40 @@ def routed_getter(default: probes.Getter, others: Mapping[str, probes.Getter]) -
     return get
 
 
+def routed_qualities(qualities: Sequence[int], datasets: Iterable[str], own: str | None = None) -> list[Any]:
+    """The test qualities of a probe_table call through `routed_getter` that scores every one of `datasets`:
+    plain for `own` (the training dataset, whose test split the training getter serves), "name:Q" for the
+    others. `own` None (the union, which has no test split of its own): every dataset named."""
+    plain = list(qualities) if own is not None else []
+    return [*plain, *(f"{name}:{q}" for name in datasets if name != own for q in qualities)]
+
+
+def union_getter(getters: Mapping[str, probes.Getter]) -> probes.Getter:
+    """A training getter over the union of datasets: the train (and val) features of every getter pooled
+    (`probes.pool`, from each dataset's own feature cache: no backbone pass of its own). A dataset without a val
+    split leaves the threshold to the others. It has no test split: route it to each dataset's
+    (`routed_getter`, `routed_qualities` with own None)."""
+
+    def get(backbone: str, quality: Any, split: str, transform: str) -> probes.FeatureSet:
+        if split == "test":
+            raise ValueError(f"{UNION}: no test split of its own; score it on each dataset's through routed_getter")
+        parts = {}
+        for name, one in getters.items():
+            try:
+                parts[name] = one(backbone, quality, split, transform)
+            except FileNotFoundError:
+                if split == "train":
+                    raise
+        if not parts:
+            raise FileNotFoundError(f"{UNION}: none of {list(getters)} has a {split} split at q{quality}")
+        return probes.pool(parts)
+
+    return get
+
+
 def split_routed(table: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
-    """A probe table scored through `routed_getter` → (rows of the main test split, {source name: its rows}),
-    test qualities back to integers."""
+    """A probe table scored through `routed_getter` → (rows of the training dataset's own test split, {dataset
+    name: its rows}), test qualities back to integers."""
     routed = table["test_quality"].astype(str).str.contains(":")
     own = table[~routed].copy()
     own["test_quality"] = own["test_quality"].astype(int)
@@ -367,3 +433,12 @@ def split_routed(table: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, pd.DataFr
         part["test_quality"] = part["test_quality"].astype(str).str.rsplit(":", n=1).str[1].astype(int)
         out[name] = part
     return own, out
+
+
+def routed_probe_rows(table: pd.DataFrame, train_dataset: str) -> pd.DataFrame:
+    """Matrix rows of a probe table scored through `routed_getter`: the plain test qualities as `train_dataset`'s
+    own test split, each "name:Q" as dataset name's."""
+    own, routed = split_routed(table)
+    parts = [(train_dataset, own), *routed.items()] if len(own) else list(routed.items())
+    rows = [r for r in (probe_rows(part, train_dataset, name) for name, part in parts) if len(r)]
+    return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=MATRIX_COLUMNS)

@@ -3,7 +3,7 @@
 
 Light on purpose (standard library only): every dry run, no-op rerun and cluster job parses the rule files, and
 `dfpipe.crossdataset` imports torch, timm, scikit-learn and OpenCV through the probes and the face stage, which
-cost seconds each time (issue 18; `tests/test_workflow_imports.py` checks it).
+cost seconds each time (`tests/test_workflow_imports.py` checks that this module stays light).
 """
 
 from __future__ import annotations

@@ -149,6 +149,24 @@ def pick_examples(labels: np.ndarray, scores: np.ndarray, threshold: float, k: i
     }
 
 
+CAPTION_PT = 9.0  # the grid's caption; wrapped rather than shrunk, so it stays legible in the report
+
+
+def _caption_lines(caption: str, width_in: float, fontsize: float) -> list[str]:
+    """`caption` broken into lines that fit `width_in` inches at `fontsize` points (~0.55 em a character,
+    a margin kept): at its " · " separators where a part fits, else at spaces."""
+    import textwrap
+
+    fits = max(20, int((width_in - 0.3) * 72 / (0.55 * fontsize)))
+    lines: list[str] = []
+    for part in caption.split(" · "):
+        if lines and len(lines[-1]) + 3 + len(part) <= fits:
+            lines[-1] += " · " + part
+        else:
+            lines.extend(textwrap.wrap(part, fits) or [""])
+    return lines
+
+
 def grid_figure(
     out_path: Path,
     images: np.ndarray,
@@ -160,7 +178,8 @@ def grid_figure(
     attention: np.ndarray | None = None,
 ) -> Path:
     """Write a PNG: one row per group (its name on the left), one tile per example (the overlay, and the
-    attention overlay beside it when given), each titled with its label and score; `caption` on top."""
+    attention overlay beside it when given), each titled with its label and score; `caption` on top, wrapped
+    to the figure's width (`_caption_lines`) at a fixed size, so nothing is cut however few tiles there are."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -169,7 +188,16 @@ def grid_figure(
     panels = 2 if attention is not None else 1
     k = max(1, max((len(v) for v in groups.values()), default=1))
     rows = len(groups)
-    fig, axes = plt.subplots(rows, k * panels, figsize=(1.9 * k * panels, 2.2 * rows + 0.4), squeeze=False)
+    # at least ~5 in wide: room for the caption lines however few tiles there are
+    width = max(5.0, 0.4 + 1.9 * k * panels)
+    lines = _caption_lines(caption, width, CAPTION_PT)
+    fig, axes = plt.subplots(
+        rows,
+        k * panels,
+        figsize=(width, 2.2 * rows + 0.2 * len(lines) + 0.2),
+        squeeze=False,
+        layout="constrained",
+    )
     for r, (group, indices) in enumerate(groups.items()):
         for c in range(k * panels):
             ax = axes[r][c]
@@ -178,21 +206,19 @@ def grid_figure(
             for spine in ax.spines.values():
                 spine.set_visible(False)
             if c == 0:
-                ax.set_ylabel(group, fontsize=8)
+                ax.set_ylabel(group, fontsize=9)
             if c // panels >= len(indices):
                 if c == 0:
-                    ax.text(0.5, 0.5, "none", ha="center", va="center", fontsize=8, transform=ax.transAxes)
+                    ax.text(0.5, 0.5, "none", ha="center", va="center", fontsize=9, transform=ax.transAxes)
                 continue
             i = indices[c // panels]
             if c % panels == 0:
                 ax.imshow(overlay(images[i], cams[i]))
-                ax.set_title(f"{'fake' if labels[i] else 'real'} · score {scores[i]:.3f}", fontsize=7)
+                ax.set_title(f"{'fake' if labels[i] else 'real'} · score {scores[i]:.3f}", fontsize=8)
             else:
                 ax.imshow(overlay(images[i], attention[i]))
-                ax.set_title("attention maps", fontsize=7)
-    # one line that fits the figure's width (~0.55 em per character), down to 5 pt for long captions
-    fig.suptitle(caption, fontsize=max(5.0, min(8.0, fig.get_figwidth() * 72 / (0.55 * max(1, len(caption))))))
-    fig.tight_layout(rect=(0, 0, 1, 0.97))
+                ax.set_title("attention maps", fontsize=8)
+    fig.suptitle("\n".join(lines), fontsize=CAPTION_PT)
     with atomic_path(out_path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
     plt.close(fig)

@@ -16,7 +16,9 @@ Pieces, each usable alone:
   transform × train quality × test quality → ACC and balanced ACC (at the classifier's own decision and at a
   threshold chosen on the val split), AUC with a bootstrap interval and the val split's AUC;
   `write_probe_results` writes the CSV, markdown (its rows chosen by the val AUC, never a test metric) and the
-  plot of classifier and backbone effects.
+  plot of classifier, backbone and test-transform effects.
+- `concat` puts several backbones' features of the same samples side by side; `pool` stacks the samples of
+  several datasets (training on their union).
 """
 
 from __future__ import annotations
@@ -711,6 +713,28 @@ def concat(sets: Sequence[FeatureSet]) -> FeatureSet:
     )
 
 
+def pool(sets: Mapping[str, FeatureSet]) -> FeatureSet:
+    """The samples of several datasets ({name: features of one backbone}) one after another: a union to train
+    on. Each video key gets its dataset's name in front, so that two datasets' videos never count as one (a
+    video weighs 1 in thresholds and AUCs). `info` names the datasets and their sample counts."""
+    if not sets:
+        raise ValueError("pool: no feature sets")
+    dims = {name: s.features.shape[1] for name, s in sets.items()}
+    if len(set(dims.values())) > 1:
+        raise ValueError(f"pool: the datasets' features differ in width {dims}; pool one backbone's features")
+    metas = []
+    for name, s in sets.items():
+        meta = s.meta[META_COLUMNS].reset_index(drop=True).copy()
+        meta["video_key"] = f"{name}/" + meta["video_key"].astype(str)
+        metas.append(meta)
+    first = next(iter(sets.values()))
+    return FeatureSet(
+        np.vstack([s.features for s in sets.values()]),
+        pd.concat(metas, ignore_index=True),
+        {"backbone": first.info.get("backbone", "?"), "datasets": {n: len(s.meta) for n, s in sets.items()}},
+    )
+
+
 # -- reductions --------------------------------------------------------------------------------------------
 
 
@@ -947,7 +971,8 @@ def probe_table(
     tested on the "test" split. ACC and balanced ACC are given at the classifier's own decision and at the
     threshold chosen on the untransformed "val" split of the training data (Youden's J, videos weighing alike,
     as the AUC table does), and `auc_val` is the AUC of the same val scores; NaN where the training data has no
-    val split (the test sources). `get` returns cached features; a backbone "a+b" concatenates a's and b's.
+    val split (`get` raises FileNotFoundError for it). `get` returns cached features; a backbone "a+b"
+    concatenates a's and b's.
     `test_get` (default `get`) gives the test features: another dataset's for a cross-dataset table.
 
     A classifier that fails to fit or score keeps its row, with NaN metrics and the exception in `error`
@@ -996,7 +1021,7 @@ def _probe_table(
         for tq in train_qualities:
             try:  # untransformed, as a detector's validation: the threshold is for the images as they come
                 val = get(backbone, tq, "val", "none")
-            except FileNotFoundError:  # a test source has train and test splits only
+            except FileNotFoundError:  # a dataset without val shards: no threshold, no val AUC
                 val = None
             for tt in transforms:
                 train = get(backbone, tq, "train", tt)
@@ -1074,14 +1099,31 @@ def _classifier_rows(
     return rows
 
 
+def _transform_grid(table: pd.DataFrame) -> pd.DataFrame:
+    """Mean test AUC per train transform (rows) × test transform (columns), over every other setting, in
+    `TRANSFORMS` order."""
+    grid = table.pivot_table(index="train_transform", columns="test_transform", values="auc", aggfunc="mean")
+    order = [t for t in TRANSFORMS if t in grid.index] + [t for t in grid.index if t not in TRANSFORMS]
+    cols = [t for t in TRANSFORMS if t in grid.columns] + [t for t in grid.columns if t not in TRANSFORMS]
+    return grid.reindex(index=order, columns=cols)
+
+
 def plot_probe_effects(table: pd.DataFrame, path: str | Path) -> None:
-    """The seed's two effect plots side by side: mean AUC per classifier (one bar per backbone) and per backbone
-    (one bar per reduction), over every other setting (untransformed test images)."""
+    """The seed's effect plots side by side: mean AUC per classifier (one bar per backbone) and per backbone
+    (one bar per reduction) on untransformed test images, and a heat map of mean AUC per train transform ×
+    test transform (the seed's "Inference 2": how a transform of the test images hurts, and whether training
+    with it helps), each over every other setting."""
     from .tables import _pyplot, _save
 
     plt = _pyplot()
     sel = table[table["test_transform"] == "none"] if (table["test_transform"] == "none").any() else table
-    fig, axes = plt.subplots(1, 2, figsize=(13, 4.5), gridspec_kw={"width_ratios": [3, 1.2]})
+    grid = _transform_grid(table)
+    fig, axes = plt.subplots(
+        1,
+        3,
+        figsize=(13 + 0.9 * grid.shape[1], 4.5),
+        gridspec_kw={"width_ratios": [3, 1.2, 0.5 + 0.45 * grid.shape[1]]},
+    )
     for ax, (x, hue) in zip(axes, (("classifier", "backbone"), ("backbone", "reduction"))):
         means = sel.pivot_table(index=x, columns=hue, values="auc", aggfunc="mean")
         means = means.reindex([c for c in (CLASSIFIERS if x == "classifier" else means.index) if c in means.index])
@@ -1095,6 +1137,23 @@ def plot_probe_effects(table: pd.DataFrame, path: str | Path) -> None:
         ax.axhline(0.5, color="grey", lw=0.8, ls=":")
         ax.set_title(f"{x} effect")
         ax.legend(fontsize=7, title=hue, title_fontsize=7)
+    ax = axes[2]
+    ax.set_title("test transform effect\n(mean test AUC)")
+    values = grid.to_numpy(dtype=float)
+    if np.isfinite(values).any():
+        # chance (0.5) red to perfect green, as the cross-dataset heat map; the numbers give the small effects
+        im = ax.imshow(values, vmin=0.5, vmax=1.0, cmap="RdYlGn", aspect="auto")
+        ax.set_xticks(range(grid.shape[1]), grid.columns, rotation=35, ha="right")
+        ax.set_yticks(range(grid.shape[0]), grid.index)
+        for (i, j), v in np.ndenumerate(values):
+            if np.isfinite(v):
+                ax.text(j, i, f"{v:.3f}", ha="center", va="center", fontsize=9)
+        ax.set_xlabel("test transform")
+        ax.set_ylabel("train transform")
+        fig.colorbar(im, ax=ax, fraction=0.08, pad=0.04)
+    else:
+        ax.axis("off")
+        ax.text(0.5, 0.5, "no AUC", ha="center", va="center", transform=ax.transAxes)
     fig.tight_layout()
     _save(fig, path)
 

@@ -96,29 +96,48 @@ def summarize(tables: Iterable[pd.DataFrame], keys: Sequence[str] = ("method",))
 
 
 def plot(summary: pd.DataFrame, path: str | Path) -> None:
-    """PNG of PSNR and SSIM against JPEG quality, one line per method."""
+    """PNG of PSNR and SSIM (mean ± std) against MozJPEG quality, one line per method.
+
+    Qualities are evenly spaced and run high to low, as the tables' columns do. The methods' curves nearly
+    coincide (compression affects every method alike), so each method also has its own marker and is shifted
+    a little sideways, keeping every line and error bar in sight; the legend sits below both panels."""
     import matplotlib
 
     matplotlib.use("Agg")  # no display on workers
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
-    for method, rows in summary.sort_values("quality").groupby("method", sort=True):
+    qualities = sorted(summary["quality"].unique(), reverse=True)
+    x_of = {q: i for i, q in enumerate(qualities)}
+    # originals first, then the manipulations by name: METHODS' order, so colours match the t-SNE plot's
+    methods = sorted(summary["method"].unique(), key=lambda m: (m != "original", str(m)))
+    markers = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "*")
+    tab10 = matplotlib.colormaps["tab10"]
+    shift = 0.08 if len(methods) > 1 else 0.0
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.6), layout="constrained")
+    for n, method in enumerate(methods):
+        rows = summary[summary["method"] == method].sort_values("quality", ascending=False)
+        x = rows["quality"].map(x_of) + shift * (n - (len(methods) - 1) / 2)
         for ax, col in zip(axes, ("psnr", "ssim"), strict=True):
             ax.errorbar(
-                rows["quality"],
+                x,
                 rows[f"{col}_mean"],
                 yerr=rows[f"{col}_std"].fillna(0),
-                marker="o",
-                capsize=3,
+                color=tab10(n % 10),
+                marker=markers[n % len(markers)],
+                markersize=5,
+                linewidth=1.4,
+                capsize=2.5,
                 label=str(method),
             )
-    for ax, label in zip(axes, ("PSNR (dB)", "SSIM"), strict=True):
+    for ax, label in zip(axes, ("PSNR (dB)", "SSIM (luma)"), strict=True):
+        ax.set_xticks(range(len(qualities)), [f"q{q}" for q in qualities])
         ax.set_xlabel("MozJPEG quality")
         ax.set_ylabel(label)
+        ax.set_title(f"{label.split()[0]}, mean ± std over crops", fontsize="medium")
         ax.grid(alpha=0.3)
-    axes[0].legend(title="method")
-    fig.suptitle("Face crops after MozJPEG: fidelity against quality")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 6), title="method", fontsize="small")
+    fig.suptitle("Face crops after MozJPEG: fidelity to the lossless crop against quality")
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=120)  # the temp name ends in .part, so name the format
     plt.close(fig)

@@ -120,20 +120,20 @@ def face_box_cues(faces: pd.DataFrame) -> pd.DataFrame:
 
 def cue_rows(samples: pd.DataFrame, dataset: str, n_boot: int = 200, seed: int = 0) -> list[dict[str, Any]]:
     """AUC of every cue the samples carry (a cue with a missing value or one value for all is skipped), per
-    quality, with its bootstrap interval over identities and the flag."""
+    quality, with its bootstrap interval over identities (a `group` column, else `metrics.identity_keys` of the
+    video keys) and the flag."""
     rows = []
     for q, part in samples.groupby("quality", sort=True):
         labels = part["label"].to_numpy(int)
         keys = part["video_key"].to_numpy()
         w = video_weights(keys)
+        groups = part["group"].to_numpy() if "group" in part else identity_keys(keys)
         for cue in CUES:
             if cue not in part or part[cue].isna().any() or part[cue].nunique() < 2 or len(set(labels)) < 2:
                 continue
             scores = part[cue].to_numpy(float)
             auc = float(weighted_aucs(labels, scores, w[None])[0])
-            lo, hi = bootstrap_auc_ci(
-                labels, scores, n=n_boot, seed=seed, groups=identity_keys(keys), weights=w, stratify=False
-            )
+            lo, hi = bootstrap_auc_ci(labels, scores, n=n_boot, seed=seed, groups=groups, weights=w, stratify=False)
             rows.append(
                 {
                     "dataset": dataset,

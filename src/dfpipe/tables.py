@@ -172,29 +172,121 @@ def _save(fig, path: str | os.PathLike) -> None:
     _pyplot().close(fig)
 
 
+# Filled markers that stay distinct at 6 pt; a second cue beside colour for overlapping lines and grey prints.
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "*")
+# Line styles of training qualities (high to low) where one axes holds several.
+LINESTYLES = ("-", "--", "-.", ":", (0, (5, 1, 1, 1, 1, 1)), (0, (1, 3)))
+
+
+def detector_styles(detectors) -> dict[str, dict]:
+    """{detector: {"color": ..., "marker": ...}} for the sorted distinct `detectors`: no colour repeats within
+    a figure. tab10 up to 10 detectors; tab20 up to 20 (its 10 strong hues first, then their light twins);
+    beyond that evenly spaced hues. The same detector list gives the same styles in every plot."""
+    import matplotlib
+
+    names = sorted({str(d) for d in detectors})
+    n = len(names)
+    if n <= 10:
+        colours = [matplotlib.colormaps["tab10"](i) for i in range(n)]
+    elif n <= 20:
+        tab20 = matplotlib.colormaps["tab20"]
+        colours = [tab20(i) for i in [*range(0, 20, 2), *range(1, 20, 2)][:n]]
+    else:
+        colours = [matplotlib.colormaps["turbo"](x) for x in np.linspace(0.03, 0.97, n)]
+    return {
+        name: {"color": colour, "marker": MARKERS[i % len(MARKERS)]}
+        for i, (name, colour) in enumerate(zip(names, colours, strict=True))
+    }
+
+
+def _fit_title(text: str, width_in: float, fontsize: float = 12.0) -> str:
+    """`text` wrapped to lines that fit `width_in` inches at `fontsize` points (~0.5 em per character), so
+    a narrow figure's title is not cut at both edges."""
+    import textwrap
+
+    return textwrap.fill(text, max(20, int(width_in * 72 / (0.5 * fontsize))))
+
+
+def _quality_axis(ax, qualities: list[int]) -> None:
+    """Evenly spaced test qualities, high to low as the tables' columns read (on a numeric axis q10 and q15
+    would sit almost on top of each other)."""
+    ax.set_xticks(range(len(qualities)), [f"q{q}" for q in qualities])
+    ax.set_xlim(-0.4, len(qualities) - 0.6)
+
+
 def plot_auc_vs_quality(
     metrics_df: pd.DataFrame, path: str | os.PathLike, level: str = "frame", test_set: str = "all"
 ) -> None:
-    """PNG of AUC on `test_set` against test quality, one line per detector (and training quality when a
-    detector was trained at several)."""
+    """PNG of AUC on `test_set` against MozJPEG test quality (high to low, evenly spaced as the tables'
+    columns) of the detectors trained on all methods: one panel per training quality (high to low, sharing
+    the y axis), one line per detector, each detector in its own colour and marker (`detector_styles`) in
+    every panel; one legend under the panels; dotted line: chance (0.5).
+
+    Faceted by training quality rather than one axes with a line style per training quality: a full study
+    trains every detector at every quality (about 40 lines in configs/ffpp-paper.yaml), more than one axes
+    shows legibly, and each panel compares detectors at equal training quality, as the table's rows group
+    them. Faceting by detector instead would split the comparison the plot is for (which detector holds up
+    under compression) across panels. Runs trained on one manipulation belong to the generalization matrix
+    and are not plotted here."""
     plt = _pyplot()
     sel = _select(metrics_df, level, train_methods="all", test_set=test_set)
-    several = sel.groupby("detector")["train_quality"].nunique().gt(1)
-    fig, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)
-    for (detector, train_q), rows in sel.sort_values("test_quality").groupby(["detector", "train_quality"]):
-        label = f"{detector} (train q{train_q})" if several[detector] else str(detector)
-        ax.plot(rows["test_quality"], rows["auc"], marker="o", label=label)
-    ax.set_xlabel("MozJPEG test quality")
-    ax.set_ylabel(f"{level}-level AUC ({test_set})")
-    ax.grid(alpha=0.3)
-    ax.legend(title="detector", fontsize="small")
+    if sel.empty:
+        raise ValueError(
+            f"plot_auc_vs_quality: no {level}-level metrics on {test_set!r} of runs trained on all methods"
+        )
+    styles = detector_styles(sel["detector"])
+    train_qs = sorted(sel["train_quality"].unique(), reverse=True)
+    test_qs = sorted(sel["test_quality"].unique(), reverse=True)
+    x_of = {q: i for i, q in enumerate(test_qs)}
+    ncols = min(len(train_qs), 3)
+    nrows = -(-len(train_qs) // ncols)
+    width = max(7.5, 0.6 + 3.8 * ncols)
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(width, 1.6 + 3.4 * nrows), sharey=True, squeeze=False, layout="constrained"
+    )
+    for ax, train_q in zip(axes.flat, train_qs, strict=False):
+        part = sel[sel["train_quality"] == train_q]
+        for detector, rows in part.groupby("detector", sort=True):
+            rows = rows.sort_values("test_quality", ascending=False)
+            style = styles[str(detector)]
+            ax.plot(
+                rows["test_quality"].map(x_of), rows["auc"], label=str(detector), linewidth=1.6, markersize=6, **style
+            )
+        ax.axhline(0.5, color="grey", linestyle=":", linewidth=1)
+        _quality_axis(ax, test_qs)
+        ax.set_title(f"trained at q{train_q}", fontsize="medium")
+        ax.grid(alpha=0.3)
+    for ax in axes.flat[len(train_qs) :]:
+        ax.set_visible(False)  # the grid's last row may have fewer panels
+    for ax in axes[:, 0]:
+        ax.set_ylabel(f"{level}-level AUC")
+    for c in range(ncols):
+        # the lowest visible panel of each column carries the x label
+        [*_, bottom] = [axes[r, c] for r in range(nrows) if r * ncols + c < len(train_qs)]
+        bottom.set_xlabel("MozJPEG test quality")
+    handles = [plt.Line2D([], [], linewidth=1.6, markersize=6, label=name, **style) for name, style in styles.items()]
+    handles.append(plt.Line2D([], [], color="grey", linestyle=":", linewidth=1, label="chance (0.5)"))
+    # below the panels, as many columns as fit the width (~0.6 em per character of a small-font label)
+    entry = 0.45 + 0.6 * 9 / 72 * max(len(h.get_label()) for h in handles)
+    fig.legend(
+        handles=handles,
+        loc="outside lower center",
+        ncols=max(1, min(len(handles), int(width // entry))),
+        title="detector",
+        fontsize="small",
+    )
+    where = "whole test set" if test_set == "all" else test_set
+    title = f"{level.capitalize()}-level AUC ({where}) vs MozJPEG test quality, detectors trained on all methods"
+    fig.suptitle(_fit_title(title, width))
     _save(fig, path)
 
 
 def plot_roc(preds: pd.DataFrame, path: str | os.PathLike, test_quality: int | None = None) -> None:
     """PNG of frame-level ROC curves on the whole test set, one per detector × training quality (trained on
     all methods), at `test_quality` (may be left out when the predictions hold one test quality). Every video
-    weighs the same, as in `dfpipe.metrics`, so the AUC in the legend is the table's."""
+    weighs the same, as in `dfpipe.metrics`, so the AUC in the legend is the table's. Colour names the
+    detector (`detector_styles`, as in the AUC plot), line style the training quality; the legend sits to
+    the right of the axes, off the curves."""
     qualities = sorted(preds["test_quality"].unique())
     if test_quality is None:
         if len(qualities) != 1:
@@ -204,17 +296,40 @@ def plot_roc(preds: pd.DataFrame, path: str | os.PathLike, test_quality: int | N
     if sel.empty:
         raise ValueError(f"plot_roc: no predictions at test quality {test_quality} from runs trained on all methods")
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(5, 5), constrained_layout=True)
-    for (detector, train_q), rows in sel.groupby(["detector", "train_quality"]):
+    styles = detector_styles(sel["detector"])
+    train_qs = sorted(sel["train_quality"].unique(), reverse=True)
+    dash = {q: LINESTYLES[i % len(LINESTYLES)] for i, q in enumerate(train_qs)}
+    # tall enough for one legend row per curve (a full study plots dozens), the legend column beside the square
+    curves = sel.groupby(["detector", "train_quality"])
+    height = max(5.4, 0.6 + 0.19 * (curves.ngroups + 1))
+    longest = max(len(f"{d} train q{q} (AUC 0.000)") for d, q in curves.groups)
+    fig, ax = plt.subplots(figsize=(height + 0.6 + 0.07 * longest, height), layout="constrained")
+    # legend per detector from its highest training quality down, as the line styles run
+    for detector, train_q in sorted(curves.groups, key=lambda key: (str(key[0]), -key[1])):
+        rows = curves.get_group((detector, train_q))
         weights = video_weights(rows["video_key"].to_numpy())
         fpr, tpr, _ = roc_curve(rows["label"], rows["score"], sample_weight=weights)
         auc = roc_auc_score(rows["label"], rows["score"], sample_weight=weights)
-        ax.plot(fpr, tpr, label=f"{detector} train q{train_q} (AUC {auc:.3f})")
-    ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
+        ax.plot(
+            fpr,
+            tpr,
+            color=styles[str(detector)]["color"],
+            linestyle=dash[train_q],
+            linewidth=1.6,
+            label=f"{detector} train q{train_q} (AUC {auc:.3f})",
+        )
+    ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1, label="chance")
+    # a square plot pinned to the right of its slot: the legend, placed from the axes' right edge, then stays
+    # in the room constrained layout kept for it (centred, the shrunk axes would push it off the figure)
+    ax.set_aspect("equal")
+    ax.set_anchor("E")
+    ax.set_xlim(-0.01, 1.01)
+    ax.set_ylim(-0.01, 1.01)
+    ax.grid(alpha=0.3)
     ax.set_xlabel("false positive rate")
     ax.set_ylabel("true positive rate")
-    ax.set_title(f"ROC, test quality q{test_quality}")
-    ax.legend(fontsize="small", loc="lower right")
+    ax.set_title(f"Frame-level ROC on the whole test set, MozJPEG test quality q{test_quality}", fontsize="medium")
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
     _save(fig, path)
 
 
@@ -235,17 +350,27 @@ def _tsne(features: np.ndarray, seed: int) -> tuple[np.ndarray, float]:
 
 
 def _scatter_methods(ax, embedding: np.ndarray, labels: np.ndarray, methods: np.ndarray) -> None:
+    """Points of each method in a colour fixed by its place in METHODS (the same in every panel, whichever
+    methods a panel holds): originals as dots, manipulations as crosses."""
+    import matplotlib
+
+    tab10 = matplotlib.colormaps["tab10"]
     labels, methods = np.asarray(labels), np.asarray(methods)
-    for method in [m for m in METHODS if m in set(methods)]:
+    for n, method in enumerate(METHODS):
         at = methods == method
+        if not at.any():
+            continue
         ax.scatter(
             embedding[at, 0],
             embedding[at, 1],
-            s=10,
+            s=12,
+            color=tab10(n),
             marker="o" if method == "original" else "x",
             label=f"{method} ({'fake' if labels[at].any() else 'real'})",
         )
-    ax.legend(fontsize="small")
+    # t-SNE coordinates carry no units; only the grouping is read
+    ax.set_xticks([])
+    ax.set_yticks([])
 
 
 def val_aucs(val_preds: pd.DataFrame) -> pd.DataFrame:
@@ -316,11 +441,25 @@ def plot_tsne_models(
     if not panels:
         raise ValueError("t-SNE: no model chosen")
     plt = _pyplot()
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 5), constrained_layout=True, squeeze=False)
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 5.4), layout="constrained", squeeze=False)
     for ax, (embedding, labels, methods, title) in zip(axes[0], panels, strict=True):
         _scatter_methods(ax, embedding, labels, methods)
-        ax.set_title(title)
-    fig.suptitle("t-SNE of detector features, test split (models chosen by validation AUC)")
+        ax.set_title(title, fontsize="medium")
+    # one legend under the panels, off the points; a method missing from a panel keeps its colour elsewhere
+    by_label = {}
+    for ax in axes[0]:
+        handles, names = ax.get_legend_handles_labels()
+        by_label.update(zip(names, handles, strict=True))
+    order = [label for m in METHODS for label in by_label if label.startswith(f"{m} (")]
+    fig.legend(
+        [by_label[label] for label in order],
+        order,
+        loc="outside lower center",
+        ncols=min(len(order), 3 * len(panels)),
+        fontsize="small",
+    )
+    title = "t-SNE of detector features, test split (models chosen by validation AUC)"
+    fig.suptitle(_fit_title(title, fig.get_figwidth()))
     _save(fig, path)
     return [embedding for embedding, *_ in panels]
 

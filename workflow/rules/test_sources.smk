@@ -2,7 +2,8 @@
 # FaceShifter / DeepFakeDetection videos (kind ffpp_tree), through the same MozJPEG qualities into shards of the
 # main format, {OUT}/test_sources/<name>/shards/q<Q>/{train,test}-0000.tar.
 # Every model trained on all methods is scored on them (cross_detectors); the probes use them too (probes.smk).
-# crossdataset_layout, not crossdataset: reading the rule files must not import torch, timm or scikit-learn (issue 18)
+# crossdataset_layout, not crossdataset: reading the rule files must not import torch, timm or scikit-learn
+# (they would slow every dry run and every job's start)
 from dfpipe import crossdataset_layout
 
 TEST_SOURCES = [s["name"] for s in config["evaluate"].get("test_sources") or []]
@@ -117,6 +118,7 @@ rule cross_detectors:
 rule cross_dataset:
     input:
         detectors=expand(rules.cross_detectors.output.table, name=TEST_SOURCES),
+        scans=expand(rules.test_source.output.table, name=TEST_SOURCES),  # identities of the images
         own=[expand(rules.predict.output.table, detector=r.detector, train_q=r.quality, train_methods="all")[0]
              for r in ALL_METHOD_RUNS],
         probes=[f"{OUT}/probes/cross_dataset.parquet"] if PROBES else [],
