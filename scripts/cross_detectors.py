@@ -4,16 +4,17 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from dfpipe import evaluate, experiments, runlog
+from dfpipe import evaluate, experiments, gpus, runlog
 from dfpipe.io import write_parquet
 
 log = runlog.to_file(snakemake.log[0])
-torch.set_num_threads(snakemake.threads)  # the rule's share of the cores (torch would take them all)
+# the job's share of the cores and its own GPU (held until this process ends)
+job_setup = gpus.model_job(snakemake.threads, snakemake.params.device)
 # shards of quality q live in .../q{q}/ (match the folder name: the output root may itself hold "q95")
 test_shards = {
     q: [s for s in snakemake.input.test if Path(s).parent.name == f"q{q}"] for q in snakemake.params.qualities
 }
-device = evaluate.pick_device(snakemake.params.device)
+device = evaluate.pick_device(job_setup.device)
 parts = []
 for run, model in zip(snakemake.params.runs, snakemake.input.models, strict=True):
     detector = experiments.build_detector({**run["spec"], "pretrained": model})

@@ -2,14 +2,11 @@
 # from the model's predictions (no second scoring pass).
 from pathlib import Path
 
-import torch
-
 from dfpipe import gpus, gradcam, runlog
 
 log = runlog.to_file(snakemake.log[0])
-torch.set_num_threads(snakemake.threads)  # the rule's share of the cores (torch would take them all)
-# Jobs running side by side on one machine each get their own GPU (held until this process ends).
-gpu_claim = gpus.claim(1, device=snakemake.params.device)
+# the job's share of the cores and its own GPU (held until this process ends)
+job_setup = gpus.model_job(snakemake.threads, snakemake.params.device)
 qualities = snakemake.params.qualities
 # shards of quality q live in .../shards/q{q}/ (match the folder name: the output root may itself hold "q95")
 test_shards = {q: [s for s in snakemake.input.test if Path(s).parent.name == f"q{q}"] for q in qualities}
@@ -19,6 +16,6 @@ written = gradcam.model_grids(
     Path(snakemake.input.predictions),
     dict(zip(qualities, map(Path, snakemake.output.grids), strict=True)),
     int(snakemake.wildcards.train_q),
-    device=snakemake.params.device,
+    device=job_setup.device,
 )
 log(f"{len(written)} Grad-CAM grids: {', '.join(map(str, written))}")

@@ -8,14 +8,11 @@ from dfpipe import evaluate, experiments, gpus, runlog
 from dfpipe.io import write_parquet
 
 log = runlog.to_file(snakemake.log[0])
-# torch takes every core of the host by default: with Snakemake running jobs side by side that oversubscribes
-# the cores; the rule's `threads` is this job's share
-torch.set_num_threads(snakemake.threads)
-# Jobs running side by side on one machine each get their own GPU (held until this process ends).
-gpu_claim = gpus.claim(1, device=snakemake.params.device)
+# the job's share of the cores and its own GPU (held until this process ends)
+job_setup = gpus.model_job(snakemake.threads, snakemake.params.device)
 w = snakemake.wildcards
 detector = experiments.build_detector({**snakemake.params.spec, "pretrained": snakemake.input.model})
-device = evaluate.pick_device(snakemake.params.device)
+device = evaluate.pick_device(job_setup.device)
 # 2,000+ crops per model: on CPU a frozen graph (BatchNorm folded) pays for its tracing many times over
 run = evaluate.frozen(detector) if device.type == "cpu" else None
 tq = int(w.train_q)

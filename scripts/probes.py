@@ -5,14 +5,14 @@ import time
 from pathlib import Path
 
 import pandas as pd
-import torch
 
-from dfpipe import crossdataset, evaluate, probes, runlog
+from dfpipe import crossdataset, gpus, probes, runlog
 from dfpipe.io import write_parquet
 
 log = runlog.to_file(snakemake.log[0])
-torch.set_num_threads(snakemake.threads)  # the rule's share of the cores (torch would take them all)
 p = snakemake.params
+# the job's share of the cores and its own GPU (held until this process ends)
+job_setup = gpus.model_job(snakemake.threads, p.device)
 cfg = p.probes
 specs = {}
 for entry in cfg["backbones"]:
@@ -23,8 +23,7 @@ for entry in cfg["backbones"]:
     specs[name] = probes.backbone_spec(name, entry, default_input_size=cfg.get("input_size"))
 out_root = Path(snakemake.output.cross).parent.parent  # the output root: cross is {root}/probes/...
 cache = out_root / "probes" / "features"
-device = str(evaluate.pick_device(p.device))
-common = dict(cache_dir=cache, specs=specs, seed=p.seed, batch_size=cfg["batch_size"], device=device)
+common = dict(cache_dir=cache, specs=specs, seed=p.seed, batch_size=cfg["batch_size"], device=job_setup.device)
 main = probes.shard_getter(out_root / "shards", dataset="main", train_shards=cfg["train_shards"], **common)
 sources = {s: probes.shard_getter(out_root / "test_sources" / s / "shards", dataset=s, **common) for s in p.sources}
 # every dataset's test split, by its name in the matrix

@@ -10,6 +10,7 @@ test, val = preds[preds.split == "test"], preds[preds.split == "val"]
 scores = metrics.evaluate(
     test[metrics.PRED_COLUMNS], val[metrics.PRED_COLUMNS], n_boot=snakemake.params.bootstrap, n_jobs=snakemake.threads
 )
+# config_sha256 hashes the sections that define these tables (dfpipe.config.tables_config), not test sources or probes
 record = provenance.collect(
     dict(snakemake.params.config),
     snakemake.input.manifest,

@@ -1,6 +1,9 @@
 import copy
 import io
+import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -214,3 +217,77 @@ def test_output_folder_below_a_regular_file_is_named_in_one_line(tmp_path, key):
         dfconfig.validate({key: str(blocker)})
     assert dfconfig.validate({key: str(tmp_path / "a" / "b")})[key] == str(tmp_path / "a" / "b")
     assert not (tmp_path / "a").exists()  # checking creates nothing
+
+
+# -- cross-field checks that used to run while a rule file was read or when a job ran ---------------------------
+GAN_SOURCE = {"name": "gan", "kind": "ganfaces"}
+
+
+def one_line_error(config: dict) -> str:
+    """The message of the ConfigError `config` raises, checked to be one line naming my.yaml."""
+    with pytest.raises(dfconfig.ConfigError) as err:
+        dfconfig.validate(config, source="my.yaml")
+    message = str(err.value)
+    assert message.startswith("my.yaml: ") and "\n" not in message, message
+    return message
+
+
+def test_probe_train_qualities_must_be_encoded_qualities():
+    message = one_line_error({"jpeg": {"qualities": [95, 50]}, "probes": {"train_qualities": [95, 77]}})
+    assert message.startswith("my.yaml: probes.train_qualities: [77] not in jpeg.qualities [95, 50]")
+    assert dfconfig.validate({"jpeg": {"qualities": [95, 50]}, "probes": {"train_qualities": [50]}})
+    # without probes, no probe setting is checked
+    assert dfconfig.validate({"jpeg": {"qualities": [50]}})["probes"] is None
+
+
+def test_a_misspelt_probe_backbone_stops_validation_without_importing_torch():
+    """The names come from dfpipe.model_names (tests/test_model_names.py ties them to dfpipe.probes.BACKBONES), so
+    a typo is found at start-up, not by the probes job minutes in, and checking imports neither torch nor timm."""
+    with pytest.raises(dfconfig.ConfigError) as err:
+        dfconfig.validate({"probes": {"backbones": ["mobilenetv2", "lite_0"]}}, source="my.yaml")
+    assert "probes.backbones.1: 'lite_0' is not a probe backbone; allowed values: 'mobilenetv2', 'lite0'" in str(
+        err.value
+    )
+    with pytest.raises(dfconfig.ConfigError, match=r"probes.combinations.0: 'lite0' is not a configured backbone"):
+        dfconfig.validate({"probes": {"backbones": ["mobilenetv2"], "combinations": ["mobilenetv2+lite0"]}})
+    check = (
+        "import json, sys; from dfpipe import config; "
+        "config.validate({'probes': {'backbones': ['mobilenetv2', 'lite0', 'clip_vitb16']}}); "
+        "print(json.dumps(sorted(m for m in ('torch', 'timm', 'open_clip') if m in sys.modules)))"
+    )
+    out = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout) == []
+
+
+def test_test_source_names_are_unique_and_not_the_main_datasets():
+    twice = {"evaluate": {"test_sources": [GAN_SOURCE, {**GAN_SOURCE}]}}
+    assert one_line_error(twice) == (
+        "my.yaml: evaluate.test_sources.1.name: 'gan' is already the name of evaluate.test_sources.0; "
+        "give each dataset its own name"
+    )
+    main = {"evaluate": {"test_sources": [{**GAN_SOURCE, "name": "demo"}]}}
+    assert "evaluate.test_sources.0.name: 'demo' is the main dataset's name (source)" in one_line_error(main)
+
+
+def test_union_names_the_probes_of_all_datasets_together():
+    from dfpipe import crossdataset
+
+    assert dfconfig.UNION == crossdataset.UNION
+    union = {"evaluate": {"test_sources": [{**GAN_SOURCE, "name": "union"}]}}
+    dfconfig.validate(union)  # no probes: the name is free
+    message = one_line_error({**union, "probes": {"backbones": ["lite0"]}})
+    assert message.startswith("my.yaml: evaluate.test_sources.0.name: 'union' names the probes trained on all")
+
+
+def test_rule_files_raise_no_config_errors_of_their_own():
+    """Cross-field checks live in dfpipe.config.validate, which common.smk runs first: another rule file raising one
+    would stop the dry run outside the one list of config errors."""
+    rules = dfconfig.SCHEMA_PATH.parents[1] / "rules"
+    raising = [
+        f"{path.name}:{n}"
+        for path in sorted(rules.glob("*.smk"))
+        if path.name != "common.smk"
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        if re.search(r"\braise\b", line)
+    ]
+    assert not raising, raising

@@ -51,6 +51,30 @@ def test_code_defaults_are_the_schema_defaults():
     assert dfconfig.validate(yaml.safe_load(REPO_CONFIG.read_text()))
 
 
+def test_nested_defaults_are_what_validation_fills_in_lists():
+    """schema_defaults reaches objects inside lists (test sources, their ganfaces settings, a detector's ela), and
+    gives what validation fills into each list item."""
+    entry = {"name": "gan", "kind": "ganfaces"}
+    filled = dfconfig.validate({"evaluate": {"test_sources": [entry]}})["evaluate"]["test_sources"][0]
+    ganfaces = dfconfig.schema_defaults("evaluate.test_sources.ganfaces")
+    assert filled == {**dfconfig.schema_defaults("evaluate.test_sources"), **entry, "ganfaces": ganfaces}
+    assert filled["compression"] == "c23" and filled["frames_per_video"] == 32
+    assert ganfaces["generators"] == ["dcgan_digiface"] and ganfaces["identities"] is None
+    detector = {"name": "m", "model": "meso4", "ela": {}}
+    ela = dfconfig.validate({"detectors": [detector]})["detectors"][0]["ela"]
+    assert ela == dfconfig.schema_defaults("detectors.ela") == {"quality": 90, "scale": 15}
+
+
+def test_ela_and_the_predict_cli_take_the_schema_defaults():
+    from dfpipe import __main__ as cli
+    from dfpipe.ela import ELA
+
+    filled = dfconfig.validate({})
+    assert ELA().to_dict() == {"quality": 90, "scale": 15.0} == dfconfig.schema_defaults("detectors.ela")
+    args = cli._parser().parse_args(["predict", "x.mp4", "--model", "m.pt"])
+    assert args.frames == filled["frames"]["per_video"] == 32
+
+
 def test_strings_from_config_overrides_are_read_as_the_schema_types():
     """What `--config "jpeg={qualities: [95, 50]}"` passes (YAML BaseLoader: every scalar a string)."""
     raw = {
@@ -91,3 +115,17 @@ def test_rule_scripts_read_the_config_through_params_only():
         f"{readers} read snakemake.config: pass what they need as the rule's params (Snakemake then "
         "reruns the job when it changes)"
     )
+
+
+def test_probe_defaults_are_the_schema_defaults():
+    """probe_table and its helpers, called outside the workflow, score as the workflow's defaults do."""
+    import inspect
+
+    from dfpipe import probes
+
+    schema = dfconfig.schema_defaults("probes")
+    table = inspect.signature(probes.probe_table).parameters
+    assert table["n_boot"].default == schema["bootstrap"] == 200
+    assert (table["components"].default, table["ae_epochs"].default) == (schema["components"], schema["ae_epochs"])
+    for helper in (probes.shard_features, probes.array_features, probes.shard_getter):
+        assert inspect.signature(helper).parameters["batch_size"].default == schema["batch_size"]

@@ -240,3 +240,38 @@ def test_the_frozen_graph_scores_as_the_detector_does(name: str) -> None:
         assert got_logits.shape == logits.shape and got_feats.shape == feats.shape
         assert torch.allclose(got_logits, logits, atol=1e-4, rtol=1e-4), (got_logits, logits)
         assert torch.allclose(got_feats, feats, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("name", list_detectors())
+def test_cam_layer_is_a_spatial_layer_of_the_detector(name: str) -> None:
+    """Grad-CAM's target layer, each family's own choice: a module of the detector under the name it gives,
+    whose output keeps a spatial map (what Grad-CAM weighs)."""
+    detector = create_detector(name, input_size=SMALL).eval()
+    layer_name, layer = detector.cam_layer()
+    assert dict(detector.named_modules())[layer_name] is layer
+    seen = []
+    hook = layer.register_forward_hook(lambda _m, _i, out: seen.append(out))
+    with torch.no_grad():
+        detector(torch.zeros(1, 3, SMALL, SMALL))
+    hook.remove()
+    assert seen and seen[-1].ndim == 4 and min(seen[-1].shape[-2:]) >= 1
+
+
+class _Plain(Detector):
+    name = "plain"
+
+    def __init__(self, backbone: nn.Module, num_features: int) -> None:
+        super().__init__(backbone, num_features, input_size=SMALL, mean=(0.5,) * 3, std=(0.5,) * 3, dropout=0.0)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone(x)
+
+
+def test_cam_layer_of_a_detector_without_its_own_choice() -> None:
+    """The base class's choice: the backbone's last conv or norm layer; a backbone without one is refused."""
+    conv = _Plain(
+        nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten()), 4
+    )
+    assert conv.cam_layer() == ("backbone.1", conv.backbone[1])
+    with pytest.raises(ValueError, match="_Plain has no convolutional layer to explain"):
+        _Plain(nn.Sequential(nn.Flatten(), nn.Linear(3 * SMALL * SMALL, 4)), 4).cam_layer()

@@ -109,6 +109,16 @@ def test_build_is_deterministic_and_idempotent(built, tmp_path):
     assert _digests(tmp_path / "again") == _digests(root)
 
 
+def test_defaults_are_the_config_schemas():
+    """The set's defaults live in the config schema (a test source's ganfaces settings), as validation fills them."""
+    from dfpipe import config
+
+    entry = {"name": "gan", "kind": "ganfaces"}
+    filled = config.validate({"evaluate": {"test_sources": [entry]}})["evaluate"]["test_sources"][0]["ganfaces"]
+    assert ganfaces.DEFAULTS == filled
+    assert ganfaces.DEFAULTS["generators"] == [ganfaces.DCGAN] and ganfaces.DEFAULTS["identities"] is None
+
+
 def test_bad_settings_are_named():
     with pytest.raises(ValueError, match="ganfaces.identities = 5"):
         ganfaces.build(Path("unused"), {"identities": 5})

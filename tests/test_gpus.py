@@ -76,3 +76,34 @@ def test_nothing_is_claimed_on_cpu_under_slurm_or_without_gpus(tmp_path):
 def test_asking_for_more_devices_than_the_machine_has_names_the_setting(tmp_path):
     with pytest.raises(gpus.GpuBusy, match="train.gpus"):
         gpus.claim(4, env={"DFPIPE_GPUS": "0,1", "DFPIPE_GPU_LOCK_DIR": str(tmp_path)})
+
+
+# A model job's set-up, as the rule scripts call it: print torch's threads, what CUDA would see and the device.
+MODEL_JOB = """
+import os, sys, torch
+from dfpipe import gpus
+job = gpus.model_job(int(sys.argv[1]), sys.argv[2], int(sys.argv[3]))
+print(torch.get_num_threads(), os.environ.get("CUDA_VISIBLE_DEVICES", "unset"), job.device, job.claim.devices)
+"""
+
+
+def model_job(tmp_path: Path, threads: int, device: str, n: int) -> list[str]:
+    environ = {**os.environ, "DFPIPE_GPUS": "0,1,2", "DFPIPE_GPU_LOCK_DIR": str(tmp_path / "locks")}
+    environ.pop("SLURM_JOB_ID", None)
+    environ.pop("CUDA_VISIBLE_DEVICES", None)
+    args = [sys.executable, "-c", MODEL_JOB, str(threads), device, str(n)]
+    return (
+        subprocess.run(args, env=environ, capture_output=True, text=True, check=True).stdout.strip().split(maxsplit=3)
+    )
+
+
+def test_a_model_job_gets_its_share_of_the_cores_and_its_own_gpu(tmp_path):
+    threads, visible, device, held = model_job(tmp_path, 3, "auto", 1)
+    assert threads == "3" and visible == "0" and held == "['0']"
+    # "auto" resolves to the claimed device where CUDA works, else to the CPU
+    import torch
+
+    assert device == ("cuda:0" if torch.cuda.is_available() else "cpu")
+    assert model_job(tmp_path, 2, "cpu", 1) == ["2", "unset", "cpu", "[]"]  # on CPU nothing is claimed
+    # a multi-GPU (DDP) job keeps its device setting: each worker picks its own rank's GPU
+    assert model_job(tmp_path, 1, "auto", 2) == ["1", "0,1", "auto", "['0', '1']"]

@@ -36,6 +36,7 @@ from dfpipe.io import write_json
 from dfpipe.loader import ShardStream, make_loader
 from dfpipe.manifest import probe
 from dfpipe.metrics import choose_threshold
+from dfpipe.modelfile import ModelFileError
 from dfpipe.shards import write_split
 from dfpipe.train import train
 
@@ -260,8 +261,33 @@ def test_missing_or_foreign_model_file_is_named(tmp_path, media) -> None:
     assert main(["predict", str(media), "--model", str(tmp_path / "none.pt")]) == 2
     bad = tmp_path / "bad.pt"
     bad.write_text(json.dumps({"not": "a model"}))
-    with pytest.raises(ValueError, match="bad.pt: not a readable checkpoint"):
+    with pytest.raises(ModelFileError, match=r"bad.pt: not a readable checkpoint .*; use an intact model file"):
         load_model(bad)
+    weights_only = tmp_path / "weights.pt"
+    torch.save({"conv.weight": torch.zeros(1)}, weights_only)
+    with pytest.raises(ModelFileError, match=r"weights.pt: not a dfpipe checkpoint \(no model\); use an intact"):
+        load_model(weights_only)
+
+
+def test_the_trainers_model_file_format(trained) -> None:
+    """best.pt as the trainer has always written it (through dfpipe.modelfile): these keys in this order, so
+    files written before and after load alike."""
+    ckpt = torch.load(trained, map_location="cpu", weights_only=True)
+    assert list(ckpt) == [
+        "model",
+        "detector",
+        "settings",
+        "fingerprint",
+        "input_size",
+        "mean",
+        "std",
+        "spec",
+        "epoch",
+        "val_auc",
+        "threshold",
+    ]
+    assert ckpt["detector"] == "meso4" and ckpt["input_size"] == SIZE and ckpt["mean"] == ckpt["std"] == (0.5,) * 3
+    assert set(ckpt["fingerprint"]) == {"data", "settings", "detector"} and isinstance(ckpt["threshold"], float)
 
 
 def test_face_defaults_are_the_schemas() -> None:

@@ -18,7 +18,7 @@ from test_metrics import meso4_q95_row
 
 from dfpipe import manifest
 from dfpipe.layout import SPLITS, video_dir
-from dfpipe.metrics import PRED_COLUMNS, bootstrap_auc_ci, evaluate, video_weights
+from dfpipe.metrics import PRED_COLUMNS, bootstrap_auc_ci, evaluate, identity_keys, video_weights
 from dfpipe.shards import write_split
 
 CROSS_SPLIT = "Deepfakes/000_002"  # 000 is a train identity, 002 a val identity
@@ -99,12 +99,17 @@ def correlated_predictions(split: str, n_videos: int = 12, n_frames: int = 30, s
     return pd.DataFrame(rows, columns=PRED_COLUMNS)
 
 
-def test_evaluate_bootstrap_resamples_videos_not_frames() -> None:
+def test_evaluate_bootstrap_resamples_identities_not_frames() -> None:
     test, val = correlated_predictions("test"), correlated_predictions("val", seed=1)
     row = evaluate(test, val, n_boot=200, seed=3).query("test_set == 'FF-DF' and level == 'frame'").iloc[0]
     labels, scores, keys = test["label"].to_numpy(), test["score"].to_numpy(), test["video_key"].to_numpy()
-    by_video = bootstrap_auc_ci(labels, scores, n=200, seed=3, groups=keys, weights=video_weights(keys))
-    by_frame = bootstrap_auc_ci(labels, scores, n=200, seed=3, weights=video_weights(keys))
-    assert (row["auc_lo"], row["auc_hi"]) == pytest.approx(by_video, abs=1e-12)
+    weights = video_weights(keys)
+    by_identity = bootstrap_auc_ci(
+        labels, scores, n=200, seed=3, groups=identity_keys(keys), weights=weights, stratify=False
+    )
+    by_video = bootstrap_auc_ci(labels, scores, n=200, seed=3, groups=keys, weights=weights)
+    by_frame = bootstrap_auc_ci(labels, scores, n=200, seed=3, weights=weights)
+    assert (row["auc_lo"], row["auc_hi"]) == pytest.approx(by_identity, abs=1e-12)
+    assert by_identity != pytest.approx(by_video, abs=1e-3)  # a fake and its target's original are one sample
     # Resampling frames would pretend to 720 independent samples: an interval several times too narrow.
     assert row["auc_hi"] - row["auc_lo"] > 3 * (by_frame[1] - by_frame[0])

@@ -6,14 +6,16 @@ import hashlib
 import json
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from test_metrics import make_predictions
 
-from dfpipe.config import validate
+from dfpipe.config import TABLE_SECTIONS, tables_config, validate
 from dfpipe.io import write_parquet
 from dfpipe.metrics import evaluate, read_predictions
 from dfpipe.provenance import collect, config_hash
@@ -229,6 +231,74 @@ def test_provenance_fields_and_config_hash(manifest: Path, tmp_path: Path) -> No
     assert collect(config, manifest, "v", [], repo=tmp_path)["code_version"] == "unknown"
     with pytest.raises(FileNotFoundError, match="missing.parquet"):
         collect(config, tmp_path / "missing.parquet", "v", [])
+
+
+REPO = Path(__file__).resolve().parents[1]
+# Reads the workflow as Snakemake does (no DAG, no job) and prints the tables rule's params as JSON. The rule
+# object is Snakemake's own (WorkflowApi._workflow: not public API, but the params a job is compared by).
+RULE_PARAMS = """
+import json, sys
+from pathlib import Path
+from snakemake.api import SnakemakeApi
+from snakemake.settings.types import ConfigSettings, ResourceSettings
+
+repo, cfg, work = map(Path, sys.argv[1:4])
+with SnakemakeApi() as api:
+    workflow = api.workflow(
+        resource_settings=ResourceSettings(cores=1),
+        config_settings=ConfigSettings(configfiles=[cfg]),
+        snakefile=repo / "Snakefile",
+        workdir=work,
+    )
+    params = dict(workflow._workflow.get_rule("tables").params.items())
+print("PARAMS " + json.dumps(params, sort_keys=True, default=repr))
+"""
+
+
+def tables_params(tmp_path: Path, name: str, config: dict) -> dict:
+    work = tmp_path / name
+    work.mkdir()
+    config = {**config, "output_root": str(work / "data"), "results_dir": str(work / "results")}
+    (work / "config.yaml").write_text(yaml.safe_dump(config))
+    proc = subprocess.run(
+        [sys.executable, "-c", RULE_PARAMS, str(REPO), str(work / "config.yaml"), str(work)],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    line = next(line for line in proc.stdout.splitlines() if line.startswith("PARAMS "))
+    return json.loads(line.removeprefix("PARAMS "))
+
+
+def test_test_sources_and_probes_leave_the_tables_params_alone(tmp_path: Path) -> None:
+    """The tables rule's params (and so the config hash of the tables' provenance) hold the sections that define
+    the tables, not the whole config: adding a test source or probes neither reruns the main tables nor makes
+    Snakemake print the whole config as "Params have changed"; a change to the crops does."""
+    base = yaml.safe_load((REPO / "config.yaml").read_text())
+    extra = {
+        **base,
+        "evaluate": {**base["evaluate"], "test_sources": [{"name": "gan", "kind": "ganfaces"}]},
+        "probes": {"backbones": ["lite0"]},
+    }
+    before = tables_params(tmp_path, "base", base)
+    assert tables_params(tmp_path, "extra", extra) == before
+    assert "test_sources" not in before["config"]["evaluate"] and "probes" not in before["config"]
+    assert before["config"] == json.loads(json.dumps(tables_config(validate(base))))
+    margin = {**base, "faces": {**base["faces"], "margin": 1.5}}
+    assert tables_params(tmp_path, "margin", margin)["config"]["faces"]["margin"] == 1.5
+
+
+def test_tables_config_is_the_sections_that_define_the_tables() -> None:
+    config = validate({})
+    subset = tables_config(config)
+    assert set(subset) == {*TABLE_SECTIONS, "demo"}  # the source in use: the demo's settings make its videos
+    assert subset["evaluate"] == {k: v for k, v in config["evaluate"].items() if k != "test_sources"}
+    with_sources = validate({"evaluate": {"test_sources": [{"name": "gan", "kind": "ganfaces"}]}, "probes": {}})
+    assert config_hash(tables_config(with_sources)) == config_hash(subset)
+    for change in ({"faces": {"margin": 1.5}}, {"evaluate": {"bootstrap": 10}}, {"demo": {"seed": 1}}):
+        assert config_hash(tables_config(validate(change))) != config_hash(subset), change
+    for same in ({"output_root": "elsewhere"}, {"batching": {"videos_per_job": 3}}, {"local": {"root": "/x"}}):
+        assert tables_config(validate(same)) == subset, same
 
 
 def test_code_version_marks_dirty_work_tree(manifest: Path, tmp_path: Path) -> None:

@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from .config import schema_defaults  # light: no torch, so `--help` stays quick
+
 # the int8 bound, here rather than imported: dfpipe.export loads torch, and `--help` should not wait for it
 INT8_MAX_FLIP_RATE = 0.01
 
@@ -34,7 +36,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="a video, an image, or a folder of them")
     p.add_argument("--model", required=True, type=Path, help="model file, e.g. data/models/<detector>/<run>/best.pt")
     p.add_argument("--out", type=Path, default=Path("predictions"), help="output folder (default: ./predictions)")
-    p.add_argument("--frames", type=_at_least_one, default=32, help="frames per video, evenly spaced (default 32)")
+    frames = schema_defaults("frames")["per_video"]  # the workflow's default; a config may plan fewer (the demo's 16)
+    p.add_argument(
+        "--frames",
+        type=_at_least_one,
+        default=frames,
+        help=f"frames per video, evenly spaced (default {frames}, the config schema's frames.per_video)",
+    )
     p.add_argument(
         "--quality",
         type=int,

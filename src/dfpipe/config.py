@@ -8,13 +8,15 @@ import functools
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jsonschema
 import yaml
 
 from . import experiments, model_names
 from .layout import ORIGINAL, SPLITS_URL, originals_of
+
+if TYPE_CHECKING:
+    import jsonschema
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
 
@@ -120,6 +122,8 @@ CJPEG_ITEM_PATTERN = "^(" + "|".join([*CJPEG_FLAGS, "[0-9]+B?", "int", "fast", "
 
 
 def _with_defaults(validator_class):
+    import jsonschema
+
     validate_properties = validator_class.VALIDATORS["properties"]
 
     def set_defaults(validator, properties, instance, schema):
@@ -149,13 +153,27 @@ def _describe(error: jsonschema.ValidationError) -> str:
 
 @functools.cache
 def _schema() -> dict[str, Any]:
-    return yaml.safe_load(SCHEMA_PATH.read_text())
+    return yaml.load(SCHEMA_PATH.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+
+
+def _schema_object(section: str) -> dict[str, Any]:
+    """The object schema at dotted `section`; a list's items and the object branch of a oneOf are stepped into,
+    so "evaluate.test_sources.ganfaces" and "detectors.ela" name the objects inside those lists."""
+    node = _schema()
+    for key in section.split("."):
+        node = node["properties"][key]
+        if "properties" not in node and isinstance(node.get("items"), dict):
+            node = node["items"]
+        if "properties" not in node:
+            node = next(branch for branch in node.get("oneOf", []) if "properties" in branch)
+    return node
 
 
 def schema_defaults(section: str) -> dict[str, Any]:
-    """The schema's default of every key of `section` (e.g. "train", "demo") that has one: the one place
+    """The schema's default of every key of `section` that has one, e.g. "train", "demo" or a dotted path into
+    lists of objects ("evaluate.test_sources", "evaluate.test_sources.ganfaces", "detectors.ela"): the one place
     defaults are kept, so code that also runs outside the workflow (dfpipe.train, the demo source) uses these."""
-    props = _schema()["properties"][section]["properties"]
+    props = _schema_object(section)["properties"]
     return {key: copy.deepcopy(sub["default"]) for key, sub in props.items() if "default" in sub}
 
 
@@ -198,6 +216,8 @@ def coerce(value: Any, schema: dict[str, Any]) -> Any:
 def validate(config: dict[str, Any], source: str = "config") -> dict[str, Any]:
     """Return a validated copy of `config` with schema defaults filled in; raise ConfigError otherwise.
     Strings where the schema wants a number, list, … (as `--config` passes nested values) are read as YAML."""
+    import jsonschema  # here, not at the top: modules that only read schema defaults (ela, the CLI) stay light
+
     schema = _schema()
     config = coerce(copy.deepcopy(config), schema)
     validator = _with_defaults(jsonschema.Draft202012Validator)(schema)
@@ -206,6 +226,8 @@ def validate(config: dict[str, Any], source: str = "config") -> dict[str, Any]:
         _refuse(source, [_describe(e) for e in errors])
     _check_cross_fields(config, source)
     _check_training(config, source)
+    _check_dataset_names(config, source)
+    _check_probes(config, source)
     problems = cjpeg_flag_problems(config["jpeg"]["cjpeg_flags"])
     if problems:
         _refuse(source, problems)
@@ -454,6 +476,65 @@ def _check_training(config: dict[str, Any], source: str) -> None:
         experiments.check_tsne(config)
     except ValueError as exc:
         raise ConfigError(f"{source}: {exc}") from None
+
+
+# The train_dataset name of the probes fitted on every dataset together (dfpipe.crossdataset.UNION, which imports
+# torch; tests/test_config.py checks that the two agree).
+UNION = "union"
+
+
+def _check_dataset_names(config: dict[str, Any], source: str) -> None:
+    """Refuse a test source whose name is another's or the main dataset's: the probes job and the cross-dataset
+    matrix key datasets by name, so one would silently stand in for the other."""
+    seen = {config["source"]: "the main dataset's name (source)"}
+    for i, entry in enumerate(config["evaluate"].get("test_sources") or []):
+        name = entry["name"]
+        if name in seen:
+            raise ConfigError(
+                f"{source}: evaluate.test_sources.{i}.name: {name!r} is {seen[name]}; give each dataset its own name"
+            )
+        seen[name] = f"already the name of evaluate.test_sources.{i}"
+
+
+def _check_probes(config: dict[str, Any], source: str) -> None:
+    """Probe settings that must agree with the rest of the config (the names are checked in check_model_names)."""
+    probes = config.get("probes")
+    if not probes:
+        return
+    qualities = config["jpeg"]["qualities"]
+    bad = [q for q in probes["train_qualities"] if q not in qualities]
+    if bad:
+        raise ConfigError(
+            f"{source}: probes.train_qualities: {bad} not in jpeg.qualities {qualities}; add them there or train "
+            "the probes at one of those"
+        )
+    for i, entry in enumerate(config["evaluate"].get("test_sources") or []):
+        if entry["name"] == UNION:
+            raise ConfigError(
+                f"{source}: evaluate.test_sources.{i}.name: {UNION!r} names the probes trained on all datasets "
+                "together; rename the test source"
+            )
+
+
+# What the result tables of the `tables` rule depend on: the sections that decide which videos, frames, crops,
+# qualities and models make the predictions, and how they are scored. Left out: where outputs go (output_root,
+# results_dir), how jobs run (batching), the PSNR/SSIM sample (quality), the sources not in use, and what only
+# the test sources and probes read (evaluate.test_sources, probes, ffpp.extra_sets), so adding a test source
+# neither reruns the tables nor changes their config hash. Of ffpp, the download settings that leave the videos
+# the same (retries, timeout_s) are left out too.
+TABLE_SECTIONS = ("source", "splits", "dataset", "frames", "faces", "jpeg", "shards", "detectors", "train", "evaluate")
+_TABLE_EXCLUDED = {"evaluate": ("test_sources",), "ffpp": ("extra_sets", "retries", "timeout_s")}
+
+
+def tables_config(config: dict[str, Any]) -> dict[str, Any]:
+    """The part of a validated config that defines the result tables: `TABLE_SECTIONS` and the section of the
+    source in use (demo, local or ffpp), without the keys only test sources use. The tables rule's `config` param
+    and the config hash of the tables' provenance."""
+    out = {key: config[key] for key in sorted({*TABLE_SECTIONS, config["source"]})}  # sorted: params compare as text
+    for section, keys in _TABLE_EXCLUDED.items():
+        if section in out:
+            out[section] = {k: v for k, v in out[section].items() if k not in keys}
+    return copy.deepcopy(out)
 
 
 def load(path: str | Path) -> dict[str, Any]:

@@ -81,7 +81,9 @@ def scan_source(
     Kind ffpp_tree crops faces with `face_settings` (config `faces`; None: the schema's defaults). Kind ganfaces
     follows `main_splits` (identity → split of the main dataset, when it holds the set's people: see
     `ganfaces.main_identity_splits`), and `drop_seen_identities` then guarantees its test split holds none of the
-    identities the main models were trained or selected on."""
+    identities the main models were trained or selected on. Keys `entry` leaves out take the schema's defaults, as
+    config validation fills them."""
+    entry = {**schema_defaults("evaluate.test_sources"), **entry}
     where = f"evaluate.test_sources[{entry['name']}]"
     if entry["kind"] not in KINDS:
         raise ValueError(f"{where}: kind {entry['kind']!r}; allowed {list(KINDS)}")
@@ -97,8 +99,8 @@ def scan_source(
             root,
             entry.get("methods") or [],
             where=where,
-            compression=entry.get("compression") or "c23",
-            frames_per_video=int(entry.get("frames_per_video") or 32),
+            compression=entry["compression"],
+            frames_per_video=int(entry["frames_per_video"]),
             face_settings=dict(face_settings or schema_defaults("faces")),
             model_path=assets.face_detector_model(),
             splits_dir=entry.get("splits_dir"),
@@ -208,8 +210,9 @@ def image_identities(table: pd.DataFrame) -> dict[str, str]:
 
 def source_groups(video_keys: np.ndarray, identities: Mapping[str, str] | None) -> np.ndarray:
     """The identity of each test-source sample (`image_identities` by video_id; an unknown id is its own)."""
+    known = identities or {}
     ids = pd.Series(video_keys).str.rsplit("/", n=1).str[-1]
-    return ids.map(identities or {}).fillna(ids).to_numpy()
+    return np.array([known.get(i, i) for i in ids], dtype=object)
 
 
 def _scores_row(labels, scores, predicted, video_keys, groups, n_boot: int, seed: int) -> dict[str, Any]:

@@ -28,10 +28,14 @@ import numpy as np
 import PIL
 from PIL import Image, features
 
-# The FotoForensics-style default: a re-save at 90 and a fixed gain, so the same error gives the same pixel
-# value in every image (a per-image max normalisation would make dark and bright ELA images incomparable).
-DEFAULT_QUALITY = 90
-DEFAULT_SCALE = 15.0
+from .config import schema_defaults
+
+# The FotoForensics-style default, kept in the config schema (detectors' ela): a re-save at 90 and a fixed gain,
+# so the same error gives the same pixel value in every image (a per-image max normalisation would make dark and
+# bright ELA images incomparable).
+_DEFAULTS = schema_defaults("detectors.ela")
+DEFAULT_QUALITY = int(_DEFAULTS["quality"])
+DEFAULT_SCALE = float(_DEFAULTS["scale"])  # a float, as model files have always recorded it
 
 
 @dataclass(frozen=True)

@@ -90,7 +90,7 @@ def score(
     batch, unless given (e.g. the detector's `frozen` graph): its `logits_and_features`, or its forward alone
     when no features are asked for."""
     was_training = detector.training
-    detector.eval()
+    detector.to(device).eval()  # built on the CPU by the scripts; a no-op where it already is on `device`
     rows: list[pd.DataFrame] = []
     run = run or (detector.logits_and_features if features else lambda x: (detector(x), None))
     try:

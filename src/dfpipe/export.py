@@ -46,8 +46,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .inference import Model, load_model
 from .io import atomic_path
+from .modelfile import Model, load_model
 
 FORMATS = ("onnx", "torchscript")
 SUFFIX = {"onnx": ".onnx", "torchscript": ".torchscript.pt"}

@@ -42,6 +42,7 @@ import cv2
 import numpy as np
 
 from . import assets
+from .config import schema_defaults
 from .io import atomic_path, write_json
 from .landmarks import Landmarker
 from .sources import demo
@@ -49,17 +50,8 @@ from .sources import demo
 logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 2  # 2: one image history for both classes, main-dataset splits
-DEFAULTS: dict[str, Any] = {
-    "identities": None,  # None: every usable real face of the media
-    "views": 4,
-    "generators": ["dcgan_digiface"],
-    "native_size": 32,
-    "prior_quality": 90,
-    "size": 256,
-    "margin": 1.2,
-    "pool": 16,
-    "seed": 0,
-}
+# the config schema owns them (evaluate.test_sources items' ganfaces); identities None: every usable real face
+DEFAULTS: dict[str, Any] = schema_defaults("evaluate.test_sources.ganfaces")
 # Latents are drawn apart from the demo's own (seed 0 there): the demo's Deepfakes paste generated faces of the
 # same numbers, and a probe tested across the two datasets must not meet the very faces it was trained on.
 GAN_SEED_OFFSET = 1000

@@ -8,6 +8,8 @@ before CUDA starts. Call it once, first thing in a job, before anything initiali
 The pool: $DFPIPE_GPUS (comma-separated ids; also how tests stand in for devices), else CUDA_VISIBLE_DEVICES
 as the job inherited it, else the devices `nvidia-smi -L` lists. Inside a SLURM job the scheduler has already
 given the job its devices, so nothing is claimed.
+
+`model_job()` is the first call of every job that runs a model: torch's threads and the job's GPU in one place.
 """
 
 from __future__ import annotations
@@ -133,3 +135,30 @@ def claim(
                 f"than there are devices."
             )
         time.sleep(poll_s)
+
+
+@dataclass
+class ModelJob:
+    """What `model_job` set up: the device the job's model code is to use, and the GPUs the job holds."""
+
+    device: str
+    claim: Claim
+
+
+def model_job(threads: int, device: str = "auto", n_gpus: int = 1, env: os._Environ | dict = os.environ) -> ModelJob:
+    """Set up a job that runs a model; call it first, before anything starts CUDA.
+
+    torch would use every core of the host, oversubscribing them while Snakemake runs jobs side by side, so its
+    threads are set to the job's share (`threads`, the rule's). Unless `device` is "cpu", `n_gpus` devices are
+    claimed (`claim`: held until the process ends), so the job works on its own GPU rather than device 0.
+    The device returned is the one to use: "auto" resolved as `dfpipe.evaluate.pick_device` resolves it
+    ("cuda:0", the claimed GPU and the only one the job sees, else "cpu"), any other setting as it is. A
+    multi-GPU job keeps "auto": each of its DDP workers resolves it to its own rank's GPU.
+    """
+    import torch  # only here: claiming devices, and its tests, need no torch
+
+    torch.set_num_threads(threads)
+    held = claim(n_gpus, device=device, env=env)
+    if device == "auto" and n_gpus <= 1:
+        device = "cuda:0" if torch.cuda.is_available() else "cpu"  # as dfpipe.evaluate.pick_device
+    return ModelJob(device, held)

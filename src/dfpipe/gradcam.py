@@ -1,6 +1,6 @@
 """Grad-CAM heatmaps of a detector's decision (pytorch-grad-cam), and the grid figure of a trained model.
 
-The target layer is chosen per detector family, never by the user (`target_layer`):
+The target layer is chosen by each detector family (`Detector.cam_layer`), never by the user:
   Meso-4 / MesoInception-4   the last conv block's feature maps (its BatchNorm, before the final pool)
   timm backbones             the module whose output global pooling reduces (EfficientNet / MobileNetV2:
                              `bn2` after the 1×1 head conv; MobileNetV1, which has no head conv: `blocks`;
@@ -29,7 +29,6 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .detectors.meso import _Meso
 from .detectors.multi_attention import MultiAttention
 from .io import atomic_path
 from .loader import normalize
@@ -38,36 +37,8 @@ GROUPS = ("most confident real", "most confident fake", "worst errors")
 
 
 def target_layer(detector: nn.Module) -> tuple[str, nn.Module]:
-    """(name, module) of the layer Grad-CAM reads for this detector's family (module docstring)."""
-    backbone = detector.backbone
-    if isinstance(detector, _Meso):
-        block = len(backbone) - 2  # the last conv block; the dense part comes after it
-        return f"backbone.{block}.2", backbone[block][2]
-    if isinstance(detector, MultiAttention):
-        name = backbone.feature_info.module_name()[-1]
-        return f"backbone.{name}", backbone.get_submodule(name)
-    children = list(backbone.named_children())
-    names = [n for n, _ in children]
-    if "global_pool" in names:
-        # the nearest module before the pool that computes something: timm's MobileNetV1 has no head conv, its
-        # conv_head and bn2 are Identity placeholders, so its maps are those of the last stage (`blocks`)
-        before = [(n, m) for n, m in children[: names.index("global_pool")] if not isinstance(m, nn.Identity)]
-        if before:
-            return f"backbone.{before[-1][0]}", before[-1][1]
-    info = getattr(backbone, "feature_info", None)
-    if info is not None:
-        name = info[-1]["module"] if isinstance(info, list) else info.module_name()[-1]
-        return f"backbone.{name}", backbone.get_submodule(name)
-    last = [
-        (n, m)
-        for n, m in backbone.named_modules()
-        if isinstance(m, (nn.Conv2d, nn.BatchNorm2d, nn.GroupNorm, nn.LayerNorm))
-    ]
-    if not last:
-        raise ValueError(
-            f"Grad-CAM: {type(detector).__name__} has no convolutional layer to explain; it needs a CNN backbone"
-        )
-    return f"backbone.{last[-1][0]}", last[-1][1]
+    """(name, module) of the layer Grad-CAM reads for this detector: its own choice (`Detector.cam_layer`)."""
+    return detector.cam_layer()
 
 
 def _as_batch(images: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -317,8 +288,8 @@ def model_grids(
     threshold: the one chosen on validation stored in the file, else 0.5); the examples are
     picked from its test scores in `predictions` (the predict rule's table), so each quality costs reading its
     test shards back plus Grad-CAM on the <= 3·k crops picked."""
-    from .inference import FROM_FILE, load_model
     from .metrics import read_predictions
+    from .modelfile import FROM_FILE, load_model
 
     if set(test_shards) != set(out_paths):
         raise ValueError(

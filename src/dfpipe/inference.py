@@ -7,9 +7,9 @@ chosen quality (`compress.encode`, the jpeg stage's encoder call), then the load
 detector's normalisation. Images are decoded by ffmpeg like a one-frame video and turned upright by their
 EXIF orientation, as video frames are by their rotation (`frames.orientation`); an animated GIF is a clip.
 
-Everything comes from the model file (`load_model`): the detector is rebuilt from the spec it stores (or
-from its registered name), its input size, mean/std, the ELA and face-crop settings when recorded, and the
-decision threshold. The threshold is the one the trainer chose on the validation split (video level, Youden's
+Everything comes from the model file (`load_model`, from `dfpipe.modelfile`, which reads and writes it): the
+detector is rebuilt from the spec it stores (or from its registered name), its input size, mean/std, the ELA
+and face-crop settings when recorded, and the decision threshold. The threshold is the one the trainer chose on the validation split (video level, Youden's
 J as in the tables) and stored in best.pt, so a copy of the file decides alike wherever it lies; an older file
 without one decides at 0.5, and the output says so. Every value read is checked when the file is loaded: a
 damaged or edited file is refused naming the file and the key, before any work.
@@ -28,8 +28,6 @@ own outputs there before writing them. The folder is checked before any file is 
 
 from __future__ import annotations
 
-import math
-import numbers
 import re
 import shutil
 import subprocess
@@ -44,24 +42,22 @@ import numpy as np
 import pandas as pd
 import torch
 from PIL import Image
-from torch import nn
 from torchvision.transforms import v2
 
-from .ela import ELA, error_level
+from .ela import error_level
+
+# The model file's API, also importable from here, where predict's users have always found it.
+from .modelfile import DEFAULT_THRESHOLD as DEFAULT_THRESHOLD
+from .modelfile import FACE_BOUNDS as FACE_BOUNDS
+from .modelfile import FACE_DEFAULTS as FACE_DEFAULTS
+from .modelfile import FROM_FILE as FROM_FILE
+from .modelfile import Model as Model
+from .modelfile import ModelFileError as ModelFileError
+from .modelfile import load_model as load_model
+from .modelfile import write_model_file as write_model_file
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".ts"}
-# The faces stage's settings when the model file does not record them: the schema's defaults (a test checks
-# they agree with workflow/schemas/config.schema.yaml).
-FACE_DEFAULTS = {"size": 256, "margin": 1.3, "align": True, "min_confidence": 0.5, "min_face_size": 32}
-# the schema's bounds of the same settings, (low, high, whole number), checked when a model file is loaded
-FACE_BOUNDS = {
-    "size": (32, 1024, True),
-    "margin": (1, 3, False),
-    "min_confidence": (0, 1, False),
-    "min_face_size": (1, None, True),
-}
-DEFAULT_THRESHOLD = 0.5
 BANNER = re.compile(r"^(lib[a-z]+ +[0-9.]|ffprobe version|built with|configuration:)")
 FRAME_COLUMNS = ["file", "frame_index", "status", "reason", "score"]
 FILE_COLUMNS = [
@@ -76,204 +72,6 @@ FILE_COLUMNS = [
     "reason",
     "heatmaps",
 ]
-
-
-# -- the model file ------------------------------------------------------------------------------------------
-@dataclass
-class Model:
-    """A trained detector with everything predict and export need, read from one model file."""
-
-    detector: nn.Module
-    path: Path
-    name: str
-    input_size: int
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    threshold: float
-    threshold_source: str
-    ela: ELA | None = None
-    faces: dict[str, Any] = field(default_factory=lambda: dict(FACE_DEFAULTS))
-    spec: dict[str, Any] | None = None
-
-    @property
-    def threshold_note(self) -> str | None:
-        """The line predict and export show when the file holds no validation threshold (older files)."""
-        if self.threshold_source == FROM_FILE:
-            return None
-        return f"no validation threshold in {self.path}: deciding at {self.threshold:g}"
-
-
-def write_model_file(
-    path: Path,
-    detector: nn.Module,
-    spec: dict[str, Any] | None = None,
-    threshold: float | None = None,
-    ela: ELA | None = None,
-    faces: dict[str, Any] | None = None,
-    **extra: Any,
-) -> Path:
-    """A model file in the trainer's best.pt format (model, detector, input_size, mean, std), plus what predict
-    reads when present: the detector `spec`, the validation `threshold`, `ela` and `faces` settings."""
-    from .io import atomic_path
-
-    obj: dict[str, Any] = {
-        "model": {k: v.detach().cpu() for k, v in detector.state_dict().items()},
-        "detector": str(getattr(detector, "name", type(detector).__name__)),
-        "input_size": int(detector.input_size),
-        "mean": tuple(detector.mean),
-        "std": tuple(detector.std),
-        **extra,
-    }
-    if spec is not None:
-        obj["spec"] = dict(spec)
-    if threshold is not None:
-        obj["threshold"] = float(threshold)
-    if ela is not None:
-        obj["ela"] = ela.to_dict()
-    if faces is not None:
-        obj["faces"] = dict(faces)
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
-    return Path(path)
-
-
-FROM_FILE = "the model file"
-DAMAGED = "the file is damaged or was edited: copy it again from its run folder, or retrain that run"
-
-
-def _bad(path: Path, key: str, value: Any, what: str) -> ValueError:
-    return ValueError(f"{path}: {key}: {value!r} is not {what}; {DAMAGED}")
-
-
-def _number(path: Path, key: str, value: Any, low: float, high: float | None, whole: bool = False) -> Any:
-    """`value` when it is a finite number (a whole one when `whole`) in [low, high]; else a ValueError naming
-    the file and the key."""
-    kind = "a whole number" if whole else "a number"
-    real = isinstance(value, numbers.Integral if whole else numbers.Real) and not isinstance(value, bool)
-    if not (real and math.isfinite(value) and low <= value and (high is None or value <= high)):
-        raise _bad(path, key, value, f"{kind} in [{low}, {high}]" if high is not None else f"{kind} >= {low}")
-    return value
-
-
-def _numbers(path: Path, key: str, value: Any, positive: bool) -> tuple[float, ...]:
-    """Three finite numbers (mean or std per RGB channel; > 0 when `positive`)."""
-    what = "3 numbers > 0" if positive else "3 finite numbers"
-    if not isinstance(value, list | tuple) or len(value) != 3:
-        raise _bad(path, key, value, what)
-    for v in value:
-        if not isinstance(v, numbers.Real) or isinstance(v, bool) or not math.isfinite(v) or (positive and v <= 0):
-            raise _bad(path, key, value, what)
-    return tuple(float(v) for v in value)
-
-
-def _checked_faces(path: Path, faces: Any) -> dict[str, Any]:
-    """The face-crop settings of a model file over the defaults; keys it does not know are left out (a config's
-    whole `faces` section may be stored)."""
-    if faces is None:
-        return dict(FACE_DEFAULTS)
-    if not isinstance(faces, dict):
-        raise _bad(path, "faces", faces, "a mapping")
-    out = dict(FACE_DEFAULTS)
-    for key, value in faces.items():
-        if key == "align":
-            if not isinstance(value, bool):
-                raise _bad(path, "faces.align", value, "true or false")
-            out[key] = value
-        elif key in FACE_BOUNDS:
-            low, high, whole = FACE_BOUNDS[key]
-            out[key] = _number(path, f"faces.{key}", value, low, high, whole)
-    return out
-
-
-def _checked_values(path: Path, ckpt: dict[str, Any]) -> dict[str, Any]:
-    """What a model file records besides the weights, each value checked: input_size, mean and std (those it
-    holds), threshold (None when it holds none), ELA and face settings."""
-    values: dict[str, Any] = {}
-    if ckpt.get("spec") is not None and not isinstance(ckpt["spec"], dict):
-        raise _bad(path, "spec", ckpt["spec"], "a mapping")
-    if "input_size" in ckpt:
-        values["input_size"] = int(_number(path, "input_size", ckpt["input_size"], 8, 4096, whole=True))
-    for key in ("mean", "std"):
-        if key in ckpt:
-            values[key] = _numbers(path, key, ckpt[key], positive=key == "std")
-    threshold = ckpt.get("threshold")
-    values["threshold"] = None if threshold is None else float(_number(path, "threshold", threshold, 0, 1))
-    spec = ckpt.get("spec") or {}
-    try:
-        values["ela"] = ELA.from_dict(ckpt.get("ela") or spec.get("ela") or (ckpt.get("settings") or {}).get("ela"))
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"{path}: ela: {err}; {DAMAGED}") from err
-    values["faces"] = _checked_faces(path, ckpt.get("faces"))
-    return values
-
-
-def _build(ckpt: dict[str, Any], path: Path) -> tuple[nn.Module, dict[str, Any] | None]:
-    from .detectors import create_detector
-    from .experiments import build_detector
-
-    spec = ckpt.get("spec")
-    try:
-        if spec is not None:
-            # the weights come from the file: never fetch pretrained ones
-            return build_detector({**spec, "pretrained": "none"}), spec
-        return create_detector(str(ckpt["detector"]), input_size=ckpt.get("input_size")), None
-    except (TypeError, ValueError, KeyError) as err:
-        raise ValueError(
-            f"{path}: cannot rebuild its detector {ckpt.get('detector')!r} ({err}); the file needs the "
-            f"detector spec it was trained with (key 'spec')"
-        ) from err
-
-
-def load_model(path: Path, device: str | torch.device = "cpu") -> Model:
-    """The model of a model file (the trainer's best.pt), in eval mode on `device`. Loaded with
-    weights_only=True: a file that would run code to load is refused."""
-    from .train import load_checkpoint
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{path}: model file not found; pass a trained model, e.g. data/models/<detector>/<run>/best.pt"
-        )
-    try:
-        ckpt = load_checkpoint(path)
-    except ValueError as err:  # the trainer's fix ("delete it to train afresh") is not predict's
-        problem = str(err).split("; delete it")[0]
-        raise ValueError(
-            f"{problem}; use an intact model file (copy best.pt again from its run folder, or retrain that run)"
-        ) from err
-    values = _checked_values(path, ckpt)  # before any work: a damaged value is named, not met mid-run
-    detector, spec = _build(ckpt, path)
-    try:
-        detector.load_state_dict(ckpt["model"])
-    except RuntimeError as err:
-        first = str(err).strip().splitlines()[0]
-        raise ValueError(
-            f"{path}: its weights do not fit a {ckpt.get('detector')!r} built from "
-            f"{'its spec' if spec else 'the registered name alone'} ({first}); "
-            + (
-                ""
-                if spec
-                else "files without a detector spec (key 'spec') can only be rebuilt with "
-                "default model arguments: re-save it with write_model_file(..., spec=...)"
-            )
-        ) from err
-    # what the file records wins over the builder's defaults: it is what the model was trained with
-    detector.input_size = values.get("input_size", detector.input_size)
-    detector.mean = values.get("mean", tuple(detector.mean))
-    detector.std = values.get("std", tuple(detector.std))
-    # crops arrive channels_last (H×W×3 arrays permuted), as the loader's batches do; weights in the same order
-    # save the per-layer reorder: measured 1.2-1.7× faster for EfficientNet-Lite0 on CPU
-    detector.to(device, memory_format=torch.channels_last).eval()
-    # the threshold the trainer chose on validation travels in the file; older files have none
-    threshold, source = values["threshold"], FROM_FILE
-    if threshold is None:
-        threshold = DEFAULT_THRESHOLD
-        source = f"the default (no validation threshold in {path}: deciding at {threshold:g})"
-    ela, faces = values["ela"], values["faces"]
-    name = str(spec.get("name", ckpt["detector"])) if spec else str(ckpt["detector"])
-    return Model(
-        detector, path, name, detector.input_size, detector.mean, detector.std, threshold, source, ela, faces, spec
-    )
 
 
 # -- preprocessing: as the shards and the loader do it ---------------------------------------------------------

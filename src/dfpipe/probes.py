@@ -42,12 +42,15 @@ from torch import Tensor, nn
 
 from . import weights as W
 from .augment import Augment
+from .config import schema_defaults
 from .io import atomic_path, write_csv, write_json, write_parquet
 from .metrics import bootstrap_auc_ci, choose_threshold, video_weights, weighted_aucs
 
 logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
+# default arguments below are the config schema's (probes section), so a call outside the workflow scores alike
+_DEFAULTS = schema_defaults("probes")
 META_COLUMNS = ["video_key", "method", "video_id", "frame_index", "label"]
 WEIGHTS_HINT = (
     "give the weights as a file: `weights: /path/to/file.pth` in the backbone's entry "
@@ -579,7 +582,7 @@ def shard_features(
     cache_dir: Path,
     transform: str = "none",
     seed: int = 0,
-    batch_size: int = 64,
+    batch_size: int = _DEFAULTS["batch_size"],
     device: str = "cpu",
     num_workers: int = 0,
     builder: Callable[[BackboneSpec, str], Backbone] | None = None,
@@ -619,7 +622,7 @@ def array_features(
     quality: int | str = "na",
     transform: str = "none",
     seed: int = 0,
-    batch_size: int = 64,
+    batch_size: int = _DEFAULTS["batch_size"],
     device: str = "cpu",
     builder: Callable[[BackboneSpec, str], Backbone] | None = None,
 ) -> FeatureSet:
@@ -659,7 +662,7 @@ def shard_getter(
     cache_dir: Path,
     specs: Mapping[str, BackboneSpec],
     seed: int = 0,
-    batch_size: int = 64,
+    batch_size: int = _DEFAULTS["batch_size"],
     device: str = "cpu",
     num_workers: int = 0,
     train_shards: int | None = None,
@@ -741,7 +744,9 @@ def pool(sets: Mapping[str, FeatureSet]) -> FeatureSet:
 class Reduction:
     """Standardise (train statistics), then reduce; fitted on the training features only."""
 
-    def __init__(self, kind: str, components: int = 64, seed: int = 0, epochs: int = 60) -> None:
+    def __init__(
+        self, kind: str, components: int = _DEFAULTS["components"], seed: int = 0, epochs: int = _DEFAULTS["ae_epochs"]
+    ) -> None:
         if kind not in REDUCTIONS:
             raise ValueError(f"reduction {kind!r}: allowed {list(REDUCTIONS)}")
         self.kind, self.components, self.seed, self.epochs = kind, components, seed, epochs
@@ -959,9 +964,9 @@ def probe_table(
     classifiers: Sequence[str] = CLASSIFIERS,
     transforms: Sequence[str] = tuple(TRANSFORMS),
     test_transforms: Sequence[str] = ("none",),
-    components: int = 64,
-    ae_epochs: int = 60,
-    n_boot: int = 1000,
+    components: int = _DEFAULTS["components"],
+    ae_epochs: int = _DEFAULTS["ae_epochs"],
+    n_boot: int = _DEFAULTS["bootstrap"],
     seed: int = 0,
     test_get: Getter | None = None,
     blas_threads: int | None = 1,

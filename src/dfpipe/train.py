@@ -51,6 +51,7 @@ from .experiments import SETTING_KEYS
 from .io import atomic_path, write_json
 from .loader import Augment, ShardStream, make_loader, normalize
 from .metrics import choose_threshold, video_scores, video_weights
+from .modelfile import ModelFileError, detector_name, read_model_file, write_model_file
 from .weights import load_plain
 
 logger = logging.getLogger(__name__)
@@ -146,10 +147,6 @@ def create_scheduler(
 
 
 # -- what a run is bound to ----------------------------------------------------------------------------------
-def detector_name(detector: nn.Module) -> str:
-    return str(getattr(detector, "name", type(detector).__name__))
-
-
 def _digest(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -194,7 +191,8 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
 
 class CheckpointSaver:
     """Owns `last.pt` and `best.pt` in `out_dir`: atomic writes (rank 0 only), the fingerprint a resume point
-    must match, the best epoch's weights (kept in last.pt too, so a finished run can always give best.pt)."""
+    must match, the best epoch's weights (kept in last.pt too, so a finished run can always give best.pt).
+    best.pt is the deployable model file, written by `dfpipe.modelfile` as predict and export read it."""
 
     def __init__(
         self,
@@ -280,29 +278,25 @@ class CheckpointSaver:
             return
         if self.best.exists():
             try:
-                if load_checkpoint(self.best).get("fingerprint") == self.fingerprint:
+                if read_model_file(self.best).get("fingerprint") == self.fingerprint:
                     return
-            except ValueError:
+            except ModelFileError:
                 pass
         logger.info(f"{self.best}: written from the finished run's {self.last}")
         self._write_best()
 
     def _write_best(self) -> None:
         if self.is_main and self.best_model is not None and self.best_meta is not None:
-            d = self.detector
-            self._save(
-                {
-                    "model": self.best_model,
-                    "detector": detector_name(d),
-                    "settings": self.settings,
-                    "fingerprint": self.fingerprint,
-                    "input_size": d.input_size,
-                    "mean": d.mean,
-                    "std": d.std,
-                    **({"spec": dict(self.spec)} if self.spec is not None else {}),
-                    **self.best_meta,
-                },
+            meta = dict(self.best_meta)
+            threshold = meta.pop("threshold", None)
+            write_model_file(
                 self.best,
+                self.detector,
+                self.spec,
+                threshold,
+                weights=self.best_model,
+                run={"settings": self.settings, "fingerprint": self.fingerprint},
+                **meta,
             )
 
     @staticmethod

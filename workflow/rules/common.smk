@@ -38,6 +38,14 @@ MANIFEST = f"{OUT}/manifest.parquet"
 RUNS = runs(config)
 DETECTORS = sorted({r.detector for r in RUNS})  # config detectors and derived runs (the frame-rate ablation)
 TRAIN_DEVICE = config["train"]["device"]
+
+
+def gpu_job(n=1):
+    """The resources of a job that runs a model: `n` of the GPUs given as `--resources gpu=N` (none on CPU), so
+    that no more such jobs start than there are devices; each job claims its own (dfpipe.gpus.model_job)."""
+    return {"gpu": 0 if TRAIN_DEVICE == "cpu" else n}
+
+
 # A hash per rule script (of the dfpipe source it runs), given to each rule as its `code` param, so that editing
 # a stage's module reruns that stage and what depends on it (Snakemake's code trigger sees the script only).
 CODE = codehash.script_hashes(Path(workflow.basedir) / "scripts", Path(dfpipe.__file__).parent)

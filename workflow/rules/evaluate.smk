@@ -18,7 +18,7 @@ rule predict:
         "Scoring {wildcards.detector} (trained at q{wildcards.train_q}, {wildcards.train_methods}) on every test quality"
     threads: 2
     resources:
-        gpu=0 if TRAIN_DEVICE == "cpu" else 1,
+        **gpu_job(),
     conda:
         ENV
     script:

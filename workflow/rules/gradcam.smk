@@ -20,7 +20,7 @@ rule gradcam:
         "Grad-CAM grids of {wildcards.detector} (trained at q{wildcards.train_q}, {wildcards.train_methods})"
     threads: 2
     resources:
-        gpu=0 if TRAIN_DEVICE == "cpu" else 1,
+        **gpu_job(),
     conda:
         ENV
     script:

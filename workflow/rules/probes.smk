@@ -30,7 +30,7 @@ rule probes:
     # left to the end (it unlocks no other job) it ran alone on one core for 3 of the demo's 17 minutes
     priority: 10
     resources:
-        gpu=0 if TRAIN_DEVICE == "cpu" else 1,
+        **gpu_job(),
     conda:
         ENV
     script:

@@ -8,8 +8,10 @@ rule shortcuts:
         sources=[s for n in TEST_SOURCES for s in crossdataset_layout.source_shards(OUT, n, "test", QUALITIES)],
         scans=expand(rules.test_source.output.table, name=TEST_SOURCES),
     output:
-        csv=f"{RESULTS}/shortcut_table.csv",
-        md=f"{RESULTS}/shortcut_table.md",
+        csv=report(f"{RESULTS}/shortcut_table.csv", caption="../report/shortcuts.rst", category="3. Detection",
+                   subcategory="Shortcut baselines"),
+        md=report(f"{RESULTS}/shortcut_table.md", caption="../report/shortcuts.rst", category="3. Detection",
+                  subcategory="Shortcut baselines"),
         page=report_page("shortcut_table", "shortcuts.rst", "3. Detection", "Shortcut baselines"),
     params:
         code=CODE["shortcuts"],

@@ -34,7 +34,9 @@ rule tables:
         ablation=ABLATION,
         roc_quality=config["train"]["qualities"][0],
         tsne_detectors=check_tsne(config),  # the names, each a configured detector; None: the best by val AUC
-        config=config,  # what the provenance records and hashes: a changed config reruns the tables
+        # what the provenance hashes: the sections that define the tables (dfpipe.config.tables_config), so a change
+        # to them reruns the tables and adding a test source or probes does not
+        config=dfconfig.tables_config(config),
     log:
         f"{OUT}/logs/tables.log",
     message:

@@ -12,10 +12,6 @@ TEST_SOURCE_SPLITS = crossdataset_layout.SPLITS
 PROBES = config.get("probes") or {}
 # the models scored across datasets: every one trained on all methods
 ALL_METHOD_RUNS = [r for r in RUNS if r.methods == "all" and r.detector in DETECTORS]
-_bad = sorted(set(PROBES.get("train_qualities", [])) - set(QUALITIES))
-if _bad:
-    raise WorkflowError(f"config probes.train_qualities: {_bad} not in jpeg.qualities {QUALITIES}; add them there "
-                        "or train the probes at one of those")
 
 
 rule test_source:
@@ -108,7 +104,7 @@ rule cross_detectors:
         name=TEST_SOURCE_NAMES,
     threads: 2
     resources:
-        gpu=0 if TRAIN_DEVICE == "cpu" else 1,
+        **gpu_job(),
     conda:
         ENV
     script:

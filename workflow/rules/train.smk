@@ -18,7 +18,7 @@ rule train:
         "Training {wildcards.detector} on quality {wildcards.train_q} ({wildcards.train_methods})"
     threads: 2
     resources:
-        gpu=0 if TRAIN_DEVICE == "cpu" else config["train"]["gpus"],
+        **gpu_job(config["train"]["gpus"]),
     conda:
         ENV
     script:

@@ -47,3 +47,20 @@ class TimmDetector(Detector):
         named = dict(self.backbone.named_parameters())
         groups = group_parameters(self.backbone, self.backbone.group_matcher(coarse=True))
         return [[named[n] for n in names] for names in groups.values()]
+
+    def cam_layer(self) -> tuple[str, nn.Module]:
+        """The module whose output the global pool reduces (EfficientNet / MobileNetV2: `bn2` after the 1×1 head
+        conv; ResNet: `layer4`); without a pooling child, the last entry of timm's `feature_info`."""
+        children = list(self.backbone.named_children())
+        names = [n for n, _ in children]
+        if "global_pool" in names:
+            # the nearest module before the pool that computes something: timm's MobileNetV1 has no head conv, its
+            # conv_head and bn2 are Identity placeholders, so its maps are those of the last stage (`blocks`)
+            before = [(n, m) for n, m in children[: names.index("global_pool")] if not isinstance(m, nn.Identity)]
+            if before:
+                return f"backbone.{before[-1][0]}", before[-1][1]
+        info = getattr(self.backbone, "feature_info", None)
+        if info is not None:
+            name = info[-1]["module"] if isinstance(info, list) else info.module_name()[-1]
+            return f"backbone.{name}", self.backbone.get_submodule(name)
+        return super().cam_layer()

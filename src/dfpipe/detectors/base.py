@@ -55,6 +55,20 @@ class Detector(nn.Module):
         """The backbone's parameters in blocks, input side first (what `unfreeze_last` counts)."""
         raise NotImplementedError
 
+    def cam_layer(self) -> tuple[str, nn.Module]:
+        """(name within the detector, module) of the layer Grad-CAM explains: the last Conv2d or norm layer of
+        the backbone here; families with a better choice (the maps their pooling reduces) override it."""
+        last = [
+            (n, m)
+            for n, m in self.backbone.named_modules()
+            if isinstance(m, (nn.Conv2d, nn.BatchNorm2d, nn.GroupNorm, nn.LayerNorm))
+        ]
+        if not last:
+            raise ValueError(
+                f"Grad-CAM: {type(self).__name__} has no convolutional layer to explain; it needs a CNN backbone"
+            )
+        return f"backbone.{last[-1][0]}", last[-1][1]
+
     def forward(self, x: Tensor) -> Tensor:
         return self.logits_and_features(x)[0]
 

@@ -90,6 +90,11 @@ class _Meso(Detector):
     def backbone_groups(self) -> list[list[nn.Parameter]]:
         return [list(block.parameters()) for block in self.backbone]
 
+    def cam_layer(self) -> tuple[str, nn.Module]:
+        """The last conv block's BatchNorm: its feature maps before the final pool (the dense part follows)."""
+        block = len(self.backbone) - 2
+        return f"backbone.{block}.2", self.backbone[block][2]
+
 
 class Meso4(_Meso):
     weights_name = "meso4"

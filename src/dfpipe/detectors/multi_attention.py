@@ -160,6 +160,11 @@ class MultiAttention(Detector):
             region = F.interpolate((one > threshold)[:, None].float(), size=x.shape[-2:], mode="nearest") > 0.5
         return x.masked_fill(region & chosen[:, None, None, None], 0.0)
 
+    def cam_layer(self) -> tuple[str, nn.Module]:
+        """The deepest EfficientNet stage: the features that are globally pooled."""
+        name = self.backbone.feature_info.module_name()[-1]
+        return f"backbone.{name}", self.backbone.get_submodule(name)
+
     def backbone_groups(self) -> list[list[nn.Parameter]]:
         # the attention and texture modules are new (not pretrained), so they are not here: they always train
         named = dict(self.backbone.named_parameters())
