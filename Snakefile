@@ -29,10 +29,10 @@ include: "workflow/rules/source.smk"
 include: "workflow/rules/manifest.smk"
 include: "workflow/rules/faces.smk"
 include: "workflow/rules/compress.smk"
-include: "workflow/rules/quality.smk"
+include: "workflow/rules/fidelity.smk"
 include: "workflow/rules/shards.smk"
 include: "workflow/rules/train.smk"
-include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/predict.smk"
 include: "workflow/rules/tables.smk"
 include: "workflow/rules/gradcam.smk"
 include: "workflow/rules/test_sources.smk"
@@ -41,11 +41,11 @@ include: "workflow/rules/probes.smk"
 include: "workflow/rules/report.smk"
 
 
-# The data path alone: everything up to the shards and the quality report (no training).
+# The data path alone: everything up to the shards and the fidelity (PSNR/SSIM) report (no training).
 rule data:
     input:
         rules.face_summary.output.csv,
-        rules.quality_report.output.csv,
+        rules.fidelity_report.output.csv,
         expand(rules.shard_index.output.json, quality=QUALITIES),
 
 
@@ -63,5 +63,5 @@ rule all:
         # the probe table when probes are configured; the cross-dataset matrix when evaluate.test_sources are
         rules.probes.output if PROBES else [],
         rules.cross_dataset.output if TEST_SOURCES else [],
-        rules.test_source_quality_report.output if TEST_SOURCES else [],
+        rules.test_source_fidelity_report.output if TEST_SOURCES else [],
         rules.shortcuts.output,

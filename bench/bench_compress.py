@@ -23,7 +23,7 @@ import pandas as pd
 from PIL import Image
 from skimage import data
 
-from dfpipe.compress import compress_batch, encode, to_ppm
+from dfpipe.data.compress import compress_batch, encode, to_ppm
 from dfpipe.tools import cjpeg_version, find_cjpeg
 
 

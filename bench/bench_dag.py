@@ -19,8 +19,8 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from dfpipe.layout import METHODS, ORIGINAL
-from dfpipe.manifest import COLUMNS
+from dfpipe.data.layout import METHODS, ORIGINAL
+from dfpipe.data.manifest import COLUMNS
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -23,8 +23,8 @@ from pathlib import Path
 import torch
 from bench_train import make_shards
 
-from dfpipe.detectors import create_detector
-from dfpipe.train import train
+from dfpipe.models.detectors import create_detector
+from dfpipe.models.train import train
 
 
 def cpu_seconds() -> float:

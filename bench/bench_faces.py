@@ -33,9 +33,9 @@ import cv2
 import pandas as pd
 
 from dfpipe import assets
-from dfpipe.faces import crop_batch
-from dfpipe.frames import iter_frames, plan_batch, sample_indices
-from dfpipe.manifest import probe
+from dfpipe.data.faces import crop_batch
+from dfpipe.data.frames import iter_frames, plan_batch, sample_indices
+from dfpipe.data.manifest import probe
 
 SETTINGS = {
     "size": 256,

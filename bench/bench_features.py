@@ -3,7 +3,7 @@
     PYTHONPATH=src .venv/bin/python bench/bench_features.py [--backbone lite0] [--size 224] [--batch 64]
         [--n 512] [--rounds 3] [--device auto]
 
-- features: `dfpipe.probes.extract_features` on uint8 batches (normalise, channels_last, inference mode, one
+- features: `dfpipe.evaluation.probes.extract_features` on uint8 batches (normalise, channels_last, inference mode, one
   forward per image, features back to the CPU as numpy), as the cached extraction runs it;
 - bare: the same module in eval/inference mode on the same batches already normalised, channels_last and on
   the device (an upper bound: no normalisation, no copies back).
@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from skimage import data
 
-from dfpipe import probes
+from dfpipe.evaluation import probes
 
 
 def crops(n: int, size: int, seed: int = 0) -> np.ndarray:

@@ -10,13 +10,13 @@ Times are CPU seconds (this process's threads plus its finished children: ffmpeg
 seconds, they barely move when other jobs share the machine.
 - data path, on `--videos` FF++-like clips (bench_faces.make_clips: 1280×720 H.264 CRF 23, a real face):
   decoding (the faces stage's own iter_frames pass, which decodes every frame up to the last planned one)
-  per decoded frame; the rest of dfpipe.faces.crop_batch (detection, alignment, crop, PNG) per planned
-  frame; then on the crops it produced, per quality: dfpipe.compress.compress_batch per crop,
-  dfpipe.quality.measure_batch per measured crop, dfpipe.shards.write_split per sample;
+  per decoded frame; the rest of dfpipe.data.faces.crop_batch (detection, alignment, crop, PNG) per planned
+  frame; then on the crops it produced, per quality: dfpipe.data.compress.compress_batch per crop,
+  dfpipe.data.fidelity.measure_batch per measured crop, dfpipe.data.shards.write_split per sample;
 - disk: the faces and jpeg tables written with dfpipe.io.write_parquet (file bytes per row) and one shard per
   quality written with write_split (bytes up to its last member: tar headers included, the end-of-archive
   padding, once per shard, left out);
-- training: each detector built by dfpipe.experiments.build_detector (pretrained: none) at its input size,
+- training: each detector built by dfpipe.models.experiments.build_detector (pretrained: none) at its input size,
   with its optimizer, batch size and epochs from the config, channels_last as the trainer, on random input:
   one warm-up step, then `--steps` forward+backward steps, then one eval forward (validation after every
   epoch, test scoring once), on `--train-threads` torch threads (1: core time without threads waiting on
@@ -42,14 +42,14 @@ import yaml
 from bench_faces import clip_videos, cpu_seconds, decode_to_pipe, make_clips
 
 from dfpipe import assets
-from dfpipe.compress import compress_batch
-from dfpipe.experiments import ABLATION_SUFFIX, ALL, build_detector, detector_spec, runs, training_settings
-from dfpipe.faces import crop_batch
-from dfpipe.frames import plan_batch
+from dfpipe.data.compress import compress_batch
+from dfpipe.data.faces import crop_batch
+from dfpipe.data.fidelity import measure_batch
+from dfpipe.data.frames import plan_batch
+from dfpipe.data.layout import METHODS, ORIGINAL
+from dfpipe.data.shards import write_split
 from dfpipe.io import write_parquet
-from dfpipe.layout import METHODS, ORIGINAL
-from dfpipe.quality import measure_batch
-from dfpipe.shards import write_split
+from dfpipe.models.experiments import ABLATION_SUFFIX, ALL, build_detector, detector_spec, runs, training_settings
 from dfpipe.tools import find_cjpeg
 
 REPO = Path(__file__).resolve().parents[1]
@@ -148,7 +148,7 @@ def measure_data_path(args: argparse.Namespace, config: dict) -> dict:
 def data_rows(args: argparse.Namespace, config: dict, m: dict) -> tuple[list[Row], float]:
     n_videos = VIDEOS_PER_METHOD * len(methods(config))
     crops = VIDEOS_PER_METHOD * sum(frames_of(config, k) for k in methods(config))
-    per_video, sampled = config["frames"]["per_video"], config["quality"]["frames_per_video"]
+    per_video, sampled = config["frames"]["per_video"], config["fidelity"]["frames_per_video"]
     measured = n_videos * (min(sampled, per_video) if sampled else per_video)
     qualities = config["jpeg"]["qualities"]
     hours: dict[str, float] = {}
@@ -218,7 +218,7 @@ def data_rows(args: argparse.Namespace, config: dict, m: dict) -> tuple[list[Row
 # -- training ------------------------------------------------------------------------------------------------
 def epoch_images(config: dict, spec: dict, methods_trained: str) -> int:
     """Images per epoch as the trainer draws them: labels alternate and the smaller class is cycled, so an
-    epoch is 2 × the larger class (dfpipe.loader.ShardStream)."""
+    epoch is 2 × the larger class (dfpipe.data.loader.ShardStream)."""
     per_method = spec.get("frames_per_method") or config["frames"]["per_method"] or {}
     fakes = [k for k in methods(config)[1:] if methods_trained in (ALL, k)]
     real = SPLIT_VIDEOS["train"] * frames_of(config, ORIGINAL)
@@ -239,7 +239,7 @@ def time_steps(spec: dict, settings: dict, batch: int, steps: int, threads: int)
     # CPU (ResNet-18 here: 0.12 CPU s/image on 1 thread, 0.17-0.21 on 2 busy cores)
     torch.set_num_threads(threads)
 
-    from dfpipe.train import create_optimizer, resolve_settings
+    from dfpipe.models.train import create_optimizer, resolve_settings
 
     s = resolve_settings(settings)
     detector = build_detector({**spec, "pretrained": "none"})

@@ -26,11 +26,11 @@ import torch
 from bench_faces import make_clip  # the same FF++-c23-like carphone clip (bench/ is on sys.path when run)
 
 from dfpipe import assets
-from dfpipe.detectors import create_detector
-from dfpipe.faces import crop_batch
-from dfpipe.frames import plan_batch
-from dfpipe.inference import FACE_DEFAULTS, load_model, predict_file, score_inputs, write_model_file
-from dfpipe.manifest import probe
+from dfpipe.apps.predict import FACE_DEFAULTS, load_model, predict_file, score_inputs, write_model_file
+from dfpipe.data.faces import crop_batch
+from dfpipe.data.frames import plan_batch
+from dfpipe.data.manifest import probe
+from dfpipe.models.detectors import create_detector
 
 
 def faces_alone(clip: Path, frames: int, info: dict) -> int:

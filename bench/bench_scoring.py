@@ -1,10 +1,10 @@
 """Where a demo predict/train job's time goes (the demo's time budget), on the shards of a built dataset.
 
 Prints, for one detector spec:
-- predict: `dfpipe.evaluate.predict` images/s on the test shards of one quality, per loader-worker count and
+- predict: `dfpipe.evaluation.predict.predict` images/s on the test shards of one quality, per loader-worker count and
   batch size, against a bare batched forward (inference_mode, channels_last) over the same decoded tensors
   already in memory: the ratio is what decoding, resizing, normalising and bookkeeping cost; then the same
-  predict with the frozen graph the predict rule uses on CPU (`evaluate.frozen`, its tracing time printed
+  predict with the frozen graph the predict rule uses on CPU (`predict.frozen`, its tracing time printed
   apart) and its speed-up over eager mode;
 - train: the trainer's steady-state time per step (median over steps after the first two) and its start-up
   (summary.json), for a few steps on the train shards.
@@ -25,8 +25,9 @@ from pathlib import Path
 
 import torch
 
-from dfpipe import evaluate, experiments
-from dfpipe.loader import make_loader, normalize
+from dfpipe.data.loader import make_loader, normalize
+from dfpipe.evaluation import predict
+from dfpipe.models import experiments
 
 
 def bare_forward(detector, images: torch.Tensor, batch_size: int) -> float:
@@ -60,17 +61,17 @@ def main() -> None:
     if not test:
         raise SystemExit(f"no test-*.tar in {args.shards}: give --shards a built dataset's shards/q<Q> folder")
 
-    stream = evaluate.eval_stream(detector, test, max(args.batch_sizes))
+    stream = predict.eval_stream(detector, test, max(args.batch_sizes))
     images = torch.cat([batch[0] for batch in make_loader(stream, 0)])
     print(f"{args.model} at {args.size} px, {len(images)} test images of {args.shards}, {args.threads} threads")
     start = time.perf_counter()
-    graph = evaluate.frozen(detector)
+    graph = predict.frozen(detector)
     print(f"frozen graph traced in {time.perf_counter() - start:.2f} s (once per predict job)")
 
     def predict_rate(bs: int, workers: int, run) -> float:
         start = time.perf_counter()
         with torch.inference_mode():
-            n = len(evaluate.predict(detector, test, device="cpu", batch_size=bs, num_workers=workers, run=run))
+            n = len(predict.predict(detector, test, device="cpu", batch_size=bs, num_workers=workers, run=run))
         return n / (time.perf_counter() - start)
 
     for bs in args.batch_sizes:

@@ -8,7 +8,7 @@ Shards of `--n` 256² crops of real photos (JPEG q77, half labelled fake) are wr
 For each detector (default on a GPU: every registered one at its own input size, i.e. the paper's, batch 32,
 40 steps; on a CPU, where that would take hours: meso4 and mesoinception4, batch 8, 12 steps; `--size`
 overrides the input size):
-- trainer: `dfpipe.train.train` for `--steps` steps (one epoch, hflip, checkpoints and step log included).
+- trainer: `dfpipe.models.train.train` for `--steps` steps (one epoch, hflip, checkpoints and step log included).
   Start-up: the seconds from the call to the shards indexed, the first batch, and the first step done
   (`summary.json` `startup_s`); steady state: images/s over the steps after `--warmup`;
 - bare loop: the same detector, batch size, optimizer, AMP/channels_last and cuDNN autotuning choice, on one
@@ -35,11 +35,11 @@ import torch
 from PIL import Image
 from skimage import data
 
-from dfpipe.detectors import create_detector, list_detectors
+from dfpipe.data.loader import ShardStream, decode_image, make_loader, normalize
+from dfpipe.data.shards import write_split
 from dfpipe.io import write_json
-from dfpipe.loader import ShardStream, decode_image, make_loader, normalize
-from dfpipe.shards import write_split
-from dfpipe.train import train
+from dfpipe.models.detectors import create_detector, list_detectors
+from dfpipe.models.train import train
 
 Q = 77
 

@@ -1,7 +1,8 @@
 # Rule `compress`: every usable crop of a batch through MozJPEG cjpeg at one quality.
 import pandas as pd
 
-from dfpipe import compress, runlog, tools
+from dfpipe import runlog, tools
+from dfpipe.data import compress
 from dfpipe.io import write_parquet
 
 log = runlog.to_file(snakemake.log[0])

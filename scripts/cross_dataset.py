@@ -3,7 +3,8 @@
 # each test source and the probes' rows.
 import pandas as pd
 
-from dfpipe import crossdataset, runlog
+from dfpipe import runlog
+from dfpipe.evaluation import crossdataset
 from dfpipe.io import write_csv
 
 log = runlog.to_file(snakemake.log[0])

@@ -4,8 +4,10 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from dfpipe import evaluate, experiments, gpus, runlog
+from dfpipe import gpus, runlog
+from dfpipe.evaluation import predict
 from dfpipe.io import write_parquet
+from dfpipe.models import experiments
 
 log = runlog.to_file(snakemake.log[0])
 # the job's share of the cores and its own GPU (held until this process ends)
@@ -14,14 +16,14 @@ job_setup = gpus.model_job(snakemake.threads, snakemake.params.device)
 test_shards = {
     q: [s for s in snakemake.input.test if Path(s).parent.name == f"q{q}"] for q in snakemake.params.qualities
 }
-device = evaluate.pick_device(job_setup.device)
+device = predict.pick_device(job_setup.device)
 parts = []
 for run, model in zip(snakemake.params.runs, snakemake.input.models, strict=True):
     detector = experiments.build_detector({**run["spec"], "pretrained": model})
-    graph = evaluate.frozen(detector) if device.type == "cpu" else None  # as in the predict rule
+    graph = predict.frozen(detector) if device.type == "cpu" else None  # as in the predict rule
     for q, shards in test_shards.items():
         with torch.inference_mode():
-            part = evaluate.predict(detector, shards, device=device, run=graph)
+            part = predict.predict(detector, shards, device=device, run=graph)
         part.insert(0, "test_quality", q)
         part.insert(0, "train_quality", run["train_q"])
         part.insert(0, "detector", run["detector"])

@@ -1,7 +1,8 @@
 # Rule `face_summary`: per-video face counts, with unreadable videos and too-few-face videos flagged.
 import pandas as pd
 
-from dfpipe import faces, runlog
+from dfpipe import runlog
+from dfpipe.data import faces
 from dfpipe.io import write_csv
 
 log = runlog.to_file(snakemake.log[0])

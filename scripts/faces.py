@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from dfpipe import assets, faces, frames, runlog
+from dfpipe import assets, runlog
+from dfpipe.data import faces, frames
 from dfpipe.io import write_parquet
 from dfpipe.paths import resolve
 

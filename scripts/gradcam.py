@@ -2,7 +2,8 @@
 # from the model's predictions (no second scoring pass).
 from pathlib import Path
 
-from dfpipe import gpus, gradcam, runlog
+from dfpipe import gpus, runlog
+from dfpipe.evaluation import gradcam
 
 log = runlog.to_file(snakemake.log[0])
 # the job's share of the cores and its own GPU (held until this process ends)

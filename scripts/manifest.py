@@ -2,7 +2,8 @@
 import json
 from pathlib import Path
 
-from dfpipe import manifest, runlog
+from dfpipe import runlog
+from dfpipe.data import manifest
 from dfpipe.io import write_parquet
 from dfpipe.paths import resolve
 

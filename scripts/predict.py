@@ -4,17 +4,19 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from dfpipe import evaluate, experiments, gpus, runlog
+from dfpipe import gpus, runlog
+from dfpipe.evaluation import predict
 from dfpipe.io import write_parquet
+from dfpipe.models import experiments
 
 log = runlog.to_file(snakemake.log[0])
 # the job's share of the cores and its own GPU (held until this process ends)
 job_setup = gpus.model_job(snakemake.threads, snakemake.params.device)
 w = snakemake.wildcards
 detector = experiments.build_detector({**snakemake.params.spec, "pretrained": snakemake.input.model})
-device = evaluate.pick_device(job_setup.device)
+device = predict.pick_device(job_setup.device)
 # 2,000+ crops per model: on CPU a frozen graph (BatchNorm folded) pays for its tracing many times over
-run = evaluate.frozen(detector) if device.type == "cpu" else None
+run = predict.frozen(detector) if device.type == "cpu" else None
 tq = int(w.train_q)
 # shards of quality q live in .../shards/q{q}/ (match the folder name: the output root may itself hold "q95")
 test_shards = {
@@ -26,7 +28,7 @@ jobs = [("val", tq, list(snakemake.input.val))] + [("test", q, shards) for q, sh
 parts = []
 for split, q, shards in jobs:
     with torch.inference_mode():
-        part = evaluate.predict(detector, shards, device=device, features=split == "test" and q == tq, run=run)
+        part = predict.predict(detector, shards, device=device, features=split == "test" and q == tq, run=run)
     part.insert(0, "split", split)
     part.insert(0, "test_quality", q)
     parts.append(part)

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from dfpipe import crossdataset, gpus, probes, runlog
+from dfpipe import gpus, runlog
+from dfpipe.evaluation import crossdataset, probes
 from dfpipe.io import write_parquet
 
 log = runlog.to_file(snakemake.log[0])

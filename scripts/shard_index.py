@@ -2,7 +2,8 @@
 import json
 from pathlib import Path
 
-from dfpipe import runlog, shards
+from dfpipe import runlog
+from dfpipe.data import shards
 
 log = runlog.to_file(snakemake.log[0])
 counts = [json.loads(Path(p).read_text()) for p in snakemake.input.counts]

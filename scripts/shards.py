@@ -1,7 +1,8 @@
 # Rules `shards_<split>`: the fixed set of WebDataset tars of one split at one quality.
 from pathlib import Path
 
-from dfpipe import runlog, shards
+from dfpipe import runlog
+from dfpipe.data import shards
 from dfpipe.io import write_json
 
 log = runlog.to_file(snakemake.log[0])

@@ -3,7 +3,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from dfpipe import crossdataset, report, runlog, shortcuts
+from dfpipe import report, runlog
+from dfpipe.evaluation import crossdataset, shortcuts
 from dfpipe.io import write_bytes, write_csv
 
 log = runlog.to_file(snakemake.log[0])

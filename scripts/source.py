@@ -1,7 +1,8 @@
 # Rule `source`: build/download/check the dataset and record where it is.
 from pathlib import Path
 
-from dfpipe import runlog, sources
+from dfpipe import runlog
+from dfpipe.data import sources
 from dfpipe.io import write_json
 from dfpipe.paths import portable
 

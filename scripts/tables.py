@@ -1,13 +1,14 @@
 # Rule `tables`: metrics from the saved predictions, the result tables with provenance, and the plots.
 from pathlib import Path
 
-from dfpipe import metrics, provenance, runlog, tables, tools
+from dfpipe import provenance, runlog, tools
+from dfpipe.evaluation import metrics, tables
 
 log = runlog.to_file(snakemake.log[0])
 out = snakemake.output
 preds = metrics.read_predictions(snakemake.input.predictions, extra=["features"])  # errors name the file
 test, val = preds[preds.split == "test"], preds[preds.split == "val"]
-scores = metrics.evaluate(
+scores = metrics.metric_table(
     test[metrics.PRED_COLUMNS], val[metrics.PRED_COLUMNS], n_boot=snakemake.params.bootstrap, n_jobs=snakemake.threads
 )
 # config_sha256 hashes the sections that define these tables (dfpipe.config.tables_config), not test sources or probes

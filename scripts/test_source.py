@@ -2,8 +2,10 @@
 # first, under its output folder).
 from pathlib import Path
 
-from dfpipe import crossdataset, ganfaces, runlog
-from dfpipe.sources import images
+from dfpipe import runlog
+from dfpipe.data.sources import images
+from dfpipe.evaluation import crossdataset
+from dfpipe.evaluation.test_sources import ganfaces
 
 log = runlog.to_file(snakemake.log[0])
 entry = snakemake.params.entry

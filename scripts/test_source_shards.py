@@ -3,7 +3,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from dfpipe import crossdataset, runlog, tools
+from dfpipe import runlog, tools
+from dfpipe.evaluation import crossdataset
 
 log = runlog.to_file(snakemake.log[0])
 entry = snakemake.params.entry

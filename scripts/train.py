@@ -1,7 +1,8 @@
 # Rule `train`: one detector at one training quality (and methods), resuming from last.pt after a kill.
 from pathlib import Path
 
-from dfpipe import experiments, gpus, runlog
+from dfpipe import gpus, runlog
+from dfpipe.models import experiments
 
 runlog.to_file(snakemake.log[0])  # train and experiments log through their module loggers
 p = snakemake.params

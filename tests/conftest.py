@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dfpipe.layout import METHODS, mask_dir, video_dir
+from dfpipe.data.layout import METHODS, mask_dir, video_dir
 from dfpipe.tools import find_cjpeg
 
 

@@ -10,8 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from dfpipe.augment import Augment
 from dfpipe.config import validate
+from dfpipe.data.augment import Augment
 
 # Each op on its own, with settings that make it visible.
 OPS = {

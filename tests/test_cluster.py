@@ -170,7 +170,7 @@ def test_slurm_runs_the_data_path_in_a_few_grouped_jobs(slurm_run, slurm_env, co
     work, config = slurm_run
     for q in config["jpeg"]["qualities"]:
         assert (work / f"data/shards/q{q}/index.json").is_file()
-    assert (work / "results/quality/psnr_ssim.csv").is_file()
+    assert (work / "results/fidelity/psnr_ssim.csv").is_file()
     calls = sbatch_calls(slurm_env)
     comments = [option(c, "--comment") for c in calls]
     # 28 jobs (source, manifest, 4 faces, 8 compress, 4 quality, 6 shards, 2 indexes, 2 summaries): 4 submissions.
@@ -185,7 +185,7 @@ def test_slurm_runs_the_data_path_in_a_few_grouped_jobs(slurm_run, slurm_env, co
     assert option(batches, "--cpus-per-task") == "2" and option(batches, "--ntasks") == "1"
     assert int(option(batches, "-t")) >= 60 + 20 and int(option(batches, "--mem")) >= 3000
     collect = next(c for c in calls if option(c, "--comment").startswith("rule_collect"))
-    assert {"quality", "quality_report", "face_summary", "shards_train", "shard_index"} <= set(target_jobs(collect))
+    assert {"fidelity", "fidelity_report", "face_summary", "shards_train", "shard_index"} <= set(target_jobs(collect))
     source = calls[0]
     assert option(source, "-t") == "720" and option(source, "--mem") == "2000"
     assert planned(run(work, config, *SLURM, "-n", "data", env=slurm_env, code=code)) == {}

@@ -47,8 +47,8 @@ def test_the_hash_follows_the_source_a_stage_runs_and_nothing_else(tmp_path):
 def test_the_pipeline_scripts_map_to_their_stage_modules():
     pkg = REPO / "src" / "dfpipe"
     faces = codehash.script_modules(REPO / "scripts" / "faces.py", pkg)
-    assert {"dfpipe.faces", "dfpipe.frames", "dfpipe.io"} <= faces
+    assert {"dfpipe.data.faces", "dfpipe.data.frames", "dfpipe.io"} <= faces
     manifest = codehash.script_modules(REPO / "scripts" / "manifest.py", pkg)
-    assert "dfpipe.manifest" in manifest and "dfpipe.faces" not in manifest
+    assert "dfpipe.data.manifest" in manifest and "dfpipe.data.faces" not in manifest
     hashes = codehash.script_hashes(REPO / "scripts", pkg)
     assert set(hashes) == {p.stem for p in (REPO / "scripts").glob("*.py")}

@@ -16,7 +16,7 @@ from conftest import png
 from PIL import Image
 from skimage import data
 
-from dfpipe.compress import JPEG_COLUMNS, compress_batch, encode
+from dfpipe.data.compress import JPEG_COLUMNS, compress_batch, encode
 from dfpipe.tools import ToolError, cjpeg_version, find_cjpeg
 
 SRC = Path(__file__).resolve().parents[1] / "src"

@@ -12,7 +12,7 @@ import yaml
 from PIL import Image
 
 from dfpipe import config as dfconfig
-from dfpipe.compress import encode
+from dfpipe.data.compress import encode
 
 REPO_CONFIG = dfconfig.SCHEMA_PATH.parents[2] / "config.yaml"
 
@@ -31,8 +31,8 @@ def test_defaults_fill_an_empty_config():
     assert cfg["dataset"]["methods"] == ["Deepfakes", "Face2Face", "FaceSwap", "NeuralTextures"]
     assert cfg["shards"]["per_split"] == {"train": 4, "val": 1, "test": 1}
     assert cfg["batching"]["videos_per_job"] == 50
-    assert cfg["quality"]["frames_per_video"] == 8
-    assert dfconfig.validate({"quality": {"frames_per_video": None}})["quality"]["frames_per_video"] is None
+    assert cfg["fidelity"]["frames_per_video"] == 8
+    assert dfconfig.validate({"fidelity": {"frames_per_video": None}})["fidelity"]["frames_per_video"] is None
 
 
 @pytest.mark.parametrize(
@@ -47,8 +47,8 @@ def test_defaults_fill_an_empty_config():
         ({"frames": {"per_method": {"NT": 64}}}, ["frames.per_method", "NT"]),
         ({"jpeg": {"cjpeg_flags": ["quality"]}}, ["jpeg.cjpeg_flags.0", "quality"]),
         ({"shards": {"per_split": {"train": 0, "val": 1, "test": 1}}}, ["shards.per_split.train", "0"]),
-        ({"quality": {"frames_per_video": 0}}, ["quality.frames_per_video", "0", "minimum"]),
-        ({"quality": {"frames_per_video": 2.5}}, ["quality.frames_per_video", "2.5"]),
+        ({"fidelity": {"frames_per_video": 0}}, ["fidelity.frames_per_video", "0", "minimum"]),
+        ({"fidelity": {"frames_per_video": 2.5}}, ["fidelity.frames_per_video", "2.5"]),
     ],
 )
 def test_bad_values_are_named_with_what_is_allowed(patch, words):
@@ -241,7 +241,7 @@ def test_probe_train_qualities_must_be_encoded_qualities():
 
 
 def test_a_misspelt_probe_backbone_stops_validation_without_importing_torch():
-    """The names come from dfpipe.model_names (tests/test_model_names.py ties them to dfpipe.probes.BACKBONES), so
+    """The names come from dfpipe.models.model_names (tests/test_model_names.py ties them to dfpipe.evaluation.probes.BACKBONES), so
     a typo is found at start-up, not by the probes job minutes in, and checking imports neither torch nor timm."""
     with pytest.raises(dfconfig.ConfigError) as err:
         dfconfig.validate({"probes": {"backbones": ["mobilenetv2", "lite_0"]}}, source="my.yaml")
@@ -270,7 +270,7 @@ def test_test_source_names_are_unique_and_not_the_main_datasets():
 
 
 def test_union_names_the_probes_of_all_datasets_together():
-    from dfpipe import crossdataset
+    from dfpipe.evaluation import crossdataset
 
     assert dfconfig.UNION == crossdataset.UNION
     union = {"evaluate": {"test_sources": [{**GAN_SOURCE, "name": "union"}]}}

@@ -8,10 +8,10 @@ import pytest
 import yaml
 
 from dfpipe import config as dfconfig
-from dfpipe import train
-from dfpipe.experiments import SETTING_KEYS
-from dfpipe.layout import METHODS, ORIGINAL
-from dfpipe.sources import demo
+from dfpipe.data.layout import METHODS, ORIGINAL
+from dfpipe.data.sources import demo
+from dfpipe.models import train
+from dfpipe.models.experiments import SETTING_KEYS
 
 SCHEMA = yaml.safe_load(dfconfig.SCHEMA_PATH.read_text())
 REPO_CONFIG = dfconfig.SCHEMA_PATH.parents[2] / "config.yaml"
@@ -67,7 +67,7 @@ def test_nested_defaults_are_what_validation_fills_in_lists():
 
 def test_ela_and_the_predict_cli_take_the_schema_defaults():
     from dfpipe import __main__ as cli
-    from dfpipe.ela import ELA
+    from dfpipe.models.ela import ELA
 
     filled = dfconfig.validate({})
     assert ELA().to_dict() == {"quality": 90, "scale": 15.0} == dfconfig.schema_defaults("detectors.ela")
@@ -121,7 +121,7 @@ def test_probe_defaults_are_the_schema_defaults():
     """probe_table and its helpers, called outside the workflow, score as the workflow's defaults do."""
     import inspect
 
-    from dfpipe import probes
+    from dfpipe.evaluation import probes
 
     schema = dfconfig.schema_defaults("probes")
     table = inspect.signature(probes.probe_table).parameters

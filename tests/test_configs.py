@@ -16,7 +16,7 @@ from snakemake.common.configfile import load_configfile
 from snakemake.utils import update_config
 
 from dfpipe import config as dfconfig
-from dfpipe import experiments
+from dfpipe.models import experiments
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted(p.name for p in (REPO / "configs").glob("*.yaml"))

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from logcapture import dfpipe_lines
 
-from dfpipe import crossdataset, probes
+from dfpipe.evaluation import crossdataset, probes
 
 
 def _fs(label_shift: float, n: int = 40) -> probes.FeatureSet:
@@ -217,9 +217,9 @@ def test_matrix_rows_carry_n_and_a_video_bootstrap_interval(monkeypatch, tmp_pat
     ).reset_index(drop=True)
     matrix["test_dataset"] = "gan"
     figures = []
-    from dfpipe import tables
+    from dfpipe.evaluation import tables
 
-    monkeypatch.setattr(tables, "_save", lambda fig, path: figures.append(fig))
+    monkeypatch.setattr(tables, "save_figure", lambda fig, path: figures.append(fig))
     crossdataset.plot_matrix(matrix, tmp_path / "m.png")
     (ax, *_) = figures[0].axes
     texts = [t.get_text() for t in ax.texts]
@@ -257,7 +257,7 @@ def test_a_test_sources_val_images_stay_out_of_its_test_split(tmp_path, cjpeg):
 
     from PIL import Image
 
-    from dfpipe.sources import images
+    from dfpipe.data.sources import images
 
     rows = []
     for i, (label, split) in enumerate([(0, "train"), (1, "train"), (0, "val"), (1, "val"), (0, "test"), (1, "test")]):

@@ -12,9 +12,9 @@ import pytest
 import torch
 from test_train import SETTINGS, Killed, TinyDetector, fresh, kill_after, shards  # noqa: F401 (fixture)
 
-from dfpipe.detectors import create_detector, list_detectors
-from dfpipe.evaluate import predict
-from dfpipe.train import train
+from dfpipe.evaluation.predict import predict
+from dfpipe.models.detectors import create_detector, list_detectors
+from dfpipe.models.train import train
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 

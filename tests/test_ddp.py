@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from dfpipe.train import train
+from dfpipe.models.train import train
 
 
 class Tiny(nn.Module):

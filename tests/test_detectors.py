@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from dfpipe.detectors import Detector, create_detector, list_detectors
-from dfpipe.detectors.meso import Meso4
+from dfpipe.models.detectors import Detector, create_detector, list_detectors
+from dfpipe.models.detectors.meso import Meso4
 
 torch.set_num_threads(1)
 
@@ -187,7 +187,7 @@ def test_mobilenet_v1_seed_options() -> None:
 
 
 def test_mobilenet_v1_imagenet_offline_names_the_packaged_mobilenet(monkeypatch) -> None:
-    from dfpipe import weights
+    from dfpipe.models import weights
 
     def no_hub(model_name: str):
         raise OSError("stand-in: hub unreachable")
@@ -204,8 +204,8 @@ def test_config_mobilenet_rows_with_and_without_ela() -> None:
     import yaml
 
     from dfpipe import config as dfconfig
-    from dfpipe.ela import ELA
-    from dfpipe.experiments import build_detector
+    from dfpipe.models.ela import ELA
+    from dfpipe.models.experiments import build_detector
 
     raw = yaml.safe_load((Path(__file__).parents[1] / "config.yaml").read_text())
     specs = {d["name"]: d for d in dfconfig.validate(raw, source="config.yaml")["detectors"]}
@@ -222,7 +222,7 @@ def test_config_mobilenet_rows_with_and_without_ela() -> None:
 def test_the_frozen_graph_scores_as_the_detector_does(name: str) -> None:
     """Predict runs a frozen TorchScript graph on CPU: every detector traces (no silent eager fallback) and
     gives the eager logits and features at batch sizes other than the traced one."""
-    from dfpipe.evaluate import frozen
+    from dfpipe.evaluation.predict import frozen
 
     detector = create_detector(name, input_size=SMALL)
     gen = torch.Generator().manual_seed(1)

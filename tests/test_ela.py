@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 from skimage import data
 
-from dfpipe.ela import ELA, encoder_id, error_level
+from dfpipe.models.ela import ELA, encoder_id, error_level
 
 REGION = (slice(160, 288), slice(192, 320))  # 128² on the 8×8 grid, over the astronaut's face and suit
 

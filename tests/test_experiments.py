@@ -10,9 +10,10 @@ import pytest
 import torch
 from test_loader import make_shards, videos
 
-from dfpipe import experiments, tables
-from dfpipe.experiments import ALL, Run
-from dfpipe.loader import ShardStream
+from dfpipe.data.loader import ShardStream
+from dfpipe.evaluation import tables
+from dfpipe.models import experiments
+from dfpipe.models.experiments import ALL, Run
 
 CONFIG = {
     "detectors": [
@@ -205,7 +206,7 @@ def test_a_detector_sets_its_own_optimizer_and_schedule_and_the_others_keep_trai
     and its step schedule for it, Adam with train's lr and the cosine schedule for the others; none reaches the
     model's constructor."""
     from dfpipe import config as dfconfig
-    from dfpipe.train import create_optimizer, create_scheduler, resolve_settings
+    from dfpipe.models.train import create_optimizer, create_scheduler, resolve_settings
 
     config = dfconfig.validate(
         {

@@ -15,10 +15,7 @@ import torch
 from torch import nn
 
 from dfpipe.__main__ import main
-from dfpipe.compress import decode_rgb
-from dfpipe.detectors import create_detector, list_detectors
-from dfpipe.detectors.base import HALF, Detector
-from dfpipe.export import (
+from dfpipe.apps.export import (
     INT8_MAX_FLIP_RATE,
     ExportError,
     export,
@@ -29,8 +26,11 @@ from dfpipe.export import (
     to_onnx,
     torchscript_scores,
 )
-from dfpipe.inference import FACE_DEFAULTS, Model, crop_faces, load_model, prepare, write_model_file
-from dfpipe.loader import normalize
+from dfpipe.apps.predict import FACE_DEFAULTS, Model, crop_faces, load_model, prepare, write_model_file
+from dfpipe.data.compress import decode_rgb
+from dfpipe.data.loader import normalize
+from dfpipe.models.detectors import create_detector, list_detectors
+from dfpipe.models.detectors.base import HALF, Detector
 
 SIZE = 64
 ONNX_TOLERANCE = 1e-4  # float32 graphs: measured differences are ~1e-6; kernels differ in summation order

@@ -11,7 +11,7 @@ import pytest
 from logcapture import dfpipe_lines
 
 from dfpipe import assets
-from dfpipe.faces import (
+from dfpipe.data.faces import (
     MAX_ALIGNMENT_RESIDUAL,
     STATUSES,
     TEMPLATE,
@@ -23,7 +23,7 @@ from dfpipe.faces import (
     pick_face,
     summarize,
 )
-from dfpipe.frames import plan_batch
+from dfpipe.data.frames import plan_batch
 
 SETTINGS = {
     "size": 256,

@@ -9,7 +9,7 @@ import pytest
 from conftest import encode_clip, tag_rotation
 from PIL import Image
 
-from dfpipe.frames import (
+from dfpipe.data.frames import (
     UNREADABLE,
     damaged_frames,
     display_size,

@@ -14,8 +14,8 @@ import pytest
 from logcapture import dfpipe_lines
 from PIL import Image
 
-from dfpipe import ganfaces
-from dfpipe.sources import images
+from dfpipe.data.sources import images
+from dfpipe.evaluation.test_sources import ganfaces
 
 SETTINGS = {
     "identities": 6,

@@ -10,12 +10,20 @@ from PIL import Image
 from test_loader import make_shards, videos
 from torch import nn
 
-from dfpipe.detectors import create_detector
-from dfpipe.detectors.base import HALF, Detector
-from dfpipe.evaluate import eval_stream, predict
-from dfpipe.gradcam import GROUPS, crops_of, gradcam_grid, grid_from_predictions, heatmaps, pick_examples, target_layer
+from dfpipe.data.loader import normalize
+from dfpipe.evaluation.gradcam import (
+    GROUPS,
+    crops_of,
+    gradcam_grid,
+    grid_from_predictions,
+    heatmaps,
+    pick_examples,
+    target_layer,
+)
+from dfpipe.evaluation.predict import eval_stream, predict
 from dfpipe.io import write_parquet
-from dfpipe.loader import normalize
+from dfpipe.models.detectors import create_detector
+from dfpipe.models.detectors.base import HALF, Detector
 
 SIZE = 64
 PATCH = 12
@@ -118,7 +126,7 @@ def test_mobilenet_v1_as_the_seed_sweeps_it_builds_and_gets_a_heatmap(tmp_path, 
     (unfreeze_last 0: the head alone)."""
     import timm
 
-    from dfpipe.experiments import build_detector
+    from dfpipe.models.experiments import build_detector
 
     torch.manual_seed(0)
     source = timm.create_model("mobilenetv1_100", num_classes=1000)
@@ -181,7 +189,7 @@ def test_grid_text_stays_inside_the_figure(tmp_path, monkeypatch, k: int, attent
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.text import Text
 
-    from dfpipe.gradcam import CAPTION_PT, grid_figure
+    from dfpipe.evaluation.gradcam import CAPTION_PT, grid_figure
 
     rng = np.random.default_rng(0)
     n = 3 * k
@@ -237,7 +245,7 @@ def test_grid_from_predictions_reads_back_the_picked_crops(tmp_path, monkeypatch
     to the grid scores (again, here) what the predictions say, and the picks are those of pick_examples."""
     import pandas as pd
 
-    import dfpipe.gradcam as gradcam
+    import dfpipe.evaluation.gradcam as gradcam
 
     shards = make_shards(tmp_path, "test", videos(3, 3), frames=3, n_shards=2)
     torch.manual_seed(0)
@@ -276,10 +284,10 @@ def test_crops_of_predictions_older_than_the_shards(tmp_path) -> None:
 def test_model_grids_of_a_trained_model_per_test_quality(tmp_path, monkeypatch) -> None:
     """The workflow's gradcam job: best.pt alone (its spec and ELA) -> one grid per test quality, threshold and
     caption said."""
-    import dfpipe.gradcam as gradcam
-    from dfpipe.experiments import build_detector
-    from dfpipe.inference import load_model
-    from dfpipe.train import train
+    import dfpipe.evaluation.gradcam as gradcam
+    from dfpipe.apps.predict import load_model
+    from dfpipe.models.experiments import build_detector
+    from dfpipe.models.train import train
 
     spec = {"name": "meso_ela", "model": "meso4", "input_size": 16, "ela": {"quality": 90, "scale": 15}}
     torch.manual_seed(0)

@@ -18,11 +18,7 @@ from skimage import data
 from test_loader import make_shards, videos
 
 from dfpipe.__main__ import main
-from dfpipe.compress import decode_rgb, encode
-from dfpipe.config import SCHEMA_PATH
-from dfpipe.detectors import create_detector
-from dfpipe.ela import ELA, error_level
-from dfpipe.inference import (
+from dfpipe.apps.predict import (
     FACE_BOUNDS,
     FACE_DEFAULTS,
     crop_faces,
@@ -32,13 +28,17 @@ from dfpipe.inference import (
     run_predict,
     write_model_file,
 )
+from dfpipe.config import SCHEMA_PATH
+from dfpipe.data.compress import decode_rgb, encode
+from dfpipe.data.loader import ShardStream, make_loader
+from dfpipe.data.manifest import probe
+from dfpipe.data.shards import write_split
+from dfpipe.evaluation.metrics import choose_threshold
 from dfpipe.io import write_json
-from dfpipe.loader import ShardStream, make_loader
-from dfpipe.manifest import probe
-from dfpipe.metrics import choose_threshold
-from dfpipe.modelfile import ModelFileError
-from dfpipe.shards import write_split
-from dfpipe.train import train
+from dfpipe.models.detectors import create_detector
+from dfpipe.models.ela import ELA, error_level
+from dfpipe.models.modelfile import ModelFileError
+from dfpipe.models.train import train
 
 SIZE = 32  # the models' input size here: small, so the tests stay fast
 
@@ -206,8 +206,8 @@ def test_threshold_is_the_trainers_choice_on_validation_and_travels_with_the_fil
     """The trainer stores the video-level threshold of the best epoch's validation scores (Youden's J, as the
     tables choose it); a copy anywhere decides at it. A file without one decides at 0.5 and says so, even beside
     the workflow's validation predictions."""
-    from dfpipe.evaluate import eval_stream, score
-    from dfpipe.metrics import video_scores
+    from dfpipe.evaluation.metrics import video_scores
+    from dfpipe.evaluation.predict import eval_stream, score
 
     model = load_model(trained)
     val = sorted((trained.parents[4] / "shards" / "q77").glob("val-*.tar"))
@@ -270,7 +270,7 @@ def test_missing_or_foreign_model_file_is_named(tmp_path, media) -> None:
 
 
 def test_the_trainers_model_file_format(trained) -> None:
-    """best.pt as the trainer has always written it (through dfpipe.modelfile): these keys in this order, so
+    """best.pt as the trainer has always written it (through dfpipe.models.modelfile): these keys in this order, so
     files written before and after load alike."""
     ckpt = torch.load(trained, map_location="cpu", weights_only=True)
     assert list(ckpt) == [
@@ -321,9 +321,9 @@ def test_heatmaps_of_a_multi_attention_model_show_its_attention_beside(media, tm
 def test_ela_in_a_detector_spec_reaches_training_evaluation_and_predict(tmp_path, monkeypatch) -> None:
     """`ela: true` in a detector spec is an input setting (not a model argument): the training and validation
     streams apply it, best.pt keeps it in its spec, and predict reads it from the file alone."""
-    import dfpipe.train as train_module
-    from dfpipe.evaluate import eval_stream
-    from dfpipe.experiments import build_detector
+    import dfpipe.models.train as train_module
+    from dfpipe.evaluation.predict import eval_stream
+    from dfpipe.models.experiments import build_detector
 
     spec = {"name": "meso_ela", "model": "meso4", "input_size": SIZE, "ela": True}
     torch.manual_seed(0)

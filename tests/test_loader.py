@@ -17,10 +17,10 @@ import webdataset as wds
 from PIL import Image
 from torchvision.transforms import v2
 
-from dfpipe.ela import ELA, error_level
+from dfpipe.data.loader import Augment, ShardStream, index_shards, make_loader, normalize
+from dfpipe.data.shards import write_split
 from dfpipe.io import write_json
-from dfpipe.loader import Augment, ShardStream, index_shards, make_loader, normalize
-from dfpipe.shards import write_split
+from dfpipe.models.ela import ELA, error_level
 
 Q = 77
 SIZE = 16

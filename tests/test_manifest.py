@@ -7,9 +7,9 @@ import pytest
 from conftest import encode_clip, stream_copy, tag_rotation
 from logcapture import dfpipe_lines
 
-from dfpipe import manifest, sources
-from dfpipe.layout import video_dir
-from dfpipe.sources.local import check_tree
+from dfpipe.data import manifest, sources
+from dfpipe.data.layout import video_dir
+from dfpipe.data.sources.local import check_tree
 
 
 @pytest.fixture()
@@ -132,7 +132,7 @@ def test_relative_text_cuts_every_spelling_of_the_root(tmp_path):
 def test_truncated_video_keeps_its_real_frame_count(tree):
     """A cut file that still decodes is ok with the frames it really holds, and the plan stays
     inside them (the container header still claims all 15)."""
-    from dfpipe.frames import iter_frames, plan_batch
+    from dfpipe.data.frames import iter_frames, plan_batch
 
     path = tree / video_dir("original", "c23") / "002.mp4"
     stream_copy(path, path.with_suffix(".tmp.mp4"), "-movflags", "+faststart")
@@ -160,7 +160,7 @@ def test_truncated_video_keeps_its_real_frame_count(tree):
 
 def test_rotated_videos_record_the_decoded_frame_size(tree, carphone):
     """Both kinds of rotated video: the manifest's width × height is what the decoder outputs."""
-    from dfpipe.frames import iter_frames
+    from dfpipe.data.frames import iter_frames
 
     folder = tree / video_dir("original", "c23")
     turned, wrong = folder / "000.mp4", folder / "001.mp4"

@@ -9,8 +9,8 @@ import cv2
 import numpy as np
 import pytest
 
-from dfpipe.landmarks import REGIONS, Landmarker, face_size, smooth_track
-from dfpipe.manipulations import MANIPULATIONS, delaunay, match_colour, piecewise_affine
+from dfpipe.data.landmarks import REGIONS, Landmarker, face_size, smooth_track
+from dfpipe.data.manipulations import MANIPULATIONS, delaunay, match_colour, piecewise_affine
 
 SIZE = 256
 

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from dfpipe.metrics import (
+from dfpipe.evaluation.metrics import (
     EVAL_COLUMNS,
     FAKE_METHODS,
     PRED_COLUMNS,
@@ -17,8 +17,8 @@ from dfpipe.metrics import (
     bootstrap_counts,
     check_predictions,
     choose_threshold,
-    evaluate,
     identity_keys,
+    metric_table,
     video_scores,
     video_weights,
     weighted_aucs,
@@ -299,7 +299,7 @@ def evaluated() -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
         )
 
     test, val = both("test", 0), both("val", 1)
-    return test, val, evaluate(test, val, n_boot=5)
+    return test, val, metric_table(test, val, n_boot=5)
 
 
 def test_evaluate_rows_and_values(evaluated) -> None:
@@ -352,9 +352,9 @@ def test_evaluate_needs_val_at_training_quality() -> None:
     test = make_predictions("test", detectors=("meso4",), train_qualities=(95,), test_qualities=(95,), n_videos=2)
     val = make_predictions("val", detectors=("meso4",), train_qualities=(95,), test_qualities=(60,), n_videos=2)
     with pytest.raises(ValueError, match="no validation predictions at test_quality 95 for meso4"):
-        evaluate(test, val, n_boot=0)
+        metric_table(test, val, n_boot=0)
     val_ok = make_predictions("val", detectors=("meso4",), train_qualities=(95,), test_qualities=(95,), n_videos=2)
-    assert evaluate(test, val_ok, n_boot=0)["auc_lo"].isna().all()
+    assert metric_table(test, val_ok, n_boot=0)["auc_lo"].isna().all()
 
 
 def _double_frames(pred: pd.DataFrame, method: str) -> pd.DataFrame:
@@ -371,8 +371,8 @@ def test_pooled_frame_metrics_do_not_depend_on_per_method_frame_counts() -> None
     # Make NeuralTextures easy so that over-weighting it would move the pooled figures.
     easy = test["method"] == "NeuralTextures"
     test.loc[easy, "score"] = 0.5 + test.loc[easy, "score"] / 2
-    base = evaluate(test, val, n_boot=30)
-    doubled = evaluate(_double_frames(test, "NeuralTextures"), _double_frames(val, "NeuralTextures"), n_boot=30)
+    base = metric_table(test, val, n_boot=30)
+    doubled = metric_table(_double_frames(test, "NeuralTextures"), _double_frames(val, "NeuralTextures"), n_boot=30)
     frame = (base["level"] == "frame").to_numpy()
     assert (
         doubled.loc[frame & (base["test_set"] == "FF-NT").to_numpy(), "n"].to_numpy()
@@ -395,7 +395,7 @@ def test_pooled_frame_metrics_do_not_depend_on_per_method_frame_counts() -> None
 
 
 def test_video_weights_make_each_video_weigh_one() -> None:
-    from dfpipe.metrics import video_weights
+    from dfpipe.evaluation.metrics import video_weights
 
     np.testing.assert_allclose(video_weights(np.array(["a", "b", "a", "c", "a"])), [1 / 3, 1, 1 / 3, 1, 1 / 3])
 
@@ -439,7 +439,7 @@ def _uneven_videos(split: str, seed: int) -> pd.DataFrame:
 def test_frame_level_weighs_and_resamples_whole_videos() -> None:
     """Catches frame weights or bootstrap groups dropped from the frame-level metrics: with constant scores per
     video, a 10-frame video weighs as a 1-frame one, so the frame row equals the video row, interval included."""
-    result = evaluate(_uneven_videos("test", 0), _uneven_videos("val", 1), n_boot=200)
+    result = metric_table(_uneven_videos("test", 0), _uneven_videos("val", 1), n_boot=200)
     result = result[result["test_set"] == "all"].set_index("level")
     values = ["auc", "auc_lo", "auc_hi", "ap", "eer", "acc_05", "bacc_05", "f1_05", "threshold_val", "bacc_val"]
     assert result.loc["frame", "n"] > result.loc["video", "n"] == 12

@@ -21,7 +21,7 @@ from conftest import torchscript_archive
 from snakemake.common.configfile import load_configfile
 
 from dfpipe import config as dfconfig
-from dfpipe import experiments
+from dfpipe.models import experiments
 
 REPO = Path(__file__).resolve().parents[1]
 PAPER = REPO / "configs" / "ffpp-paper.yaml"
@@ -36,7 +36,7 @@ SIZE_CAPS = {
     "train.qualities",
     "shards.per_split",
     "batching.videos_per_job",
-    "quality.frames_per_video",
+    "fidelity.frames_per_video",
     "train.epochs",
     "train.max_steps_per_epoch",
     "train.batch_size",
@@ -63,7 +63,7 @@ def smoke_caps(paper: dict) -> dict:
     smoke["train"]["qualities"] = [95]
     smoke["shards"]["per_split"] = {"train": 1, "val": 1, "test": 1}
     smoke["batching"]["videos_per_job"] = 8
-    smoke["quality"]["frames_per_video"] = 1
+    smoke["fidelity"]["frames_per_video"] = 1
     smoke["train"].update(epochs=1, max_steps_per_epoch=1, batch_size=4, checkpoint_every=1)
     for spec in smoke["detectors"]:
         spec["input_size"] = 96

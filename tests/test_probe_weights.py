@@ -21,7 +21,7 @@ from conftest import torchscript_archive
 from skimage import data
 from torch import nn
 
-from dfpipe import probes
+from dfpipe.evaluation import probes
 
 N = 3  # crops: a few keep three ViT-B passes affordable on 2 cores
 

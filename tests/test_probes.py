@@ -14,8 +14,8 @@ import torch
 from logcapture import dfpipe_lines
 from PIL import Image
 
-from dfpipe import probes
-from dfpipe.shards import write_split
+from dfpipe.data.shards import write_split
+from dfpipe.evaluation import probes
 
 SIZE = 96  # backbone input: small keeps the CPU forward passes quick
 
@@ -115,9 +115,9 @@ def test_every_classifier_separates_real_features(features, name):
 
 
 def test_scores_match_dfpipe_metrics():
-    """evaluate_scores' ACC, balanced ACC and AUC equal dfpipe.metrics.binary_metrics with video weights (frames
+    """evaluate_scores' ACC, balanced ACC and AUC equal dfpipe.evaluation.metrics.binary_metrics with video weights (frames
     of one video weigh 1 together), also with one class only."""
-    from dfpipe.metrics import binary_metrics, video_weights
+    from dfpipe.evaluation.metrics import binary_metrics, video_weights
 
     rng = np.random.default_rng(0)
     videos = np.repeat(np.arange(24), np.arange(24) % 4 + 1)[:60]  # 1 to 4 frames per video: weights matter
@@ -316,7 +316,7 @@ def test_input_size_per_backbone():
 def test_unreachable_weights_say_how_to_give_a_file(monkeypatch, tmp_path):
     """Offline, the DINO URL, the timm hub tag and open_clip's hub tag fail at once with the file hint; CLIP
     without open_clip says how to install it."""
-    monkeypatch.setattr(probes.W, "_reachable", lambda *_a, **_k: False)
+    monkeypatch.setattr(probes.W, "reachable", lambda *_a, **_k: False)
     with pytest.raises(LookupError, match="unreachable.*give the weights as a file"):
         probes.build_backbone(probes.backbone_spec("dino_resnet50"))
     monkeypatch.setattr(probes.W, "imagenet", lambda m: (_ for _ in ()).throw(LookupError(f"{m}: hub failed")))
@@ -359,7 +359,7 @@ def test_probe_table_and_plot(features, tmp_path):
     assert table["threshold_val"].notna().all() and table["bacc_val"].between(0.5, 1).all()
     lda = table[(table["backbone"] == "mobilenetv2") & (table["reduction"] == "none") & (table["classifier"] == "lda")]
     clf = probes.make_classifier("lda").fit(features["train"].features, features["train"].labels)
-    from dfpipe.metrics import choose_threshold, video_weights
+    from dfpipe.evaluation.metrics import choose_threshold, video_weights
 
     val_keys = features["val"].meta["video_key"].to_numpy()
     val_scores = probes.fake_scores(clf, features["val"].features)[0]
@@ -429,10 +429,10 @@ def _effects_table() -> pd.DataFrame:
 def test_effects_plot_shows_the_test_transform_per_train_transform(monkeypatch, tmp_path):
     """A third panel gives the mean test AUC of every train transform × test transform; the other two panels
     stay on untransformed test images."""
-    from dfpipe import tables
+    from dfpipe.evaluation import tables
 
     figures = []
-    monkeypatch.setattr(tables, "_save", lambda fig, path: figures.append(fig))
+    monkeypatch.setattr(tables, "save_figure", lambda fig, path: figures.append(fig))
     probes.plot_probe_effects(_effects_table(), tmp_path / "effects.png")
     clf_ax, backbone_ax, grid_ax = figures[0].axes[:3]
     assert grid_ax.get_xlabel() == "test transform" and grid_ax.get_ylabel() == "train transform"
@@ -532,7 +532,7 @@ def test_shown_probes_and_thresholds_do_not_depend_on_test_labels(tmp_path):
 
 def _expected_auc(train: probes.FeatureSet, test: probes.FeatureSet, reduction: str = "none") -> float:
     """The AUC of LDA fitted on `train` (reduced by a fit on `train` alone) and scored on `test`, by hand."""
-    from dfpipe.metrics import video_weights, weighted_aucs
+    from dfpipe.evaluation.metrics import video_weights, weighted_aucs
 
     reducer = probes.Reduction(reduction, components=3).fit(train.features)
     clf = probes.make_classifier("lda").fit(reducer.transform(train.features), train.labels)

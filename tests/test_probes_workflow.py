@@ -50,7 +50,7 @@ def test_test_source_shards_in_the_main_format(project):
             labels = {tar.extractfile(m).read() for m in tar.getmembers() if m.name.endswith(".cls")}
         assert labels == {b"0", b"1"}
     # the PSNR/SSIM report covers the set: real and generated images at both qualities, fidelity falling with q
-    report = pd.read_csv(project.work / "results/quality/test_sources_psnr_ssim.csv")
+    report = pd.read_csv(project.work / "results/fidelity/test_sources_psnr_ssim.csv")
     assert set(report["dataset"]) == {"gan"} and set(report["quality"]) == {77, 10} and len(set(report["method"])) >= 2
     mean = report.groupby("quality")["psnr_mean"].mean()
     assert mean[77] > mean[10] and report["n"].gt(0).all()

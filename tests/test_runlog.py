@@ -31,7 +31,7 @@ def test_a_job_log_starts_afresh_and_collects_module_loggers(tmp_path, restore_l
     path.write_text("FAILED:\nTraceback of an earlier run\n")
     log = runlog.to_file(path)
     log("batch done")
-    logging.getLogger("dfpipe.faces").info("from a module logger")
+    logging.getLogger("dfpipe.data.faces").info("from a module logger")
     text = path.read_text()
     assert "FAILED" not in text and "earlier run" not in text
     assert "job started" in text and "batch done" in text and "from a module logger" in text

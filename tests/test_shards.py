@@ -16,8 +16,8 @@ import webdataset as wds
 from PIL import Image
 from skimage import data
 
+from dfpipe.data.shards import sample_key, shard_of, write_index, write_split
 from dfpipe.io import write_parquet
-from dfpipe.shards import sample_key, shard_of, write_index, write_split
 
 Q = 77
 
@@ -84,7 +84,7 @@ def test_shard_of_is_stable_and_in_range() -> None:
     # golden values: a salted or changed hash would move videos between shards across runs
     assert [shard_of(f"original/{i:03d}", 4) for i in range(12)] == [3, 0, 2, 3, 1, 0, 2, 0, 3, 2, 1, 3]
     assert (shard_of("Deepfakes/000_003", 4), shard_of("Deepfakes/000_003", 7)) == (1, 3)
-    script = "from dfpipe.shards import shard_of; print([shard_of(f'original/{i:03d}', 4) for i in range(12)])"
+    script = "from dfpipe.data.shards import shard_of; print([shard_of(f'original/{i:03d}', 4) for i in range(12)])"
     other_process = subprocess.run(
         [sys.executable, "-c", script],
         capture_output=True,

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dfpipe import crossdataset, shortcuts
+from dfpipe.evaluation import crossdataset, shortcuts
 
 
 def _shard(path, images, labels, quality=95):

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from logcapture import dfpipe_lines
 
-from dfpipe.layout import METHODS, ORIGINAL, mask_dir, read_splits, video_dir
-from dfpipe.sources import demo
+from dfpipe.data.layout import METHODS, ORIGINAL, mask_dir, read_splits, video_dir
+from dfpipe.data.sources import demo
 
 SETTINGS = {"identities": 6, "seconds": 1.0, "fps": 12, "frame_size": 128, "seed": 3}
 N_FRAMES = 12
@@ -232,6 +232,6 @@ def test_small_build_is_byte_identical_to_the_committed_hashes(tmp_path):
     differ = sorted(n for n in set(got) | set(SMALL_SHA256) if got.get(n) != SMALL_SHA256.get(n))
     assert not differ, (
         f"demo bytes differ from the committed ones in {len(differ)} files, e.g. {differ[:4]}: a "
-        "library version or CPU kind changes the numerics (see dfpipe.sources.demo's docstring for "
+        "library version or CPU kind changes the numerics (see dfpipe.data.sources.demo's docstring for "
         "what is pinned); if the change is intended, update SMALL_SHA256"
     )

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 import pytest
 from logcapture import dfpipe_lines
 
-from dfpipe.sources import ffpp
+from dfpipe.data.sources import ffpp
 
 PREFIX = "/faceforensics/v3/"  # served like the EU2 server, whose root is not the host's root
 PAIRS = [["000", "001"], ["002", "003"]]

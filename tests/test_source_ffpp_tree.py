@@ -11,9 +11,10 @@ import pytest
 from conftest import encode_clip
 from PIL import Image
 
-from dfpipe import crossdataset, manifest
-from dfpipe.layout import video_dir
-from dfpipe.sources import images, local
+from dfpipe.data import manifest
+from dfpipe.data.layout import video_dir
+from dfpipe.data.sources import images, local
+from dfpipe.evaluation import crossdataset
 
 FACES = {"size": 64, "margin": 1.3, "align": True, "min_confidence": 0.5, "min_face_size": 32}
 ACTOR, DFD_FAKE = "01__talking", "01_02__talking__ABCDEFGH"

@@ -13,9 +13,9 @@ from logcapture import dfpipe_lines
 from PIL import Image
 from skimage import data
 
-from dfpipe.quality import measure
-from dfpipe.shards import write_split
-from dfpipe.sources import images
+from dfpipe.data.fidelity import measure
+from dfpipe.data.shards import write_split
+from dfpipe.data.sources import images
 
 PHOTO = data.astronaut()[100:228, 150:278]  # a real 128² face crop
 
@@ -141,7 +141,7 @@ def test_compress_decodes_once_and_encodes_alike(tree, tmp_path, cjpeg):
 def test_psnr_ssim_of_a_test_source_by_original_encoding(tree, tmp_path, cjpeg):
     """Each test-source image's MozJPEG loss is measured against its decoded file and labelled with the file's
     own encoding; the report groups by it, and fidelity falls with the MozJPEG quality."""
-    from dfpipe import crossdataset
+    from dfpipe.evaluation import crossdataset
 
     table = images.scan(tree).table
     table["split"] = "test"

@@ -16,10 +16,10 @@ import pandas as pd
 import pytest
 from test_metrics import meso4_q95_row
 
-from dfpipe import manifest
-from dfpipe.layout import SPLITS, video_dir
-from dfpipe.metrics import PRED_COLUMNS, bootstrap_auc_ci, evaluate, identity_keys, video_weights
-from dfpipe.shards import write_split
+from dfpipe.data import manifest
+from dfpipe.data.layout import SPLITS, video_dir
+from dfpipe.data.shards import write_split
+from dfpipe.evaluation.metrics import PRED_COLUMNS, bootstrap_auc_ci, identity_keys, metric_table, video_weights
 
 CROSS_SPLIT = "Deepfakes/000_002"  # 000 is a train identity, 002 a val identity
 UNLISTED = ("original/006", "Deepfakes/006_000")  # 006 is in no split file
@@ -101,7 +101,7 @@ def correlated_predictions(split: str, n_videos: int = 12, n_frames: int = 30, s
 
 def test_evaluate_bootstrap_resamples_identities_not_frames() -> None:
     test, val = correlated_predictions("test"), correlated_predictions("val", seed=1)
-    row = evaluate(test, val, n_boot=200, seed=3).query("test_set == 'FF-DF' and level == 'frame'").iloc[0]
+    row = metric_table(test, val, n_boot=200, seed=3).query("test_set == 'FF-DF' and level == 'frame'").iloc[0]
     labels, scores, keys = test["label"].to_numpy(), test["score"].to_numpy(), test["video_key"].to_numpy()
     weights = video_weights(keys)
     by_identity = bootstrap_auc_ci(

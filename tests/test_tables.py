@@ -16,10 +16,8 @@ import yaml
 from test_metrics import make_predictions
 
 from dfpipe.config import TABLE_SECTIONS, tables_config, validate
-from dfpipe.io import write_parquet
-from dfpipe.metrics import evaluate, read_predictions
-from dfpipe.provenance import collect, config_hash
-from dfpipe.tables import (
+from dfpipe.evaluation.metrics import metric_table, read_predictions
+from dfpipe.evaluation.tables import (
     RESULT_FILES,
     accuracy_table,
     auc_table,
@@ -31,6 +29,8 @@ from dfpipe.tables import (
     to_markdown,
     write_results,
 )
+from dfpipe.io import write_parquet
+from dfpipe.provenance import collect, config_hash
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 SETS = ["FF-DF", "FF-F2F", "FF-FS", "FF-NT"]
@@ -62,7 +62,7 @@ def preds() -> tuple[pd.DataFrame, pd.DataFrame]:
 
 @pytest.fixture(scope="module")
 def metrics_df(preds) -> pd.DataFrame:
-    return evaluate(*preds, n_boot=3)
+    return metric_table(*preds, n_boot=3)
 
 
 def _auc(metrics_df: pd.DataFrame, **where) -> float:
@@ -185,7 +185,7 @@ def test_tables_rebuilt_from_saved_predictions_are_identical(preds, metrics_df, 
             path = tmp_path / split / ("_".join(map(str, key)) + ".parquet")
             write_parquet(path, part)
             paths[split].append(path)
-    rebuilt = evaluate(read_predictions(paths["test"], "test"), read_predictions(paths["val"], "val"), n_boot=3)
+    rebuilt = metric_table(read_predictions(paths["test"], "test"), read_predictions(paths["val"], "val"), n_boot=3)
     pd.testing.assert_frame_equal(rebuilt, metrics_df)
     for level in ("frame", "video"):
         pd.testing.assert_frame_equal(auc_table(rebuilt, level), auc_table(metrics_df, level))
@@ -347,14 +347,16 @@ def test_write_results_with_provenance(metrics_df: pd.DataFrame, manifest: Path,
 def test_roc_legend_gives_the_tables_video_weighted_auc(
     metrics_df: pd.DataFrame, preds, tmp_path: Path, monkeypatch
 ) -> None:
-    from dfpipe import tables
+    from dfpipe.evaluation import tables
 
     test, _ = preds
     nt = test[test["method"] == "NeuralTextures"].assign(frame_index=lambda d: d["frame_index"] + 1)
     doubled = pd.concat([test, nt], ignore_index=True)  # NeuralTextures at twice the frame rate
     legends = []
     monkeypatch.setattr(
-        tables, "_save", lambda fig, path: legends.extend(t.get_text() for t in fig.axes[0].get_legend().get_texts())
+        tables,
+        "save_figure",
+        lambda fig, path: legends.extend(t.get_text() for t in fig.axes[0].get_legend().get_texts()),
     )
     plot_roc(doubled, tmp_path / "roc.png", test_quality=60)
     auc = _auc(
@@ -408,14 +410,14 @@ def test_auc_plot_gives_each_detector_its_own_colour_and_keeps_the_legend_off_th
     from matplotlib.colors import to_hex
     from matplotlib.text import Text
 
-    from dfpipe import tables
+    from dfpipe.evaluation import tables
 
     base = metrics_df[metrics_df["detector"] == "meso4"]
     names = [f"det{i:02d}" for i in range(12)]
     many = pd.concat([base.assign(detector=name) for name in names], ignore_index=True)
     figures = []
-    real_save = tables._save
-    monkeypatch.setattr(tables, "_save", lambda fig, path: figures.append(fig) or real_save(fig, path))
+    real_save = tables.save_figure
+    monkeypatch.setattr(tables, "save_figure", lambda fig, path: figures.append(fig) or real_save(fig, path))
     plot_auc_vs_quality(many, tmp_path / "auc.png")
     assert (tmp_path / "auc.png").read_bytes()[:8] == PNG_MAGIC
     [fig] = figures
@@ -471,7 +473,7 @@ def test_tsne_models_are_chosen_on_validation_never_on_test(tmp_path: Path, monk
     """evaluate.tsne_detectors: each named detector at its training quality of highest validation AUC; null: the
     one best model on validation. Permuting the test labels changes nothing; the same data read with the splits
     swapped (a selection on test, as the old rule made it) picks other models, so this test catches that."""
-    from dfpipe import tables
+    from dfpipe.evaluation import tables
 
     preds = rigged_predictions()
     choice = tables.tsne_choice(preds, ["effb4", "meso4"])
@@ -493,9 +495,11 @@ def test_tsne_models_are_chosen_on_validation_never_on_test(tmp_path: Path, monk
     assert set(tables.tsne_choice(on_test, ["effb4", "meso4"])["train_quality"]) == {95}
 
     titles = []
-    real_save = tables._save
+    real_save = tables.save_figure
     monkeypatch.setattr(
-        tables, "_save", lambda fig, path: titles.extend(ax.get_title() for ax in fig.axes) or real_save(fig, path)
+        tables,
+        "save_figure",
+        lambda fig, path: titles.extend(ax.get_title() for ax in fig.axes) or real_save(fig, path),
     )
     embeddings = tables.plot_tsne_models(preds, choice, tmp_path / "tsne.png")
     assert [e.shape for e in embeddings] == [(60, 2), (60, 2)]
@@ -509,7 +513,7 @@ def test_tsne_models_are_chosen_on_validation_never_on_test(tmp_path: Path, monk
 
 def test_tsne_of_a_tiny_test_split_keeps_perplexity_below_its_size(tmp_path: Path) -> None:
     """A model with 3 test samples at its own quality still gets a panel (perplexity 1); with 1, an error."""
-    from dfpipe import tables
+    from dfpipe.evaluation import tables
 
     preds = rigged_predictions()
     choice = tables.tsne_choice(preds, ["meso4"])

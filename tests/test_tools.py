@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from dfpipe.compress import encoder_id
+from dfpipe.data.compress import encoder_id
 from dfpipe.tools import ToolError, cjpeg_version
 
 

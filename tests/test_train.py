@@ -18,10 +18,10 @@ from test_loader import make_shards, videos
 from torch import nn
 
 from dfpipe import config as dfconfig
-from dfpipe.evaluate import predict
-from dfpipe.experiments import build_detector, detector_spec, train_job, training_settings
-from dfpipe.metrics import choose_threshold, video_scores, video_weights
-from dfpipe.train import set_rng_state, train, validation_metrics
+from dfpipe.evaluation.metrics import choose_threshold, video_scores, video_weights
+from dfpipe.evaluation.predict import predict
+from dfpipe.models.experiments import build_detector, detector_spec, train_job, training_settings
+from dfpipe.models.train import set_rng_state, train, validation_metrics
 
 
 class TinyDetector(nn.Module):
@@ -424,7 +424,7 @@ def test_channels_last_applies_on_cpu(shards, tmp_path, channels_last) -> None:
 def test_decoded_cache_on_cpu_replaces_the_workers_and_changes_no_weight(shards, tmp_path, monkeypatch) -> None:
     """On CPU, when both splits' decoded crops fit in `decoded_cache_mb`, training and validation run without
     loader workers on crops decoded once; the weights come out the same as with workers decoding every epoch."""
-    import dfpipe.train as trainer
+    import dfpipe.models.train as trainer
 
     used: list[int] = []
     real = trainer.make_loader
@@ -504,18 +504,18 @@ def test_a_job_gives_the_same_weights_in_any_process(shards, tmp_path) -> None:
 def test_frames_per_method_thins_the_training_split_only(shards, tmp_path, monkeypatch) -> None:
     """frames_per_method (the frame-rate ablation's setting) reaches the training stream (1 of 3 frames per
     Deepfakes video) and not validation, which scores every frame."""
-    import dfpipe.evaluate
-    import dfpipe.train
+    import dfpipe.evaluation.predict
+    import dfpipe.models.train
 
     made = []
 
-    class Recording(dfpipe.train.ShardStream):
+    class Recording(dfpipe.models.train.ShardStream):
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
             made.append(self)
 
-    monkeypatch.setattr(dfpipe.train, "ShardStream", Recording)
-    monkeypatch.setattr(dfpipe.evaluate, "ShardStream", Recording)
+    monkeypatch.setattr(dfpipe.models.train, "ShardStream", Recording)
+    monkeypatch.setattr(dfpipe.evaluation.predict, "ShardStream", Recording)
     settings = {**SETTINGS, "epochs": 1, "max_steps_per_epoch": 1, "frames_per_method": {"Deepfakes": 1}}
     train(fresh(), *shards, tmp_path, settings, device="cpu")
     fakes = {s.train: sum(e.key.startswith("Deepfakes") for e in s.entries) for s in made}

@@ -10,8 +10,8 @@ import timm
 import torch
 import torchvision
 
-from dfpipe import weights
-from dfpipe.detectors import create_detector
+from dfpipe.models import weights
+from dfpipe.models.detectors import create_detector
 
 torch.set_num_threads(1)
 
@@ -71,7 +71,7 @@ def test_unreachable_hub_fails_fast_and_falls_back(monkeypatch: pytest.MonkeyPat
 
     # the real timm/huggingface path, with an empty cache and a hub that does not answer
     monkeypatch.setattr(hf, "HF_HUB_CACHE", str(tmp_path))
-    monkeypatch.setattr(weights, "_reachable", lambda url, timeout=weights.HUB_PROBE_TIMEOUT: False)
+    monkeypatch.setattr(weights, "reachable", lambda url, timeout=weights.HUB_PROBE_TIMEOUT: False)
     start = time.monotonic()
     state = weights.resolve("imagenet", "mobilenetv2_100")
     assert time.monotonic() - start < 15

@@ -124,7 +124,7 @@ def test_outputs_of_a_full_run(project):
     summary = pd.read_csv(work / "results/faces/summary.csv")
     assert len(summary) == 12 and (summary.planned == 4).all()
     assert (summary.ok >= 3).all(), summary
-    report = pd.read_csv(work / "results/quality/psnr_ssim.csv")
+    report = pd.read_csv(work / "results/fidelity/psnr_ssim.csv")
     assert set(report.quality) == {77, 10}
     for q in (77, 10):
         index = json.loads((work / f"data/shards/q{q}/index.json").read_text())
@@ -149,7 +149,7 @@ def test_changing_the_face_margin_reruns_faces_and_below_only(project):
     changed = {**config, "faces": {**config["faces"], "margin": 1.5}}
     jobs = planned(project.run(changed, "-n", "data"))
     assert "source" not in jobs and "manifest" not in jobs
-    assert jobs["faces"] == 4 and jobs["compress"] == 8 and jobs["quality"] == 4  # quality: method × quality
+    assert jobs["faces"] == 4 and jobs["compress"] == 8 and jobs["fidelity"] == 4  # fidelity: method × quality
     assert jobs["shards_train"] == 2 and jobs["face_summary"] == 1
 
 
@@ -158,8 +158,8 @@ def test_adding_a_quality_runs_only_that_quality(project):
     changed = {**config, "jpeg": {"qualities": [77, 10, 50]}}
     jobs = planned(project.run(changed, "-n", "data"))
     assert "faces" not in jobs
-    assert jobs["compress"] == 4 and jobs["quality"] == 2  # four batches, two methods, at q50 only
-    assert jobs["shards_train"] == 1 and jobs["shard_index"] == 1 and jobs["quality_report"] == 1
+    assert jobs["compress"] == 4 and jobs["fidelity"] == 2  # four batches, two methods, at q50 only
+    assert jobs["shards_train"] == 1 and jobs["shard_index"] == 1 and jobs["fidelity_report"] == 1
 
 
 def test_more_frames_for_one_method_reruns_only_its_batches(project):
@@ -167,15 +167,15 @@ def test_more_frames_for_one_method_reruns_only_its_batches(project):
     changed = {**config, "frames": {"per_video": 4, "per_method": {"Deepfakes": 6}}}
     jobs = planned(project.run(changed, "-n", "data"))
     assert jobs["faces"] == 2, jobs  # the two Deepfakes batches, not the originals
-    assert jobs["compress"] == 4 and jobs["quality"] == 2  # Deepfakes at both qualities
+    assert jobs["compress"] == 4 and jobs["fidelity"] == 2  # Deepfakes at both qualities
 
 
 def test_a_smaller_quality_sample_reruns_only_the_quality_jobs(project):
     work, config = project.work, project.config
-    changed = {**config, "quality": {"frames_per_video": 2}}
+    changed = {**config, "fidelity": {"frames_per_video": 2}}
     jobs = planned(project.run(changed, "-n", "data"))
-    assert jobs == {"quality": 4, "quality_report": 1, "data": 1}, jobs  # quality: method × quality
-    log = (work / "data/logs/quality/q77/Deepfakes.log").read_text()
+    assert jobs == {"fidelity": 4, "fidelity_report": 1, "data": 1}, jobs  # fidelity: method × quality
+    log = (work / "data/logs/fidelity/q77/Deepfakes.log").read_text()
     assert "crops measured (at most 8 frames per video)" in log
 
 

@@ -6,9 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from .config import schema_defaults  # light: no torch, so `--help` stays quick
+from dfpipe.config import schema_defaults
 
-# the int8 bound, here rather than imported: dfpipe.export loads torch, and `--help` should not wait for it
+# the int8 bound, here rather than imported: dfpipe.apps.export loads torch, and `--help` should not wait for it
 INT8_MAX_FLIP_RATE = 0.01
 
 
@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "predict":
-            from .inference import run_predict
+            from dfpipe.apps.predict import run_predict
 
             _, files = run_predict(
                 args.paths,
@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
                 threads=args.threads,
             )
             return int((files["status"] != "ok").any())
-        from .export import export
+        from dfpipe.apps.export import export
 
         exported = export(
             args.model,

@@ -17,7 +17,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .io import atomic_path
+from dfpipe.io import atomic_path
 
 REPO = Path(__file__).resolve().parents[2]
 MEDIAPIPE_MODEL_WHEEL = "mediapipe==0.10.21"
@@ -70,7 +70,7 @@ def fetch_models(tools: Path) -> None:
 
 
 def face_landmark_model() -> Path:
-    """mediapipe's 468-point face-mesh network (192² input), run directly with OpenVINO by dfpipe.landmarks."""
+    """mediapipe's 468-point face-mesh network (192² input), run directly with OpenVINO by dfpipe.data.landmarks."""
     path = models_dir() / "face_landmark.tflite"
     if not path.is_file():
         raise FileNotFoundError(f"{path}: face landmark model missing; run `python -m dfpipe.assets fetch`")

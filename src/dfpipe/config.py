@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from . import experiments, model_names
-from .layout import ORIGINAL, SPLITS_URL, originals_of
+from dfpipe.data.layout import ORIGINAL, SPLITS_URL, originals_of
+from dfpipe.models import experiments, model_names
 
 if TYPE_CHECKING:
     import jsonschema
@@ -172,7 +172,7 @@ def _schema_object(section: str) -> dict[str, Any]:
 def schema_defaults(section: str) -> dict[str, Any]:
     """The schema's default of every key of `section` that has one, e.g. "train", "demo" or a dotted path into
     lists of objects ("evaluate.test_sources", "evaluate.test_sources.ganfaces", "detectors.ela"): the one place
-    defaults are kept, so code that also runs outside the workflow (dfpipe.train, the demo source) uses these."""
+    defaults are kept, so code that also runs outside the workflow (dfpipe.models.train, the demo source) uses these."""
     props = _schema_object(section)["properties"]
     return {key: copy.deepcopy(sub["default"]) for key, sub in props.items() if "default" in sub}
 
@@ -313,9 +313,9 @@ def _timm_names() -> list[str]:
 
 def check_model_names(config: dict[str, Any], source: str = "config") -> None:
     """Refuse, one line per key, a model name a job would fail to resolve: a detector's model (registered or a timm
-    model), multi_attention's backbone (timm), a probe backbone (dfpipe.probes.BACKBONES, or a new name with model
+    model), multi_attention's backbone (timm), a probe backbone (dfpipe.evaluation.probes.BACKBONES, or a new name with model
     and weights) and the parts of probe combinations. timm is asked only about names outside dfpipe's own tables
-    (dfpipe.model_names), so a config of registered names validates without importing it."""
+    (dfpipe.models.model_names), so a config of registered names validates without importing it."""
     problems = []
     for i, spec in enumerate(config["detectors"]):
         model = spec["model"]
@@ -416,7 +416,7 @@ def _check_cross_fields(config: dict[str, Any], source: str) -> None:
 
 
 def main_tree_root(config: dict[str, Any]) -> Path:
-    """The FF++-layout tree the models train on, as `dfpipe.sources.prepare` places it (nothing is read)."""
+    """The FF++-layout tree the models train on, as `dfpipe.data.sources.prepare` places it (nothing is read)."""
     if config["source"] == "local":
         return Path(config["local"]["root"]).expanduser()
     name = {"ffpp": ("downloads", "ffpp"), "demo": ("sources", "demo")}[config["source"]]
@@ -425,7 +425,7 @@ def main_tree_root(config: dict[str, Any]) -> Path:
 
 def _check_test_source_splits(config: dict[str, Any], source: str) -> None:
     """Refuse an ffpp_tree test source that reads the training tree's youtube videos without its splits_dir:
-    dfpipe.ffpp_tree would then score every video, training identities included, as unseen test data."""
+    dfpipe.evaluation.test_sources.ffpp_tree would then score every video, training identities included, as unseen test data."""
     main = main_tree_root(config).resolve()
     for entry in config["evaluate"].get("test_sources") or []:
         if entry["kind"] != "ffpp_tree" or entry.get("splits_dir") or not entry.get("root"):
@@ -478,7 +478,7 @@ def _check_training(config: dict[str, Any], source: str) -> None:
         raise ConfigError(f"{source}: {exc}") from None
 
 
-# The train_dataset name of the probes fitted on every dataset together (dfpipe.crossdataset.UNION, which imports
+# The train_dataset name of the probes fitted on every dataset together (dfpipe.evaluation.crossdataset.UNION, which imports
 # torch; tests/test_config.py checks that the two agree).
 UNION = "union"
 

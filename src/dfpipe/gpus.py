@@ -151,7 +151,7 @@ def model_job(threads: int, device: str = "auto", n_gpus: int = 1, env: os._Envi
     torch would use every core of the host, oversubscribing them while Snakemake runs jobs side by side, so its
     threads are set to the job's share (`threads`, the rule's). Unless `device` is "cpu", `n_gpus` devices are
     claimed (`claim`: held until the process ends), so the job works on its own GPU rather than device 0.
-    The device returned is the one to use: "auto" resolved as `dfpipe.evaluate.pick_device` resolves it
+    The device returned is the one to use: "auto" resolved as `dfpipe.evaluation.predict.pick_device` resolves it
     ("cuda:0", the claimed GPU and the only one the job sees, else "cpu"), any other setting as it is. A
     multi-GPU job keeps "auto": each of its DDP workers resolves it to its own rank's GPU.
     """
@@ -160,5 +160,5 @@ def model_job(threads: int, device: str = "auto", n_gpus: int = 1, env: os._Envi
     torch.set_num_threads(threads)
     held = claim(n_gpus, device=device, env=env)
     if device == "auto" and n_gpus <= 1:
-        device = "cuda:0" if torch.cuda.is_available() else "cpu"  # as dfpipe.evaluate.pick_device
+        device = "cuda:0" if torch.cuda.is_available() else "cpu"  # as dfpipe.evaluation.predict.pick_device
     return ModelJob(device, held)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .io import atomic_path
+from dfpipe.io import atomic_path
 
 STYLE = """body{font:14px system-ui,sans-serif;margin:1em;color:#1f2937}
 table{border-collapse:collapse}th,td{border:1px solid #d1d5db;padding:3px 8px;text-align:right}

@@ -14,7 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .assets import tools_dir
+from dfpipe.assets import tools_dir
 
 CJPEG_ENV = "DFPIPE_CJPEG"
 MOZJPEG_BANNER = "mozjpeg version"

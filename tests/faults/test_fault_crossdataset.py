@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dfpipe import crossdataset
+from dfpipe.evaluation import crossdataset
 
 
 def _tree(root: Path) -> None:

@@ -19,14 +19,14 @@ from skimage import data
 from test_loader import make_shards, videos
 
 from dfpipe.__main__ import main
-from dfpipe.detectors import create_detector
-from dfpipe.evaluate import eval_stream, score
-from dfpipe.experiments import build_detector
-from dfpipe.export import onnx_metadata, onnx_scores, quantize_int8, to_onnx, torchscript_scores
-from dfpipe.inference import load_model, run_predict, write_model_file
-from dfpipe.loader import make_loader, normalize
-from dfpipe.metrics import choose_threshold, video_scores
-from dfpipe.train import train
+from dfpipe.apps.export import onnx_metadata, onnx_scores, quantize_int8, to_onnx, torchscript_scores
+from dfpipe.apps.predict import load_model, run_predict, write_model_file
+from dfpipe.data.loader import make_loader, normalize
+from dfpipe.evaluation.metrics import choose_threshold, video_scores
+from dfpipe.evaluation.predict import eval_stream, score
+from dfpipe.models.detectors import create_detector
+from dfpipe.models.experiments import build_detector
+from dfpipe.models.train import train
 
 SIZE = 64
 SPEC = {"name": "meso_small", "model": "meso4", "input_size": SIZE}

@@ -8,9 +8,9 @@ import torch
 from test_gradcam import predictions_file
 from test_loader import make_shards, videos
 
-from dfpipe.experiments import build_detector
-from dfpipe.gradcam import model_grids
-from dfpipe.inference import load_model, write_model_file
+from dfpipe.apps.predict import load_model, write_model_file
+from dfpipe.evaluation.gradcam import model_grids
+from dfpipe.models.experiments import build_detector
 
 SPEC = {"name": "meso_ela", "model": "meso4", "input_size": 16, "ela": True}
 

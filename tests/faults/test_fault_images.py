@@ -1,4 +1,4 @@
-"""Faults in image-folder datasets (dfpipe.sources.images) as the scan meets them: damaged or too small files,
+"""Faults in image-folder datasets (dfpipe.data.sources.images) as the scan meets them: damaged or too small files,
 bad split files, generator folders that collide, a missing or empty class, one image in both classes, a split
 without images. Each case names the file and the fix, keeps the other images, and a rerun after the repair lists
 everything."""
@@ -14,8 +14,8 @@ from logcapture import dfpipe_lines
 from PIL import Image
 from skimage import data
 
-from dfpipe import crossdataset
-from dfpipe.sources import images
+from dfpipe.data.sources import images
+from dfpipe.evaluation import crossdataset
 
 PHOTO = data.astronaut()[100:164, 150:214]
 

@@ -14,8 +14,8 @@ import pytest
 from test_loader import make_shards, videos
 from test_train import SETTINGS, fresh
 
-from dfpipe.evaluate import predict
-from dfpipe.train import train
+from dfpipe.evaluation.predict import predict
+from dfpipe.models.train import train
 
 REBUILD = r"delete it and rerun snakemake \(or `snakemake --forcerun shards_{split}`\)"
 

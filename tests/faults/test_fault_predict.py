@@ -20,10 +20,10 @@ from PIL import Image
 from skimage import data
 
 from dfpipe.__main__ import main
-from dfpipe.detectors import create_detector
-from dfpipe.export import export
-from dfpipe.inference import load_model, predict_file, run_predict, write_model_file
-from dfpipe.manifest import probe
+from dfpipe.apps.export import export
+from dfpipe.apps.predict import load_model, predict_file, run_predict, write_model_file
+from dfpipe.data.manifest import probe
+from dfpipe.models.detectors import create_detector
 from tests.faults.test_fault_training import plant
 
 SIZE = 64

@@ -1,4 +1,4 @@
-"""Faults under probe feature extraction (dfpipe.probes): a damaged shard, a damaged or foreign feature cache.
+"""Faults under probe feature extraction (dfpipe.evaluation.probes): a damaged shard, a damaged or foreign feature cache.
 
 Features come from a small randomly initialised timm model given as a weights file (the offline path of the
 CLIP/DINO backbones) on real shards written by the shards stage."""
@@ -13,7 +13,7 @@ import timm
 import torch
 from test_loader import Q, make_shards, videos
 
-from dfpipe import probes
+from dfpipe.evaluation import probes
 
 
 @pytest.fixture()

@@ -19,8 +19,8 @@ from test_source_ffpp import (  # noqa: F401  (fixtures: the loopback mirror of 
     video_requests,
 )
 
-from dfpipe import sources
-from dfpipe.sources import ffpp
+from dfpipe.data import sources
+from dfpipe.data.sources import ffpp
 
 ALL = [ORIG.format(i) for i in ("000", "001", "002", "003")]
 

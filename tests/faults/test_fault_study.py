@@ -10,17 +10,17 @@ from logcapture import dfpipe_lines
 from test_metrics import make_predictions
 
 from dfpipe.config import validate
+from dfpipe.data.sources import demo
+from dfpipe.evaluation.metrics import metric_table, read_predictions
+from dfpipe.evaluation.tables import write_results
 from dfpipe.io import write_parquet
-from dfpipe.metrics import evaluate, read_predictions
 from dfpipe.provenance import collect
-from dfpipe.sources import demo
-from dfpipe.tables import write_results
 
 
 def tables_from(paths: list[Path], out: Path, manifest: Path) -> dict[str, bytes]:
     """What the tables rule does (scripts/tables.py), returning every result file's bytes."""
     preds = read_predictions(paths)
-    metrics_df = evaluate(preds[preds.split == "test"], preds[preds.split == "val"], n_boot=20)
+    metrics_df = metric_table(preds[preds.split == "test"], preds[preds.split == "val"], n_boot=20)
     written = write_results(metrics_df, out, collect(validate({}), manifest, "mozjpeg version 5.0.0", []))
     return {p.name: p.read_bytes() for p in written}
 

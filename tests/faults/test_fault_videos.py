@@ -18,9 +18,10 @@ import pytest
 from conftest import encode_clip, tag_rotation
 from logcapture import dfpipe_lines
 
-from dfpipe import assets, faces, manifest
-from dfpipe.frames import plan_batch
-from dfpipe.layout import video_dir
+from dfpipe import assets
+from dfpipe.data import faces, manifest
+from dfpipe.data.frames import plan_batch
+from dfpipe.data.layout import video_dir
 
 SETTINGS = {
     "size": 128,

@@ -203,14 +203,14 @@ def test_read_only_output_disk(reference, tmp_path):
     mount("--bind", str(quality), str(quality))
     try:
         mount("-o", "remount,ro,bind", str(quality))
-        changed = Project(proj.work, {**proj.config, "quality": {"frames_per_video": 2}}, proj.code)
+        changed = Project(proj.work, {**proj.config, "fidelity": {"frames_per_video": 2}}, proj.code)
         proc = changed.run(None, "data", check=False)
     finally:
         subprocess.run(["umount", str(quality)], check=True)
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0 and "Write-protected output files for rule quality" in out, out[-3000:]
     # Snakemake names the write-protected files of the first quality job it checks, in an order it does not fix
-    assert re.search(r"affected files:\s+data/quality/q(77|10)/(original|Deepfakes)\.parquet", out), out[-3000:]
+    assert re.search(r"affected files:\s+data/fidelity/q(77|10)/(original|Deepfakes)\.parquet", out), out[-3000:]
     assert snapshot(proj, "data/faces") | snapshot(proj, "data/quality") == before
     changed.run(None, "data")
     assert planned(changed.run(None, "-n", "data")) == {}

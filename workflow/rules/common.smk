@@ -8,9 +8,9 @@ from snakemake.exceptions import WorkflowError
 import dfpipe
 from dfpipe import codehash, interrupted, runlog
 from dfpipe import config as dfconfig
-from dfpipe.experiments import detector_spec, runs, training_settings
-from dfpipe.layout import METHODS, ORIGINAL, SPLITS
-from dfpipe.manifest import batches
+from dfpipe.models.experiments import detector_spec, runs, training_settings
+from dfpipe.data.layout import METHODS, ORIGINAL, SPLITS
+from dfpipe.data.manifest import batches
 
 try:
     _validated = dfconfig.validate(config, source="config (config.yaml + --config overrides)")

@@ -9,7 +9,7 @@ localrules:
 rule report_data:
     input:
         face_summary=rules.face_summary.output.csv,
-        psnr_ssim=rules.quality_report.output.csv,
+        psnr_ssim=rules.fidelity_report.output.csv,
     output:
         face_summary=report_page("face_summary", "face_summary.rst", "1. Faces"),
         psnr_ssim=report_page("psnr_ssim", "psnr_ssim_table.rst", "2. Compression", "PSNR/SSIM"),

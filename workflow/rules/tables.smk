@@ -1,4 +1,4 @@
-from dfpipe.experiments import check_tsne, frame_rate_ablation
+from dfpipe.models.experiments import check_tsne, frame_rate_ablation
 
 # The augmented-frame-rate ablation's table, when evaluate.frame_rate_ablation names a detector.
 ABLATION = frame_rate_ablation(config)

@@ -4,7 +4,7 @@
 # Every model trained on all methods is scored on them (cross_detectors); the probes use them too (probes.smk).
 # crossdataset_layout, not crossdataset: reading the rule files must not import torch, timm or scikit-learn
 # (they would slow every dry run and every job's start)
-from dfpipe import crossdataset_layout
+from dfpipe.evaluation import crossdataset_layout
 
 TEST_SOURCES = [s["name"] for s in config["evaluate"].get("test_sources") or []]
 TEST_SOURCE_NAMES = "|".join(TEST_SOURCES) or "(?!)"  # no source: a pattern nothing matches
@@ -64,14 +64,14 @@ rule test_source_shards:
 
 
 # PSNR/SSIM of every test source's images after MozJPEG, against the decoded originals, by original encoding.
-rule test_source_quality_report:
+rule test_source_fidelity_report:
     input:
         tables=expand(rules.test_source_shards.output.quality, name=TEST_SOURCES, quality=QUALITIES),
     output:
-        csv=report(f"{RESULTS}/quality/test_sources_psnr_ssim.csv", caption="../report/psnr_ssim_test_sources.rst",
+        csv=report(f"{RESULTS}/fidelity/test_sources_psnr_ssim.csv", caption="../report/psnr_ssim_test_sources.rst",
                    category="2. Compression", subcategory="PSNR/SSIM"),
     params:
-        code=CODE["test_source_quality_report"],
+        code=CODE["test_source_fidelity_report"],
         sources=TEST_SOURCES,
     log:
         f"{OUT}/logs/test_sources/psnr_ssim.log",
@@ -80,7 +80,7 @@ rule test_source_quality_report:
     conda:
         ENV
     script:
-        "../../scripts/test_source_quality_report.py"
+        "../../scripts/test_source_fidelity_report.py"
 
 
 rule cross_detectors:
