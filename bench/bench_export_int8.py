@@ -4,7 +4,7 @@
                                                 [--input-size 128] [--epochs 2] [--steps 25] [--ela]
 
 Without `--model`, trains the demo's MobileNet (MobileNetV2 from the packaged ImageNet weights, the demo's
-train settings) on `--shards`' train/val shards first (dfpipe.models.experiments.train_job, CPU). Then exports
+train settings) on `--shards`' train/val shards first (dfpipe.models.train.train_job, CPU). Then exports
 best.pt to ONNX, quantises it (export.quantize_int8) and scores the test shards' crops (the evaluation
 loader: decode, ELA when the model has it, resize, normalisation) with all three. Prints frame-level AUCs,
 the largest score difference to PyTorch and the file sizes; never asserts.
@@ -24,7 +24,7 @@ from dfpipe.apps.export import onnx_scores, quantize_int8, to_onnx
 from dfpipe.apps.predict import load_model
 from dfpipe.data.loader import make_loader, normalize
 from dfpipe.evaluation.predict import eval_stream
-from dfpipe.models import experiments
+from dfpipe.models import train
 
 
 def train_demo_mobilenet(shards: Path, out_dir: Path, input_size: int, epochs: int, steps: int, ela: bool) -> Path:
@@ -47,7 +47,7 @@ def train_demo_mobilenet(shards: Path, out_dir: Path, input_size: int, epochs: i
         "augment": {},
     }
     start = time.perf_counter()
-    best = experiments.train_job(
+    best = train.train_job(
         {
             "spec": spec,
             "settings": settings,

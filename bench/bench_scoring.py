@@ -27,7 +27,7 @@ import torch
 
 from dfpipe.data.loader import make_loader, normalize
 from dfpipe.evaluation import predict
-from dfpipe.models import experiments
+from dfpipe.models import experiments, train
 
 
 def bare_forward(detector, images: torch.Tensor, batch_size: int) -> float:
@@ -97,7 +97,7 @@ def main() -> None:
             "checkpoint_every": 10_000,
             "augment": {},
         }
-        experiments.train_job(
+        train.train_job(
             {
                 "spec": spec,
                 "settings": settings,

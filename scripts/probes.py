@@ -7,7 +7,9 @@ from pathlib import Path
 import pandas as pd
 
 from dfpipe import gpus, runlog
+from dfpipe.config import UNION
 from dfpipe.evaluation import crossdataset, probes
+from dfpipe.evaluation.probes import routing
 from dfpipe.io import write_parquet
 
 log = runlog.to_file(snakemake.log[0])
@@ -25,12 +27,23 @@ for entry in cfg["backbones"]:
 out_root = Path(snakemake.output.cross).parent.parent  # the output root: cross is {root}/probes/...
 cache = out_root / "probes" / "features"
 common = dict(cache_dir=cache, specs=specs, seed=p.seed, batch_size=cfg["batch_size"], device=job_setup.device)
-main = probes.shard_getter(out_root / "shards", dataset="main", train_shards=cfg["train_shards"], **common)
-sources = {s: probes.shard_getter(out_root / "test_sources" / s / "shards", dataset=s, **common) for s in p.sources}
+# the shards the rule declares, never a glob of their folders: a stale tar there (say of a larger
+# shards.per_split) would join the features without being an input
+main_shards = [*snakemake.input.train, *snakemake.input.val, *snakemake.input.test]
+main = probes.shard_getter(main_shards, dataset="main", train_shards=cfg["train_shards"], **common)
+
+
+def source_shards(name):
+    """The declared shards of test source `name` (under its shards folder, in q<Q>/ folders)."""
+    folder = out_root / "test_sources" / name / "shards"
+    return [s for s in snakemake.input.sources if Path(s).parents[1] == folder]
+
+
+sources = {s: probes.shard_getter(source_shards(s), dataset=s, **common) for s in p.sources}
 # every dataset's test split, by its name in the matrix
 datasets = {p.dataset: main, **sources}
-if crossdataset.UNION in datasets:
-    raise ValueError(f"a dataset is named {crossdataset.UNION!r}, the name of the probes trained on all datasets")
+if UNION in datasets:
+    raise ValueError(f"a dataset is named {UNION!r}, the name of the probes trained on all datasets")
 trainable = {p.dataset: main}
 for name, get in sources.items():
     if crossdataset.has_train_split(out_root / "test_sources" / name / "shards", cfg["train_qualities"]):
@@ -58,16 +71,16 @@ def fit_and_score(train_name, get, own, setting):
     """One probe table trained through `get`, scored on every dataset's test split; its matrix rows."""
     start = time.monotonic()
     table = probes.probe_table(
-        crossdataset.routed_getter(get, datasets),
-        test_qualities=crossdataset.routed_qualities(p.qualities, datasets, own=own),
+        routing.routed_getter(get, datasets),
+        test_qualities=routing.routed_qualities(p.qualities, datasets, own=own),
         **setting,
     )
     log(f"probes trained on {train_name}: {len(table)} rows in {time.monotonic() - start:.1f} s")
-    return table, crossdataset.routed_probe_rows(table, train_name)
+    return table, routing.routed_probe_rows(table, train_name)
 
 
 table, rows = fit_and_score(p.dataset, main, p.dataset, settings)
-own, _ = crossdataset.split_routed(table)
+own, _ = routing.split_routed(table)
 probes.write_probe_results(own, Path(snakemake.output.csv).parent)
 log(f"probe table: {len(own)} rows, {int(own['auc'].notna().sum())} with an AUC")
 cross = [rows]
@@ -75,7 +88,7 @@ for name, get in trainable.items():
     if name != p.dataset:
         cross.append(fit_and_score(name, get, name, extra)[1])
 if len(trainable) > 1:  # with one dataset the union is that dataset
-    cross.append(fit_and_score(crossdataset.UNION, crossdataset.union_getter(trainable), None, extra)[1])
+    cross.append(fit_and_score(UNION, routing.union_getter(trainable), None, extra)[1])
 cross = [c for c in cross if len(c)]
 matrix = pd.concat(cross, ignore_index=True) if cross else pd.DataFrame(columns=crossdataset.MATRIX_COLUMNS)
 write_parquet(snakemake.output.cross, matrix)

@@ -5,7 +5,7 @@ from pathlib import Path
 import pandas as pd
 
 from dfpipe import runlog
-from dfpipe.evaluation import crossdataset
+from dfpipe.evaluation.test_sources import fidelity
 from dfpipe.io import write_csv
 
 log = runlog.to_file(snakemake.log[0])
@@ -16,6 +16,6 @@ tables = {
     )
     for name in snakemake.params.sources
 }
-summary = crossdataset.summarize_quality(tables)
+summary = fidelity.summarize_quality(tables)
 write_csv(snakemake.output.csv, summary)
 log(summary.to_string())

@@ -4,13 +4,14 @@ from pathlib import Path
 import pandas as pd
 
 from dfpipe import runlog, tools
-from dfpipe.evaluation import crossdataset
+from dfpipe.evaluation import test_sources
+from dfpipe.evaluation.test_sources import shards
 
 log = runlog.to_file(snakemake.log[0])
 entry = snakemake.params.entry
 table = pd.read_parquet(snakemake.input.table)
-root = crossdataset.source_root(entry, Path(snakemake.input.table).parent)
-index = crossdataset.write_source_shards(
+root = test_sources.source_root(entry, Path(snakemake.input.table).parent)
+index = shards.write_source_shards(
     table,
     root,
     int(snakemake.wildcards.quality),

@@ -2,9 +2,9 @@
 from pathlib import Path
 
 from dfpipe import gpus, runlog
-from dfpipe.models import experiments
+from dfpipe.models import train
 
-runlog.to_file(snakemake.log[0])  # train and experiments log through their module loggers
+runlog.to_file(snakemake.log[0])  # train and checkpoint log through their module loggers
 p = snakemake.params
 # the job's share of the cores and its own GPUs (held until this process ends)
 job_setup = gpus.model_job(snakemake.threads, p.device, p.gpus)
@@ -17,4 +17,4 @@ job = {
     "out_dir": str(Path(snakemake.output.best).parent),
     "device": job_setup.device,
 }
-experiments.launch(job, p.gpus)
+train.launch(job, p.gpus)

@@ -241,7 +241,7 @@ def test_probe_train_qualities_must_be_encoded_qualities():
 
 
 def test_a_misspelt_probe_backbone_stops_validation_without_importing_torch():
-    """The names come from dfpipe.models.model_names (tests/test_model_names.py ties them to dfpipe.evaluation.probes.BACKBONES), so
+    """The names come from dfpipe.model_names (tests/test_model_names.py ties them to dfpipe.evaluation.probes.BACKBONES), so
     a typo is found at start-up, not by the probes job minutes in, and checking imports neither torch nor timm."""
     with pytest.raises(dfconfig.ConfigError) as err:
         dfconfig.validate({"probes": {"backbones": ["mobilenetv2", "lite_0"]}}, source="my.yaml")
@@ -270,9 +270,6 @@ def test_test_source_names_are_unique_and_not_the_main_datasets():
 
 
 def test_union_names_the_probes_of_all_datasets_together():
-    from dfpipe.evaluation import crossdataset
-
-    assert dfconfig.UNION == crossdataset.UNION
     union = {"evaluate": {"test_sources": [{**GAN_SOURCE, "name": "union"}]}}
     dfconfig.validate(union)  # no probes: the name is free
     message = one_line_error({**union, "probes": {"backbones": ["lite0"]}})

@@ -14,8 +14,7 @@ import pytest
 from logcapture import dfpipe_lines
 from PIL import Image
 
-from dfpipe.data.sources import images
-from dfpipe.evaluation.test_sources import ganfaces
+from dfpipe.evaluation.test_sources import ganfaces, images
 
 SETTINGS = {
     "identities": 6,

@@ -1,4 +1,4 @@
-"""dfpipe.models.model_names: the light copies of the registries' names agree with the registries, the shipped configs
+"""dfpipe.model_names: the light copies of the registries' names agree with the registries, the shipped configs
 validate without timm, and timm's name list is cached per version."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from pathlib import Path
 import timm
 import yaml
 
+from dfpipe import model_names
 from dfpipe.evaluation import probes
-from dfpipe.models import model_names
 from dfpipe.models.detectors import REGISTRY
 
 REPO = Path(__file__).resolve().parents[1]

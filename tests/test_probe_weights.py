@@ -47,11 +47,11 @@ def _extract_twice(spec: probes.BackboneSpec, crops, cache: Path, dim: int) -> p
     images, meta = crops
     runs = []
     for part in ("a", "b"):
-        probes._BUILT.clear()  # the second extraction loads the file again
+        probes.BUILT.clear()  # the second extraction loads the file again
         runs.append(
             probes.array_features(spec, images, meta, dataset="astronaut", split="test", cache_dir=cache / part)
         )
-    probes._BUILT.clear()
+    probes.BUILT.clear()
     first, second = runs
     assert first.features.shape == (N, dim) and first.features.dtype == np.float32
     assert np.isfinite(first.features).all()
@@ -95,9 +95,9 @@ def test_clip_vitb16_from_open_clip_and_openai_files(crops, tmp_path):
     openai = tmp_path / "ViT-B-16.pt"
     torchscript_archive(half).save(str(openai))
     spec16 = probes.backbone_spec("clip_vitb16", {"weights": str(openai)})
-    probes._BUILT.clear()
+    probes.BUILT.clear()
     fp16 = probes.array_features(spec16, *crops, dataset="astronaut", split="test", cache_dir=tmp_path / "c16")
-    assert fp16.info["weights"] == f"file:ViT-B-16.pt:sha256:{probes._file_sha256(openai)[:16]}"
+    assert fp16.info["weights"] == f"file:ViT-B-16.pt:sha256:{probes.file_sha256(openai)[:16]}"
     rounded = copy.deepcopy(model.visual)
     for p in rounded.parameters():
         p.data = p.data.half().float()

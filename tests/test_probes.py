@@ -4,6 +4,7 @@ a hue shift (the Deepfakes stand-in of conftest's FF++ tree) as "fake", through 
 from __future__ import annotations
 
 import io
+import shutil
 import subprocess
 
 import numpy as np
@@ -11,11 +12,16 @@ import pandas as pd
 import pytest
 import timm
 import torch
+import yaml
 from logcapture import dfpipe_lines
 from PIL import Image
+from torch import nn
 
+from dfpipe import config as dfconfig
 from dfpipe.data.shards import write_split
 from dfpipe.evaluation import probes
+from dfpipe.evaluation.probes import build, classifiers, report
+from dfpipe.models import weights
 
 SIZE = 96  # backbone input: small keeps the CPU forward passes quick
 
@@ -112,6 +118,14 @@ def test_every_classifier_separates_real_features(features, name):
     # one unpruned tree on 60 samples × 1280 features is the weakest learner; the rest clear 0.75
     assert m["auc"] > (0.6 if name == "decision_tree" else 0.75), (name, m)
     assert 0 <= m["auc_lo"] <= m["auc"] <= m["auc_hi"] <= 1
+
+
+def test_the_schema_offers_exactly_the_registered_classifiers():
+    """A classifier is one classifiers.REGISTRY entry plus its name in the schema's probes.classifiers enum:
+    neither without the other."""
+    schema = yaml.safe_load(dfconfig.SCHEMA_PATH.read_text())
+    enum = schema["properties"]["probes"]["properties"]["classifiers"]["items"]["enum"]
+    assert set(enum) == set(classifiers.REGISTRY) == set(probes.CLASSIFIERS)
 
 
 def test_scores_match_dfpipe_metrics():
@@ -236,9 +250,11 @@ def one_probe(get, classifier: str = "lda", **extra) -> pd.DataFrame:
 def test_shard_features_cached_and_reused_without_the_backbone(crops, spec, tmp_path, monkeypatch):
     """Features from real shards are cached (.npy + .parquet + manifest); a second call and a probe table over
     them load the files without building the backbone; other shard bytes (another fingerprint) compute afresh."""
-    _shards(crops, tmp_path / "shards")
+    shards = _shards(crops, tmp_path / "shards")
     cache = tmp_path / "cache"
-    get = probes.shard_getter(tmp_path / "shards", dataset="demo", cache_dir=cache, specs={"mobilenetv2": spec})
+    get = probes.shard_getter(
+        [s for split in shards.values() for s in split], dataset="demo", cache_dir=cache, specs={"mobilenetv2": spec}
+    )
     first = get("mobilenetv2", 77, "test", "none")
     get("mobilenetv2", 77, "train", "none")
     get("mobilenetv2", 77, "val", "none")
@@ -251,8 +267,8 @@ def test_shard_features_cached_and_reused_without_the_backbone(crops, spec, tmp_
     def no_backbone(*_a, **_k):
         raise AssertionError("backbone built although the cache holds these features")
 
-    probes._BUILT.clear()  # no backbone in memory either: the second call must come from the files
-    monkeypatch.setattr(probes, "build_backbone", no_backbone)
+    probes.BUILT.clear()  # no backbone in memory either: the second call must come from the files
+    monkeypatch.setattr(build, "build_backbone", no_backbone)
     second = get("mobilenetv2", 77, "test", "none")
     np.testing.assert_array_equal(second.features, first.features)
     pd.testing.assert_frame_equal(second.meta, first.meta)
@@ -264,6 +280,28 @@ def test_shard_features_cached_and_reused_without_the_backbone(crops, spec, tmp_
         probes.shard_features(spec, changed["test"], dataset="demo", quality=77, split="test", cache_dir=cache)
     with pytest.raises(FileNotFoundError, match=r"q60: no test shards; build them first"):
         get("mobilenetv2", 60, "test", "none")
+
+
+def test_shard_getter_reads_the_declared_shards_only(crops, spec, tmp_path, monkeypatch):
+    """A stale tar beside the declared shards (train-0003.tar, as a larger shards.per_split leaves behind) is never
+    read: the getter serves the shards it is given (the rule's inputs), not a glob of their folder."""
+    declared = _shards(crops, tmp_path / "shards")
+    shutil.copy(declared["train"][0], declared["train"][0].with_name("train-0003.tar"))
+    # a tiny stand-in backbone: what is read matters here, not the features
+    pooled = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    monkeypatch.setattr(build, "BUILT", {})
+    monkeypatch.setattr(
+        build, "build_backbone", lambda s, device: probes.Backbone(s, pooled, 16, (0.5,) * 3, (0.5,) * 3, "stand-in")
+    )
+    get = probes.shard_getter(
+        [s for split in declared.values() for s in split],
+        dataset="demo",
+        cache_dir=tmp_path / "cache",
+        specs={"mobilenetv2": spec},
+    )
+    train = get("mobilenetv2", 77, "train", "none")
+    assert len(train.meta) == len(crops["train"][1])
+    assert train.info["fingerprint"] == probes.shards_fingerprint(declared["train"])
 
 
 def test_weights_from_a_file(tmp_path, crops):
@@ -310,16 +348,16 @@ def test_input_size_per_backbone():
         assert "\n" not in str(err.value) and "remove input_size from its probes.backbones entry" in str(err.value)
     direct = probes.BackboneSpec("dino_vitb16", "vit_base_patch16_224.dino", "none", input_size=160)
     with pytest.raises(ValueError, match="input_size 160 does not fit"):
-        probes._cache_key(direct, "d", 95, "test", "none", 0, "f")
+        probes.cache_key(direct, "d", 95, "test", "none", 0, "f")
 
 
 def test_unreachable_weights_say_how_to_give_a_file(monkeypatch, tmp_path):
     """Offline, the DINO URL, the timm hub tag and open_clip's hub tag fail at once with the file hint; CLIP
     without open_clip says how to install it."""
-    monkeypatch.setattr(probes.W, "reachable", lambda *_a, **_k: False)
+    monkeypatch.setattr(weights, "reachable", lambda *_a, **_k: False)
     with pytest.raises(LookupError, match="unreachable.*give the weights as a file"):
         probes.build_backbone(probes.backbone_spec("dino_resnet50"))
-    monkeypatch.setattr(probes.W, "imagenet", lambda m: (_ for _ in ()).throw(LookupError(f"{m}: hub failed")))
+    monkeypatch.setattr(weights, "imagenet", lambda m: (_ for _ in ()).throw(LookupError(f"{m}: hub failed")))
     with pytest.raises(LookupError, match="dino_vitb16.*give the weights as a file"):
         probes.build_backbone(probes.backbone_spec("dino_vitb16"))
     import huggingface_hub.constants
@@ -429,10 +467,8 @@ def _effects_table() -> pd.DataFrame:
 def test_effects_plot_shows_the_test_transform_per_train_transform(monkeypatch, tmp_path):
     """A third panel gives the mean test AUC of every train transform × test transform; the other two panels
     stay on untransformed test images."""
-    from dfpipe.evaluation import tables
-
     figures = []
-    monkeypatch.setattr(tables, "save_figure", lambda fig, path: figures.append(fig))
+    monkeypatch.setattr(report, "save_figure", lambda fig, path: figures.append(fig))
     probes.plot_probe_effects(_effects_table(), tmp_path / "effects.png")
     clf_ax, backbone_ax, grid_ax = figures[0].axes[:3]
     assert grid_ax.get_xlabel() == "test transform" and grid_ax.get_ylabel() == "train transform"
@@ -451,14 +487,14 @@ def test_effects_plot_shows_the_test_transform_per_train_transform(monkeypatch, 
 def test_backbones_asked_for_in_turn_are_built_once(monkeypatch):
     """A combination (a+b) asks for its parts in turn for every split, quality and transform: each is built once."""
     built = []
-    monkeypatch.setattr(probes, "build_backbone", lambda spec, device: built.append(spec.name) or spec.name)
-    monkeypatch.setattr(probes, "_BUILT", {})
+    monkeypatch.setattr(build, "build_backbone", lambda spec, device: built.append(spec.name) or spec.name)
+    monkeypatch.setattr(build, "BUILT", {})
     specs = [probes.backbone_spec(n) for n in ("mobilenetv2", "lite0", "mobilenetv2", "lite0", "mobilenetv2")]
     assert [probes.shared_backbone(s) for s in specs] == [s.name for s in specs]
     assert built == ["mobilenetv2", "lite0"]
     for name in ("a", "b", "c"):  # a fourth backbone evicts the least recently used
         probes.shared_backbone(probes.backbone_spec(name, {"model": "resnet18", "weights": "none"}))
-    assert len(probes._BUILT) == probes.KEEP_BUILT and built[-3:] == ["a", "b", "c"]
+    assert len(build.BUILT) == probes.KEEP_BUILT and built[-3:] == ["a", "b", "c"]
 
 
 def _synthetic(seed: int, videos: int = 24, frames: int = 3, dims: int = 6) -> probes.FeatureSet:

@@ -13,8 +13,9 @@ from PIL import Image
 
 from dfpipe.data import manifest
 from dfpipe.data.layout import video_dir
-from dfpipe.data.sources import images, local
-from dfpipe.evaluation import crossdataset
+from dfpipe.data.sources import local
+from dfpipe.evaluation import crossdataset, test_sources
+from dfpipe.evaluation.test_sources import images, shards
 
 FACES = {"size": 64, "margin": 1.3, "align": True, "min_confidence": 0.5, "min_face_size": 32}
 ACTOR, DFD_FAKE = "01__talking", "01_02__talking__ABCDEFGH"
@@ -47,7 +48,7 @@ def entry(root: Path, methods: list[str], **kw) -> dict:
 
 def test_faceshifter_crops_are_labelled_test_images_and_faceless_videos_are_reported(tree, tmp_path):
     dest = tmp_path / "fsh"
-    scan = crossdataset.scan_source(entry(tree, ["FaceShifter"]), dest, FACES)
+    scan = test_sources.scan_source(entry(tree, ["FaceShifter"]), dest, {"faces": FACES})
 
     t = scan.table
     assert sorted(t["path"]) == [
@@ -78,12 +79,12 @@ def test_faceshifter_crops_are_labelled_test_images_and_faceless_videos_are_repo
     assert [r["path"] for r in json.loads((dest / "scan.json").read_text())["left_out"]] == sorted(reasons)
 
     # a rebuild with other settings leaves none of the last build's crops behind
-    again = crossdataset.scan_source(entry(tree, ["FaceShifter"], frames_per_video=1), dest, FACES)
+    again = test_sources.scan_source(entry(tree, ["FaceShifter"], frames_per_video=1), dest, {"faces": FACES})
     assert len(again.table) == 3 and len(list((dest / "images").rglob("*.png"))) == 3
 
 
 def test_deepfakedetection_pairs_its_fakes_with_the_actors(tree, tmp_path):
-    scan = crossdataset.scan_source(entry(tree, ["DeepFakeDetection"]), tmp_path / "dfd", FACES)
+    scan = test_sources.scan_source(entry(tree, ["DeepFakeDetection"]), tmp_path / "dfd", {"faces": FACES})
     t = scan.table
     assert sorted(t["path"].str.rsplit("_", n=1).str[0].unique()) == [
         f"fake/DeepFakeDetection/{DFD_FAKE}",
@@ -94,8 +95,10 @@ def test_deepfakedetection_pairs_its_fakes_with_the_actors(tree, tmp_path):
 
 
 def test_splits_dir_keeps_only_the_test_identities_of_youtube_videos(tree, tmp_path):
-    scan = crossdataset.scan_source(
-        entry(tree, ["FaceShifter", "DeepFakeDetection"], splits_dir=str(tree / "splits")), tmp_path / "both", FACES
+    scan = test_sources.scan_source(
+        entry(tree, ["FaceShifter", "DeepFakeDetection"], splits_dir=str(tree / "splits")),
+        tmp_path / "both",
+        {"faces": FACES},
     )
     videos = set(scan.table["path"].str.split("/").str[-1].str.rsplit("_", n=1).str[0])
     assert videos == {"000", "003", "000_003", ACTOR, DFD_FAKE}  # 004 and 005 are train identities
@@ -104,9 +107,9 @@ def test_splits_dir_keeps_only_the_test_identities_of_youtube_videos(tree, tmp_p
 
 def test_test_only_source_shards_have_an_empty_train_split(tree, tmp_path, cjpeg):
     dest = tmp_path / "fsh"
-    scan = crossdataset.scan_source(entry(tree, ["FaceShifter"], frames_per_video=1), dest, FACES)
-    root = crossdataset.source_root(entry(tree, ["FaceShifter"]), dest)
-    index = crossdataset.write_source_shards(scan.table, root, 80, [], cjpeg, dest / "shards" / "q80")
+    scan = test_sources.scan_source(entry(tree, ["FaceShifter"], frames_per_video=1), dest, {"faces": FACES})
+    root = test_sources.source_root(entry(tree, ["FaceShifter"]), dest)
+    index = shards.write_source_shards(scan.table, root, 80, [], cjpeg, dest / "shards" / "q80")
     assert index["samples"] == 3
     assert json.loads((dest / "shards/q80/train.counts.json").read_text())["samples"] == 0
     assert not crossdataset.has_train_split(dest / "shards", [80])  # so no probe is trained on it
@@ -124,7 +127,7 @@ def test_test_only_source_shards_have_an_empty_train_split(tree, tmp_path, cjpeg
 )
 def test_bad_root_or_method_is_named(tree, tmp_path, bad, message):
     with pytest.raises((FileNotFoundError, ValueError), match=message):
-        crossdataset.scan_source({**entry(tree, ["FaceShifter"]), **bad}, tmp_path, FACES)
+        test_sources.scan_source({**entry(tree, ["FaceShifter"]), **bad}, tmp_path, {"faces": FACES})
     assert not (tmp_path / "images").exists()
 
 

@@ -15,7 +15,7 @@ from skimage import data
 
 from dfpipe.data.fidelity import measure
 from dfpipe.data.shards import write_split
-from dfpipe.data.sources import images
+from dfpipe.evaluation.test_sources import fidelity, images, shards
 
 PHOTO = data.astronaut()[100:228, 150:278]  # a real 128² face crop
 
@@ -141,14 +141,13 @@ def test_compress_decodes_once_and_encodes_alike(tree, tmp_path, cjpeg):
 def test_psnr_ssim_of_a_test_source_by_original_encoding(tree, tmp_path, cjpeg):
     """Each test-source image's MozJPEG loss is measured against its decoded file and labelled with the file's
     own encoding; the report groups by it, and fidelity falls with the MozJPEG quality."""
-    from dfpipe.evaluation import crossdataset
-
     table = images.scan(tree).table
     table["split"] = "test"
     measured = {}
     for q in (95, 10):
-        crossdataset.write_source_shards(table, tree, q, [], cjpeg, tmp_path / f"q{q}")
-        measured[q] = pd.read_parquet(tmp_path / f"q{q}" / "quality.parquet").set_index("key")
+        shards.write_source_shards(table, tree, q, [], cjpeg, tmp_path / f"q{q}")
+        tars = sorted((tmp_path / f"q{q}").glob("*.tar"))
+        measured[q] = fidelity.measure_source(table, tree, q, tars).set_index("key")
     by_path = table.set_index("path")["key"]
     original = measured[95]["original"]
     assert original[by_path["real/a.jpg"]] == "JPEG q90" and original[by_path["fake/style-gan/1.jpg"]] == "JPEG q75"
@@ -159,6 +158,6 @@ def test_psnr_ssim_of_a_test_source_by_original_encoding(tree, tmp_path, cjpeg):
     jpeg = images.compress_images(table[table["path"] == "real/people/p1/b.png"], tree, 95, [], cjpeg)["jpeg"].iloc[0]
     psnr, _, _ = measure(images.read_rgb(tree, "real/people/p1/b.png"), jpeg)
     assert measured[95].loc[by_path["real/people/p1/b.png"], "psnr"] == pytest.approx(psnr)
-    summary = crossdataset.summarize_quality({"mine": pd.concat(measured.values()).reset_index()})
+    summary = fidelity.summarize_quality({"mine": pd.concat(measured.values()).reset_index()})
     assert set(summary["original"]) == {"JPEG q90", "JPEG q75", "JPEG q95", "PNG", "WEBP"}
     assert summary["n"].sum() == 2 * len(table) and (summary["dataset"] == "mine").all()

@@ -20,8 +20,9 @@ from torch import nn
 from dfpipe import config as dfconfig
 from dfpipe.evaluation.metrics import choose_threshold, video_scores, video_weights
 from dfpipe.evaluation.predict import predict
-from dfpipe.models.experiments import build_detector, detector_spec, train_job, training_settings
-from dfpipe.models.train import set_rng_state, train, validation_metrics
+from dfpipe.models.checkpoint import set_rng_state
+from dfpipe.models.experiments import build_detector, detector_spec, training_settings
+from dfpipe.models.train import train, train_job, validation_metrics
 
 
 class TinyDetector(nn.Module):

@@ -15,6 +15,7 @@ import sys
 import tarfile
 import zipfile
 from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from dfpipe.io import atomic_path
@@ -162,8 +163,6 @@ def _installed_file(module: str, member: str, pip_name: str) -> Path:
 
 
 def _version(dist: str) -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
     try:
         return version(dist)
     except PackageNotFoundError:

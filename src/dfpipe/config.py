@@ -8,15 +8,13 @@ import functools
 import os
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import jsonschema
 import yaml
 
+from dfpipe import model_names
 from dfpipe.data.layout import ORIGINAL, SPLITS_URL, originals_of
-from dfpipe.models import experiments, model_names
-
-if TYPE_CHECKING:
-    import jsonschema
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
 
@@ -122,8 +120,6 @@ CJPEG_ITEM_PATTERN = "^(" + "|".join([*CJPEG_FLAGS, "[0-9]+B?", "int", "fast", "
 
 
 def _with_defaults(validator_class):
-    import jsonschema
-
     validate_properties = validator_class.VALIDATORS["properties"]
 
     def set_defaults(validator, properties, instance, schema):
@@ -216,8 +212,6 @@ def coerce(value: Any, schema: dict[str, Any]) -> Any:
 def validate(config: dict[str, Any], source: str = "config") -> dict[str, Any]:
     """Return a validated copy of `config` with schema defaults filled in; raise ConfigError otherwise.
     Strings where the schema wants a number, list, … (as `--config` passes nested values) are read as YAML."""
-    import jsonschema  # here, not at the top: modules that only read schema defaults (ela, the CLI) stay light
-
     schema = _schema()
     config = coerce(copy.deepcopy(config), schema)
     validator = _with_defaults(jsonschema.Draft202012Validator)(schema)
@@ -315,7 +309,7 @@ def check_model_names(config: dict[str, Any], source: str = "config") -> None:
     """Refuse, one line per key, a model name a job would fail to resolve: a detector's model (registered or a timm
     model), multi_attention's backbone (timm), a probe backbone (dfpipe.evaluation.probes.BACKBONES, or a new name with model
     and weights) and the parts of probe combinations. timm is asked only about names outside dfpipe's own tables
-    (dfpipe.models.model_names), so a config of registered names validates without importing it."""
+    (dfpipe.model_names), so a config of registered names validates without importing it."""
     problems = []
     for i, spec in enumerate(config["detectors"]):
         model = spec["model"]
@@ -472,14 +466,60 @@ def _check_training(config: dict[str, Any], source: str) -> None:
                 f"allowed values: {', '.join(map(repr, names))}"
             )
     try:  # keys that name detectors or their qualities: one line naming the key, before any job
-        experiments.frame_rate_ablation(config)
-        experiments.check_tsne(config)
+        check_frame_rate_ablation(config)
+        check_tsne(config)
     except ValueError as exc:
         raise ConfigError(f"{source}: {exc}") from None
 
 
-# The train_dataset name of the probes fitted on every dataset together (dfpipe.evaluation.crossdataset.UNION, which imports
-# torch; tests/test_config.py checks that the two agree).
+def train_qualities(config: dict[str, Any], spec: dict[str, Any]) -> list[int]:
+    """The qualities a detector is trained at: its entry's `train_qualities`, else `train.qualities`."""
+    return spec.get("train_qualities") or config["train"]["qualities"]
+
+
+def check_frame_rate_ablation(config: dict[str, Any]) -> dict[str, Any] | None:
+    """evaluate.frame_rate_ablation when it names a detector, else None; ValueError naming the key when that
+    detector is not configured or not trained at the ablation's quality (`dfpipe.models.experiments.frame_rate_ablation`
+    adds the variant's name)."""
+    ablation = (config.get("evaluate") or {}).get("frame_rate_ablation")
+    if not ablation or not ablation.get("detector"):
+        return None
+    name, quality = ablation["detector"], ablation["quality"]
+    where = "evaluate.frame_rate_ablation"
+    names = [d["name"] for d in config["detectors"]]
+    if name not in names:
+        raise ValueError(
+            f"{where}.detector: {name!r} is not a configured detector; allowed values: {', '.join(map(repr, names))}"
+        )
+    trained_at = train_qualities(config, next(d for d in config["detectors"] if d["name"] == name))
+    if quality not in trained_at:
+        raise ValueError(
+            f"{where}.quality: {quality} is not a training quality of {name} {trained_at}; "
+            "the ablation compares with the detector trained there"
+        )
+    return ablation
+
+
+def check_tsne(config: dict[str, Any]) -> list[str] | None:
+    """evaluate.tsne_detectors (the detectors the t-SNE plot shows) when every name is a configured detector;
+    None when unset (the plot then shows the detector of highest validation AUC). ValueError naming the key
+    and the allowed names otherwise."""
+    names = (config.get("evaluate") or {}).get("tsne_detectors")
+    if names is None:
+        return None
+    allowed = [d["name"] for d in config["detectors"]]
+    hint = f"allowed values: {', '.join(map(repr, allowed))} (or null: the detector of highest validation AUC)"
+    if not names:
+        raise ValueError(f"evaluate.tsne_detectors: the list is empty; name at least one detector; {hint}")
+    unknown = [n for n in names if n not in allowed]
+    if unknown:
+        what = "is not a configured detector" if len(unknown) == 1 else "are not configured detectors"
+        raise ValueError(f"evaluate.tsne_detectors: {', '.join(map(repr, unknown))} {what}; {hint}")
+    return list(names)
+
+
+# The train_dataset name of the probes fitted on every dataset together (dfpipe.evaluation.probes.routing uses it):
+# here, so that validate can refuse a test source of that name without importing torch.
 UNION = "union"
 
 

@@ -8,9 +8,10 @@ import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
+if TYPE_CHECKING:  # only annotations name pandas: dfpipe.config reaches this module and stays light
+    import pandas as pd
 
 
 @contextlib.contextmanager

@@ -1,4 +1,4 @@
-"""Faults in image-folder datasets (dfpipe.data.sources.images) as the scan meets them: damaged or too small files,
+"""Faults in image-folder datasets (dfpipe.evaluation.test_sources.images) as the scan meets them: damaged or too small files,
 bad split files, generator folders that collide, a missing or empty class, one image in both classes, a split
 without images. Each case names the file and the fix, keeps the other images, and a rerun after the repair lists
 everything."""
@@ -14,8 +14,8 @@ from logcapture import dfpipe_lines
 from PIL import Image
 from skimage import data
 
-from dfpipe.data.sources import images
-from dfpipe.evaluation import crossdataset
+from dfpipe.evaluation import test_sources
+from dfpipe.evaluation.test_sources import images, shards
 
 PHOTO = data.astronaut()[100:164, 150:214]
 
@@ -112,7 +112,7 @@ def test_too_small_image_is_skipped_by_name(tmp_path, cjpeg):
     Image.fromarray(np.zeros((1, 1, 3), np.uint8)).save(root / "real" / "dot.png")
     Image.fromarray(PHOTO[:20]).save(root / "fake" / "gan" / "strip.png")
     with dfpipe_lines() as logged:
-        scan = crossdataset.scan_source({"name": "folder", "kind": "images", "root": str(root)}, tmp_path / "out")
+        scan = test_sources.scan_source({"name": "folder", "kind": "images", "root": str(root)}, tmp_path / "out")
     reasons = dict(scan.skipped)
     assert sorted(reasons) == ["fake/gan/strip.png", "real/dot.png"]
     assert reasons["real/dot.png"] == f"too small: 1×1 px, an image needs at least {images.MIN_SIDE} px a side"
@@ -120,7 +120,7 @@ def test_too_small_image_is_skipped_by_name(tmp_path, cjpeg):
     assert any("skipped real/dot.png: too small: 1×1 px" in m for m in logged)
     images.write_scan(scan, tmp_path / "images.parquet", tmp_path / "scan.json")
     assert {r["path"] for r in json.loads((tmp_path / "scan.json").read_text())["skipped"]} == set(reasons)
-    index = crossdataset.write_source_shards(scan.table, root, 80, [], cjpeg, tmp_path / "q80")
+    index = shards.write_source_shards(scan.table, root, 80, [], cjpeg, tmp_path / "q80")
     assert index["samples"] == 6
     Image.fromarray(np.roll(PHOTO, 40, axis=0)).save(root / "real" / "dot.png")  # replaced by a whole image
     assert [p for p, _ in images.scan(root).skipped] == ["fake/gan/strip.png"]
@@ -155,10 +155,10 @@ def test_test_source_split_without_images(tmp_path):
     root = _tree(tmp_path / "ds")
     entry = {"name": "folder", "kind": "images", "root": str(root)}
     with pytest.raises(ValueError, match=r"evaluate.test_sources\[folder\]: its test split holds 0 real and 0 fake"):
-        crossdataset.scan_source(entry, tmp_path / "out")
+        test_sources.scan_source(entry, tmp_path / "out")
     _save(root, "real/z.png", 30)
     with pytest.raises(ValueError, match=r"holds 1 real and 0 fake images.*add fake images"):
-        crossdataset.scan_source(entry, tmp_path / "out")
+        test_sources.scan_source(entry, tmp_path / "out")
     _save(root, "fake/gan/z.png", 31)
-    table = crossdataset.scan_source(entry, tmp_path / "out").table
+    table = test_sources.scan_source(entry, tmp_path / "out").table
     assert sorted(table.loc[table["split"] == "test", "label"]) == [0, 1]

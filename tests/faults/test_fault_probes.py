@@ -14,6 +14,7 @@ import torch
 from test_loader import Q, make_shards, videos
 
 from dfpipe.evaluation import probes
+from dfpipe.evaluation.probes import build
 
 
 @pytest.fixture()
@@ -23,7 +24,7 @@ def setup(tmp_path):
     torch.save(timm.create_model("resnet10t", num_classes=0).state_dict(), weights)
     spec = probes.backbone_spec("tiny", {"model": "resnet10t", "weights": str(weights), "input_size": 32})
     shards = make_shards(tmp_path / "shards", "test", videos(2, 2), n_shards=1)
-    probes._BUILT.clear()
+    probes.BUILT.clear()
     return spec, shards, tmp_path / "cache"
 
 
@@ -50,17 +51,17 @@ def test_feature_cache_damaged_or_foreign(setup, monkeypatch):
     first = _features(spec, shards, cache).features
     npy, _, manifest = probes.cache_paths(cache, "d", "tiny", Q, "test", "none")
     builds = []
-    real_build = probes.build_backbone
-    monkeypatch.setattr(probes, "build_backbone", lambda *a: builds.append(1) or real_build(*a))
+    real_build = build.build_backbone
+    monkeypatch.setattr(build, "build_backbone", lambda *a: builds.append(1) or real_build(*a))
 
     npy.write_bytes(npy.read_bytes()[:200])
-    probes._BUILT.clear()
+    probes.BUILT.clear()
     np.testing.assert_array_equal(_features(spec, shards, cache).features, first)
     assert builds == [1]
 
     record = json.loads(manifest.read_text())
     manifest.write_text(json.dumps({**record, "weights": "file:other.pth:sha256:0000"}))
-    probes._BUILT.clear()
+    probes.BUILT.clear()
     np.testing.assert_array_equal(_features(spec, shards, cache).features, first)
     assert builds == [1, 1]
     assert json.loads(manifest.read_text())["weights"] == record["weights"]  # rewritten for the real weights

@@ -11,8 +11,8 @@ from logcapture import dfpipe_lines
 from test_loader import make_shards, videos
 from test_train import SETTINGS, fresh, same_weights, weights_of
 
-from dfpipe.models.experiments import build_detector, train_job
-from dfpipe.models.train import train
+from dfpipe.models.experiments import build_detector
+from dfpipe.models.train import train, train_job
 
 
 class Payload:

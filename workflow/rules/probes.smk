@@ -4,6 +4,7 @@
 # every dataset's test split (the probe rows of the cross-dataset matrix).
 rule probes:
     input:
+        # the job reads these shards and no others (scripts/probes.py: no glob of their folders)
         train=[s for q in PROBES.get("train_qualities", []) for s in shard_files(q, "train")],
         val=[s for q in PROBES.get("train_qualities", []) for s in shard_files(q, "val")],  # their thresholds
         test=[s for q in QUALITIES for s in shard_files(q, "test")],

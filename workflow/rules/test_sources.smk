@@ -2,9 +2,9 @@
 # FaceShifter / DeepFakeDetection videos (kind ffpp_tree), through the same MozJPEG qualities into shards of the
 # main format, {OUT}/test_sources/<name>/shards/q<Q>/{train,test}-0000.tar.
 # Every model trained on all methods is scored on them (cross_detectors); the probes use them too (probes.smk).
-# crossdataset_layout, not crossdataset: reading the rule files must not import torch, timm or scikit-learn
-# (they would slow every dry run and every job's start)
-from dfpipe.evaluation import crossdataset_layout
+# crossdataset_layout and the kinds' registry, not crossdataset or the kinds' modules: reading the rule files must not
+# import torch, timm or scikit-learn (they would slow every dry run and every job's start)
+from dfpipe.evaluation import crossdataset_layout, test_sources
 
 TEST_SOURCES = [s["name"] for s in config["evaluate"].get("test_sources") or []]
 TEST_SOURCE_NAMES = "|".join(TEST_SOURCES) or "(?!)"  # no source: a pattern nothing matches
@@ -21,17 +21,16 @@ rule test_source:
     params:
         code=CODE["test_source"],
         entry=lambda wc: crossdataset_layout.source_entry(config, wc.name),
-        # only the FF++-tree kind crops faces: other kinds do not rerun when the faces settings change
-        faces=lambda wc: config["faces"] if crossdataset_layout.source_entry(config, wc.name)["kind"] == "ffpp_tree" else None,
-        # the GAN-face set's people are the demo's: its splits follow the main dataset's (no seen identity in test)
-        main=lambda wc: {"source": config["source"], "demo": config["demo"]} if crossdataset_layout.source_entry(config, wc.name)["kind"] == "ganfaces" else None,
+        # the config sections its kind's build reads (the FF++-tree crops: faces; the GAN-face set, whose splits
+        # follow the main dataset's: source, demo): a change elsewhere does not rerun it
+        settings=lambda wc: test_sources.config_sections(config, crossdataset_layout.source_entry(config, wc.name)),
     log:
         f"{OUT}/logs/test_sources/{{name}}/scan.log",
     message:
         "Test source {wildcards.name}: building (GAN-face set, FF++-tree face crops) and scanning its images"
     wildcard_constraints:
         name=TEST_SOURCE_NAMES,
-    threads: lambda wc: 2 if crossdataset_layout.source_entry(config, wc.name)["kind"] == "ffpp_tree" else 1
+    threads: lambda wc: test_sources.kind_of(crossdataset_layout.source_entry(config, wc.name)).threads
     conda:
         ENV
     script:
@@ -45,7 +44,6 @@ rule test_source_shards:
         tars=[f"{OUT}/test_sources/{{name}}/shards/q{{quality}}/{s}-0000.tar" for s in TEST_SOURCE_SPLITS],
         counts=[f"{OUT}/test_sources/{{name}}/shards/q{{quality}}/{s}.counts.json" for s in TEST_SOURCE_SPLITS],
         index=f"{OUT}/test_sources/{{name}}/shards/q{{quality}}/index.json",
-        quality=f"{OUT}/test_sources/{{name}}/shards/q{{quality}}/quality.parquet",
     params:
         code=CODE["test_source_shards"],
         entry=lambda wc: crossdataset_layout.source_entry(config, wc.name),
@@ -63,10 +61,33 @@ rule test_source_shards:
         "../../scripts/test_source_shards.py"
 
 
+# PSNR/SSIM of one test source's images after MozJPEG, against the decoded originals. Apart from the shards, read
+# back from them: a change to the measure reruns this and the report, not the shards and every model scored on them.
+rule test_source_fidelity:
+    input:
+        table=rules.test_source.output.table,
+        tars=rules.test_source_shards.output.tars,
+    output:
+        quality=f"{OUT}/test_sources/{{name}}/shards/q{{quality}}/quality.parquet",
+    params:
+        code=CODE["test_source_fidelity"],
+        entry=lambda wc: crossdataset_layout.source_entry(config, wc.name),
+    log:
+        f"{OUT}/logs/test_sources/{{name}}/q{{quality}}.fidelity.log",
+    message:
+        "Test source {wildcards.name}: PSNR/SSIM at MozJPEG quality {wildcards.quality}"
+    wildcard_constraints:
+        name=TEST_SOURCE_NAMES,
+    conda:
+        ENV
+    script:
+        "../../scripts/test_source_fidelity.py"
+
+
 # PSNR/SSIM of every test source's images after MozJPEG, against the decoded originals, by original encoding.
 rule test_source_fidelity_report:
     input:
-        tables=expand(rules.test_source_shards.output.quality, name=TEST_SOURCES, quality=QUALITIES),
+        tables=expand(rules.test_source_fidelity.output.quality, name=TEST_SOURCES, quality=QUALITIES),
     output:
         csv=report(f"{RESULTS}/fidelity/test_sources_psnr_ssim.csv", caption="../report/psnr_ssim_test_sources.rst",
                    category="2. Compression", subcategory="PSNR/SSIM"),

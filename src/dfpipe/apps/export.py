@@ -43,9 +43,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
+import onnxruntime as ort
 import torch
+from onnxruntime.quantization import QuantType, quantize_dynamic
 from torch import nn
 
+from dfpipe.data.loader import make_loader, normalize
+from dfpipe.evaluation.predict import eval_stream
 from dfpipe.io import atomic_path
 from dfpipe.models.modelfile import Model, load_model
 
@@ -104,8 +109,6 @@ def _fail(model: Model, fmt: str, err: BaseException) -> ExportError:
 
 
 def to_onnx(model: Model, out: Path) -> Path:
-    import onnx
-
     scorer = Scorer(model.detector).eval()
     with atomic_path(out) as tmp:
         try:
@@ -151,9 +154,6 @@ def quantize_int8(onnx_path: Path, out: Path | None = None, check: Int8Check | N
     """int8 dynamic-quantised copy of an exported ONNX file (weights int8, activations quantised at run time),
     with the same metadata. With `check`, it is run on the quantised temporary file before the rename: it
     raises to refuse (nothing is written) or returns figures recorded as the `int8_check` metadata entry."""
-    import onnx
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
     out = Path(out) if out is not None else int8_path(onnx_path)
     root = logging.getLogger()
     level = root.level
@@ -188,8 +188,6 @@ def is_export(path: Path) -> bool:
     if zipfile.is_zipfile(path):
         with zipfile.ZipFile(path) as archive:
             return any(name.endswith(f"/extra/{METADATA_FILE}") for name in archive.namelist())
-    import onnx
-
     try:
         graph = onnx.load(str(path), load_external_data=False)
     except Exception:  # protobuf's decode errors share no public base class
@@ -274,11 +272,6 @@ def expand_shards(paths: Sequence[Path]) -> list[Path]:
 def int8_report(model: Model, float_path: Path, int8_file: Path, shards: Sequence[Path]) -> Int8Report:
     """Scores of every crop of `shards` (the evaluation loader: decode, ELA when the model has it, resize,
     normalisation) by the float and the int8 ONNX file, compared at the model's threshold."""
-    import onnxruntime as ort
-
-    from dfpipe.data.loader import make_loader, normalize
-    from dfpipe.evaluation.predict import eval_stream
-
     model.detector.ela = model.ela  # the stream applies it (files without a spec carry it on their own)
     runs = [ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]) for p in (float_path, int8_file)]
     before, after = [], []
@@ -365,15 +358,11 @@ def export(
 # -- reading an export back, as a user without dfpipe would ---------------------------------------------------
 def onnx_scores(path: Path, images: np.ndarray) -> np.ndarray:
     """Scores of normalised float32 N×3×S×S `images` from an exported ONNX file (onnxruntime, CPU)."""
-    import onnxruntime as ort
-
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     return session.run(["score"], {"image": images.astype(np.float32)})[0]
 
 
 def onnx_metadata(path: Path) -> dict[str, Any]:
-    import onnxruntime as ort
-
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     return json.loads(session.get_modelmeta().custom_metadata_map["dfpipe"])
 

@@ -28,6 +28,7 @@ own outputs there before writing them. The folder is checked before any file is 
 
 from __future__ import annotations
 
+import fcntl
 import re
 import shutil
 import subprocess
@@ -38,12 +39,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import ffmpeg
 import numpy as np
 import pandas as pd
 import torch
 from PIL import Image
 from torchvision.transforms import v2
+from tqdm import tqdm
 
+from dfpipe import assets
+from dfpipe.data.compress import decode_rgb, encode
+from dfpipe.data.faces import crop_batch
+from dfpipe.data.frames import sample_indices, video_size
+from dfpipe.data.loader import decode_image, normalize
+from dfpipe.data.manifest import ffprobe_complaint, probe
+from dfpipe.evaluation.predict import pick_device
+from dfpipe.io import atomic_path, write_csv
 from dfpipe.models.ela import error_level
 
 # The model file's API, also importable from here, where predict's users have always found it.
@@ -55,6 +66,7 @@ from dfpipe.models.modelfile import Model as Model
 from dfpipe.models.modelfile import ModelFileError as ModelFileError
 from dfpipe.models.modelfile import load_model as load_model
 from dfpipe.models.modelfile import write_model_file as write_model_file
+from dfpipe.tools import find_cjpeg
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".ts"}
@@ -80,9 +92,6 @@ def prepare(
 ) -> np.ndarray:
     """The uint8 H×W×3 input the detector sees for a lossless RGB face crop: MozJPEG at `quality` (when given)
     and the loader's decode, then ELA (when the model was trained on it), then the loader's resize."""
-    from dfpipe.data.compress import encode
-    from dfpipe.data.loader import decode_image
-
     if quality is not None:
         image = decode_image(encode(crop, quality, [], cjpeg, name))
     else:
@@ -98,8 +107,6 @@ def prepare(
 @torch.inference_mode()
 def score_inputs(model: Model, inputs: np.ndarray, batch_size: int = 32) -> np.ndarray:
     """Sigmoid scores of uint8 N×H×W×3 inputs at the model's input size."""
-    from dfpipe.data.loader import normalize
-
     device = next(model.detector.parameters()).device
     out = []
     for start in range(0, len(inputs), batch_size):
@@ -139,11 +146,6 @@ def _one_line(err: BaseException) -> str:
 
 def _probe(path: Path) -> tuple[str, int]:
     """("image" or "video", frame count) of a readable file; ValueError with the reason otherwise."""
-    import ffmpeg
-
-    from dfpipe.data.frames import video_size
-    from dfpipe.data.manifest import ffprobe_complaint, probe
-
     if not path.exists():
         raise ValueError("file not found")
     if path.is_dir():
@@ -202,10 +204,6 @@ def crop_faces(
 ) -> pd.DataFrame:
     """The faces stage's table for one file: its planned frames (`frames.sample_indices`), decoded in one
     pass and cropped by `faces.crop_batch` (status, reason and the lossless crop per frame)."""
-    from dfpipe import assets
-    from dfpipe.data.faces import crop_batch
-    from dfpipe.data.frames import sample_indices
-
     indices = sample_indices(n_frames, 1 if kind == "image" else frames_per_video) or [0]
     key = path.name
     plan = pd.DataFrame(
@@ -245,8 +243,6 @@ def predict_file(
     threads: int = 1,
 ) -> FileResult:
     """Score one file (never raises for a bad file: the result's status and reason say what went wrong)."""
-    from dfpipe.data.compress import decode_rgb
-
     name = str(path)
     try:
         kind, n_frames = _probe(path)
@@ -306,8 +302,8 @@ def write_heatmaps(
     """Grad-CAM overlays of a file's scored frames (`heatmaps/<name>/f<index>.png`, upscaled ×2, the attention
     maps beside them for a multi-attention model) and, for a video with ffmpeg at hand, `heatmap.mp4` of
     exactly those frames. `record(path)` is called before each file is written."""
+    # here, not at the top: pytorch-grad-cam loads scikit-learn and scipy (seconds), for --heatmap alone
     from dfpipe.evaluation.gradcam import heatmaps, overlay
-    from dfpipe.io import atomic_path
 
     if result.failed or not result.crops:
         return []
@@ -391,8 +387,6 @@ def claim_out(out_dir: Path) -> Iterator[Callable[[Path], Path]]:
     """Hold `out_dir` for one run: create it, lock it, remove the previous run's outputs, and yield
     `record(path)`, which lists a file before it is written. ValueError naming the folder when it cannot be
     written or another run holds it. The lock goes with the block (or the process)."""
-    import fcntl
-
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise ValueError(f"{out_dir}: --out must be a folder, and this is a file; pass another --out")
@@ -439,12 +433,6 @@ def run_predict(
     echo: Callable[[str], None] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Predict every file; write frames.csv and files.csv (and heatmaps) in `out_dir`; return both tables."""
-    from tqdm import tqdm
-
-    from dfpipe.evaluation.predict import pick_device
-    from dfpipe.io import write_csv
-    from dfpipe.tools import find_cjpeg
-
     model = load_model(model_path, pick_device(device))
     if quality is not None and not 1 <= int(quality) <= 100:
         raise ValueError(f"--quality {quality}: use 1..100")

@@ -6,12 +6,13 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import cv2
+import matplotlib
 import numpy as np
 import pandas as pd
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from dfpipe.data.compress import decode_rgb
-from dfpipe.io import atomic_path
+from dfpipe.figures import pyplot, save_figure
 
 QUALITY_COLUMNS = ["key", "method", "frame_index", "quality", "psnr", "ssim", "bpp"]
 SUMMARY_COLUMNS = ["method", "quality", "n", "psnr_mean", "psnr_std", "ssim_mean", "ssim_std", "bpp_mean"]
@@ -101,11 +102,7 @@ def plot(summary: pd.DataFrame, path: str | Path) -> None:
     Qualities are evenly spaced and run high to low, as the tables' columns do. The methods' curves nearly
     coincide (compression affects every method alike), so each method also has its own marker and is shifted
     a little sideways, keeping every line and error bar in sight; the legend sits below both panels."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # no display on workers
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     qualities = sorted(summary["quality"].unique(), reverse=True)
     x_of = {q: i for i, q in enumerate(qualities)}
     # originals first, then the manipulations by name: METHODS' order, so colours match the t-SNE plot's
@@ -138,6 +135,4 @@ def plot(summary: pd.DataFrame, path: str | Path) -> None:
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 6), title="method", fontsize="small")
     fig.suptitle("Face crops after MozJPEG: fidelity to the lossless crop against quality")
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)  # the temp name ends in .part, so name the format
-    plt.close(fig)
+    save_figure(fig, path)

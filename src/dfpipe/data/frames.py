@@ -22,9 +22,11 @@ import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
+import cv2
 import ffmpeg
 import numpy as np
 import pandas as pd
+from PIL import Image
 
 UNREADABLE = -1  # frame_index of the placeholder row of a video the manifest could not read
 
@@ -85,8 +87,6 @@ def rotation(stream: dict) -> float:
 def exif_orientation(path: Path) -> int:
     """The EXIF Orientation (1-8) of an image file, as Pillow finds it in JPEG, PNG (eXIf), WebP and TIFF; 1
     when there is none or it holds another value."""
-    from PIL import Image
-
     try:
         with Image.open(path) as image:
             value = image.getexif().get(ORIENTATION_TAG, 1)
@@ -127,8 +127,6 @@ def upright(frame: np.ndarray, code: int, angle: float = 0.0) -> np.ndarray:
     degrees counter-clockwise inside its size (black corners)."""
     turned = _SHOW[code](frame)
     if angle:
-        import cv2
-
         height, width = turned.shape[:2]
         matrix = cv2.getRotationMatrix2D(((width - 1) / 2, (height - 1) / 2), angle, 1.0)
         return cv2.warpAffine(np.ascontiguousarray(turned), matrix, (width, height), flags=cv2.INTER_LINEAR)

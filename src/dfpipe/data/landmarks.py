@@ -13,7 +13,13 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import cv2
+import mediapipe as mp
 import numpy as np
+import openvino as ov
+from mediapipe.tasks.python import BaseOptions, vision
+from mediapipe.tasks.python.vision import FaceLandmarksConnections as C
+
+from dfpipe.assets import face_detector_model, face_landmark_model
 
 N_POINTS = 468
 _MESH_INPUT = 192
@@ -46,8 +52,6 @@ def _points(connections: Iterable) -> np.ndarray:
 
 
 def _regions() -> dict[str, np.ndarray]:
-    from mediapipe.tasks.python.vision import FaceLandmarksConnections as C
-
     return {
         "oval": _loop(C.FACE_LANDMARKS_FACE_OVAL),
         "lips": _points(C.FACE_LANDMARKS_LIPS),
@@ -66,11 +70,6 @@ class Landmarker:
     """Face detector + mesh network; use as a context manager (`with Landmarker() as lm:`). Deterministic on CPU."""
 
     def __init__(self, min_confidence: float = 0.5) -> None:
-        import openvino as ov
-        from mediapipe.tasks.python import BaseOptions, vision
-
-        from dfpipe.assets import face_detector_model, face_landmark_model
-
         opts = vision.FaceDetectorOptions(
             base_options=BaseOptions(model_asset_path=str(face_detector_model())),
             min_detection_confidence=min_confidence,
@@ -93,8 +92,6 @@ class Landmarker:
 
     def _detections(self, rgb: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
         """(centre, eye vector, size) seeds of every detected face, largest first."""
-        import mediapipe as mp
-
         h, w = rgb.shape[:2]
         result = self._detector.detect(mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(rgb)))
         seeds = []
@@ -187,11 +184,6 @@ def find_faces(
 ) -> list[tuple[float, float, float, float]]:
     """Boxes (x, y, w, h) of the faces of an image of any size, biggest first, by detecting on overlapping tiles
     at several scales (the short-range detector misses faces that are small relative to its input)."""
-    import mediapipe as mp
-    from mediapipe.tasks.python import BaseOptions, vision
-
-    from dfpipe.assets import face_detector_model
-
     h, w = rgb.shape[:2]
     boxes: list[list[float]] = []
     scores: list[float] = []

@@ -6,6 +6,8 @@ import json
 import re
 from pathlib import Path
 
+from dfpipe.io import write_json
+
 METHODS = ("Deepfakes", "Face2Face", "FaceSwap", "NeuralTextures")  # the paper's four: training grid and tables
 ORIGINAL = "original"
 # FF++'s later sets, test sources only (dfpipe.evaluation.test_sources.ffpp_tree): FaceShifter pairs youtube identities like the four;
@@ -86,7 +88,5 @@ def split_of(video_id: str, owner: dict[str, str]) -> str | None:
 
 
 def write_splits(folder: str | Path, pairs_by_split: dict[str, list[list[str]]]) -> None:
-    from dfpipe.io import write_json
-
     for split in SPLITS:
         write_json(Path(folder) / f"{split}.json", pairs_by_split.get(split, []))

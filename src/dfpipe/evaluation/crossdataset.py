@@ -1,11 +1,5 @@
-"""Test sources and the cross-dataset matrix (issue 9): extra datasets scored by models trained on another.
-
-A test source (config `evaluate.test_sources`) is an image-folder dataset (`dfpipe.data.sources.images`): a given
-`root`, the offline GAN-face set (`dfpipe.evaluation.test_sources.ganfaces`) built under the output root, or face crops of an FF++-layout
-tree's videos (`dfpipe.evaluation.test_sources.ffpp_tree`, e.g. FaceShifter, DeepFakeDetection) made there by the faces stage's code.
-Its images go through the same MozJPEG encoder at every configured quality into shards of the main shards'
-format (`{dest}/q<Q>/{split}-0000.tar`, `{split}.counts.json`, `index.json`), so the loader, predict and the
-probes read them like the main dataset's.
+"""The cross-dataset matrix: every model scored on the test sources (config `evaluate.test_sources`), extra datasets
+that `dfpipe.evaluation.test_sources` builds, scans and puts into shards of the main format.
 
 The test sources' shard paths, splits and config lookup, which the rule files need, are in
 `dfpipe.evaluation.crossdataset_layout`: this module imports torch, timm and scikit-learn, too slow for every workflow read.
@@ -13,36 +7,25 @@ The test sources' shard paths, splits and config lookup, which the rule files ne
 `detector_rows` / `probe_rows` turn scores into rows of one long table (`MATRIX_COLUMNS`): train dataset ×
 test dataset × test quality → AUC with its bootstrap interval (`INTERVAL`) and balanced ACC, per model, with
 the samples scored (n, n_pos fake, n_neg real); `plot_matrix` draws it as a heat map. Probes fill it source ×
-source: `routed_getter` lets one probe_table call, trained on any dataset (or on the union of all with a train
-split, `union_getter`), score every dataset's test split, and `routed_probe_rows` names the rows.
+source (`dfpipe.evaluation.probes.routing`).
 """
 
 from __future__ import annotations
 
 import json
-import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from matplotlib.patches import Rectangle
 
-from dfpipe import assets
-from dfpipe.config import schema_defaults
-from dfpipe.data import shards
-from dfpipe.data.sources import images
 from dfpipe.evaluation import probes
-from dfpipe.evaluation.crossdataset_layout import SPLITS
 from dfpipe.evaluation.metrics import bootstrap_auc_ci, choose_threshold, identity_keys, video_weights
 from dfpipe.evaluation.shortcuts import flags as shortcut_flags
-from dfpipe.evaluation.test_sources import ffpp_tree, ganfaces
-from dfpipe.io import write_json, write_parquet
+from dfpipe.figures import pyplot, save_figure
 
-logger = logging.getLogger(__name__)
-
-KINDS = ("ganfaces", "images", "ffpp_tree")
-BUILT = ("ganfaces", "ffpp_tree")  # kinds whose images are made under the source's own folder
 MATRIX_COLUMNS = [
     "train_dataset",
     "test_dataset",
@@ -60,140 +43,6 @@ MATRIX_COLUMNS = [
 ]
 SHORTCUT_COLUMNS = ["shortcut_cue", "shortcut_auc", "shortcut"]  # added by mark_shortcuts
 INTERVAL = ("auc_lo", "auc_hi")  # percentile bootstrap 95% interval of the AUC (detector rows: resampling identities)
-
-
-def source_root(entry: Mapping[str, Any], dest: Path) -> Path:
-    """Where the images of a test source are: its `root`, or `dest/images` for a built kind."""
-    if entry["kind"] in BUILT:
-        return Path(dest) / "images"
-    if not entry.get("root"):
-        raise ValueError(
-            f"evaluate.test_sources[{entry['name']}]: kind images needs `root` (a folder with real/ and fake/<generator>/)"
-        )
-    return Path(entry["root"]).expanduser()
-
-
-def scan_source(
-    entry: Mapping[str, Any],
-    dest: Path,
-    face_settings: Mapping[str, Any] | None = None,
-    threads: int = 1,
-    main_splits: Mapping[str, str] | None = None,
-) -> images.Scan:
-    """Build the images of a built kind, then scan the image folder (with the built set's split file).
-    Kind ffpp_tree crops faces with `face_settings` (config `faces`; None: the schema's defaults). Kind ganfaces
-    follows `main_splits` (identity → split of the main dataset, when it holds the set's people: see
-    `ganfaces.main_identity_splits`), and `drop_seen_identities` then guarantees its test split holds none of the
-    identities the main models were trained or selected on. Keys `entry` leaves out take the schema's defaults, as
-    config validation fills them."""
-    entry = {**schema_defaults("evaluate.test_sources"), **entry}
-    where = f"evaluate.test_sources[{entry['name']}]"
-    if entry["kind"] not in KINDS:
-        raise ValueError(f"{where}: kind {entry['kind']!r}; allowed {list(KINDS)}")
-    root = source_root(entry, dest)
-    split_file, left_out = None, []
-    if entry["kind"] == "ganfaces":
-        split_file = ganfaces.build(root, entry.get("ganfaces") or {}, main_splits=main_splits)
-    elif entry["kind"] == "ffpp_tree":
-        if not entry.get("root"):
-            raise ValueError(f"{where}: kind ffpp_tree needs `root` (an FF++-layout tree, e.g. downloads/ffpp)")
-        split_file, left_out = ffpp_tree.build(
-            Path(entry["root"]).expanduser(),
-            root,
-            entry.get("methods") or [],
-            where=where,
-            compression=entry["compression"],
-            frames_per_video=int(entry["frames_per_video"]),
-            face_settings=dict(face_settings or schema_defaults("faces")),
-            model_path=assets.face_detector_model(),
-            splits_dir=entry.get("splits_dir"),
-            threads=threads,
-        )
-    scan = images.scan(root, split_file=split_file)
-    if entry["kind"] == "ganfaces":
-        scan.table = drop_seen_identities(scan.table, main_splits or {}, where)
-    scan.left_out = left_out
-    check_splits(scan.table, where, root if entry["kind"] == "images" else None)
-    return scan
-
-
-def identity_of(paths: pd.Series) -> pd.Series:
-    """The identity folder of each image path of a GAN-face set (`real/<identity>/<k>.png`,
-    `fake/<generator>/<identity>/<k>.png`)."""
-    return paths.astype(str).str.split("/").str[-2]
-
-
-def drop_seen_identities(table: pd.DataFrame, main_splits: Mapping[str, str], where: str) -> pd.DataFrame:
-    """`table` without the test-split images of identities the main dataset trains or validates on (a log line
-    says how many): a model must never be scored on a person it was trained or selected on."""
-    seen = {i for i, split in main_splits.items() if split != "test"}
-    drop = table["split"].eq("test") & identity_of(table["path"]).isin(seen)
-    if drop.any():
-        logger.info(
-            f"{where}: {int(drop.sum())} test images of identities the main models train or validate on left out: "
-            f"{sorted(set(identity_of(table.loc[drop, 'path'])))}"
-        )
-    return table[~drop].reset_index(drop=True)
-
-
-def check_splits(table: pd.DataFrame, where: str, root: Path | None = None) -> None:
-    """Refuse a test source whose test split (what every model is scored on) lacks real or fake images, or whose
-    train or val split holds one class only (probes trained on the source fit on train and choose their threshold
-    on val); empty train and val splits make a test-only source. `root`: the image folder of kind images, named
-    in the fix."""
-    for split in SPLITS:
-        labels = table.loc[table["split"] == split, "label"]
-        real, fake = int((labels == 0).sum()), int((labels == 1).sum())
-        if (real and fake) or (split != "test" and not real + fake):
-            continue
-        missing = " and ".join(name for name, n in (("real", real), ("fake", fake)) if not n)
-        fix = (
-            f"add {missing} images under {root} (a stable hash of each file's name puts about 15% of them in test, "
-            "15% in val and the rest in train)"
-            if root is not None
-            else f"add {missing} inputs to the source (its scan.json names what its build left out)"
-        )
-        raise ValueError(
-            f"{where}: its {split} split holds {real} real and {fake} fake images, and scores need both classes; {fix}"
-        )
-
-
-def write_source_shards(
-    table: pd.DataFrame, root: Path, quality: int, flags: Sequence[str], cjpeg: Path, out_dir: Path, threads: int = 1
-) -> dict[str, Any]:
-    """MozJPEG at `quality` of every image with a split, one shard per split in `SPLITS` plus counts and
-    index.json, as the shards stage writes them, and `quality.parquet`: each image's PSNR/SSIM/bpp with its
-    original encoding (`original_encoding`); returns the index."""
-    jpegs = images.compress_images(table, root, quality, flags, cjpeg, threads=threads)
-    counts = []
-    for split in SPLITS:
-        c = shards.write_split([jpegs], quality, split, 1, out_dir)
-        write_json(Path(out_dir) / f"{split}.counts.json", c)
-        counts.append(c)
-    measured = jpegs[["key", "method", "quality", "psnr", "ssim", "bpp"]].copy()
-    measured["original"] = measured["key"].map(original_encoding(table).to_dict())
-    write_parquet(Path(out_dir) / "quality.parquet", measured)
-    return shards.write_index(counts, Path(out_dir) / "index.json")
-
-
-def original_encoding(table: pd.DataFrame) -> pd.Series:
-    """Each image's encoding before MozJPEG, by key: "PNG", "WEBP", or "JPEG q<estimate>" (the estimate rounded
-    to 5), so that the PSNR/SSIM report can tell JPEG-on-JPEG from first compressions."""
-    estimate = pd.to_numeric(table["quality_estimate"], errors="coerce")
-    encoding = table["encoding"].astype(str).str.upper()
-    jpeg = encoding.eq("JPEG") & estimate.notna()
-    rounded = (estimate / 5).round().mul(5).astype("Int64").astype(str)
-    names = encoding.where(~jpeg, "JPEG q" + rounded)
-    return pd.Series(names.to_numpy(), index=table["key"].to_numpy())
-
-
-def summarize_quality(tables: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
-    """The PSNR/SSIM report of test sources ({name: its quality.parquet tables concatenated}): per source ×
-    method × original encoding × MozJPEG quality, as `dfpipe.data.fidelity.summarize` gives it for the main set."""
-    from dfpipe.data import fidelity
-
-    named = [t.assign(dataset=name) for name, t in tables.items()]
-    return fidelity.summarize(named, keys=("dataset", "method", "original"))
 
 
 def has_train_split(shards_dir: Path, qualities: Sequence[int]) -> bool:
@@ -336,10 +185,6 @@ def plot_matrix(matrix: pd.DataFrame, path: str | Path) -> None:
     the AUC each cell gives the bootstrap 95% interval when it holds one model, else "k/m ≠ 0.5": of the m
     models with an interval, k have one that excludes 0.5. A cell where every model's interval holds 0.5 (no
     model told apart from chance) is hatched; cells without intervals (bootstrap 0) show the AUC only."""
-    from matplotlib.patches import Rectangle
-
-    from dfpipe.evaluation.tables import pyplot, save_figure
-
     plt = pyplot()
     m = matrix.reindex(columns=[*matrix.columns, *(c for c in (*INTERVAL, *SHORTCUT_COLUMNS) if c not in matrix)])
     m = m.assign(pair=m["kind"] + ": " + m["train_dataset"] + " → " + m["test_dataset"])
@@ -375,76 +220,3 @@ def plot_matrix(matrix: pd.DataFrame, path: str | Path) -> None:
     fig.colorbar(im, ax=ax, fraction=0.04)
     fig.tight_layout()
     save_figure(fig, path)
-
-
-UNION = "union"  # train_dataset of probes fitted on every dataset with a train split together
-
-
-def routed_getter(default: probes.Getter, others: Mapping[str, probes.Getter]) -> probes.Getter:
-    """A getter whose quality may name a dataset, "name:Q" (served by `others[name]`); a plain quality goes to
-    `default`, the training getter (its train and val splits, and its own test split when it has one). Any
-    training getter (the main dataset's, a test source's, the union's) routed to every dataset lets one
-    probe_table call fit once per setting and score every dataset's test split (`routed_qualities`)."""
-
-    def get(backbone: str, quality: Any, split: str, transform: str) -> probes.FeatureSet:
-        if isinstance(quality, str) and ":" in quality:
-            name, q = quality.rsplit(":", 1)
-            return others[name](backbone, int(q), split, transform)
-        return default(backbone, quality, split, transform)
-
-    return get
-
-
-def routed_qualities(qualities: Sequence[int], datasets: Iterable[str], own: str | None = None) -> list[Any]:
-    """The test qualities of a probe_table call through `routed_getter` that scores every one of `datasets`:
-    plain for `own` (the training dataset, whose test split the training getter serves), "name:Q" for the
-    others. `own` None (the union, which has no test split of its own): every dataset named."""
-    plain = list(qualities) if own is not None else []
-    return [*plain, *(f"{name}:{q}" for name in datasets if name != own for q in qualities)]
-
-
-def union_getter(getters: Mapping[str, probes.Getter]) -> probes.Getter:
-    """A training getter over the union of datasets: the train (and val) features of every getter pooled
-    (`probes.pool`, from each dataset's own feature cache: no backbone pass of its own). A dataset without a val
-    split leaves the threshold to the others. It has no test split: route it to each dataset's
-    (`routed_getter`, `routed_qualities` with own None)."""
-
-    def get(backbone: str, quality: Any, split: str, transform: str) -> probes.FeatureSet:
-        if split == "test":
-            raise ValueError(f"{UNION}: no test split of its own; score it on each dataset's through routed_getter")
-        parts = {}
-        for name, one in getters.items():
-            try:
-                parts[name] = one(backbone, quality, split, transform)
-            except FileNotFoundError:
-                if split == "train":
-                    raise
-        if not parts:
-            raise FileNotFoundError(f"{UNION}: none of {list(getters)} has a {split} split at q{quality}")
-        return probes.pool(parts)
-
-    return get
-
-
-def split_routed(table: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
-    """A probe table scored through `routed_getter` → (rows of the training dataset's own test split, {dataset
-    name: its rows}), test qualities back to integers."""
-    routed = table["test_quality"].astype(str).str.contains(":")
-    own = table[~routed].copy()
-    own["test_quality"] = own["test_quality"].astype(int)
-    names = table.loc[routed, "test_quality"].astype(str).str.rsplit(":", n=1).str[0]
-    out = {}
-    for name in names.unique():
-        part = table[routed & (table["test_quality"].astype(str).str.rsplit(":", n=1).str[0] == name)].copy()
-        part["test_quality"] = part["test_quality"].astype(str).str.rsplit(":", n=1).str[1].astype(int)
-        out[name] = part
-    return own, out
-
-
-def routed_probe_rows(table: pd.DataFrame, train_dataset: str) -> pd.DataFrame:
-    """Matrix rows of a probe table scored through `routed_getter`: the plain test qualities as `train_dataset`'s
-    own test split, each "name:Q" as dataset name's."""
-    own, routed = split_routed(table)
-    parts = [(train_dataset, own), *routed.items()] if len(own) else list(routed.items())
-    rows = [r for r in (probe_rows(part, train_dataset, name) for name, part in parts) if len(r)]
-    return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=MATRIX_COLUMNS)

@@ -19,6 +19,7 @@ evaluation shards (the predict rule's table) and reads back only those crops.
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -27,11 +28,17 @@ import cv2
 import numpy as np
 import pandas as pd
 import torch
+from pytorch_grad_cam import GradCAM
+from pytorch_grad_cam.utils.model_targets import BinaryClassifierOutputTarget
 from torch import nn
 
-from dfpipe.data.loader import normalize
-from dfpipe.io import atomic_path
+from dfpipe.data.loader import make_loader, normalize
+from dfpipe.data.shards import sample_key
+from dfpipe.evaluation.metrics import read_predictions
+from dfpipe.evaluation.predict import eval_stream, pick_device
+from dfpipe.figures import pyplot, save_figure
 from dfpipe.models.detectors.multi_attention import MultiAttention
+from dfpipe.models.modelfile import FROM_FILE, load_model
 
 GROUPS = ("most confident real", "most confident fake", "worst errors")
 
@@ -56,9 +63,6 @@ def heatmaps(
     """Grad-CAM maps (N×H×W float32 in 0..1, the input size) of uint8 RGB `images` at the detector's input
     size, each explaining its `fake` decision; plus the mean attention map of a multi-attention detector
     (N×H×W, 0..1), else None."""
-    from pytorch_grad_cam import GradCAM
-    from pytorch_grad_cam.utils.model_targets import BinaryClassifierOutputTarget
-
     batch = _as_batch(images)
     device = next(detector.parameters()).device
     was_training = detector.training
@@ -126,8 +130,6 @@ CAPTION_PT = 9.0  # the grid's caption; wrapped rather than shrunk, so it stays 
 def _caption_lines(caption: str, width_in: float, fontsize: float) -> list[str]:
     """`caption` broken into lines that fit `width_in` inches at `fontsize` points (~0.55 em a character,
     a margin kept): at its " · " separators where a part fits, else at spaces."""
-    import textwrap
-
     fits = max(20, int((width_in - 0.3) * 72 / (0.55 * fontsize)))
     lines: list[str] = []
     for part in caption.split(" · "):
@@ -151,11 +153,7 @@ def grid_figure(
     """Write a PNG: one row per group (its name on the left), one tile per example (the overlay, and the
     attention overlay beside it when given), each titled with its label and score; `caption` on top, wrapped
     to the figure's width (`_caption_lines`) at a fixed size, so nothing is cut however few tiles there are."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     panels = 2 if attention is not None else 1
     k = max(1, max((len(v) for v in groups.values()), default=1))
     rows = len(groups)
@@ -190,9 +188,7 @@ def grid_figure(
                 ax.imshow(overlay(images[i], attention[i]))
                 ax.set_title("attention maps", fontsize=8)
     fig.suptitle("\n".join(lines), fontsize=CAPTION_PT)
-    with atomic_path(out_path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
+    save_figure(fig, out_path, dpi=100)
     return Path(out_path)
 
 
@@ -226,10 +222,6 @@ def crops_of(
     """The uint8 N×H×W×3 crops (at the detector's input size, through its ELA when it has one) of the samples
     `keys` ((video_key, frame_index) pairs) of evaluation shards, in the order of `keys`. Only those samples
     are read and decoded (located by their shard keys); nothing is scored."""
-    from dfpipe.data.loader import make_loader
-    from dfpipe.data.shards import sample_key
-    from dfpipe.evaluation.predict import eval_stream
-
     wanted = {key: n for n, key in enumerate(keys)}
     # video keys are {method}/q{quality}/{video_id} (dfpipe.data.shards), the samples' keys {method}-{video_id}-{frame}
     names = {sample_key(v.split("/", 1)[0], v.rsplit("/", 1)[-1], f) for v, f in keys}
@@ -262,8 +254,6 @@ def grid_from_predictions(
     """The Grad-CAM grid of a detector on evaluation shards, its examples picked from the detector's scores of
     those shards (`predictions`: video_key, frame_index, label, score per sample, as the predict rule writes
     them): only the <= 3·k crops picked are read back and explained, nothing is scored again."""
-    from dfpipe.evaluation.predict import pick_device
-
     if predictions.empty:
         raise ValueError(f"Grad-CAM grid: no predictions for {', '.join(map(str, shards))}")
     labels, scores = predictions["label"].to_numpy(int), predictions["score"].to_numpy(float)
@@ -288,9 +278,6 @@ def model_grids(
     threshold: the one chosen on validation stored in the file, else 0.5); the examples are
     picked from its test scores in `predictions` (the predict rule's table), so each quality costs reading its
     test shards back plus Grad-CAM on the <= 3·k crops picked."""
-    from dfpipe.evaluation.metrics import read_predictions
-    from dfpipe.models.modelfile import FROM_FILE, load_model
-
     if set(test_shards) != set(out_paths):
         raise ValueError(
             f"Grad-CAM grids: test shards of qualities {sorted(test_shards)} but outputs for "

@@ -7,14 +7,17 @@ from __future__ import annotations
 
 import hashlib
 import os
+import textwrap
 from pathlib import Path
 
+import matplotlib
 import numpy as np
 import pandas as pd
 from sklearn.manifold import TSNE
 from sklearn.metrics import roc_auc_score, roc_curve
 
 from dfpipe.evaluation.metrics import LEVELS, METHODS, TEST_SETS, video_weights
+from dfpipe.figures import pyplot, save_figure
 from dfpipe.io import atomic_path, write_csv, write_json
 
 METHOD_SETS = [s for s in TEST_SETS if s != "all"]  # FF-DF, FF-F2F, FF-FS, FF-NT
@@ -157,21 +160,6 @@ def to_markdown(df: pd.DataFrame, floatfmt: str = ".4f") -> str:
     return "\n".join(lines) + "\n"
 
 
-def pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")  # no display on workers
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def save_figure(fig, path: str | os.PathLike) -> None:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)  # the temp name ends in .part, so name the format
-    pyplot().close(fig)
-
-
 # Filled markers that stay distinct at 6 pt; a second cue beside colour for overlapping lines and grey prints.
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "*")
 # Line styles of training qualities (high to low) where one axes holds several.
@@ -182,8 +170,6 @@ def detector_styles(detectors) -> dict[str, dict]:
     """{detector: {"color": ..., "marker": ...}} for the sorted distinct `detectors`: no colour repeats within
     a figure. tab10 up to 10 detectors; tab20 up to 20 (its 10 strong hues first, then their light twins);
     beyond that evenly spaced hues. The same detector list gives the same styles in every plot."""
-    import matplotlib
-
     names = sorted({str(d) for d in detectors})
     n = len(names)
     if n <= 10:
@@ -202,8 +188,6 @@ def detector_styles(detectors) -> dict[str, dict]:
 def _fit_title(text: str, width_in: float, fontsize: float = 12.0) -> str:
     """`text` wrapped to lines that fit `width_in` inches at `fontsize` points (~0.5 em per character), so
     a narrow figure's title is not cut at both edges."""
-    import textwrap
-
     return textwrap.fill(text, max(20, int(width_in * 72 / (0.5 * fontsize))))
 
 
@@ -352,8 +336,6 @@ def _tsne(features: np.ndarray, seed: int) -> tuple[np.ndarray, float]:
 def _scatter_methods(ax, embedding: np.ndarray, labels: np.ndarray, methods: np.ndarray) -> None:
     """Points of each method in a colour fixed by its place in METHODS (the same in every panel, whichever
     methods a panel holds): originals as dots, manipulations as crosses."""
-    import matplotlib
-
     tab10 = matplotlib.colormaps["tab10"]
     labels, methods = np.asarray(labels), np.asarray(methods)
     for n, method in enumerate(METHODS):

@@ -27,7 +27,10 @@ import torch
 from torch import nn
 
 from dfpipe.io import atomic_path
+from dfpipe.models.detectors import create_detector
 from dfpipe.models.ela import ELA
+from dfpipe.models.experiments import build_detector
+from dfpipe.models.weights import load_plain
 
 # The faces stage's settings when the model file does not record them: the schema's defaults (a test checks
 # they agree with workflow/schemas/config.schema.yaml).
@@ -98,8 +101,6 @@ def write_model_file(
 # -- reading -------------------------------------------------------------------------------------------------
 def read_model_file(path: Path) -> dict[str, Any]:
     """The stored dict of a model file, as it is (nothing checked but that it loads plainly and holds weights)."""
-    from dfpipe.models.weights import load_plain
-
     path = Path(path)
     try:
         ckpt = load_plain(path, str(path), "checkpoint", INTACT)
@@ -201,9 +202,6 @@ def _checked_values(path: Path, ckpt: dict[str, Any]) -> dict[str, Any]:
 
 
 def _build(ckpt: dict[str, Any], path: Path) -> tuple[nn.Module, dict[str, Any] | None]:
-    from dfpipe.models.detectors import create_detector
-    from dfpipe.models.experiments import build_detector
-
     spec = ckpt.get("spec")
     try:
         if spec is not None:

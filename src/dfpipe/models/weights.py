@@ -21,8 +21,10 @@ from pathlib import Path
 from typing import Any
 from unittest import mock
 
+import huggingface_hub.constants as hf
 import timm
 import torch
+from safetensors.torch import load_file as load_safetensors
 from torch import Tensor, nn
 
 logger = logging.getLogger(__name__)
@@ -74,7 +76,6 @@ def load_file(path: Path) -> StateDict:
         raise FileNotFoundError(f"pretrained weights {path}: no such file; {FILE_HINT}")
     load = None
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file as load_safetensors
 
         def load(p: Path) -> dict[str, Tensor]:
             return load_safetensors(str(p), device="cpu")
@@ -132,8 +133,6 @@ def imagenet(model_name: str) -> StateDict:
 
 def hub_state_dict(model_name: str) -> StateDict:
     """timm's pretrained weights; cache-only when the hub host does not answer within HUB_PROBE_TIMEOUT."""
-    import huggingface_hub.constants as hf
-
     with hf_offline(not reachable(hf.ENDPOINT)):
         return timm.create_model(model_name, pretrained=True).state_dict()
 
@@ -217,7 +216,5 @@ def hf_offline(offline: bool) -> Iterator[None]:
     if not offline:
         yield
         return
-    import huggingface_hub.constants as hf
-
     with mock.patch.object(hf, "HF_HUB_OFFLINE", True):
         yield

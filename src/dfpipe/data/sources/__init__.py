@@ -11,6 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dfpipe.data.layout import read_splits
+from dfpipe.data.sources import demo, ffpp, local
+
 
 @dataclass(frozen=True)
 class SourceInfo:
@@ -20,16 +23,12 @@ class SourceInfo:
 
 
 def _demo(config: dict[str, Any], output_root: Path) -> SourceInfo:
-    from dfpipe.data.sources import demo
-
     root = output_root / "sources" / "demo"
     demo.build(config["demo"], root, config["dataset"]["methods"], config["dataset"]["compression"])
     return SourceInfo("demo", root, Path(config["splits"]["dir"] or root / "splits"))
 
 
 def _local(config: dict[str, Any], output_root: Path) -> SourceInfo:
-    from dfpipe.data.sources import local
-
     root = Path(config["local"]["root"]).expanduser()
     local.check_tree(root, config["dataset"]["methods"], config["dataset"]["compression"])
     splits_dir = Path(config["splits"]["dir"] or root / "splits")
@@ -38,9 +37,6 @@ def _local(config: dict[str, Any], output_root: Path) -> SourceInfo:
 
 
 def _ffpp(config: dict[str, Any], output_root: Path) -> SourceInfo:
-    from dfpipe.data.layout import read_splits
-    from dfpipe.data.sources import ffpp, local
-
     # Downloads live outside any rule output so a failed job never deletes what was already fetched.
     root = output_root / "downloads" / "ffpp"
     splits_dir = Path(config["splits"]["dir"] or root / "splits")

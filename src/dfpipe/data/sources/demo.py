@@ -29,13 +29,14 @@ from typing import Any
 
 import cv2
 import numpy as np
+import openvino as ov
 
 from dfpipe import assets
 from dfpipe.config import schema_defaults
-from dfpipe.io import atomic_path, write_json
 from dfpipe.data.landmarks import Landmarker, face_size, find_faces, smooth_track
 from dfpipe.data.layout import ORIGINAL, SPLITS, mask_dir, video_dir, write_splits
 from dfpipe.data.manipulations import MANIPULATIONS, delaunay
+from dfpipe.io import atomic_path, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -235,8 +236,6 @@ def gan_faces(
     """One generated face (512², RGB) and its landmarks per identity, cached as PNG under `cache` (the names
     carry the precision and any truncation other than the demo's 0.6: a face generated otherwise is never
     reused). `truncation` pulls styles towards the mean style (1: none; dfpipe.evaluation.test_sources.ganfaces varies it)."""
-    import openvino as ov
-
     mapping_xml, synthesis_xml = assets.gan_model_files()
     core = ov.Core()
     compiled: dict[str, Any] = {}

