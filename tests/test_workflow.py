@@ -198,7 +198,7 @@ def edit_function(path: Path) -> str:
 
 
 def test_editing_a_stage_module_reruns_that_stage_and_below_only(project):
-    faces_py = project.code / "dfpipe" / "faces.py"
+    faces_py = project.code / "dfpipe" / "data" / "faces.py"
     original = edit_function(faces_py)
     try:
         jobs = planned(project.run(None, "-n", "data"))
@@ -206,7 +206,7 @@ def test_editing_a_stage_module_reruns_that_stage_and_below_only(project):
         faces_py.write_text(original)
     assert "source" not in jobs and "manifest" not in jobs, jobs
     assert jobs["faces"] == 4 and jobs["face_summary"] == 1 and jobs["compress"] == 8, jobs
-    shards_py = project.code / "dfpipe" / "shards.py"
+    shards_py = project.code / "dfpipe" / "data" / "shards.py"
     original = edit_function(shards_py)
     try:
         jobs = planned(project.run(None, "-n", "data"))
@@ -219,7 +219,7 @@ def test_editing_a_stage_module_reruns_that_stage_and_below_only(project):
 def test_a_change_to_the_source_and_later_stages_is_caught_up_in_one_run(project):
     """layout.py runs in the source, the manifest checkpoint and the faces stage. When the source reruns, the
     checkpoint's and the faces jobs' own code changes must be picked up by the same run, not the next one."""
-    layout_py = project.code / "dfpipe" / "layout.py"
+    layout_py = project.code / "dfpipe" / "data" / "layout.py"
     original = edit_function(layout_py)
     try:
         jobs = planned(project.run(None, "-n", "data"))
