@@ -126,9 +126,9 @@ def measure_data_path(args: argparse.Namespace, config: dict) -> dict:
         "png_bytes_per_crop": ok.crop_png.map(len).mean(),
         "qualities": {},
     }
-    cjpeg, flags = find_cjpeg(), config["jpeg"]["cjpeg_flags"]
+    cjpeg, flags = find_cjpeg(), config["compress"]["cjpeg_flags"]
     compress_batch(ok.iloc[:2], 90, flags, cjpeg, 1)  # warm-up: version probe
-    for q in config["jpeg"]["qualities"]:
+    for q in config["compress"]["qualities"]:
         jpeg, compress_cpu = cpu_timed(lambda q=q: compress_batch(faces, q, flags, cjpeg, args.threads))
         _, quality_cpu = cpu_timed(lambda jpeg=jpeg: measure_batch(faces, jpeg))
         with tempfile.TemporaryDirectory() as tmp:
@@ -150,7 +150,7 @@ def data_rows(args: argparse.Namespace, config: dict, m: dict) -> tuple[list[Row
     crops = VIDEOS_PER_METHOD * sum(frames_of(config, k) for k in methods(config))
     per_video, sampled = config["frames"]["per_video"], config["fidelity"]["frames_per_video"]
     measured = n_videos * (min(sampled, per_video) if sampled else per_video)
-    qualities = config["jpeg"]["qualities"]
+    qualities = config["compress"]["qualities"]
     hours: dict[str, float] = {}
     rows: list[Row] = []
 
@@ -393,7 +393,7 @@ def main() -> None:
     print(
         f"\nPaper run: {args.config.name}, {n_videos:,} FF++ videos ({', '.join(methods(config))}), "
         f"{config['frames']['per_video']} frames per video{extra}, "
-        f"qualities {config['jpeg']['qualities']}, {config['faces']['size']}-px crops. CPU figures from this "
+        f"qualities {config['compress']['qualities']}, {config['faces']['size']}-px crops. CPU figures from this "
         f"machine's CPU time (own threads + ffmpeg/cjpeg children); no GPU was used.\n"
     )
     table = render(rows, markdown=False)

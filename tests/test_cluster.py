@@ -168,7 +168,7 @@ def slurm_run(tmp_path_factory, ffpp_tree, slurm_env, code):
 
 def test_slurm_runs_the_data_path_in_a_few_grouped_jobs(slurm_run, slurm_env, code):
     work, config = slurm_run
-    for q in config["jpeg"]["qualities"]:
+    for q in config["compress"]["qualities"]:
         assert (work / f"data/shards/q{q}/index.json").is_file()
     assert (work / "results/fidelity/psnr_ssim.csv").is_file()
     calls = sbatch_calls(slurm_env)

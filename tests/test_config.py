@@ -20,7 +20,7 @@ REPO_CONFIG = dfconfig.SCHEMA_PATH.parents[2] / "config.yaml"
 def test_repository_config_is_valid_and_complete():
     cfg = dfconfig.load(REPO_CONFIG)
     assert cfg["source"] == "demo"
-    assert cfg["jpeg"]["qualities"] == [95, 77, 60, 15, 10]
+    assert cfg["compress"]["qualities"] == [95, 77, 60, 15, 10]
     assert cfg["faces"]["margin"] == 1.3 and cfg["faces"]["size"] == 256
     assert cfg["frames"]["per_method"]["NeuralTextures"] > cfg["frames"]["per_video"]
 
@@ -41,11 +41,11 @@ def test_defaults_fill_an_empty_config():
         ({"source": "youtube"}, ["source", "'youtube'", "'demo'", "'local'", "'ffpp'"]),
         ({"dataset": {"compression": "c30"}}, ["dataset.compression", "'c30'", "'raw'", "'c23'", "'c40'"]),
         ({"dataset": {"methods": ["DeepFake"]}}, ["dataset.methods.0", "'DeepFake'", "'Deepfakes'"]),
-        ({"jpeg": {"qualities": [77, 101]}}, ["jpeg.qualities.1", "101", "maximum"]),
+        ({"compress": {"qualities": [77, 101]}}, ["compress.qualities.1", "101", "maximum"]),
         ({"faces": {"margin": 0.5}}, ["faces.margin", "0.5"]),
         ({"faces": {"marign": 1.3}}, ["faces", "marign", "allowed keys", "margin"]),
         ({"frames": {"per_method": {"NT": 64}}}, ["frames.per_method", "NT"]),
-        ({"jpeg": {"cjpeg_flags": ["quality"]}}, ["jpeg.cjpeg_flags.0", "quality"]),
+        ({"compress": {"cjpeg_flags": ["quality"]}}, ["compress.cjpeg_flags.0", "quality"]),
         ({"shards": {"per_split": {"train": 0, "val": 1, "test": 1}}}, ["shards.per_split.train", "0"]),
         ({"fidelity": {"frames_per_video": 0}}, ["fidelity.frames_per_video", "0", "minimum"]),
         ({"fidelity": {"frames_per_video": 2.5}}, ["fidelity.frames_per_video", "2.5"]),
@@ -125,7 +125,7 @@ def test_validate_does_not_modify_its_input(tmp_path):
 
 
 def test_training_settings_must_match_the_data():
-    with pytest.raises(dfconfig.ConfigError, match="train.qualities: 50 is not one of jpeg.qualities"):
+    with pytest.raises(dfconfig.ConfigError, match="train.qualities: 50 is not one of compress.qualities"):
         dfconfig.validate({"train": {"qualities": [50]}})
     with pytest.raises(dfconfig.ConfigError, match="'nope' is not a configured detector"):
         dfconfig.validate({"train": {"generalization": {"detectors": ["nope"]}}})
@@ -142,11 +142,11 @@ def test_training_settings_must_match_the_data():
     [
         (
             ["-quality", "-5"],
-            ["jpeg.cjpeg_flags.0", "'-quality' is refused", "jpeg.qualities", "jpeg.cjpeg_flags.1", "'-5'"],
+            ["compress.cjpeg_flags.0", "'-quality' is refused", "compress.qualities", "compress.cjpeg_flags.1", "'-5'"],
         ),
         (["-q", "5"], ["'-q'", "reads it as -quality"]),
         (["--quality", "5"], ["'--quality'", "reads it as -quality"]),
-        (["-optimize", "-grayscale"], ["jpeg.cjpeg_flags.1", "colour space"]),
+        (["-optimize", "-grayscale"], ["compress.cjpeg_flags.1", "colour space"]),
         (["-rgb"], ["colour space"]),
         (["-sample", "1x1"], ["chroma sampling"]),
         (["-qtables", "t.txt"], ["quantisation tables"]),
@@ -157,15 +157,15 @@ def test_training_settings_must_match_the_data():
         (["-tune"], ["abbreviation", "-tune-psnr"]),
         (["-quant-table"], ["-quant-table must be followed by its value"]),
         (["-quant-table", "9"], ["got '9'"]),
-        (["2", "-optimize"], ["jpeg.cjpeg_flags.0", "'2' is not a cjpeg flag"]),
+        (["2", "-optimize"], ["compress.cjpeg_flags.0", "'2' is not a cjpeg flag"]),
     ],
 )
 def test_cjpeg_flags_that_change_quality_colour_sampling_or_format_are_refused(flags, words):
     with pytest.raises(dfconfig.ConfigError) as err:
-        dfconfig.validate({"jpeg": {"cjpeg_flags": flags}}, source="my.yaml")
+        dfconfig.validate({"compress": {"cjpeg_flags": flags}}, source="my.yaml")
     message = str(err.value)
     assert "my.yaml" in message
-    assert "remove it from jpeg.cjpeg_flags" in message or "followed by" in message
+    assert "remove it from compress.cjpeg_flags" in message or "followed by" in message
     assert "allowed cjpeg flags: -optimize" in message
     for word in words:
         assert word in message, (word, message)
@@ -173,7 +173,7 @@ def test_cjpeg_flags_that_change_quality_colour_sampling_or_format_are_refused(f
 
 def test_schema_pattern_is_the_allow_list_of_config_py():
     schema = yaml.safe_load(dfconfig.SCHEMA_PATH.read_text())
-    pattern = schema["properties"]["jpeg"]["properties"]["cjpeg_flags"]["items"]["pattern"]
+    pattern = schema["properties"]["compress"]["properties"]["cjpeg_flags"]["items"]["pattern"]
     assert pattern == dfconfig.CJPEG_ITEM_PATTERN
     assert not set(dfconfig.CJPEG_FLAGS) & set(dfconfig.CJPEG_REFUSED)
 
@@ -195,7 +195,7 @@ def test_every_allowed_cjpeg_flag_keeps_a_colour_jpeg_at_the_labelled_quality(cj
     assert {f for flags in ALLOWED for f in flags if f.startswith("-")} == set(dfconfig.CJPEG_FLAGS)
     rgb = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
     for flags in ALLOWED:
-        dfconfig.validate({"jpeg": {"cjpeg_flags": flags}})
+        dfconfig.validate({"compress": {"cjpeg_flags": flags}})
         sizes = {q: encode(rgb, q, flags, cjpeg) for q in (95, 60)}
         for data in sizes.values():
             with Image.open(io.BytesIO(data)) as im:
@@ -233,11 +233,11 @@ def one_line_error(config: dict) -> str:
 
 
 def test_probe_train_qualities_must_be_encoded_qualities():
-    message = one_line_error({"jpeg": {"qualities": [95, 50]}, "probes": {"train_qualities": [95, 77]}})
-    assert message.startswith("my.yaml: probes.train_qualities: [77] not in jpeg.qualities [95, 50]")
-    assert dfconfig.validate({"jpeg": {"qualities": [95, 50]}, "probes": {"train_qualities": [50]}})
+    message = one_line_error({"compress": {"qualities": [95, 50]}, "probes": {"train_qualities": [95, 77]}})
+    assert message.startswith("my.yaml: probes.train_qualities: [77] not in compress.qualities [95, 50]")
+    assert dfconfig.validate({"compress": {"qualities": [95, 50]}, "probes": {"train_qualities": [50]}})
     # without probes, no probe setting is checked
-    assert dfconfig.validate({"jpeg": {"qualities": [50]}})["probes"] is None
+    assert dfconfig.validate({"compress": {"qualities": [50]}})["probes"] is None
 
 
 def test_a_misspelt_probe_backbone_stops_validation_without_importing_torch():
@@ -288,3 +288,8 @@ def test_rule_files_raise_no_config_errors_of_their_own():
         if re.search(r"\braise\b", line)
     ]
     assert not raising, raising
+
+
+def test_the_old_jpeg_section_is_named_with_its_new_name():
+    with pytest.raises(dfconfig.ConfigError, match=r"(?s)my.yaml is invalid.*jpeg: the section is now `compress`"):
+        dfconfig.validate({"jpeg": {"qualities": [95]}}, source="my.yaml")

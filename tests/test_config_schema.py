@@ -76,21 +76,21 @@ def test_ela_and_the_predict_cli_take_the_schema_defaults():
 
 
 def test_strings_from_config_overrides_are_read_as_the_schema_types():
-    """What `--config "jpeg={qualities: [95, 50]}"` passes (YAML BaseLoader: every scalar a string)."""
+    """What `--config "compress={qualities: [95, 50]}"` passes (YAML BaseLoader: every scalar a string)."""
     raw = {
-        "jpeg": {"qualities": ["95", "50"]},
+        "compress": {"qualities": ["95", "50"]},
         "local": {"root": "null"},
         "frames": {"per_method": {"original": "8"}},
         "train": {"amp": "false", "optimizer": "sgd", "qualities": "[95]", "lr": "1e-3"},
     }
     cfg = dfconfig.validate(raw)
-    assert cfg["jpeg"]["qualities"] == [95, 50] and cfg["local"]["root"] is None
+    assert cfg["compress"]["qualities"] == [95, 50] and cfg["local"]["root"] is None
     assert cfg["frames"]["per_method"] == {"original": 8}
     assert cfg["train"]["amp"] is False and cfg["train"]["optimizer"] == "sgd" and cfg["train"]["qualities"] == [95]
     assert cfg["train"]["lr"] == 1e-3
     # A string that is no number stays a string, and validation names the key.
-    with pytest.raises(dfconfig.ConfigError, match=r"jpeg\.qualities\.1: 'abc' is not of type 'integer'"):
-        dfconfig.validate({"jpeg": {"qualities": ["95", "abc"]}})
+    with pytest.raises(dfconfig.ConfigError, match=r"compress\.qualities\.1: 'abc' is not of type 'integer'"):
+        dfconfig.validate({"compress": {"qualities": ["95", "abc"]}})
 
 
 @pytest.mark.slow
@@ -98,14 +98,16 @@ def test_a_nested_config_override_works_through_snakemake(tmp_path):
     from test_workflow import planned, snakemake_command
 
     base = yaml.safe_load(REPO_CONFIG.read_text())
-    cmd = snakemake_command(tmp_path, base, "-n", "--config", "jpeg={qualities: [95, 10, 50]}")
+    cmd = snakemake_command(tmp_path, base, "-n", "--config", "compress={qualities: [95, 10, 50]}")
     proc = subprocess.run(cmd, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert planned(proc)["shard_index"] == 3
     bad = subprocess.run(
-        snakemake_command(tmp_path, base, "-n", "--config", "jpeg={qualities: [95, x]}"), capture_output=True, text=True
+        snakemake_command(tmp_path, base, "-n", "--config", "compress={qualities: [95, x]}"),
+        capture_output=True,
+        text=True,
     )
-    assert bad.returncode != 0 and "jpeg.qualities.1: 'x' is not of type 'integer'" in bad.stdout + bad.stderr
+    assert bad.returncode != 0 and "compress.qualities.1: 'x' is not of type 'integer'" in bad.stdout + bad.stderr
 
 
 def test_rule_scripts_read_the_config_through_params_only():

@@ -32,7 +32,7 @@ SIZE_CAPS = {
     "frames.per_video",
     "frames.per_method",
     "faces.min_faces_per_video",
-    "jpeg.qualities",
+    "compress.qualities",
     "train.qualities",
     "shards.per_split",
     "batching.videos_per_job",
@@ -59,7 +59,7 @@ def smoke_caps(paper: dict) -> dict:
     smoke = copy.deepcopy(paper)
     smoke["frames"].update(per_video=1, per_method={"NeuralTextures": 2})
     smoke["faces"]["min_faces_per_video"] = 1
-    smoke["jpeg"]["qualities"] = [95, 77]
+    smoke["compress"]["qualities"] = [95, 77]
     smoke["train"]["qualities"] = [95]
     smoke["shards"]["per_split"] = {"train": 1, "val": 1, "test": 1}
     smoke["batching"]["videos_per_job"] = 8
@@ -165,7 +165,7 @@ def test_table_3_probes_gradcam_and_the_report(smoke_run):
     table3 = pd.read_csv(work / "results/augmentation_table.csv")
     # the study's Table 3: B4 on fewer NeuralTextures frames ("before") against all of them ("after")
     assert len(table3) and table3[["auc_before", "auc_after"]].notna().all().all()
-    assert set(table3.test_quality) == set(smoke_run[2]["jpeg"]["qualities"])
+    assert set(table3.test_quality) == set(smoke_run[2]["compress"]["qualities"])
     probes = pd.read_csv(work / "results/probe_table.csv")
     assert {b["name"] for b in paper["probes"]["backbones"]} <= set(probes.backbone)
     assert set(probes.test_transform) == set(paper["probes"]["test_transforms"])

@@ -225,7 +225,7 @@ def test_provenance_fields_and_config_hash(manifest: Path, tmp_path: Path) -> No
     assert prov["cjpeg_flags"] == ["-sample", "2x2"] and prov["cjpeg_version"] == "mozjpeg version 5.0.0"
     assert {"python", "torch", "timm", "scikit-learn"} <= set(prov["versions"])
     assert prov["code_version"] != ""
-    changed = validate({"jpeg": {"qualities": [95, 50]}})
+    changed = validate({"compress": {"qualities": [95, 50]}})
     assert config_hash(changed) != prov["config_sha256"]
     assert config_hash(dict(reversed(list(config.items())))) == prov["config_sha256"]
     assert collect(config, manifest, "v", [], repo=tmp_path)["code_version"] == "unknown"

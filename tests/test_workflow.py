@@ -31,7 +31,7 @@ def tiny_config(ffpp_tree: Path) -> dict:
         "dataset": {"methods": ["Deepfakes"], "compression": "c23"},
         "frames": {"per_video": 4, "per_method": {}},
         "faces": {"size": 128, "min_faces_per_video": 3},
-        "jpeg": {"qualities": [77, 10]},
+        "compress": {"qualities": [77, 10]},
         "shards": {"per_split": {"train": 2, "val": 1, "test": 1}},
         "batching": {"videos_per_job": 4},
     }
@@ -155,7 +155,7 @@ def test_changing_the_face_margin_reruns_faces_and_below_only(project):
 
 def test_adding_a_quality_runs_only_that_quality(project):
     config = project.config
-    changed = {**config, "jpeg": {"qualities": [77, 10, 50]}}
+    changed = {**config, "compress": {"qualities": [77, 10, 50]}}
     jobs = planned(project.run(changed, "-n", "data"))
     assert "faces" not in jobs
     assert jobs["compress"] == 4 and jobs["fidelity"] == 2  # four batches, two methods, at q50 only

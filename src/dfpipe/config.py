@@ -23,7 +23,7 @@ class ConfigError(ValueError):
     """A config value is invalid; the message names the key and what is allowed."""
 
 
-# cjpeg flags allowed in jpeg.cjpeg_flags: they change how MozJPEG searches and codes the quantised
+# cjpeg flags allowed in compress.cjpeg_flags: they change how MozJPEG searches and codes the quantised
 # coefficients, never the quality, colour space, sampling or file format a quality label promises.
 # Value: None for a bare flag, else the pattern of the value that must follow it as the next list item.
 CJPEG_FLAGS: dict[str, str | None] = {
@@ -48,7 +48,7 @@ CJPEG_FLAGS: dict[str, str | None] = {
 }
 # Why the other cjpeg switches are refused (cjpeg also accepts any unambiguous abbreviation of them).
 CJPEG_REFUSED = {
-    "-quality": "overrides the quality set by jpeg.qualities, so files would carry a quality label they do not have",
+    "-quality": "overrides the quality set by compress.qualities, so files would carry a quality label they do not have",
     "-grayscale": "changes the colour space (real and fake crops must stay colour JPEGs)",
     "-greyscale": "changes the colour space (real and fake crops must stay colour JPEGs)",
     "-rgb": "changes the colour space (RGB instead of YCbCr JPEG)",
@@ -76,7 +76,7 @@ _FLAG_HINT = "allowed cjpeg flags: " + ", ".join(f"{f} {v}" if v else f for f, v
 
 
 def _unknown_flag(i: int, flag: str) -> str:
-    """The error line for item `i` of jpeg.cjpeg_flags, a flag outside the allow-list."""
+    """The error line for item `i` of compress.cjpeg_flags, a flag outside the allow-list."""
     word = flag.lstrip("-").lower()
     # cjpeg accepts abbreviations (`-q` is -quality), so an unknown prefix is read as the switch it starts.
     refused = [f for f in CJPEG_REFUSED if word and f[1:].startswith(word)]
@@ -91,11 +91,11 @@ def _unknown_flag(i: int, flag: str) -> str:
         why = f"is an abbreviation; write the flag in full ({' or '.join(allowed)})"
     else:
         why = "is not a cjpeg flag this pipeline accepts"
-    return f"jpeg.cjpeg_flags.{i}: {flag!r} {why}; remove it from jpeg.cjpeg_flags"
+    return f"compress.cjpeg_flags.{i}: {flag!r} {why}; remove it from compress.cjpeg_flags"
 
 
 def cjpeg_flag_problems(flags: list[str]) -> list[str]:
-    """One line per bad item of jpeg.cjpeg_flags, naming the flag and why it is refused."""
+    """One line per bad item of compress.cjpeg_flags, naming the flag and why it is refused."""
     problems = []
     i = 0
     while i < len(flags):
@@ -107,7 +107,7 @@ def cjpeg_flag_problems(flags: list[str]) -> list[str]:
             nxt = str(flags[i + 1]) if i + 1 < len(flags) else None
             if nxt is None or not re.fullmatch(value, nxt):
                 problems.append(
-                    f"jpeg.cjpeg_flags.{i}: {flag} must be followed by its value ({value}) as the "
+                    f"compress.cjpeg_flags.{i}: {flag} must be followed by its value ({value}) as the "
                     f"next item, got {nxt!r}"
                 )
             i += 1
@@ -134,7 +134,7 @@ def _with_defaults(validator_class):
 
 def _describe(error: jsonschema.ValidationError) -> str:
     key = ".".join(str(p) for p in error.absolute_path) or "(top level)"
-    if list(error.absolute_path)[:2] == ["jpeg", "cjpeg_flags"] and error.validator == "pattern":
+    if list(error.absolute_path)[:2] == ["compress", "cjpeg_flags"] and error.validator == "pattern":
         # The schema's allow-list pattern says nothing useful; say which flag and why.
         return _unknown_flag(error.absolute_path[2], str(error.instance))
     if error.validator == "enum":
@@ -212,6 +212,8 @@ def coerce(value: Any, schema: dict[str, Any]) -> Any:
 def validate(config: dict[str, Any], source: str = "config") -> dict[str, Any]:
     """Return a validated copy of `config` with schema defaults filled in; raise ConfigError otherwise.
     Strings where the schema wants a number, list, … (as `--config` passes nested values) are read as YAML."""
+    if "jpeg" in config:  # the section's name before it was the compress stage's word everywhere
+        _refuse(source, ["jpeg: the section is now `compress` (same keys: qualities, cjpeg_flags); rename it"])
     schema = _schema()
     config = coerce(copy.deepcopy(config), schema)
     validator = _with_defaults(jsonschema.Draft202012Validator)(schema)
@@ -222,7 +224,7 @@ def validate(config: dict[str, Any], source: str = "config") -> dict[str, Any]:
     _check_training(config, source)
     _check_dataset_names(config, source)
     _check_probes(config, source)
-    problems = cjpeg_flag_problems(config["jpeg"]["cjpeg_flags"])
+    problems = cjpeg_flag_problems(config["compress"]["cjpeg_flags"])
     if problems:
         _refuse(source, problems)
     check_paths(config, source)
@@ -234,7 +236,7 @@ def validate(config: dict[str, Any], source: str = "config") -> dict[str, Any]:
 
 def _refuse(source: str, problems: list[str]) -> None:
     text = "\n".join(f"  - {p}" for p in problems)
-    if any(p.startswith("jpeg.cjpeg_flags") for p in problems):
+    if any(p.startswith("compress.cjpeg_flags") for p in problems):
         text += f"\n  ({_FLAG_HINT})"
     raise ConfigError(f"{source} is invalid:\n{text}")
 
@@ -439,17 +441,17 @@ def _check_training(config: dict[str, Any], source: str) -> None:
     names = [d["name"] for d in config["detectors"]]
     if len(set(names)) != len(names):
         raise ConfigError(f"{source}: detectors: names must be unique, got {names}")
-    qualities = config["jpeg"]["qualities"]
+    qualities = config["compress"]["qualities"]
     if config["train"]["qualities"] is None:
         config["train"]["qualities"] = qualities[:1]
     for q in config["train"]["qualities"]:
         if q not in qualities:
-            raise ConfigError(f"{source}: train.qualities: {q} is not one of jpeg.qualities {qualities}")
+            raise ConfigError(f"{source}: train.qualities: {q} is not one of compress.qualities {qualities}")
     for i, spec in enumerate(config["detectors"]):
         for q in spec.get("train_qualities") or []:
             if q not in qualities:
                 raise ConfigError(
-                    f"{source}: detectors.{i}.train_qualities: {q} ({spec['name']}) is not one of jpeg.qualities "
+                    f"{source}: detectors.{i}.train_qualities: {q} ({spec['name']}) is not one of compress.qualities "
                     f"{qualities}"
                 )
     gen = config["train"]["generalization"]
@@ -457,7 +459,7 @@ def _check_training(config: dict[str, Any], source: str) -> None:
         gen["quality"] = config["train"]["qualities"][0]
     if gen["quality"] not in qualities:
         raise ConfigError(
-            f"{source}: train.generalization.quality: {gen['quality']} is not one of jpeg.qualities {qualities}"
+            f"{source}: train.generalization.quality: {gen['quality']} is not one of compress.qualities {qualities}"
         )
     for name in gen["detectors"]:
         if name not in names:
@@ -541,11 +543,11 @@ def _check_probes(config: dict[str, Any], source: str) -> None:
     probes = config.get("probes")
     if not probes:
         return
-    qualities = config["jpeg"]["qualities"]
+    qualities = config["compress"]["qualities"]
     bad = [q for q in probes["train_qualities"] if q not in qualities]
     if bad:
         raise ConfigError(
-            f"{source}: probes.train_qualities: {bad} not in jpeg.qualities {qualities}; add them there or train "
+            f"{source}: probes.train_qualities: {bad} not in compress.qualities {qualities}; add them there or train "
             "the probes at one of those"
         )
     for i, entry in enumerate(config["evaluate"].get("test_sources") or []):
@@ -562,7 +564,18 @@ def _check_probes(config: dict[str, Any], source: str) -> None:
 # the test sources and probes read (evaluate.test_sources, probes, ffpp.extra_sets), so adding a test source
 # neither reruns the tables nor changes their config hash. Of ffpp, the download settings that leave the videos
 # the same (retries, timeout_s) are left out too.
-TABLE_SECTIONS = ("source", "splits", "dataset", "frames", "faces", "jpeg", "shards", "detectors", "train", "evaluate")
+TABLE_SECTIONS = (
+    "source",
+    "splits",
+    "dataset",
+    "frames",
+    "faces",
+    "compress",
+    "shards",
+    "detectors",
+    "train",
+    "evaluate",
+)
 _TABLE_EXCLUDED = {"evaluate": ("test_sources",), "ffpp": ("extra_sets", "retries", "timeout_s")}
 
 

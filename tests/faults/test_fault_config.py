@@ -44,13 +44,13 @@ def test_bad_enum(tmp_path):
 
 
 def test_out_of_range_number(tmp_path):
-    """Config number out of range (jpeg.qualities: 101): names the item and the maximum."""
-    _refused(tmp_path, {"jpeg": {"qualities": [95, 101]}}, "jpeg.qualities.1", "101", "maximum of 100")
+    """Config number out of range (compress.qualities: 101): names the item and the maximum."""
+    _refused(tmp_path, {"compress": {"qualities": [95, 101]}}, "compress.qualities.1", "101", "maximum of 100")
 
 
 def test_training_quality_not_compressed(tmp_path):
     """Config trains at a quality no shard has (train.qualities 50): names both keys."""
-    _refused(tmp_path, {"train": {"qualities": [50]}}, "train.qualities: 50 is not one of jpeg.qualities")
+    _refused(tmp_path, {"train": {"qualities": [50]}}, "train.qualities: 50 is not one of compress.qualities")
 
 
 def test_unknown_generalization_detector(tmp_path):
@@ -102,11 +102,11 @@ def test_cjpeg_flags_override_quality(tmp_path):
     """Config cjpeg_flags [-quality, -5] (q1 files labelled q95): refused naming the flag and why."""
     _refused(
         tmp_path,
-        {"jpeg": {"cjpeg_flags": ["-quality", "-5"]}},
-        "jpeg.cjpeg_flags.0",
+        {"compress": {"cjpeg_flags": ["-quality", "-5"]}},
+        "compress.cjpeg_flags.0",
         "'-quality' is refused",
-        "jpeg.qualities",
-        "remove it from jpeg.cjpeg_flags",
+        "compress.qualities",
+        "remove it from compress.cjpeg_flags",
         "allowed cjpeg flags: -optimize",
     )
 
@@ -114,7 +114,11 @@ def test_cjpeg_flags_override_quality(tmp_path):
 def test_cjpeg_flags_change_colour_space(tmp_path):
     """Config cjpeg_flags [-gray] (an abbreviation of -grayscale): refused naming what cjpeg reads it as."""
     _refused(
-        tmp_path, {"jpeg": {"cjpeg_flags": ["-gray"]}}, "jpeg.cjpeg_flags.0", "reads it as -grayscale", "colour space"
+        tmp_path,
+        {"compress": {"cjpeg_flags": ["-gray"]}},
+        "compress.cjpeg_flags.0",
+        "reads it as -grayscale",
+        "colour space",
     )
 
 

@@ -228,7 +228,7 @@ def test_full_output_disk(reference, tmp_path):
         with filler.open("wb", buffering=0) as f, pytest.raises(OSError):  # fill the disk to the last byte
             while True:
                 f.write(b"\0" * 4096)
-        changed = Project(proj.work, {**proj.config, "jpeg": {"qualities": [77, 10, 50]}}, proj.code)
+        changed = Project(proj.work, {**proj.config, "compress": {"qualities": [77, 10, 50]}}, proj.code)
         proc = changed.run(None, "data", check=False)
         out = proc.stdout + proc.stderr
         assert proc.returncode != 0 and "No space left on device" in out, out[-3000:]

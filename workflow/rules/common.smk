@@ -32,7 +32,7 @@ config.update(_sorted_keys(_validated))
 
 OUT = config["output_root"]
 RESULTS = config["results_dir"]
-QUALITIES = config["jpeg"]["qualities"]
+QUALITIES = config["compress"]["qualities"]
 ENV = "../../envs/pipeline.yaml"
 MANIFEST = f"{OUT}/manifest.parquet"
 RUNS = runs(config)

@@ -5,7 +5,7 @@ rule compress:
         table=f"{OUT}/compress/q{{quality}}/{{method}}/b{{batch}}.parquet",
     params:
         code=CODE["compress"],
-        flags=config["jpeg"]["cjpeg_flags"],
+        flags=config["compress"]["cjpeg_flags"],
     log:
         f"{OUT}/logs/compress/q{{quality}}/{{method}}/b{{batch}}.log",
     message:

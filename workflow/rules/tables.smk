@@ -30,7 +30,7 @@ rule tables:
     params:
         code=CODE["tables"],
         bootstrap=config["evaluate"]["bootstrap"],
-        flags=config["jpeg"]["cjpeg_flags"],
+        flags=config["compress"]["cjpeg_flags"],
         ablation=ABLATION,
         roc_quality=config["train"]["qualities"][0],
         tsne_detectors=check_tsne(config),  # the names, each a configured detector; None: the best by val AUC

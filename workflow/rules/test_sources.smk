@@ -47,7 +47,7 @@ rule test_source_shards:
     params:
         code=CODE["test_source_shards"],
         entry=lambda wc: crossdataset_layout.source_entry(config, wc.name),
-        flags=config["jpeg"]["cjpeg_flags"],
+        flags=config["compress"]["cjpeg_flags"],
     log:
         f"{OUT}/logs/test_sources/{{name}}/q{{quality}}.log",
     message:
