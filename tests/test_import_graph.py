@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from dfpipe.codehash import from_module
+
 PACKAGE = "dfpipe"
 SRC = Path(__file__).resolve().parents[1] / "src"
 
@@ -104,11 +106,7 @@ def analyse(sources: dict[str, tuple[str, bool]], package: str = PACKAGE) -> Gra
                         if _private_use(name, ".".join(parts[:i]), part, modules):
                             graph.private.append(f"{name}:{node.lineno}: import {alias.name}")
                 continue
-            if node.level:
-                parts = here.split(".")
-                base = ".".join([*parts[: len(parts) - node.level + 1], *([node.module] if node.module else [])])
-            else:
-                base = node.module or ""
+            base = from_module(node, here)
             if base.split(".")[0] != package:
                 continue
             for alias in node.names:

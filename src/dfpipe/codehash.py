@@ -37,12 +37,7 @@ def imported_modules(source: str, name: str, package_dir: Path, is_package: bool
         if isinstance(node, ast.Import):
             found.update(a.name for a in node.names if a.name.split(".")[0] == PACKAGE)
         elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                parts = package.split(".")
-                parts = parts[: len(parts) - (node.level - 1)]
-                base = ".".join([*parts, *([node.module] if node.module else [])])
-            else:
-                base = node.module or ""
+            base = from_module(node, package)
             if base.split(".")[0] != PACKAGE:
                 continue
             for alias in node.names:
@@ -50,6 +45,14 @@ def imported_modules(source: str, name: str, package_dir: Path, is_package: bool
                 found.add(sub if module_file(sub, package_dir) else base)
     with_packages = {".".join(m.split(".")[:i]) for m in found for i in range(1, m.count(".") + 2)}
     return {m for m in with_packages if module_file(m, package_dir)}
+
+
+def from_module(node: ast.ImportFrom, package: str) -> str:
+    """The module a `from … import` statement in package `package` names, relative levels resolved."""
+    if not node.level:
+        return node.module or ""
+    parts = package.split(".")
+    return ".".join([*parts[: len(parts) - (node.level - 1)], *([node.module] if node.module else [])])
 
 
 def _statements(body: list[ast.stmt]):
