@@ -10,6 +10,7 @@ import pytest
 import torch
 from test_loader import make_shards, videos
 
+from dfpipe.config import check_tsne
 from dfpipe.data.loader import ShardStream
 from dfpipe.evaluation import tables
 from dfpipe.models import experiments
@@ -240,14 +241,14 @@ def test_a_detector_sets_its_own_optimizer_and_schedule_and_the_others_keep_trai
 
 
 def test_check_tsne_names_the_key_and_the_configured_detectors() -> None:
-    assert experiments.check_tsne(CONFIG) is None
+    assert check_tsne(CONFIG) is None
     named = copy.deepcopy(CONFIG)
     named["evaluate"]["tsne_detectors"] = ["lite0", "meso4"]
-    assert experiments.check_tsne(named) == ["lite0", "meso4"]
+    assert check_tsne(named) == ["lite0", "meso4"]
     named["evaluate"]["tsne_detectors"] = ["lite0", "effnet"]
     with pytest.raises(
         ValueError,
         match=r"evaluate\.tsne_detectors: 'effnet' is not a configured detector; "
         r"allowed values: 'meso4', 'lite0'",
     ):
-        experiments.check_tsne(named)
+        check_tsne(named)

@@ -1,4 +1,5 @@
-from dfpipe.models.experiments import check_tsne, frame_rate_ablation
+from dfpipe.config import check_tsne
+from dfpipe.models.experiments import frame_rate_ablation
 
 # The augmented-frame-rate ablation's table, when evaluate.frame_rate_ablation names a detector.
 ABLATION = frame_rate_ablation(config)

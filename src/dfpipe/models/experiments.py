@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from dfpipe.config import check_frame_rate_ablation, train_qualities
-from dfpipe.config import check_tsne as check_tsne  # the tables rule reads it from here, beside the grid
 from dfpipe.data.layout import METHODS
 
 ALL = "all"
