@@ -2,6 +2,8 @@
 # -> detectors trained per quality -> predictions -> result tables and plots.
 # Stages live in workflow/rules/<stage>.smk; their logic in src/dfpipe/<stage>.py; see docs/DESIGN.md.
 # Frames are decoded inside the faces jobs (streamed, one pass per video), so they have no rule file of their own.
+import re
+
 from snakemake.utils import min_version
 
 min_version("9.0")
@@ -23,6 +25,7 @@ wildcard_constraints:
     train_q=r"\d{1,3}",
     train_methods="|".join(("all", *METHODS)),
     detector="|".join(DETECTORS),
+    setting="|".join(re.escape(name) for name in SETTINGS) or "(?!)",  # no test setting: nothing matches
 
 
 include: "workflow/rules/source.smk"
@@ -47,6 +50,9 @@ rule data:
         rules.face_summary.output.csv,
         rules.fidelity_report.output.csv,
         expand(rules.shard_index.output.json, quality=QUALITIES),
+        # the test settings' shards and PSNR/SSIM (compress.codecs, compress.platform, perturb)
+        expand(rules.shards_setting.output.counts, setting=SETTINGS),
+        expand(rules.fidelity_setting.output.table, setting=SETTINGS),
 
 
 rule all:
@@ -65,3 +71,5 @@ rule all:
         rules.cross_dataset.output if TEST_SOURCES else [],
         rules.test_source_fidelity_report.output if TEST_SOURCES else [],
         rules.shortcuts.output,
+        # codecs, platform re-encodes and perturbations beside MozJPEG, when configured
+        rules.bitrate.output if SETTINGS else [],

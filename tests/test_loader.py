@@ -345,7 +345,7 @@ def test_index_finds_members_where_tarfile_does(tmp_path, train_shards) -> None:
 
     def by_index(path: Path) -> dict[str, tuple[int, int]]:
         return {
-            f"{e.key}.{ext}": place for e in index_shards([path]) for ext, place in (("jpg", e.jpg), ("json", e.json))
+            f"{e.key}.{ext}": place for e in index_shards([path]) for ext, place in (("jpg", e.image), ("json", e.json))
         }
 
     for shard in train_shards:

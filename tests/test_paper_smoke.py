@@ -33,6 +33,9 @@ SIZE_CAPS = {
     "frames.per_method",
     "faces.min_faces_per_video",
     "compress.qualities",
+    "compress.codecs",
+    "compress.platform.crfs",
+    "perturb",
     "train.qualities",
     "shards.per_split",
     "batching.videos_per_job",
@@ -54,12 +57,19 @@ SIZE_CAPS = {
 
 
 def smoke_caps(paper: dict) -> dict:
-    """The paper config at smoke size: one frame a video (2 of NeuralTextures), two qualities, one step of 4
-    crops per model, 96-px CNN inputs (ViT probes keep their own 224, the probe stage's main cost)."""
+    """The paper config at smoke size: one frame a video (2 of NeuralTextures), two qualities, one level of each
+    codec and perturbation, one step of 4 crops per model, 96-px CNN inputs (ViT probes keep their own 224, the
+    probe stage's main cost)."""
     smoke = copy.deepcopy(paper)
     smoke["frames"].update(per_video=1, per_method={"NeuralTextures": 2})
     smoke["faces"]["min_faces_per_video"] = 1
     smoke["compress"]["qualities"] = [95, 77]
+    # every codec, the platform path and every perturbation, at one level each
+    for codec in smoke["compress"]["codecs"]:
+        codec["qualities"] = codec["qualities"][-1:]
+    smoke["compress"]["platform"]["crfs"] = smoke["compress"]["platform"]["crfs"][-1:]
+    for perturbation in smoke["perturb"]:
+        perturbation["levels"] = perturbation["levels"][-1:]
     smoke["train"]["qualities"] = [95]
     smoke["shards"]["per_split"] = {"train": 1, "val": 1, "test": 1}
     smoke["batching"]["videos_per_job"] = 8
@@ -174,3 +184,12 @@ def test_table_3_probes_gradcam_and_the_report(smoke_run):
         assert [g.name for g in grids] == ["q77.png", "q95.png"], spec["name"]
     assert (work / "results/plots/tsne.png").stat().st_size > 0
     assert (work / "report.zip").stat().st_size > 0
+
+
+def test_every_codec_platform_setting_and_perturbation_is_scored(smoke_run):
+    work, paper = smoke_run[0], smoke_run[1]
+    robust = pd.read_csv(work / "results/bitrate/robustness.csv")
+    codecs = {c["codec"] for c in paper["compress"]["codecs"]} | {"mozjpeg", "h264"}
+    assert codecs | {p["kind"] for p in paper["perturb"]} == set(robust["codec"])
+    assert {d["name"] for d in paper["detectors"]} <= set(robust["detector"]) and robust["auc"].notna().any()
+    assert (work / "results/bitrate/auc_vs_bpp.png").stat().st_size > 0

@@ -13,7 +13,7 @@ from typing import Any
 import jsonschema
 import yaml
 
-from dfpipe import model_names
+from dfpipe import axes, model_names
 from dfpipe.data.layout import ORIGINAL, SPLITS_URL, originals_of
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
@@ -224,6 +224,7 @@ def validate(config: dict[str, Any], source: str = "config") -> dict[str, Any]:
     _check_training(config, source)
     _check_dataset_names(config, source)
     _check_probes(config, source)
+    _check_test_settings(config, source)
     problems = cjpeg_flag_problems(config["compress"]["cjpeg_flags"])
     if problems:
         _refuse(source, problems)
@@ -411,6 +412,20 @@ def _check_cross_fields(config: dict[str, Any], source: str) -> None:
     _check_test_source_splits(config, source)
 
 
+def _check_test_settings(config: dict[str, Any], source: str) -> None:
+    """What the schema cannot say about compress.codecs, compress.platform and perturb (dfpipe.axes)."""
+    problems = []
+    try:
+        axes.configured_settings(config)
+    except ValueError as exc:
+        problems.append(str(exc))
+    for p in config["perturb"]:
+        if p["kind"] == "resize" and any(level > 1 for level in p["levels"]):
+            problems.append(f"perturb: resize levels are scales in (0, 1]; got {p['levels']}")
+    if problems:
+        _refuse(source, problems)
+
+
 def main_tree_root(config: dict[str, Any]) -> Path:
     """The FF++-layout tree the models train on, as `dfpipe.data.sources.prepare` places it (nothing is read)."""
     if config["source"] == "local":
@@ -576,7 +591,12 @@ TABLE_SECTIONS = (
     "train",
     "evaluate",
 )
-_TABLE_EXCLUDED = {"evaluate": ("test_sources",), "ffpp": ("extra_sets", "retries", "timeout_s")}
+_TABLE_EXCLUDED = {
+    "evaluate": ("test_sources", "bpp_points"),
+    # the test settings beyond MozJPEG have their own rule (bitrate): adding one does not rerun the tables
+    "compress": ("codecs", "platform"),
+    "ffpp": ("extra_sets", "retries", "timeout_s"),
+}
 
 
 def tables_config(config: dict[str, Any]) -> dict[str, Any]:

@@ -1,4 +1,5 @@
 # Config validation, plus the helper functions of all rule files (kept here, apart from the rules, as Snakemake lint asks).
+import dataclasses
 import functools
 import os
 import sys
@@ -6,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 from snakemake.exceptions import WorkflowError
 import dfpipe
-from dfpipe import codehash, interrupted, runlog
+from dfpipe import axes, codehash, interrupted, runlog
 from dfpipe import config as dfconfig
 from dfpipe.models.experiments import detector_spec, runs, training_settings
 from dfpipe.data.layout import METHODS, ORIGINAL, SPLITS
@@ -38,6 +39,10 @@ MANIFEST = f"{OUT}/manifest.parquet"
 RUNS = runs(config)
 DETECTORS = sorted({r.detector for r in RUNS})  # config detectors and derived runs (the frame-rate ablation)
 TRAIN_DEVICE = config["train"]["device"]
+# Test settings beyond the MozJPEG qualities (dfpipe.axes), scored by every configured detector's models trained
+# on all methods (not the ablation's variants).
+SETTINGS = axes.by_name(config)
+SETTING_RUNS = [r for r in RUNS if r.methods == "all" and r.detector in {d["name"] for d in config["detectors"]}]
 
 
 def gpu_job(n=1):
@@ -110,6 +115,11 @@ def batch_signature(wildcards):
     return manifest()[1][(wildcards.method, int(wildcards.batch))]
 
 
+def method_signature(method):
+    """What a method's test-setting jobs depend on in the manifest: the signatures of its batches."""
+    return [manifest()[1][(m, b)] for m, b in manifest()[0] if m == method]
+
+
 def frames_for(wildcards):
     return config["frames"]["per_method"].get(wildcards.method, config["frames"]["per_video"])
 
@@ -126,6 +136,16 @@ def report_page(name, caption, category, subcategory=None):
                   subcategory=subcategory)
 
 
-def model_files(pattern):
-    """`pattern` expanded over every trained model (detector × training quality × training methods)."""
-    return [pattern.format(detector=r.detector, train_q=r.quality, train_methods=r.methods) for r in RUNS]
+def model_files(pattern, runs=RUNS):
+    """`pattern` expanded over every trained model (detector × training quality × training methods), or `runs`."""
+    return [pattern.format(detector=r.detector, train_q=r.quality, train_methods=r.methods) for r in runs]
+
+
+def setting_params(name):
+    """A test setting as a param, a plain dict (params are compared by their text)."""
+    return dataclasses.asdict(SETTINGS[name])
+
+
+def setting_shards(name):
+    """The test shards of one test setting."""
+    return [f"{OUT}/shards/{name}/test-{i:04d}.tar" for i in range(config["shards"]["per_split"]["test"])]

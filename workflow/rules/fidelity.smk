@@ -37,3 +37,23 @@ rule fidelity_report:
         ENV
     script:
         "../../scripts/fidelity_report.py"
+
+
+# PSNR/SSIM and bits per pixel of one test setting (all methods: the test split's crops are few).
+rule fidelity_setting:
+    input:
+        faces=lambda wc: batch_files(rules.faces.output.table),
+        images=expand(rules.compress_setting.output.table, method=(ORIGINAL, *config["dataset"]["methods"]), allow_missing=True),
+    output:
+        table=f"{OUT}/fidelity/{{setting}}.parquet",
+    params:
+        code=CODE["fidelity_setting"],
+        frames_per_video=config["fidelity"]["frames_per_video"],
+    log:
+        f"{OUT}/logs/fidelity/{{setting}}.log",
+    message:
+        "PSNR/SSIM of test setting {wildcards.setting}"
+    conda:
+        ENV
+    script:
+        "../../scripts/fidelity_setting.py"

@@ -37,3 +37,23 @@ rule shard_index:
         ENV
     script:
         "../../scripts/shard_index.py"
+
+
+# A test setting's shards: the test split only, as many tars as the MozJPEG test split has.
+rule shards_setting:
+    input:
+        tables=expand(rules.compress_setting.output.table, method=(ORIGINAL, *config["dataset"]["methods"]), allow_missing=True),
+    output:
+        tars=expand(f"{OUT}/shards/{{{{setting}}}}/test-{{i:04d}}.tar", i=range(config["shards"]["per_split"]["test"])),
+        counts=f"{OUT}/shards/{{setting}}/test.counts.json",
+    params:
+        code=CODE["shards_setting"],
+        setting=lambda wc: setting_params(wc.setting),
+    log:
+        f"{OUT}/logs/shards/{{setting}}/test.log",
+    message:
+        "Writing the test shards of setting {wildcards.setting}"
+    conda:
+        ENV
+    script:
+        "../../scripts/shards_setting.py"

@@ -47,3 +47,38 @@ rule tables:
         ENV
     script:
         "../../scripts/tables.py"
+
+
+# Codecs and perturbations beside MozJPEG (compress.codecs, compress.platform, perturb): fidelity and AUC of every
+# test setting on the same test crops, detectors compared at equal bits per pixel.
+BITRATE = {"category": "4. Codecs and perturbations"}
+
+
+rule bitrate:
+    input:
+        mozjpeg_fidelity=expand(rules.fidelity.output.table, quality=QUALITIES, method=(ORIGINAL, *config["dataset"]["methods"])),
+        setting_fidelity=expand(rules.fidelity_setting.output.table, setting=SETTINGS),
+        mozjpeg_predictions=model_files(rules.predict.output.table, SETTING_RUNS),
+        setting_predictions=expand(rules.predict_setting.output.table, setting=SETTINGS),
+        manifest=MANIFEST,
+    output:
+        rd=report(f"{RESULTS}/bitrate/rate_distortion.csv", caption="../report/rate_distortion.rst", **BITRATE),
+        rd_plot=report(f"{RESULTS}/bitrate/rate_distortion.png", caption="../report/rate_distortion.rst", **BITRATE),
+        robustness=report(f"{RESULTS}/bitrate/robustness.csv", caption="../report/bitrate_robustness.rst", **BITRATE),
+        robustness_md=report(f"{RESULTS}/bitrate/robustness.md", caption="../report/bitrate_robustness.rst", **BITRATE),
+        auc_plot=report(f"{RESULTS}/bitrate/auc_vs_bpp.png", caption="../report/auc_vs_bpp.rst", **BITRATE),
+        auc_at_bpp=report(f"{RESULTS}/bitrate/auc_at_bpp.csv", caption="../report/auc_vs_bpp.rst", **BITRATE),
+    params:
+        code=CODE["bitrate"],
+        qualities=QUALITIES,
+        settings=[setting_params(name) for name in SETTINGS],
+        bpp_points=config["evaluate"]["bpp_points"],
+        bootstrap=config["evaluate"]["bootstrap"],
+    log:
+        f"{OUT}/logs/bitrate.log",
+    message:
+        "Fidelity and AUC of every test setting against bits per pixel"
+    conda:
+        ENV
+    script:
+        "../../scripts/bitrate.py"

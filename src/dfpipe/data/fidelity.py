@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
+from dfpipe.data import codecs
 from dfpipe.data.compress import decode_rgb
 from dfpipe.figures import pyplot, save_figure
 
@@ -24,15 +25,20 @@ def measure(reference: np.ndarray, jpeg: bytes, name: str = "image") -> tuple[fl
     PSNR is over all RGB values. SSIM is computed as Wang et al. (2004) define it, on luma with an 11×11
     Gaussian window (sigma 1.5), the convention of JPEG quality studies; it is also 2× faster than colour SSIM.
     """
-    decoded = decode_rgb(jpeg, name, "jpeg")
-    if decoded.shape != reference.shape:
-        raise ValueError(f"{name}: JPEG decodes to {decoded.shape}, reference crop is {reference.shape}")
+    psnr, ssim = compare(reference, decode_rgb(jpeg, name, "jpeg"), name, "JPEG")
     h, w = reference.shape[:2]
+    return psnr, ssim, 8.0 * len(jpeg) / (h * w)
+
+
+def compare(reference: np.ndarray, decoded: np.ndarray, name: str = "image", what: str = "image") -> tuple[float, float]:
+    """(PSNR dB, SSIM) of a decoded RGB image against its RGB reference (`measure` says how)."""
+    if decoded.shape != reference.shape:
+        raise ValueError(f"{name}: {what} decodes to {decoded.shape}, reference crop is {reference.shape}")
     psnr = peak_signal_noise_ratio(reference, decoded, data_range=255)
     ssim = structural_similarity(
         _luma(reference), _luma(decoded), data_range=255, gaussian_weights=True, sigma=1.5, use_sample_covariance=False
     )
-    return float(psnr), float(ssim), 8.0 * len(jpeg) / (h * w)
+    return float(psnr), float(ssim)
 
 
 def _luma(rgb: np.ndarray) -> np.ndarray:
@@ -54,25 +60,48 @@ def sample_frames(jpeg: pd.DataFrame, frames_per_video: int | None) -> pd.DataFr
     return jpeg.iloc[np.sort(np.concatenate(keep))]
 
 
-def measure_batch(faces: pd.DataFrame, jpeg: pd.DataFrame, frames_per_video: int | None = None) -> pd.DataFrame:
-    """The quality table of one batch: the jpeg rows of `sample_frames` measured against their crop_png in
-    `faces`."""
+def _with_references(faces: pd.DataFrame, table: pd.DataFrame, frames_per_video: int | None, label):
+    """The rows of `sample_frames(table)`, each with the decoded lossless crop (crop_png in `faces`) it was made
+    from and its name for errors (`label(row)` ends it)."""
     refs = faces[faces["status"] == "ok"].set_index(["key", "frame_index"])["crop_png"]
     if not refs.index.is_unique:
         raise ValueError("faces table has duplicate (key, frame_index) rows")
-    rows = []
-    for rec in sample_frames(jpeg, frames_per_video).itertuples(index=False):
-        name = f"{rec.key} frame {rec.frame_index} q{rec.quality}"
+    for rec in sample_frames(table, frames_per_video).itertuples(index=False):
+        name = f"{rec.key} frame {rec.frame_index} {label(rec)}"
         try:
             png = refs.loc[(rec.key, rec.frame_index)]
         except KeyError:
-            raise ValueError(f"{name}: no ok crop in the faces table for this jpeg row") from None
-        psnr, ssim, bpp = measure(decode_rgb(png, name), rec.jpeg, name)
+            raise ValueError(f"{name}: no ok crop in the faces table for this row") from None
+        yield rec, decode_rgb(png, name), name
+
+
+def measure_batch(faces: pd.DataFrame, jpeg: pd.DataFrame, frames_per_video: int | None = None) -> pd.DataFrame:
+    """The quality table of one batch: the jpeg rows of `sample_frames` measured against their crop_png in
+    `faces`."""
+    rows = []
+    for rec, reference, name in _with_references(faces, jpeg, frames_per_video, lambda r: f"q{r.quality}"):
+        psnr, ssim, bpp = measure(reference, rec.jpeg, name)
         rows.append((rec.key, rec.method, rec.frame_index, int(rec.quality), psnr, ssim, bpp))
     out = pd.DataFrame(rows, columns=QUALITY_COLUMNS)
     return out.astype(
         {"frame_index": "int64", "quality": "int64", "psnr": "float64", "ssim": "float64", "bpp": "float64"}
     )
+
+
+SETTING_FIDELITY_COLUMNS = ["key", "method", "frame_index", "setting", "psnr", "ssim", "bpp"]
+
+
+def measure_setting_batch(
+    faces: pd.DataFrame, table: pd.DataFrame, frames_per_video: int | None = None
+) -> pd.DataFrame:
+    """PSNR/SSIM of a test setting's images (`dfpipe.data.setting_crops`) against their lossless crops, on the
+    frames `sample_frames` picks; bits per pixel as the setting recorded them (NaN for perturbations)."""
+    rows = []
+    for rec, reference, name in _with_references(faces, table, frames_per_video, lambda r: r.setting):
+        psnr, ssim = compare(reference, codecs.decode(rec.image, name), name)
+        rows.append((rec.key, rec.method, rec.frame_index, rec.setting, psnr, ssim, float(rec.bpp)))
+    out = pd.DataFrame(rows, columns=SETTING_FIDELITY_COLUMNS)
+    return out.astype({"frame_index": "int64", "psnr": "float64", "ssim": "float64", "bpp": "float64"})
 
 
 def summarize(tables: Iterable[pd.DataFrame], keys: Sequence[str] = ("method",)) -> pd.DataFrame:

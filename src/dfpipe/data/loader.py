@@ -51,31 +51,43 @@ from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from torchvision.transforms import v2
 
+from dfpipe.data import codecs
 from dfpipe.data.augment import Augment
 from dfpipe.models.ela import ELA, error_level
 
 META_FIELDS = ("label", "method", "video_key", "video_id", "frame_index", "quality", "split")
-SHARD_NAME = re.compile(r"(?:^|/)q(?P<quality>\d+)/(?P<split>[A-Za-z]+)-\d{4}\.tar$")
+# A shard's folder is its MozJPEG quality (q95) or its test setting's name (webp-q75, blur-s2: dfpipe.axes).
+SHARD_NAME = re.compile(r"(?:^|/)(?P<folder>[^/]+)/(?P<split>[A-Za-z]+)-\d{4}\.tar$")
+MOZJPEG_FOLDER = re.compile(r"^q(?P<quality>\d+)$")
+# The image member of a sample: MozJPEG's and libjpeg-turbo's .jpg, another codec's own, or a lossless .png.
+IMAGE_EXTENSIONS = ("jpg", "png", "webp", "avif", "jxl")
 
 
 NO_AUGMENT = Augment(hflip=0.0)
 
 
-def expected_shard(path: Path) -> tuple[int, str]:
-    """(quality, split) a shard holds, from its path `.../q{Q}/{split}-NNNN.tar`."""
+def expected_shard(path: Path) -> tuple[int | str, str]:
+    """(quality, split) a shard holds, from its path `.../q{Q}/{split}-NNNN.tar`: the MozJPEG quality as an
+    int, or a test setting's name (`.../{setting}/{split}-NNNN.tar`)."""
     m = SHARD_NAME.search(Path(path).as_posix())
     if not m:
         raise ValueError(f"{path}: not a shard path; expected .../q<quality>/<split>-NNNN.tar")
-    return int(m["quality"]), m["split"]
+    q = MOZJPEG_FOLDER.match(m["folder"])
+    return (int(q["quality"]) if q else m["folder"]), m["split"]
+
+
+def folder_name(quality: int | str) -> str:
+    """The shard folder of a MozJPEG quality (q95) or a test setting (its name)."""
+    return quality if isinstance(quality, str) else f"q{quality}"
 
 
 class Entry(NamedTuple):
-    """Where one sample lies: shard number, key, label (from .cls) and (offset, size) of its jpg and json."""
+    """Where one sample lies: shard number, key, label (from .cls) and (offset, size) of its image and json."""
 
     shard: int
     key: str
     label: int
-    jpg: tuple[int, int]
+    image: tuple[int, int]
     json: tuple[int, int]
 
 
@@ -218,7 +230,7 @@ def index_shards(shards: Sequence[Path], quality: int | None = None, split: str 
     for n, shard in enumerate(shards):
         q, sp = expected_shard(shard)
         if (quality is not None and q != quality) or (split is not None and sp != split):
-            raise ValueError(f"{shard}: a q{q} {sp} shard, but q{quality} {split} was asked for")
+            raise ValueError(f"{shard}: a {folder_name(q)} {sp} shard, but {folder_name(quality)} {split} was asked for")
         members, labels = _index_tar(shard)
         expected = expected_counts(shard)
         if expected is not None and expected != len(members):
@@ -228,10 +240,11 @@ def index_shards(shards: Sequence[Path], quality: int | None = None, split: str 
                 f"({sp}.counts.json): truncated or replaced",
             )
         for key, parts in members.items():
-            lacking = [ext for ext in ("jpg", "cls", "json") if ext not in parts]
+            image = next((ext for ext in IMAGE_EXTENSIONS if ext in parts), "jpg")
+            lacking = [ext for ext in (image, "cls", "json") if ext not in parts]
             if lacking:
                 raise shard_error(shard, f"sample {key} lacks {lacking}")
-            entries.append(Entry(n, key, labels[key], parts["jpg"], parts["json"]))
+            entries.append(Entry(n, key, labels[key], parts[image], parts["json"]))
     if not entries:
         raise ValueError(f"no samples in any of the shards: {', '.join(map(str, shards))}")
     return entries
@@ -248,10 +261,12 @@ def check_sample(sample: dict[str, Any]) -> dict[str, Any]:
     if lacking:
         raise shard_error(url, f"sample {key} json lacks {lacking}")
     quality, split = _expected_shard(url)
-    if int(meta["quality"]) != quality or meta["split"] != split:
+    held = meta.get("setting") if meta["quality"] is None else int(meta["quality"])
+    if held != quality or meta["split"] != split:
         raise shard_error(
             url,
-            f"sample {key} is q{meta['quality']} {meta['split']}, but its shard was asked for as q{quality} {split}",
+            f"sample {key} is {folder_name(held)} {meta['split']}, but its shard was asked for as "
+            f"{folder_name(quality)} {split}",
         )
     if int(sample["cls"]) != int(meta["label"]):
         raise shard_error(url, f"sample {key} has cls {sample['cls']} but json label {meta['label']}")
@@ -260,7 +275,10 @@ def check_sample(sample: dict[str, Any]) -> dict[str, Any]:
 
 
 def decode_image(jpeg: bytes) -> Image.Image:
-    """RGB PIL image of JPEG bytes (the decoder the loader and its benchmark baseline share)."""
+    """RGB PIL image of JPEG bytes (the decoder the loader and its benchmark baseline share), or of a test
+    setting's WebP, AVIF, PNG or JPEG XL (which Pillow cannot read: `codecs.decode`)."""
+    if codecs.is_jxl(jpeg):
+        return Image.fromarray(codecs.decode(jpeg))
     image = Image.open(io.BytesIO(jpeg))
     image.load()  # decode now, so a broken JPEG fails here and not in a later stage
     return image if image.mode == "RGB" else image.convert("RGB")  # convert() copies even RGB to RGB
@@ -375,8 +393,8 @@ class ShardStream(IterableDataset):
             return (0, 0)
         e = self.entries[0]
         with open(self.shards[e.shard], "rb") as f:
-            f.seek(e.jpg[0])
-            w, h = Image.open(io.BytesIO(f.read(e.jpg[1]))).size
+            f.seek(e.image[0])
+            w, h = decode_image(f.read(e.image[1])).size
         return h, w
 
     def _resize(self, image: Image.Image) -> Image.Image:
@@ -438,11 +456,11 @@ class ShardStream(IterableDataset):
             if e.shard not in files:
                 files[e.shard] = open(self.shards[e.shard], "rb")
             f = files[e.shard]
-            f.seek(e.jpg[0])
-            jpg = f.read(e.jpg[1])
+            f.seek(e.image[0])
+            jpg = f.read(e.image[1])
             f.seek(e.json[0])
             meta = f.read(e.json[1])
-            if len(jpg) != e.jpg[1] or len(meta) != e.json[1]:
+            if len(jpg) != e.image[1] or len(meta) != e.json[1]:
                 raise shard_error(self.shards[e.shard], f"sample {e.key} cut short since the shard was indexed")
             return {
                 "__key__": e.key,

@@ -1,4 +1,5 @@
-"""The shards stage: pack the JPEG crops of one quality and split into a fixed number of WebDataset tars.
+"""The shards stage: pack the JPEG crops of one quality and split into a fixed number of WebDataset tars, or
+the test crops of one test setting (`dfpipe.axes`: another codec, the platform path, a perturbation).
 
 Videos (not frames) are assigned to shards by a stable hash of their key, so every frame of a video lands in
 one shard, the shard set is known before the data (a fixed Snakemake DAG) and reruns give the same shards.
@@ -19,9 +20,12 @@ from typing import Any
 
 import pandas as pd
 
+from dfpipe.axes import Setting
 from dfpipe.io import atomic_path, write_json
 
 NEEDED = ["key", "method", "video_id", "split", "label", "frame_index", "quality", "jpeg"]
+# A test setting's table (dfpipe.data.setting_crops) holds its image in `image`, its name in `setting`.
+SETTING_NEEDED = ["key", "method", "video_id", "split", "label", "frame_index", "setting", "image"]
 
 
 def shard_of(video_key: str, n: int) -> int:
@@ -52,10 +56,10 @@ def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     tar.addfile(info, io.BytesIO(data))
 
 
-def _load(table: Path | pd.DataFrame) -> tuple[str, pd.DataFrame]:
+def _load(table: Path | pd.DataFrame, columns: list[str]) -> tuple[str, pd.DataFrame]:
     if isinstance(table, pd.DataFrame):
         return "jpeg table", table
-    return str(table), pd.read_parquet(table, columns=NEEDED)
+    return str(table), pd.read_parquet(table, columns=columns)
 
 
 def _empty_counts() -> dict[str, Any]:
@@ -63,9 +67,11 @@ def _empty_counts() -> dict[str, Any]:
 
 
 def write_split(
-    jpeg_tables: Sequence[Path | pd.DataFrame], quality: int, split: str, n_shards: int, out_dir: Path
+    jpeg_tables: Sequence[Path | pd.DataFrame], quality: int | Setting, split: str, n_shards: int, out_dir: Path
 ) -> dict[str, Any]:
     """Write `{out_dir}/{split}-{i:04d}.tar` for i < n_shards from the rows of `split`; return their counts.
+    `quality`: the MozJPEG quality of the tables, or the test `Setting` of setting tables, whose samples
+    carry their image under the setting's extension and `"setting"` in their json (`"quality"` null).
 
     Tables are read one at a time (one batch of JPEGs in memory); all shards stay open and each becomes
     visible only when every table has been written, so a failed run leaves no finished-looking tar.
@@ -79,15 +85,19 @@ def write_split(
         tmps = [stack.enter_context(atomic_path(out_dir / shard_name(split, i))) for i in range(n_shards)]
         # Entered after their temp paths, so the stack closes each tar (end-of-archive blocks) before renaming it.
         tars = [stack.enter_context(tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT)) for tmp in tmps]
+        setting = quality if isinstance(quality, Setting) else None
+        needed = SETTING_NEEDED if setting else NEEDED
+        folder, image, extension = (setting.name, "image", setting.extension) if setting else (f"q{quality}", "jpeg", "jpg")
         for table in jpeg_tables:
-            source, df = _load(table)
-            missing = [c for c in NEEDED if c not in df.columns]
+            source, df = _load(table, needed)
+            missing = [c for c in needed if c not in df.columns]
             if missing:
                 raise ValueError(f"{source}: lacks columns {missing}")
             df = df[df["split"] == split]
-            wrong = sorted(set(df["quality"].astype(int)) - {int(quality)})
+            found = set(df["setting"]) if setting else set(df["quality"].astype(int))
+            wrong = sorted(found - ({setting.name} if setting else {int(quality)}))
             if wrong:
-                raise ValueError(f"{source}: holds quality {wrong}, expected only q{quality}")
+                raise ValueError(f"{source}: holds {'setting' if setting else 'quality'} {wrong}, expected only {folder}")
             df = df.sort_values(["key", "frame_index"], kind="stable")
             for video, rows in df.groupby("key", sort=False):
                 if video in done_videos:
@@ -99,13 +109,15 @@ def write_split(
                     meta = {
                         "label": int(rec.label),
                         "method": rec.method,
-                        "video_key": f"{rec.method}/q{int(quality)}/{rec.video_id}",
+                        "video_key": f"{rec.method}/{folder}/{rec.video_id}",
                         "video_id": rec.video_id,
                         "frame_index": int(rec.frame_index),
-                        "quality": int(quality),
+                        "quality": None if setting else int(quality),
                         "split": split,
                     }
-                    _add(tars[i], f"{key}.jpg", rec.jpeg)
+                    if setting:
+                        meta["setting"] = setting.name
+                    _add(tars[i], f"{key}.{extension}", getattr(rec, image))
                     _add(tars[i], f"{key}.cls", str(int(rec.label)).encode())
                     _add(tars[i], f"{key}.json", json.dumps(meta, sort_keys=True).encode())
                     per_shard[i]["by_method"][rec.method] += 1
@@ -113,7 +125,8 @@ def write_split(
                 per_shard[i]["samples"] += len(rows)
                 per_shard[i]["videos"] += 1
     shards = {shard_name(split, i): _plain(c) for i, c in enumerate(per_shard)}
-    return {"split": split, "quality": int(quality), "shards": shards, **_total(shards.values())}
+    named = {"setting": setting.name} if setting else {}
+    return {"split": split, "quality": None if setting else int(quality), **named, "shards": shards, **_total(shards.values())}
 
 
 def _plain(c: dict[str, Any]) -> dict[str, Any]:

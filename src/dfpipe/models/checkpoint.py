@@ -79,7 +79,7 @@ def data_fingerprint(*streams: ShardStream) -> str:
             p = Path(shard)
             h.update(f"{p.parent.name}/{p.name}:{p.stat().st_size};".encode())
         for e in stream.entries:
-            h.update(f"{e.shard},{e.key},{e.label},{e.jpg},{e.json};".encode())
+            h.update(f"{e.shard},{e.key},{e.label},{e.image},{e.json};".encode())
     return h.hexdigest()
 
 

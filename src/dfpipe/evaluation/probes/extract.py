@@ -62,7 +62,7 @@ def shards_fingerprint(shards: Sequence[Path]) -> str:
     shards = [Path(s) for s in shards]
     digest = hashlib.sha256()
     for e in index_shards(shards):
-        digest.update(f"{shards[e.shard].name}/{e.key}:{e.label}:{e.jpg[1]}:{e.json[1]}\n".encode())
+        digest.update(f"{shards[e.shard].name}/{e.key}:{e.label}:{e.image[1]}:{e.json[1]}\n".encode())
     for folder in sorted({s.parent for s in shards}):
         for extra in sorted([*folder.glob("index.json"), *folder.glob("*.counts.json")]):
             digest.update(extra.name.encode() + b"\0" + extra.read_bytes())
