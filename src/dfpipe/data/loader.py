@@ -214,7 +214,7 @@ def _index_tar(shard: Path) -> tuple[dict[str, dict[str, tuple[int, int]]], dict
     return members, labels
 
 
-def index_shards(shards: Sequence[Path], quality: int | None = None, split: str | None = None) -> list[Entry]:
+def index_shards(shards: Sequence[Path], quality: int | str | None = None, split: str | None = None) -> list[Entry]:
     """Every sample of `shards`, in shard and tar order; raises naming the files when some are missing,
     unreadable, truncated (also at a sample boundary: the end-of-archive block and the sample count of
     `{split}.counts.json` are checked), hold other members than sample files, are of another quality or split
