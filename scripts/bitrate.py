@@ -2,8 +2,9 @@
 # platform re-encodes and perturbations) on the test crops, and AUC interpolated at fixed bits per pixel.
 import pandas as pd
 
-from dfpipe import runlog
+from dfpipe import runlog, tools
 from dfpipe.axes import Setting
+from dfpipe.data import compress
 from dfpipe.evaluation import bitrate, tables
 from dfpipe.io import atomic_path, write_csv
 
@@ -12,17 +13,20 @@ inp, out, params = snakemake.input, snakemake.output, snakemake.params
 manifest = pd.read_parquet(inp.manifest, columns=["key", "split"])
 test_keys = manifest.loc[manifest["split"] == "test", "key"].tolist()
 settings = bitrate.describe(params.qualities, [Setting(**s) for s in params.settings])
+fidelity_cols = ["setting", "psnr", "ssim", "bpp", "encoder"]
 rd = bitrate.rate_distortion(
-    pd.concat([pd.read_parquet(p) for p in inp.mozjpeg_fidelity], ignore_index=True),
-    pd.concat([pd.read_parquet(p) for p in inp.setting_fidelity], ignore_index=True),
+    bitrate.read_tables(inp.mozjpeg_fidelity, ["key", "quality", "psnr", "ssim", "bpp"], "fidelity"),
+    bitrate.read_tables(inp.setting_fidelity, fidelity_cols, "test-setting fidelity"),
     test_keys,
     settings,
+    lambda q: compress.encoder_id(tools.find_cjpeg(), q, params.cjpeg_flags),
 )
 write_csv(out.rd, rd)
 bitrate.plot_rate_distortion(rd, out.rd_plot)
+pred_cols = ["detector", "train_quality", "video_key", "label", "score"]
 robust = bitrate.robustness(
-    pd.concat([pd.read_parquet(p) for p in inp.mozjpeg_predictions], ignore_index=True),
-    pd.concat([pd.read_parquet(p) for p in inp.setting_predictions], ignore_index=True),
+    bitrate.read_tables(inp.mozjpeg_predictions, [*pred_cols, "split", "train_methods", "test_quality"], "prediction"),
+    bitrate.read_tables(inp.setting_predictions, [*pred_cols, "setting"], "test-setting prediction"),
     rd,
     n_boot=params.bootstrap,
 )

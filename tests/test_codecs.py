@@ -5,6 +5,7 @@ shards of a setting load, and the bitrate tables interpolate as documented."""
 from __future__ import annotations
 
 import hashlib
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -15,7 +16,7 @@ from dfpipe import axes
 from dfpipe import config as dfconfig
 from dfpipe.data import codecs, perturb, platform, setting_crops, shards
 from dfpipe.data.compress import compress_batch, decode_rgb
-from dfpipe.data.loader import ShardStream, decode_image
+from dfpipe.data.loader import ShardStream, decode_image, index_shards
 from dfpipe.evaluation import bitrate
 
 # sha256 of the JPEG bytes of `faces_table()`'s crops, recorded before the test settings existed: the MozJPEG
@@ -107,6 +108,22 @@ def test_setting_shards_load_with_their_setting_and_refuse_another(tmp_path):
         shards.write_split([table], axes.codec_setting("webp", 30), "test", 1, tmp_path / "webp-q30")
 
 
+def test_a_damaged_or_misplaced_setting_image_is_named(tmp_path):
+    setting = axes.codec_setting("jxl", 70)
+    table = setting_crops.setting_batch(split_faces(), setting)
+    table.at[1, "image"] = table.at[1, "image"][:40]  # truncated: JPEG XL's signature, no image
+    shards.write_split([table], setting, "test", 1, tmp_path / setting.name)
+    shard = tmp_path / "jxl-q70" / "test-0000.tar"
+    with pytest.raises(ValueError, match=r"jxl-q70/test-0000.tar: sample \S+ is not a readable image"):
+        list(ShardStream([shard], batch_size=4, input_size=32, train=False))
+    # a shard under another setting's folder: its images are not what that folder holds
+    moved = tmp_path / "webp-q70" / "test-0000.tar"
+    moved.parent.mkdir()
+    shutil.copy(shard, moved)
+    with pytest.raises(ValueError, match=r"webp-q70/test-0000.tar: sample \S+ lacks \['webp'\]"):
+        index_shards([moved])
+
+
 def test_setting_names_and_config_checks():
     config = dfconfig.validate(
         {
@@ -171,8 +188,11 @@ def test_rate_distortion_takes_mozjpeg_from_the_test_videos_only():
             "bpp": [2.0, 2.0, 9.0],
         }
     )
-    other = pd.DataFrame({"setting": ["blur-s1"], "psnr": [30.0], "ssim": [0.8], "bpp": [np.nan]})
+    other = pd.DataFrame(
+        {"setting": ["blur-s1"], "psnr": [30.0], "ssim": [0.8], "bpp": [np.nan], "encoder": ["opencv blur"]}
+    )
     settings = bitrate.describe([95], [axes.perturb_setting("blur", 1)])
-    rd = bitrate.rate_distortion(moz, other, ["a"], settings).set_index("setting")
+    rd = bitrate.rate_distortion(moz, other, ["a"], settings, lambda q: f"cjpeg -quality {q}").set_index("setting")
+    assert rd.loc["q95", "encoder"] == "cjpeg -quality 95" and rd.loc["blur-s1", "encoder"] == "opencv blur"
     assert rd.loc["q95", "psnr_mean"] == 41.0 and rd.loc["q95", "n"] == 2 and rd.loc["q95", "codec"] == "mozjpeg"
     assert np.isnan(rd.loc["blur-s1", "bpp"]) and rd.loc["blur-s1", "kind"] == "perturb"

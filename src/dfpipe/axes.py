@@ -19,7 +19,6 @@ CODECS = {"libjpeg-turbo": ("turbo", "jpg"), "webp": ("webp", "webp"), "avif": (
 VIDEO_CODECS = {"h264": "h264"}
 # Perturbations: config name -> name prefix of a level (scale factor, blur sigma, noise sigma in 8-bit units).
 PERTURBATIONS = {"resize": "resize-x", "blur": "blur-s", "noise": "noise-s"}
-KINDS = ("codec", "video", "perturb")
 
 
 @dataclass(frozen=True)
@@ -36,11 +35,6 @@ class Setting:
     def extension(self) -> str:
         """The extension of its images in the shards: the codec's own, or png for lossless-stored crops."""
         return CODECS[self.method][1] if self.kind == "codec" else "png"
-
-    @property
-    def has_rate(self) -> bool:
-        """Whether its bits per pixel mean a bitrate (codecs and video), unlike a perturbed lossless crop's."""
-        return self.kind != "perturb"
 
 
 def _level(value: float) -> str:
@@ -71,6 +65,16 @@ def configured_settings(config: dict[str, Any]) -> list[Setting]:
     if duplicated:
         raise ValueError(f"compress/perturb: settings {duplicated} are configured twice")
     return out
+
+
+def image_extension(folder: str) -> str:
+    """The extension of the images in a shard folder: a codec setting's own (jpg for libjpeg-turbo), png for
+    the lossless-stored crops of the platform path and the perturbations, jpg for a MozJPEG quality (q95)."""
+    for prefix, extension in CODECS.values():
+        if folder.startswith(f"{prefix}-q"):
+            return extension
+    lossless = [f"{p}-crf" for p in VIDEO_CODECS.values()] + list(PERTURBATIONS.values())
+    return "png" if folder.startswith(tuple(lossless)) else "jpg"
 
 
 def by_name(config: dict[str, Any]) -> dict[str, Setting]:

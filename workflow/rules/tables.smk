@@ -26,7 +26,7 @@ rule tables:
         roc_plot=report(f"{RESULTS}/plots/roc.png", caption="../report/roc.rst", category="3. Detection", subcategory="ROC"),
         tsne_plot=report(f"{RESULTS}/plots/tsne.png", caption="../report/tsne.rst", category="3. Detection", subcategory="t-SNE"),
         # written by tables.write_results beside the tables: config hash, code version, encoder
-        provenance=report(f"{RESULTS}/provenance.json", caption="../report/provenance.rst", category="5. Run"),
+        provenance=report(f"{RESULTS}/provenance.json", caption="../report/provenance.rst", category="6. Run"),
         **ABLATION_OUTPUTS,
     params:
         code=CODE["tables"],
@@ -51,7 +51,7 @@ rule tables:
 
 # Codecs and perturbations beside MozJPEG (compress.codecs, compress.platform, perturb): fidelity and AUC of every
 # test setting on the same test crops, detectors compared at equal bits per pixel.
-BITRATE = {"category": "4. Codecs and perturbations"}
+BITRATE = {"category": "5. Codecs and perturbations"}
 
 
 rule bitrate:
@@ -73,6 +73,7 @@ rule bitrate:
         qualities=QUALITIES,
         settings=[setting_params(name) for name in SETTINGS],
         bpp_points=config["evaluate"]["bpp_points"],
+        cjpeg_flags=config["compress"]["cjpeg_flags"],
         bootstrap=config["evaluate"]["bootstrap"],
     log:
         f"{OUT}/logs/bitrate.log",

@@ -16,7 +16,9 @@ from PIL import Image, features
 
 # Pillow's save() arguments per codec beyond the format and quality: none, so each is its library's default
 # (libjpeg-turbo: 4:2:0, standard tables, baseline; WebP: method 4; AVIF: speed 6, 4:2:0).
-PILLOW_FORMATS = {"libjpeg-turbo": ("JPEG", "jpg"), "webp": ("WEBP", "webp"), "avif": ("AVIF", "avif")}
+PILLOW_FORMATS = {"libjpeg-turbo": "JPEG", "webp": "WEBP", "avif": "AVIF"}
+# codec -> (Pillow feature, the library it names)
+PILLOW_LIBRARIES = {"libjpeg-turbo": ("libjpeg_turbo", "libjpeg-turbo"), "webp": ("webp", "libwebp"), "avif": ("avif", "libavif")}
 JXL_SIGNATURES = (b"\xff\x0a", b"\x00\x00\x00\x0cJXL \r\n\x87\n")
 
 
@@ -25,10 +27,10 @@ def library_version(codec: str) -> str:
     """The encoding library and its version, e.g. "libwebp 1.6.0"."""
     if codec == "jxl":
         return str(imagecodecs.jpegxl_version())  # "libjxl 0.11.2"
-    feature = {"libjpeg-turbo": "libjpeg_turbo", "webp": "webp", "avif": "avif"}[codec]
+    feature, library = PILLOW_LIBRARIES[codec]
     if not features.check(feature):
         raise RuntimeError(f"this Pillow cannot encode {codec} (PIL.features.check({feature!r}) is False)")
-    return f"{codec} {features.version(feature)}"
+    return f"{library} {features.version(feature)}"
 
 
 def encoder_id(codec: str, quality: int) -> str:
@@ -41,20 +43,20 @@ def encode(rgb: np.ndarray, codec: str, quality: int) -> bytes:
     """`rgb` (H×W×3 uint8) encoded by `codec` at `quality` (each codec's own 0–100 scale)."""
     if codec == "jxl":
         return bytes(imagecodecs.jpegxl_encode(np.ascontiguousarray(rgb), level=int(quality)))
-    fmt, _ = PILLOW_FORMATS[codec]
     out = io.BytesIO()
-    Image.fromarray(rgb, "RGB").save(out, format=fmt, quality=int(quality))
+    Image.fromarray(rgb, "RGB").save(out, format=PILLOW_FORMATS[codec], quality=int(quality))
     return out.getvalue()
 
 
-def is_jxl(data: bytes) -> bool:
+def pillow_cannot_read(data: bytes) -> bool:
+    """Whether `data` is in a format Pillow does not read (JPEG XL): `decode` reads it."""
     return data.startswith(JXL_SIGNATURES)
 
 
 def decode(data: bytes, name: str = "image") -> np.ndarray:
     """RGB uint8 array of an image in any of these formats (or PNG, JPEG); the error names the image."""
     try:
-        if is_jxl(data):
+        if pillow_cannot_read(data):
             return np.asarray(imagecodecs.jpegxl_decode(data))[..., :3]
         with Image.open(io.BytesIO(data)) as image:
             return np.asarray(image.convert("RGB"))

@@ -88,18 +88,18 @@ def measure_batch(faces: pd.DataFrame, jpeg: pd.DataFrame, frames_per_video: int
     )
 
 
-SETTING_FIDELITY_COLUMNS = ["key", "method", "frame_index", "setting", "psnr", "ssim", "bpp"]
+SETTING_FIDELITY_COLUMNS = ["key", "method", "frame_index", "setting", "psnr", "ssim", "bpp", "encoder"]
 
 
 def measure_setting_batch(
     faces: pd.DataFrame, table: pd.DataFrame, frames_per_video: int | None = None
 ) -> pd.DataFrame:
     """PSNR/SSIM of a test setting's images (`dfpipe.data.setting_crops`) against their lossless crops, on the
-    frames `sample_frames` picks; bits per pixel as the setting recorded them (NaN for perturbations)."""
+    frames `sample_frames` picks; bits per pixel and encoder as the setting recorded them (bpp NaN for perturbations)."""
     rows = []
     for rec, reference, name in _with_references(faces, table, frames_per_video, lambda r: r.setting):
         psnr, ssim = compare(reference, codecs.decode(rec.image, name), name)
-        rows.append((rec.key, rec.method, rec.frame_index, rec.setting, psnr, ssim, float(rec.bpp)))
+        rows.append((rec.key, rec.method, rec.frame_index, rec.setting, psnr, ssim, float(rec.bpp), rec.encoder))
     out = pd.DataFrame(rows, columns=SETTING_FIDELITY_COLUMNS)
     return out.astype({"frame_index": "int64", "psnr": "float64", "ssim": "float64", "bpp": "float64"})
 

@@ -51,6 +51,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from torchvision.transforms import v2
 
+from dfpipe.axes import image_extension
 from dfpipe.data import codecs
 from dfpipe.data.augment import Augment
 from dfpipe.models.ela import ELA, error_level
@@ -59,8 +60,6 @@ META_FIELDS = ("label", "method", "video_key", "video_id", "frame_index", "quali
 # A shard's folder is its MozJPEG quality (q95) or its test setting's name (webp-q75, blur-s2: dfpipe.axes).
 SHARD_NAME = re.compile(r"(?:^|/)(?P<folder>[^/]+)/(?P<split>[A-Za-z]+)-\d{4}\.tar$")
 MOZJPEG_FOLDER = re.compile(r"^q(?P<quality>\d+)$")
-# The image member of a sample: MozJPEG's and libjpeg-turbo's .jpg, another codec's own, or a lossless .png.
-IMAGE_EXTENSIONS = ("jpg", "png", "webp", "avif", "jxl")
 
 
 NO_AUGMENT = Augment(hflip=0.0)
@@ -71,7 +70,7 @@ def expected_shard(path: Path) -> tuple[int | str, str]:
     int, or a test setting's name (`.../{setting}/{split}-NNNN.tar`)."""
     m = SHARD_NAME.search(Path(path).as_posix())
     if not m:
-        raise ValueError(f"{path}: not a shard path; expected .../q<quality>/<split>-NNNN.tar")
+        raise ValueError(f"{path}: not a shard path; expected .../q<quality>/<split>-NNNN.tar or .../<setting>/…")
     q = MOZJPEG_FOLDER.match(m["folder"])
     return (int(q["quality"]) if q else m["folder"]), m["split"]
 
@@ -218,8 +217,8 @@ def index_shards(shards: Sequence[Path], quality: int | str | None = None, split
     """Every sample of `shards`, in shard and tar order; raises naming the files when some are missing,
     unreadable, truncated (also at a sample boundary: the end-of-archive block and the sample count of
     `{split}.counts.json` are checked), hold other members than sample files, are of another quality or split
-    than asked (`quality`/`split` when given), or all empty, and naming the sample when one lacks a .jpg,
-    .cls or .json member."""
+    than asked (`quality`/`split` when given), or all empty, and naming the sample when one lacks its image
+    (the .jpg of a MozJPEG quality, or its setting's own: `axes.image_extension`), .cls or .json member."""
     shards = [Path(s) for s in shards]
     if not shards:
         raise ValueError("no shards given")
@@ -239,8 +238,8 @@ def index_shards(shards: Sequence[Path], quality: int | str | None = None, split
                 f"holds {len(members)} samples, but the shards stage wrote {expected} "
                 f"({sp}.counts.json): truncated or replaced",
             )
+        image = image_extension(folder_name(q))
         for key, parts in members.items():
-            image = next((ext for ext in IMAGE_EXTENSIONS if ext in parts), "jpg")
             lacking = [ext for ext in (image, "cls", "json") if ext not in parts]
             if lacking:
                 raise shard_error(shard, f"sample {key} lacks {lacking}")
@@ -277,7 +276,7 @@ def check_sample(sample: dict[str, Any]) -> dict[str, Any]:
 def decode_image(jpeg: bytes) -> Image.Image:
     """RGB PIL image of JPEG bytes (the decoder the loader and its benchmark baseline share), or of a test
     setting's WebP, AVIF, PNG or JPEG XL (which Pillow cannot read: `codecs.decode`)."""
-    if codecs.is_jxl(jpeg):
+    if codecs.pillow_cannot_read(jpeg):
         return Image.fromarray(codecs.decode(jpeg))
     image = Image.open(io.BytesIO(jpeg))
     image.load()  # decode now, so a broken JPEG fails here and not in a later stage
@@ -285,7 +284,7 @@ def decode_image(jpeg: bytes) -> Image.Image:
 
 
 @functools.lru_cache(maxsize=4096)
-def _expected_shard(url: str) -> tuple[int, str]:
+def _expected_shard(url: str) -> tuple[int | str, str]:
     return expected_shard(Path(url))
 
 
@@ -486,8 +485,8 @@ class ShardStream(IterableDataset):
         that augments, the decoded photo alone (`_augment` does the rest)."""
         try:
             image = decode_image(sample["jpg"])
-        except OSError as exn:
-            raise shard_error(sample["__url__"], f"sample {sample['__key__']} is not a readable JPEG ({exn})") from exn
+        except (OSError, ValueError) as exn:
+            raise shard_error(sample["__url__"], f"sample {sample['__key__']} is not a readable image ({exn})") from exn
         if not self._ela_per_sample:
             if self.ela is not None:
                 # on the decoded crop at shard resolution, before resizing: what predict does (inference.prepare)

@@ -77,10 +77,11 @@ def cut_video(
     with tempfile.TemporaryDirectory() as tmp:
         encoded = Path(tmp) / "video.mp4"
         reencode(source, crf, encoded)
-        n_frames, pixels = 0, 0
         probe = ffmpeg.probe(str(encoded), count_frames=None, select_streams="v:0")["streams"][0]
         n_frames = int(probe.get("nb_read_frames") or probe.get("nb_frames") or 0)
-        pixels = int(probe["width"]) * int(probe["height"]) * max(n_frames, 1)
+        if n_frames == 0:
+            raise RuntimeError(f"{source}: its CRF {crf} re-encode holds no frames ffprobe can count")
+        pixels = int(probe["width"]) * int(probe["height"]) * n_frames
         for index, frame in iter_frames(encoded, sorted(geometry)):
             crops[index] = cv2.warpAffine(
                 frame, geometry[index], (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT

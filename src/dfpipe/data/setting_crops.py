@@ -68,7 +68,7 @@ def _codec_images(ok: pd.DataFrame, setting: Setting, threads: int) -> tuple[lis
 
 def _perturbed_images(ok: pd.DataFrame, setting: Setting) -> tuple[list[bytes], list[float], str]:
     images = [
-        png(perturb.apply(decode_rgb(p, name), setting.method, setting.level, f"{setting.name}/{name}"))
+        png(perturb.apply(decode_rgb(p, name), setting.method, setting.level, name))
         for p, name in zip(ok["crop_png"], _names(ok))
     ]
     encoder = PERTURB_ENCODER.format(cv2=cv2.__version__, kind=setting.method, level=setting.level)
@@ -111,8 +111,9 @@ def setting_batch(
     dataset_root: Path | None = None,
     face_settings: dict | None = None,
 ) -> pd.DataFrame:
-    """The setting's table of one faces batch (module docstring). The platform path also needs the batch's
-    manifest rows `videos`, the `dataset_root` their paths are relative to, and the faces config."""
+    """The setting's table (module docstring) of the usable test crops in `faces` (one method's test rows, read
+    from all its faces batches). The platform path also needs those videos' manifest rows `videos`, the
+    `dataset_root` their paths are relative to, and the faces config."""
     ok = usable_test_crops(faces)
     if setting.kind == "codec":
         images, bpp, encoder = _codec_images(ok, setting, threads)

@@ -1,8 +1,8 @@
 """Detectors across codecs and perturbations, compared at equal bits per pixel.
 
 "Quality 60" means other bits in every encoder, so the test settings (`dfpipe.axes`) are put on one axis
-that does not depend on the encoder: bits per pixel. Every figure here is measured on the same crops: the
-test split's usable crops, and of those the frames the fidelity stage samples for PSNR/SSIM and bpp.
+that does not depend on the encoder: bits per pixel. Every figure here is measured on the same crops, the
+test split's usable ones: AUCs on all of them, bpp, PSNR and SSIM on the frames the fidelity stage samples.
 
 - `rate_distortion`: per setting, mean bpp, PSNR and SSIM (MozJPEG qualities included, from the fidelity
   stage's tables restricted to the test videos).
@@ -20,7 +20,7 @@ the tables with that bpp, but out of the bpp plots and the interpolation.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -32,7 +32,19 @@ from dfpipe.evaluation.tables import detector_styles
 from dfpipe.figures import pyplot, save_figure
 
 MOZJPEG = "mozjpeg"
-RD_COLUMNS = ["setting", "kind", "codec", "level", "n", "bpp", "psnr_mean", "psnr_std", "ssim_mean", "ssim_std"]
+RD_COLUMNS = [
+    "setting",
+    "kind",
+    "codec",
+    "level",
+    "n",
+    "bpp",
+    "psnr_mean",
+    "psnr_std",
+    "ssim_mean",
+    "ssim_std",
+    "encoder",
+]
 ROBUSTNESS_COLUMNS = [
     "detector",
     "train_quality",
@@ -48,6 +60,22 @@ ROBUSTNESS_COLUMNS = [
 ]
 
 
+def read_tables(paths: Sequence[str | os.PathLike], columns: Sequence[str], what: str) -> pd.DataFrame:
+    """The parquet tables at `paths` concatenated; raises naming the file that is unreadable or lacks one of
+    `columns` (`what` says which stage writes them)."""
+    tables = []
+    for path in paths:
+        try:
+            table = pd.read_parquet(path)
+        except (OSError, ValueError) as exc:  # pyarrow's errors do not name the file
+            raise ValueError(f"{path}: not a readable {what} table ({exc}); delete it and rerun") from exc
+        missing = [c for c in columns if c not in table.columns]
+        if missing:
+            raise ValueError(f"{path}: {what} table lacks columns {missing}; delete it and rerun")
+        tables.append(table)
+    return pd.concat(tables, ignore_index=True)
+
+
 def describe(qualities: Sequence[int], settings: Sequence[Setting]) -> pd.DataFrame:
     """One row per test setting in table order (MozJPEG high to low quality, then the configured settings):
     setting, kind, codec (the codec or perturbation), level."""
@@ -57,13 +85,22 @@ def describe(qualities: Sequence[int], settings: Sequence[Setting]) -> pd.DataFr
 
 
 def rate_distortion(
-    mozjpeg_fidelity: pd.DataFrame, setting_fidelity: pd.DataFrame, test_keys: Sequence[str], settings: pd.DataFrame
+    mozjpeg_fidelity: pd.DataFrame,
+    setting_fidelity: pd.DataFrame,
+    test_keys: Sequence[str],
+    settings: pd.DataFrame,
+    mozjpeg_encoder: Callable[[int], str],
 ) -> pd.DataFrame:
     """`RD_COLUMNS` per setting of `settings` (`describe`). `mozjpeg_fidelity`: the fidelity stage's rows
-    (with `quality`), of which the test videos' are kept; `setting_fidelity`: the test settings' rows."""
+    (with `quality`), of which the test videos' are kept; `setting_fidelity`: the test settings' rows, with
+    their `encoder`; `mozjpeg_encoder(q)`: the provenance string of MozJPEG's files at quality q."""
     moz = mozjpeg_fidelity[mozjpeg_fidelity["key"].isin(set(test_keys))]
-    moz = moz.assign(setting="q" + moz["quality"].astype(int).astype(str))
-    rows = pd.concat([moz[["setting", "psnr", "ssim", "bpp"]], setting_fidelity[["setting", "psnr", "ssim", "bpp"]]])
+    moz = moz.assign(
+        setting="q" + moz["quality"].astype(int).astype(str),
+        encoder=moz["quality"].astype(int).map(mozjpeg_encoder),
+    )
+    cols = ["setting", "psnr", "ssim", "bpp", "encoder"]
+    rows = pd.concat([moz[cols], setting_fidelity[cols]])
     g = rows.groupby("setting").agg(
         n=("psnr", "size"),
         bpp=("bpp", "mean"),
@@ -71,6 +108,7 @@ def rate_distortion(
         psnr_std=("psnr", "std"),
         ssim_mean=("ssim", "mean"),
         ssim_std=("ssim", "std"),
+        encoder=("encoder", lambda e: "; ".join(sorted(set(e)))),  # one, unless jobs ran on other library versions
     )
     missing = sorted(set(settings["setting"]) - set(g.index))
     if missing:
