@@ -5,7 +5,7 @@ import pandas as pd
 from dfpipe import runlog, tools
 from dfpipe.axes import Setting
 from dfpipe.data import compress
-from dfpipe.evaluation import bitrate, tables
+from dfpipe.evaluation import bitrate, metrics, tables
 from dfpipe.io import atomic_path, write_csv
 
 log = runlog.to_file(snakemake.log[0])
@@ -23,10 +23,13 @@ rd = bitrate.rate_distortion(
 )
 write_csv(out.rd, rd)
 bitrate.plot_rate_distortion(rd, out.rd_plot)
-pred_cols = ["detector", "train_quality", "video_key", "label", "score"]
 robust = bitrate.robustness(
-    bitrate.read_tables(inp.mozjpeg_predictions, [*pred_cols, "split", "train_methods", "test_quality"], "prediction"),
-    bitrate.read_tables(inp.setting_predictions, [*pred_cols, "setting"], "test-setting prediction"),
+    metrics.read_predictions(inp.mozjpeg_predictions),  # checked, errors name the file
+    bitrate.read_tables(
+        inp.setting_predictions,
+        ["detector", "train_quality", "video_key", "label", "score", "setting"],
+        "test-setting prediction",
+    ),
     rd,
     n_boot=params.bootstrap,
 )

@@ -34,7 +34,7 @@ class Setting:
     @property
     def extension(self) -> str:
         """The extension of its images in the shards: the codec's own, or png for lossless-stored crops."""
-        return CODECS[self.method][1] if self.kind == "codec" else "png"
+        return image_extension(self.name)
 
 
 def _level(value: float) -> str:

@@ -16,9 +16,12 @@ from PIL import Image, features
 
 # Pillow's save() arguments per codec beyond the format and quality: none, so each is its library's default
 # (libjpeg-turbo: 4:2:0, standard tables, baseline; WebP: method 4; AVIF: speed 6, 4:2:0).
-PILLOW_FORMATS = {"libjpeg-turbo": "JPEG", "webp": "WEBP", "avif": "AVIF"}
-# codec -> (Pillow feature, the library it names)
-PILLOW_LIBRARIES = {"libjpeg-turbo": ("libjpeg_turbo", "libjpeg-turbo"), "webp": ("webp", "libwebp"), "avif": ("avif", "libavif")}
+# codec -> (Pillow format, Pillow feature, the library it names)
+PILLOW_CODECS = {
+    "libjpeg-turbo": ("JPEG", "libjpeg_turbo", "libjpeg-turbo"),
+    "webp": ("WEBP", "webp", "libwebp"),
+    "avif": ("AVIF", "avif", "libavif"),
+}
 JXL_SIGNATURES = (b"\xff\x0a", b"\x00\x00\x00\x0cJXL \r\n\x87\n")
 
 
@@ -27,7 +30,7 @@ def library_version(codec: str) -> str:
     """The encoding library and its version, e.g. "libwebp 1.6.0"."""
     if codec == "jxl":
         return str(imagecodecs.jpegxl_version())  # "libjxl 0.11.2"
-    feature, library = PILLOW_LIBRARIES[codec]
+    _, feature, library = PILLOW_CODECS[codec]
     if not features.check(feature):
         raise RuntimeError(f"this Pillow cannot encode {codec} (PIL.features.check({feature!r}) is False)")
     return f"{library} {features.version(feature)}"
@@ -44,7 +47,7 @@ def encode(rgb: np.ndarray, codec: str, quality: int) -> bytes:
     if codec == "jxl":
         return bytes(imagecodecs.jpegxl_encode(np.ascontiguousarray(rgb), level=int(quality)))
     out = io.BytesIO()
-    Image.fromarray(rgb, "RGB").save(out, format=PILLOW_FORMATS[codec], quality=int(quality))
+    Image.fromarray(rgb, "RGB").save(out, format=PILLOW_CODECS[codec][0], quality=int(quality))
     return out.getvalue()
 
 

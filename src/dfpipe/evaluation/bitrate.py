@@ -97,7 +97,7 @@ def rate_distortion(
     moz = mozjpeg_fidelity[mozjpeg_fidelity["key"].isin(set(test_keys))]
     moz = moz.assign(
         setting="q" + moz["quality"].astype(int).astype(str),
-        encoder=moz["quality"].astype(int).map(mozjpeg_encoder),
+        encoder=moz["quality"].astype(int).map({q: mozjpeg_encoder(q) for q in moz["quality"].astype(int).unique()}),
     )
     cols = ["setting", "psnr", "ssim", "bpp", "encoder"]
     rows = pd.concat([moz[cols], setting_fidelity[cols]])
